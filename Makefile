@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`.
+BUILD_DIR ?= build
+JOBS ?= 2
+CMAKE_FLAGS ?=
+
+.PHONY: deps build run test test-asan test-tsan clean
+
+deps:
+	bash scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+# Installs, builds and starts the hive on 127.0.0.1:7835 with the cache in ~/.cache/rbee/models.
+run: build
+	$(BUILD_DIR)/hive/rbee-hive $(ARGS)
+
+# Installs, builds and runs every test.
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan:
+	$(MAKE) test BUILD_DIR=build-asan CMAKE_FLAGS="-DRBEE_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug"
+
+# The same suite under ThreadSanitizer.
+test-tsan:
+	$(MAKE) test BUILD_DIR=build-tsan CMAKE_FLAGS="-DRBEE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug"
+
+clean:
+	rm -rf build build-asan build-tsan

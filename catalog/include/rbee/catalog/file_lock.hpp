@@ -1,0 +1,22 @@
+#pragma once
+// FileLock: an exclusive advisory lock on a file, across processes and threads.
+
+#include <filesystem>
+
+namespace rbee::catalog {
+
+// Uses open-file-description locks (F_OFD_SETLKW): unlike flock() they work on NFS, and unlike
+// classic POSIX record locks two threads of one process exclude each other. Blocks until the
+// lock is held; released by the destructor. Creates the lock file (and its folders).
+class FileLock {
+ public:
+  explicit FileLock(const std::filesystem::path& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace rbee::catalog

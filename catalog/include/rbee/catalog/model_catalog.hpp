@@ -1,0 +1,62 @@
+#pragma once
+// ModelCatalog: the models on this machine, one metadata.yaml per model, under a root folder:
+//   <root>/<org>/<name>/metadata.yaml   and the model's files beside it at their repo paths.
+//
+// Safe for many threads and processes at once: writers serialise on a per-model advisory lock
+// (<root>/.locks/<org>/<name>.lock) and replace metadata.yaml atomically (temp file, fsync,
+// rename, fsync of the folder), so readers never take a lock and never see a torn file.
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "rbee/catalog/errors.hpp"
+#include "rbee/catalog/model_entry.hpp"
+#include "rbee/catalog/model_id.hpp"
+
+namespace rbee::catalog {
+
+class ModelCatalog {
+ public:
+  // Progress writes of one model closer together than this are skipped (DESIGN §4).
+  static constexpr std::chrono::milliseconds kDefaultProgressInterval{1000};
+
+  explicit ModelCatalog(std::filesystem::path root,
+                        std::chrono::milliseconds progress_interval = kDefaultProgressInterval);
+
+  const std::filesystem::path& root() const { return root_; }
+  std::filesystem::path model_dir(const ModelId& id) const;
+
+  // Reader API (workers): never blocks on writers. An entry whose metadata.yaml cannot be read
+  // or validated comes back with status failed and the reason in `error`, never dropped.
+  std::vector<ModelEntry> list() const;  // sorted by id
+  std::optional<ModelEntry> get(const ModelId& id) const;
+
+  // Writer API. Each call holds the model's lock for its read-modify-write; throws CatalogError
+  // (io_error) when the disk refuses, leaving the previous metadata.yaml intact.
+  void put(ModelEntry entry);  // stamps updated_at (and added_at when 0)
+  // Applies `change` to the current entry (or a fresh one for `id`) and writes it.
+  ModelEntry update(const ModelId& id, const std::function<void(ModelEntry&)>& change);
+  // Status downloading with these byte counts; skipped (returns false) when the last progress
+  // write of this model was less than the interval ago, unless done == total.
+  bool update_progress(const ModelId& id, std::uint64_t bytes_done, std::uint64_t bytes_total);
+  // Deletes the model's folder with its files and entry; false when there was none.
+  bool remove(const ModelId& id);
+
+ private:
+  std::filesystem::path metadata_path(const ModelId& id) const;
+  std::filesystem::path lock_path(const ModelId& id) const;
+  ModelEntry read_entry(const ModelId& id, const std::filesystem::path& file) const;
+  void write_entry(ModelEntry& entry) const;
+
+  std::filesystem::path root_;
+  std::chrono::milliseconds progress_interval_;
+  mutable std::mutex throttle_mutex_;
+  std::map<std::string, std::chrono::steady_clock::time_point> last_progress_write_;
+};
+
+}  // namespace rbee::catalog

@@ -1,0 +1,42 @@
+#pragma once
+// Model ids ("org/name") and file paths inside a model, validated before they touch the disk.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "rbee/catalog/errors.hpp"
+
+namespace rbee::catalog {
+
+inline constexpr std::size_t kMaxModelIdLength = 96;     // the Hub's limit for a repo id
+inline constexpr std::size_t kMaxRepoPathLength = 1024;
+
+struct ModelId {
+  std::string org;
+  std::string name;
+
+  std::string str() const { return org + "/" + name; }
+  friend bool operator==(const ModelId&, const ModelId&) = default;
+};
+
+// Each part follows the Hub's rule [A-Za-z0-9][A-Za-z0-9._-]*, with no "--" or "..", not
+// ending in '-' or '.', the whole at most kMaxModelIdLength. Throws CatalogError
+// (invalid_model_id) naming what is wrong; the message quotes the input only when it is short
+// and printable.
+ModelId parse_model_id(std::string_view text);
+
+// rbee's "org/name[:path/in/repo]": the model plus, optionally, the one file wanted.
+struct ModelReference {
+  ModelId id;
+  std::optional<std::string> file;
+};
+ModelReference parse_model_reference(std::string_view text);
+
+// A relative path inside a model directory: '/'-separated, no empty, "." or ".." segments, no
+// leading '/', no backslash, no control characters, at most kMaxRepoPathLength, and none of
+// the names the catalog keeps for itself: metadata.yaml (and its temp files) at the top, and
+// names ending in ".part". Throws CatalogError (invalid_path).
+void validate_repo_path(std::string_view path);
+
+}  // namespace rbee::catalog

@@ -1,0 +1,165 @@
+#include "rbee/catalog/model_entry.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <ctime>
+#include <stdexcept>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+namespace rbee::catalog {
+namespace {
+
+constexpr std::array<std::string_view, 5> kStatusNames = {"downloading", "ready", "failed",
+                                                          "cancelled", "interrupted"};
+
+// Timestamps are RFC 3339 UTC strings with milliseconds, readable by people and every language.
+std::string format_time(std::int64_t unix_ms) {
+  const std::chrono::sys_time<std::chrono::milliseconds> time{std::chrono::milliseconds(unix_ms)};
+  const auto seconds = std::chrono::floor<std::chrono::seconds>(time);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z", seconds,
+                     static_cast<int>((time - seconds).count()));
+}
+
+std::int64_t parse_time(const std::string& text) {
+  std::tm tm{};
+  int millis = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
+                  &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &millis) != 7) {
+    throw std::runtime_error(fmt::format("bad timestamp '{}'", text));
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
+}
+
+void emit_string(YAML::Emitter& out, std::string_view key, const std::string& value) {
+  out << YAML::Key << std::string(key) << YAML::Value << YAML::DoubleQuoted << value;
+}
+
+template <typename T>
+void emit_number(YAML::Emitter& out, std::string_view key, T value) {
+  out << YAML::Key << std::string(key) << YAML::Value << value;
+}
+
+const YAML::Node required(const YAML::Node& node, const char* key) {
+  YAML::Node value = node[key];
+  if (!value) throw std::runtime_error(fmt::format("missing field '{}'", key));
+  return value;
+}
+
+template <typename T>
+T field(const YAML::Node& node, const char* key) {
+  try {
+    return required(node, key).as<T>();
+  } catch (const YAML::Exception&) {
+    throw std::runtime_error(fmt::format("field '{}' has the wrong type", key));
+  }
+}
+
+ModelFile parse_file(const YAML::Node& node) {
+  ModelFile file{field<std::string>(node, "path"), field<std::uint64_t>(node, "size"),
+                 field<std::string>(node, "sha256"), field<std::string>(node, "etag"),
+                 field<std::string>(node, "state")};
+  validate_repo_path(file.path);
+  return file;
+}
+
+}  // namespace
+
+std::string_view to_string(ModelStatus status) {
+  return kStatusNames[static_cast<std::size_t>(status)];
+}
+
+ModelStatus parse_model_status(std::string_view text) {
+  auto it = std::find(kStatusNames.begin(), kStatusNames.end(), text);
+  if (it == kStatusNames.end()) {
+    throw std::invalid_argument(fmt::format("unknown model status '{}'", text));
+  }
+  return static_cast<ModelStatus>(it - kStatusNames.begin());
+}
+
+double ModelEntry::progress() const {
+  if (status == ModelStatus::ready) return 1.0;
+  if (bytes_total == 0) return 0.0;
+  return std::min(1.0, static_cast<double>(bytes_done) / static_cast<double>(bytes_total));
+}
+
+std::string to_yaml(const ModelEntry& entry) {
+  YAML::Emitter out;
+  out.SetDoublePrecision(6);
+  out << YAML::BeginMap;
+  emit_number(out, "schema", kSchemaVersion);
+  emit_string(out, "id", entry.id.str());
+  emit_string(out, "source", entry.source);
+  emit_string(out, "endpoint", entry.endpoint);
+  emit_string(out, "revision", entry.revision);
+  emit_string(out, "commit", entry.commit);
+  emit_string(out, "path", entry.path);
+  emit_string(out, "status", std::string(to_string(entry.status)));
+  emit_number(out, "bytes_done", entry.bytes_done);
+  emit_number(out, "bytes_total", entry.bytes_total);
+  emit_number(out, "progress", entry.progress());
+  emit_number(out, "size", entry.bytes_total);
+  emit_string(out, "error", entry.error);
+  out << YAML::Key << "files" << YAML::Value << YAML::BeginSeq;
+  for (const ModelFile& file : entry.files) {
+    out << YAML::BeginMap;
+    emit_string(out, "path", file.path);
+    emit_number(out, "size", file.size);
+    emit_string(out, "sha256", file.sha256);
+    emit_string(out, "etag", file.etag);
+    emit_string(out, "state", file.state);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  emit_string(out, "added_at", format_time(entry.added_at_ms));
+  emit_string(out, "updated_at", format_time(entry.updated_at_ms));
+  emit_string(out, "last_job_id", entry.last_job_id);
+  out << YAML::EndMap;
+  if (!out.good()) throw std::runtime_error("YAML emitter failed: " + out.GetLastError());
+  return std::string(out.c_str()) + "\n";
+}
+
+ModelEntry parse_model_entry(std::string_view yaml) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& error) {
+    throw std::runtime_error(fmt::format("not valid YAML ({})", error.msg));
+  }
+  if (!root.IsMap()) throw std::runtime_error("not a YAML mapping");
+  const int schema = field<int>(root, "schema");
+  if (schema != kSchemaVersion) {
+    throw std::runtime_error(fmt::format("schema {} is not supported (expected {})", schema,
+                                         kSchemaVersion));
+  }
+  ModelEntry entry;
+  entry.id = parse_model_id(field<std::string>(root, "id"));
+  entry.source = field<std::string>(root, "source");
+  entry.endpoint = field<std::string>(root, "endpoint");
+  entry.revision = field<std::string>(root, "revision");
+  entry.commit = field<std::string>(root, "commit");
+  entry.path = field<std::string>(root, "path");
+  try {
+    entry.status = parse_model_status(field<std::string>(root, "status"));
+  } catch (const std::invalid_argument& error) {
+    throw std::runtime_error(error.what());
+  }
+  entry.bytes_done = field<std::uint64_t>(root, "bytes_done");
+  entry.bytes_total = field<std::uint64_t>(root, "bytes_total");
+  entry.error = field<std::string>(root, "error");
+  const YAML::Node files = required(root, "files");
+  if (!files.IsSequence()) throw std::runtime_error("field 'files' must be a list");
+  for (const auto& file : files) entry.files.push_back(parse_file(file));
+  entry.added_at_ms = parse_time(field<std::string>(root, "added_at"));
+  entry.updated_at_ms = parse_time(field<std::string>(root, "updated_at"));
+  // The last field written: a file cut short anywhere before it is refused, not half-read.
+  entry.last_job_id = field<std::string>(root, "last_job_id");
+  return entry;
+}
+
+}  // namespace rbee::catalog

@@ -1,0 +1,118 @@
+#include "rbee/catalog/model_id.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace rbee::catalog {
+namespace {
+
+bool is_printable(std::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+}
+
+// Quotes the input in messages only when that cannot flood or garble a log line.
+std::string describe(std::string_view text) {
+  if (text.size() <= 120 && is_printable(text)) return fmt::format("'{}'", text);
+  return fmt::format("of {} bytes", text.size());
+}
+
+[[noreturn]] void invalid_id(std::string_view text, std::string_view why) {
+  throw CatalogError(CatalogErrorCode::invalid_model_id,
+                     fmt::format("invalid model id {}: {}", describe(text), why));
+}
+
+[[noreturn]] void invalid_path(std::string_view path, std::string_view why) {
+  throw CatalogError(CatalogErrorCode::invalid_path,
+                     fmt::format("invalid file path {}: {}", describe(path), why));
+}
+
+bool is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+void validate_id_part(std::string_view whole, std::string_view part, std::string_view role) {
+  if (part.empty()) invalid_id(whole, fmt::format("the {} part is empty", role));
+  if (!is_alnum(part.front())) {
+    invalid_id(whole, fmt::format("the {} part must start with a letter or digit", role));
+  }
+  for (char c : part) {
+    if (!is_alnum(c) && c != '.' && c != '_' && c != '-') {
+      invalid_id(whole, fmt::format("the {} part may only hold letters, digits, '.', '_' and '-'",
+                                    role));
+    }
+  }
+  if (part.find("--") != std::string_view::npos || part.find("..") != std::string_view::npos) {
+    invalid_id(whole, "'--' and '..' are not allowed");
+  }
+  if (part.back() == '-' || part.back() == '.') {
+    invalid_id(whole, fmt::format("the {} part must not end with '-' or '.'", role));
+  }
+}
+
+}  // namespace
+
+std::string_view to_string(CatalogErrorCode code) {
+  switch (code) {
+    case CatalogErrorCode::invalid_model_id: return "invalid_model_id";
+    case CatalogErrorCode::invalid_path: return "invalid_path";
+    case CatalogErrorCode::not_found: return "model_not_found";
+    case CatalogErrorCode::io_error: return "io_error";
+  }
+  return "catalog_error";
+}
+
+ModelId parse_model_id(std::string_view text) {
+  if (text.empty()) invalid_id(text, "it is empty");
+  if (text.size() > kMaxModelIdLength) {
+    invalid_id(text, fmt::format("longer than {} characters", kMaxModelIdLength));
+  }
+  const auto slash = text.find('/');
+  if (slash == std::string_view::npos || text.find('/', slash + 1) != std::string_view::npos) {
+    invalid_id(text, "expected exactly one '/', as in 'org/name'");
+  }
+  const auto org = text.substr(0, slash);
+  const auto name = text.substr(slash + 1);
+  validate_id_part(text, org, "organisation");
+  validate_id_part(text, name, "name");
+  return ModelId{std::string(org), std::string(name)};
+}
+
+ModelReference parse_model_reference(std::string_view text) {
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return {parse_model_id(text), std::nullopt};
+  std::string file(text.substr(colon + 1));
+  ModelReference reference{parse_model_id(text.substr(0, colon)), file};
+  validate_repo_path(file);
+  return reference;
+}
+
+void validate_repo_path(std::string_view path) {
+  if (path.empty()) invalid_path(path, "it is empty");
+  if (path.size() > kMaxRepoPathLength) {
+    invalid_path(path, fmt::format("longer than {} characters", kMaxRepoPathLength));
+  }
+  if (!is_printable(path)) invalid_path(path, "it contains control characters");
+  if (path.front() == '/') invalid_path(path, "absolute paths are not allowed");
+  if (path.find('\\') != std::string_view::npos) invalid_path(path, "backslashes are not allowed");
+
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const auto end = std::min(path.find('/', start), path.size());
+    const auto segment = path.substr(start, end - start);
+    if (segment.empty()) invalid_path(path, "empty path segments are not allowed");
+    if (segment == "." || segment == "..") invalid_path(path, "'.' and '..' segments are not allowed");
+    if (segment.size() > 5 && segment.ends_with(".part")) {
+      invalid_path(path, "names ending in '.part' are kept for partial downloads");
+    }
+    start = end + 1;
+  }
+  if (path.starts_with("metadata.yaml") || path.starts_with(".metadata.yaml")) {
+    if (path.find('/') == std::string_view::npos) {
+      invalid_path(path, "'metadata.yaml' and its temp files are the catalog's own");
+    }
+  }
+}
+
+}  // namespace rbee::catalog

@@ -1,0 +1,79 @@
+#pragma once
+// JobRouter: runs each submitted job's handler, chosen by operation name, on a bounded pool.
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include <asio/thread_pool.hpp>
+#include <nlohmann/json.hpp>
+#include <rbee/narration/narrator.hpp>
+
+#include "rbee/jobs/job.hpp"
+
+namespace rbee::jobs {
+
+// A failure a handler reports: `code` is a stable snake_case kind, what() the operator's
+// sentence that ends the stream as "[ERROR] <what()>".
+class JobError : public std::runtime_error {
+ public:
+  JobError(std::string code, const std::string& message)
+      : std::runtime_error(message), code_(std::move(code)) {}
+  const std::string& code() const { return code_; }
+
+ private:
+  std::string code_;
+};
+
+// What a handler sees of its job. Valid for the duration of the handler call.
+class JobContext {
+ public:
+  JobContext(Job& job, const narration::Narrator& narrator) : job_(job), narrator_(narrator) {}
+
+  const std::string& job_id() const { return job_.id(); }
+  const Operation& operation() const { return job_.operation(); }
+  const CancellationToken& cancellation() const { return job_.cancellation(); }
+
+  // Stamps the event with this job's id and emits it through the narrator.
+  void narrate(narration::NarrationEvent event) const;
+  void narrate(std::string actor, std::string action, std::string target, std::string human,
+               narration::Level level = narration::Level::info) const;
+  // Appends {"type":"data","action":…,"payload":…} to the job's stream.
+  void emit_data(std::string_view action, nlohmann::json payload) const;
+
+ private:
+  Job& job_;
+  const narration::Narrator& narrator_;
+};
+
+// Throws JobError (or any exception) to fail the job; JobCancelled or returning after the
+// token was cancelled ends it as cancelled; a normal return completes it.
+using JobHandler = std::function<void(JobContext&)>;
+
+// Owns its worker threads: at most `max_concurrent_jobs` handlers run at once, the rest wait
+// queued. shutdown() (or the destructor) cancels nothing by itself: it waits for every job.
+class JobRouter {
+ public:
+  JobRouter(const narration::Narrator& narrator, std::size_t max_concurrent_jobs);
+  ~JobRouter();
+  JobRouter(const JobRouter&) = delete;
+  JobRouter& operator=(const JobRouter&) = delete;
+
+  // Register before the first submit(); not thread-safe with submit().
+  void route(std::string operation_name, JobHandler handler);
+  // Returns at once; the job runs on the pool. Keeps the job alive until it finishes.
+  void submit(std::shared_ptr<Job> job);
+  // Waits until every submitted job has finished, then stops the pool.
+  void shutdown();
+
+ private:
+  void run(Job& job) const;
+
+  const narration::Narrator& narrator_;
+  std::map<std::string, JobHandler, std::less<>> handlers_;
+  asio::thread_pool pool_;
+};
+
+}  // namespace rbee::jobs

@@ -1,0 +1,67 @@
+#pragma once
+// Operation: what a job does, parsed from rbee's wire format: one JSON object, internally
+// tagged by "operation" (snake_case), its fields flat beside it; unknown fields are ignored.
+
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace rbee::jobs {
+
+struct ModelDownload {
+  std::string hive_id;
+  std::string model;  // "org/name" or rbee's "org/name:path/in/repo"
+  std::string revision = "main";
+  std::vector<std::string> include;  // fnmatch globs; empty means everything
+  std::vector<std::string> exclude;  // fnmatch globs; wins over include
+};
+struct ModelList {
+  std::string hive_id;
+};
+struct ModelGet {
+  std::string hive_id;
+  std::string id;
+};
+struct ModelDelete {
+  std::string hive_id;
+  std::string id;
+};
+
+using Operation = std::variant<ModelDownload, ModelList, ModelGet, ModelDelete>;
+
+enum class OperationErrorCode {
+  invalid_json,           // not JSON, or not a JSON object
+  missing_field,          // a required field is absent or empty
+  invalid_field,          // a field has the wrong type or an unusable value
+  unknown_operation,      // no rbee component knows this operation
+  unsupported_operation,  // an rbee operation this hive does not serve
+};
+
+std::string_view to_string(OperationErrorCode code);
+
+class OperationError : public std::runtime_error {
+ public:
+  OperationError(OperationErrorCode code, const std::string& message)
+      : std::runtime_error(message), code_(code) {}
+  OperationErrorCode code() const { return code_; }
+
+ private:
+  OperationErrorCode code_;
+};
+
+// Operations this hive runs, in the order error messages list them.
+std::span<const std::string_view> supported_operations();
+
+std::string_view operation_name(const Operation& operation);
+
+// Throws OperationError. Checks structure and types only; the hive validates model ids.
+Operation parse_operation(std::string_view body);
+
+nlohmann::json to_json(const Operation& operation);
+
+}  // namespace rbee::jobs

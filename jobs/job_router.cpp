@@ -1,0 +1,74 @@
+#include "rbee/jobs/job_router.hpp"
+
+#include <asio/post.hpp>
+#include <fmt/format.h>
+
+namespace rbee::jobs {
+
+using narration::Level;
+using narration::NarrationEvent;
+
+void JobContext::narrate(NarrationEvent event) const {
+  event.job_id = job_.id();
+  narrator_.emit(std::move(event));
+}
+
+void JobContext::narrate(std::string actor, std::string action, std::string target,
+                         std::string human, Level level) const {
+  narrate(NarrationEvent{std::move(actor), std::move(action), std::move(target),
+                         std::move(human), job_.id(), level, 0, std::nullopt});
+}
+
+void JobContext::emit_data(std::string_view action, nlohmann::json payload) const {
+  nlohmann::json line = {{"type", "data"}, {"action", action}, {"payload", std::move(payload)}};
+  job_.events().append(line.dump());
+}
+
+JobRouter::JobRouter(const narration::Narrator& narrator, std::size_t max_concurrent_jobs)
+    : narrator_(narrator), pool_(max_concurrent_jobs == 0 ? 1 : max_concurrent_jobs) {}
+
+JobRouter::~JobRouter() { shutdown(); }
+
+void JobRouter::route(std::string operation_name, JobHandler handler) {
+  handlers_.insert_or_assign(std::move(operation_name), std::move(handler));
+}
+
+void JobRouter::submit(std::shared_ptr<Job> job) {
+  asio::post(pool_, [this, job = std::move(job)] { run(*job); });
+}
+
+void JobRouter::shutdown() { pool_.join(); }
+
+void JobRouter::run(Job& job) const {
+  if (!job.start()) return;  // cancelled while queued: already finished with [CANCELLED]
+  JobContext context(job, narrator_);
+  const std::string name(job.operation_name());
+  context.narrate("hive", "job_started", name, fmt::format("Started {}", name));
+
+  auto end_cancelled = [&] {
+    context.narrate("hive", "job_cancelled", name, fmt::format("Cancelled {}", name), Level::warn);
+    job.finish_cancelled();
+  };
+  auto handler = handlers_.find(name);
+  try {
+    if (handler == handlers_.end()) {
+      throw JobError("no_handler", fmt::format("no handler is registered for '{}'", name));
+    }
+    handler->second(context);
+    job.cancellation().throw_if_cancelled();
+    context.narrate("hive", "job_completed", name, fmt::format("Completed {}", name));
+    job.complete();
+  } catch (const JobCancelled&) {
+    end_cancelled();
+  } catch (const std::exception& error) {
+    // The boundary: every handler failure ends here, once, as the job's error. A handler
+    // that fails because it was cancelled (an aborted transfer) ends as cancelled.
+    if (job.cancellation().cancelled()) return end_cancelled();
+    const std::string reason = narrator_.redact(error.what());
+    context.narrate("hive", "job_failed", name, fmt::format("{} failed: {}", name, reason),
+                    Level::error);
+    job.fail(reason);
+  }
+}
+
+}  // namespace rbee::jobs

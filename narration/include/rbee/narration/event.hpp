@@ -1,0 +1,45 @@
+#pragma once
+// NarrationEvent: one human-readable, machine-parseable thing that happened in the hive.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace rbee::narration {
+
+enum class Level { debug, info, warn, error };
+
+std::string_view to_string(Level level);
+// Throws std::invalid_argument for anything but debug|info|warn|error.
+Level parse_level(std::string_view text);
+
+// Structured progress of one file transfer; serialised flat beside the event's fields.
+struct Progress {
+  std::string file;
+  std::uint64_t bytes_done = 0;
+  std::uint64_t bytes_total = 0;
+  double bytes_per_sec = 0;
+  std::optional<double> eta_s;  // absent while the speed is unknown
+};
+
+struct NarrationEvent {
+  std::string actor;   // component that speaks: "hive", "provisioner", ...
+  std::string action;  // what happened, snake_case: "job_started", "download_progress"
+  std::string target;  // what it happened to: a model id, a file, a job id
+  std::string human;   // one sentence for an operator
+  std::string job_id;  // empty for events that belong to no job
+  Level level = Level::info;
+  std::int64_t emitted_at_ms = 0;  // Unix epoch milliseconds; 0 means "stamp on emit"
+  std::optional<Progress> progress;
+};
+
+std::int64_t now_unix_ms();
+
+// {"type":"narration","actor",...,"emitted_at_ms"[,"file","bytes_done","bytes_total",
+// "bytes_per_sec","eta_s"]}: the SSE data line of DESIGN §3.
+nlohmann::json to_json(const NarrationEvent& event);
+
+}  // namespace rbee::narration

@@ -1,0 +1,77 @@
+#include "rbee/hive/config.hpp"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace rbee::hive {
+namespace {
+
+std::filesystem::path home_folder() {
+  if (const char* home = std::getenv("HOME"); home && *home) return home;
+  if (const passwd* entry = ::getpwuid(::getuid()); entry && entry->pw_dir) return entry->pw_dir;
+  throw std::invalid_argument("cannot find the home folder: set HOME or --cache-dir");
+}
+
+}  // namespace
+
+void add_config_options(CLI::App& app, HiveConfig& config) {
+  app.add_option("--bind", config.bind, "Address to listen on (default 127.0.0.1)")
+      ->envname("HIVE_BIND");
+  app.add_option("--port", config.port, "Port to listen on (default 7835)")
+      ->envname("HIVE_PORT")
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--cache-dir", config.cache_dir,
+                 "Model cache and catalog root (default ~/.cache/rbee/models)")
+      ->envname("RBEE_CACHE_DIR");
+  app.add_option("--api-token", config.api_token,
+                 "Bearer token required on every route but /health")
+      ->envname("RBEE_API_TOKEN");
+  app.add_option_function<std::string>(
+         "--log-level",
+         [&config](const std::string& text) { config.log_level = narration::parse_level(text); },
+         "debug, info, warn or error (default info)")
+      ->envname("RBEE_LOG_LEVEL");
+  app.add_option("--max-concurrent-jobs", config.max_concurrent_jobs,
+                 "Jobs that run at once; the rest wait queued (default 4)")
+      ->envname("RBEE_MAX_CONCURRENT_JOBS")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--max-connections", config.max_connections,
+                 "HTTP connections served at once, SSE watchers included (default 1024)")
+      ->envname("RBEE_MAX_CONNECTIONS")
+      ->check(CLI::Range(8, 16384));
+  app.add_option_function<int>(
+         "--sse-heartbeat-ms",
+         [&config](int ms) { config.sse_heartbeat = std::chrono::milliseconds(ms); },
+         "Interval of ': ping' comments on idle streams (default 15000)")
+      ->check(CLI::Range(10, 600000));
+  app.add_option("--max-finished-jobs", config.retention.max_finished_jobs,
+                 "Finished jobs kept for GET /v1/jobs and replay (default 1000)")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option_function<int>(
+         "--finished-job-ttl-s",
+         [&config](int s) { config.retention.max_finished_age = std::chrono::seconds(s); },
+         "Seconds a finished job is kept (default 3600)")
+      ->check(CLI::Range(1, 30 * 24 * 3600));
+}
+
+bool is_loopback_address(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+void finalize_config(HiveConfig& config) {
+  if (config.cache_dir.empty()) config.cache_dir = home_folder() / ".cache" / "rbee" / "models";
+  config.cache_dir = std::filesystem::absolute(config.cache_dir);
+  if (!is_loopback_address(config.bind) && config.api_token.empty()) {
+    throw std::invalid_argument(fmt::format(
+        "refusing to listen on {} without an API token: anyone who can reach it could start "
+        "downloads; set --api-token or RBEE_API_TOKEN",
+        config.bind));
+  }
+}
+
+}  // namespace rbee::hive

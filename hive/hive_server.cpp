@@ -1,0 +1,272 @@
+#include "rbee/hive/hive_server.hpp"
+
+#include <openssl/crypto.h>
+#include <sys/socket.h>
+
+#include <charconv>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "rbee/hive/api_json.hpp"
+#include "rbee/hive/elastic_task_queue.hpp"
+#include "rbee/hive/model_operations.hpp"
+
+namespace rbee::hive {
+namespace {
+
+using httplib::Request;
+using httplib::Response;
+
+constexpr std::size_t kMaxRequestBody = 1024 * 1024;
+constexpr int kListenBacklog = 1024;
+constexpr auto kStreamDrainTimeout = std::chrono::seconds(3);
+
+void send_json(Response& response, int status, const nlohmann::json& body) {
+  response.status = status;
+  response.set_content(body.dump(), "application/json");
+}
+
+void send_error(Response& response, int status, std::string_view code, std::string_view message) {
+  send_json(response, status, error_body(code, message));
+}
+
+// cpp-httplib answers some failures itself (no route, body too large, bad request line) with
+// an empty body; give those the API's JSON error shape too.
+std::pair<std::string_view, std::string> default_error(const Request& request, int status) {
+  switch (status) {
+    case 404: return {"not_found", fmt::format("no route for {} {}", request.method, request.path)};
+    case 405: return {"method_not_allowed", fmt::format("{} is not allowed here", request.method)};
+    case 413:
+      return {"payload_too_large",
+              fmt::format("the request body is larger than {} bytes", kMaxRequestBody)};
+    case 414: return {"uri_too_long", "the request URI is too long"};
+    default: return {"bad_request", fmt::format("the request could not be served ({})", status)};
+  }
+}
+
+bool is_json_content_type(const std::string& value) {
+  const auto media_type = value.substr(0, value.find(';'));
+  return media_type == "application/json";
+}
+
+// Last-Event-ID: the sequence number of the last event the client saw (0 = none).
+std::optional<std::uint64_t> parse_event_id(const std::string& text) {
+  std::uint64_t value = 0;
+  const auto* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end) return std::nullopt;
+  return value;
+}
+
+std::string format_sse(const jobs::LogEntry& entry) {
+  return fmt::format("id: {}\ndata: {}\n\n", entry.seq, entry.data);
+}
+
+int http_status_of(catalog::CatalogErrorCode code) {
+  return code == catalog::CatalogErrorCode::io_error ? 500 : 400;
+}
+
+}  // namespace
+
+HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
+                       jobs::JobRouter& router, catalog::ModelCatalog& catalog,
+                       const narration::Narrator& narrator)
+    : config_(config), registry_(registry), router_(router), catalog_(catalog), narrator_(narrator) {
+  const std::size_t max_threads = config_.max_connections;
+  server_.new_task_queue = [max_threads] { return new ElasticTaskQueue(max_threads); };
+  server_.set_tcp_nodelay(true);
+  server_.set_keep_alive_max_count(1000);
+  server_.set_payload_max_length(kMaxRequestBody);
+  server_.set_socket_options([this](socket_t fd) {
+    const int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd_ = fd;  // kept to raise the listen backlog after bind (DESIGN §9)
+  });
+  install_routes();
+}
+
+HiveServer::~HiveServer() { shutdown(); }
+
+int HiveServer::bind() {
+  int port = config_.port;
+  if (port == 0) {
+    port = server_.bind_to_any_port(config_.bind);
+    if (port < 0) port = 0;
+  } else if (!server_.bind_to_port(config_.bind, port)) {
+    port = 0;
+  }
+  if (port == 0) {
+    throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", config_.bind, config_.port,
+                                         std::strerror(errno)));
+  }
+  // cpp-httplib listens with a compiled-in backlog of 5; a burst of watchers would be dropped.
+  if (listen_fd_ >= 0) ::listen(listen_fd_, kListenBacklog);
+  return port;
+}
+
+bool HiveServer::serve() { return server_.listen_after_bind(); }
+
+void HiveServer::shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    {
+      std::lock_guard lock(submit_mutex_);
+      draining_ = true;
+    }
+    registry_.cancel_all();
+    router_.shutdown();  // every job has now ended; its stream has its terminal line
+    const auto deadline = std::chrono::steady_clock::now() + kStreamDrainTimeout;
+    while (open_streams_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // wait for streams to flush
+    }
+    server_.stop();
+  });
+}
+
+bool HiveServer::authorized(const Request& request) const {
+  if (config_.api_token.empty() || request.path == "/health") return true;
+  const std::string expected = "Bearer " + config_.api_token;
+  const std::string& given = request.get_header_value("Authorization");
+  return given.size() == expected.size() &&
+         CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
+}
+
+void HiveServer::install_routes() {
+  server_.set_pre_routing_handler([this](const Request& request, Response& response) {
+    if (authorized(request)) return httplib::Server::HandlerResponse::Unhandled;
+    response.set_header("WWW-Authenticate", "Bearer");
+    send_error(response, 401, "unauthorized",
+               "a valid API token is required: send 'Authorization: Bearer <token>'");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  server_.set_error_handler([](const Request& request, Response& response) {
+    if (!response.body.empty()) return;
+    auto [code, message] = default_error(request, response.status);
+    send_error(response, response.status, code, message);
+  });
+  server_.set_exception_handler([this](const Request&, Response& response, std::exception_ptr) {
+    // Handlers map their known errors themselves; anything here is a bug, kept from the client.
+    narrator_.emit({"hive", "http_internal_error", "http", "a request handler threw", "",
+                    narration::Level::error, 0, std::nullopt});
+    send_error(response, 500, "internal_error", "the hive failed to serve this request");
+  });
+
+  server_.Get("/health", [this](const Request&, Response& response) {
+    std::size_t active = 0;
+    for (const auto& job : registry_.list()) active += jobs::is_finished(job->status().state) ? 0 : 1;
+    send_json(response, 200, {{"status", "ok"}, {"version", RBEE_VERSION}, {"active_jobs", active}});
+  });
+  server_.Post("/v1/jobs", [this](const Request& request, Response& response) {
+    handle_submit(request, response);
+  });
+  server_.Get("/v1/jobs", [this](const Request&, Response& response) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& job : registry_.list()) list.push_back(to_json(*job));
+    send_json(response, 200, {{"jobs", std::move(list)}});
+  });
+  server_.Get(R"(/v1/jobs/([^/]+)/stream)", [this](const Request& request, Response& response) {
+    handle_stream(request, response);
+  });
+  server_.Get(R"(/v1/jobs/([^/]+))", [this](const Request& request, Response& response) {
+    auto job = registry_.get(request.matches[1].str());
+    if (!job) return send_error(response, 404, "job_not_found", "no job with that id");
+    send_json(response, 200, to_json(*job));
+  });
+  server_.Delete(R"(/v1/jobs/([^/]+))", [this](const Request& request, Response& response) {
+    handle_cancel(request, response);
+  });
+  server_.Get("/v1/models", [this](const Request&, Response& response) {
+    nlohmann::json models = nlohmann::json::array();
+    for (const auto& entry : catalog_.list()) models.push_back(to_json(entry));
+    send_json(response, 200, {{"models", std::move(models)}});
+  });
+  server_.Get(R"(/v1/models/(.+))", [this](const Request& request, Response& response) {
+    try {
+      const auto id = catalog::parse_model_id(request.matches[1].str());
+      auto entry = catalog_.get(id);
+      if (!entry) return send_error(response, 404, "model_not_found", "no model with that id");
+      send_json(response, 200, to_json(*entry));
+    } catch (const catalog::CatalogError& error) {
+      send_error(response, 400, catalog::to_string(error.code()), error.what());
+    }
+  });
+}
+
+void HiveServer::handle_submit(const Request& request, Response& response) {
+  if (!is_json_content_type(request.get_header_value("Content-Type"))) {
+    return send_error(response, 415, "unsupported_media_type",
+                      "send the job as JSON with 'Content-Type: application/json'");
+  }
+  jobs::Operation operation;
+  try {
+    operation = jobs::parse_operation(request.body);
+    validate_operation(operation);
+  } catch (const jobs::OperationError& error) {
+    return send_error(response, 400, jobs::to_string(error.code()), error.what());
+  } catch (const catalog::CatalogError& error) {
+    return send_error(response, http_status_of(error.code()), catalog::to_string(error.code()),
+                      error.what());
+  }
+
+  std::lock_guard lock(submit_mutex_);
+  if (draining_) {
+    return send_error(response, 503, "shutting_down", "the hive is shutting down");
+  }
+  auto job = registry_.create(std::move(operation));
+  router_.submit(job);
+  send_json(response, 202, {{"job_id", job->id()}, {"sse_url", sse_url(job->id())}});
+}
+
+void HiveServer::handle_stream(const Request& request, Response& response) {
+  auto job = registry_.get(request.matches[1].str());
+  if (!job) return send_error(response, 404, "job_not_found", "no job with that id");
+
+  std::uint64_t cursor = 0;
+  if (request.has_header("Last-Event-ID")) {
+    const auto last_seen = parse_event_id(request.get_header_value("Last-Event-ID"));
+    if (!last_seen || *last_seen > job->events().last_seq()) {
+      return send_error(response, 400, "invalid_last_event_id",
+                        fmt::format("Last-Event-ID must be an event id of this job (0 to {})",
+                                    job->events().last_seq()));
+    }
+    cursor = *last_seen;
+  }
+
+  ++open_streams_;
+  response.set_header("Cache-Control", "no-cache");
+  response.set_header("X-Accel-Buffering", "no");
+  // Exactly text/event-stream: any other type is compressed and buffered by cpp-httplib.
+  response.set_chunked_content_provider(
+      "text/event-stream",
+      [this, job, cursor](std::size_t, httplib::DataSink& sink) mutable {
+        // Waits at most one heartbeat interval, so every call writes something: events, the
+        // end of the stream, or a ping that also detects a watcher who has gone.
+        auto batch = job->events().read_after(cursor, config_.sse_heartbeat);
+        if (batch.entries.empty() && !batch.finished) return sink.write(": ping\n\n", 9);
+        std::string chunk;
+        for (const auto& entry : batch.entries) {
+          chunk += format_sse(entry);
+          cursor = entry.seq;
+        }
+        if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) return false;
+        if (batch.finished) sink.done();
+        return true;
+      },
+      [this](bool) { --open_streams_; });
+}
+
+void HiveServer::handle_cancel(const Request& request, Response& response) {
+  const std::string id = request.matches[1].str();
+  switch (registry_.cancel(id)) {
+    case jobs::JobRegistry::CancelResult::not_found:
+      return send_error(response, 404, "job_not_found", "no job with that id");
+    case jobs::JobRegistry::CancelResult::already_finished:
+      return send_error(response, 409, "job_finished", "the job has already finished");
+    case jobs::JobRegistry::CancelResult::cancelled:
+      narrator_.emit({"hive", "job_cancel_requested", id, "Cancellation requested", id,
+                      narration::Level::info, 0, std::nullopt});
+      return send_json(response, 200, {{"job_id", id}, {"status", "cancelled"}});
+  }
+}
+
+}  // namespace rbee::hive

@@ -1,0 +1,56 @@
+#pragma once
+// HiveServer: the hive's HTTP API (DESIGN §3) over cpp-httplib.
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include <httplib.h>
+#include <rbee/catalog/model_catalog.hpp>
+#include <rbee/jobs/job_registry.hpp>
+#include <rbee/jobs/job_router.hpp>
+#include <rbee/narration/narrator.hpp>
+
+#include "rbee/hive/config.hpp"
+
+namespace rbee::hive {
+
+// Lifecycle: bind() on the main thread, serve() on a thread of the caller's (it blocks until
+// stop), shutdown() from any other thread. The registry, router, catalog and narrator must
+// outlive the server.
+class HiveServer {
+ public:
+  HiveServer(const HiveConfig& config, jobs::JobRegistry& registry, jobs::JobRouter& router,
+             catalog::ModelCatalog& catalog, const narration::Narrator& narrator);
+  ~HiveServer();
+
+  // Throws std::runtime_error when the address cannot be bound. Returns the bound port.
+  int bind();
+  // Accepts connections until shutdown(); returns false when listening failed.
+  bool serve();
+  // Graceful: refuses new jobs (503), cancels every job, lets their streams end with
+  // [CANCELLED], then stops accepting and returns from serve(). Idempotent.
+  void shutdown();
+
+ private:
+  void install_routes();
+  void handle_submit(const httplib::Request& request, httplib::Response& response);
+  void handle_stream(const httplib::Request& request, httplib::Response& response);
+  void handle_cancel(const httplib::Request& request, httplib::Response& response);
+  bool authorized(const httplib::Request& request) const;
+
+  const HiveConfig& config_;
+  jobs::JobRegistry& registry_;
+  jobs::JobRouter& router_;
+  catalog::ModelCatalog& catalog_;
+  const narration::Narrator& narrator_;
+  httplib::Server server_;
+  int listen_fd_ = -1;
+
+  std::mutex submit_mutex_;  // orders job submission against the start of shutdown
+  bool draining_ = false;
+  std::once_flag shutdown_once_;
+  std::atomic<int> open_streams_{0};
+};
+
+}  // namespace rbee::hive

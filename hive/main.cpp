@@ -1,0 +1,104 @@
+// rbee-hive: the daemon. Wires narration → jobs → catalog → HTTP and runs until SIGINT/SIGTERM.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <rbee/catalog/model_catalog.hpp>
+#include <rbee/hive/config.hpp>
+#include <rbee/hive/hive_server.hpp>
+#include <rbee/hive/model_operations.hpp>
+#include <rbee/jobs/job_registry.hpp>
+#include <rbee/jobs/job_router.hpp>
+#include <rbee/narration/log_sink.hpp>
+#include <rbee/narration/narrator.hpp>
+
+namespace {
+
+using namespace rbee;
+
+sigset_t shutdown_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+void narrate(const narration::Narrator& narrator, std::string action, std::string human,
+             narration::Level level = narration::Level::info) {
+  narrator.emit({"hive", std::move(action), "hive", std::move(human), "", level, 0, std::nullopt});
+}
+
+int run_daemon(hive::HiveConfig& config) {
+  hive::finalize_config(config);
+
+  narration::Narrator narrator;
+  narrator.redactor().add_secret(config.api_token);
+  for (const char* variable : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}) {
+    if (const char* token = std::getenv(variable)) narrator.redactor().add_secret(token);
+  }
+  narrator.add_sink(std::make_shared<narration::LogSink>(config.log_level));
+
+  jobs::JobRegistry registry(config.retention);
+  narrator.add_sink(jobs::make_job_event_sink(registry));
+  catalog::ModelCatalog catalog(config.cache_dir);
+  jobs::JobRouter router(narrator, config.max_concurrent_jobs);
+  hive::register_model_operations(router, catalog, registry);
+
+  // Signals go to the waiting thread below only: block them before any other thread starts.
+  const sigset_t signals = shutdown_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  hive::HiveServer server(config, registry, router, catalog, narrator);
+  const int port = server.bind();
+  narrate(narrator, "hive_listening",
+          fmt::format("Listening on http://{}:{} (catalog {}{})", config.bind, port,
+                      config.cache_dir.string(), config.api_token.empty() ? "" : ", token required"));
+
+  bool serve_failed = false;
+  std::thread http([&] {
+    serve_failed = !server.serve();
+    if (serve_failed) ::kill(::getpid(), SIGTERM);  // wake the signal wait below
+  });
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  if (!serve_failed) {
+    narrate(narrator, "hive_stopping",
+            fmt::format("Received {}; cancelling jobs and stopping", signal == SIGINT ? "SIGINT" : "SIGTERM"));
+  }
+  server.shutdown();
+  http.join();
+  if (serve_failed) {
+    narrate(narrator, "hive_failed", "The HTTP server stopped unexpectedly", narration::Level::error);
+    return 1;
+  }
+  narrate(narrator, "hive_stopped", "Stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rbee::hive::HiveConfig config;
+  CLI::App app{"rbee-hive: downloads models and runs jobs for an rbee cluster", "rbee-hive"};
+  app.set_version_flag("--version", RBEE_VERSION_STRING);
+  rbee::hive::add_config_options(app, config);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+  try {
+    return run_daemon(config);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "rbee-hive: %s\n", error.what());
+    return 1;
+  }
+}

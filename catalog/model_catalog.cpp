@@ -161,13 +161,14 @@ void ModelCatalog::write_entry(ModelEntry& entry) const {
   replace_file_atomically(metadata_path(entry.id), to_yaml(entry));
 }
 
-void ModelCatalog::put(ModelEntry entry) {
-  FileLock lock(lock_path(entry.id));
+void ModelCatalog::put(ModelEntry entry, std::stop_token stop) {
+  FileLock lock(lock_path(entry.id), std::move(stop));
   write_entry(entry);
 }
 
-ModelEntry ModelCatalog::update(const ModelId& id, const std::function<void(ModelEntry&)>& change) {
-  FileLock lock(lock_path(id));
+ModelEntry ModelCatalog::update(const ModelId& id, const std::function<void(ModelEntry&)>& change,
+                                std::stop_token stop) {
+  FileLock lock(lock_path(id), std::move(stop));
   ModelEntry entry = get(id).value_or(ModelEntry{});
   entry.id = id;
   change(entry);
@@ -176,7 +177,7 @@ ModelEntry ModelCatalog::update(const ModelId& id, const std::function<void(Mode
 }
 
 bool ModelCatalog::update_progress(const ModelId& id, std::uint64_t bytes_done,
-                                   std::uint64_t bytes_total) {
+                                   std::uint64_t bytes_total, std::stop_token stop) {
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(throttle_mutex_);
@@ -189,12 +190,12 @@ bool ModelCatalog::update_progress(const ModelId& id, std::uint64_t bytes_done,
     entry.bytes_done = bytes_done;
     entry.bytes_total = bytes_total;
     entry.error.clear();
-  });
+  }, std::move(stop));
   return true;
 }
 
-bool ModelCatalog::remove(const ModelId& id) {
-  FileLock lock(lock_path(id));
+bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
+  FileLock lock(lock_path(id), std::move(stop));
   const fs::path folder = model_dir(id);
   std::error_code ec;
   if (!fs::exists(folder, ec)) return false;

@@ -59,6 +59,7 @@ std::string_view to_string(CatalogErrorCode code) {
     case CatalogErrorCode::invalid_path: return "invalid_path";
     case CatalogErrorCode::not_found: return "model_not_found";
     case CatalogErrorCode::io_error: return "io_error";
+    case CatalogErrorCode::cancelled: return "cancelled";
   }
   return "catalog_error";
 }

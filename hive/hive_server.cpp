@@ -21,6 +21,7 @@ using httplib::Response;
 constexpr std::size_t kMaxRequestBody = 1024 * 1024;
 constexpr int kListenBacklog = 1024;
 constexpr auto kStreamDrainTimeout = std::chrono::seconds(3);
+constexpr std::string_view kHeartbeat = ": ping\n\n";
 
 void send_json(Response& response, int status, const nlohmann::json& body) {
   response.status = status;
@@ -242,7 +243,7 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
         // Waits at most one heartbeat interval, so every call writes something: events, the
         // end of the stream, or a ping that also detects a watcher who has gone.
         auto batch = job->events().read_after(cursor, config_.sse_heartbeat);
-        if (batch.entries.empty() && !batch.finished) return sink.write(": ping\n\n", 9);
+        if (batch.entries.empty() && !batch.finished) return sink.write(kHeartbeat.data(), kHeartbeat.size());
         std::string chunk;
         for (const auto& entry : batch.entries) {
           chunk += format_sse(entry);

@@ -82,8 +82,9 @@ void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
                                              "job first (DELETE /v1/jobs/{})",
                                              id.str(), download->id(), download->id()));
   }
+  context.narrate("hive", "model_delete", id.str(), fmt::format("Deleting {}", id.str()));
   const auto entry = catalog.get(id);
-  if (!catalog.remove(id)) {
+  if (!catalog.remove(id, context.cancellation().stop_token())) {
     throw JobError("model_not_found", fmt::format("model {} is not in the catalog", id.str()));
   }
   const std::uint64_t size = entry ? entry->bytes_total : 0;

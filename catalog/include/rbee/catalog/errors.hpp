@@ -11,6 +11,7 @@ enum class CatalogErrorCode {
   invalid_path,      // a file path that could escape or clash inside the model directory
   not_found,         // no entry for that model
   io_error,          // the disk refused (full, read-only, permissions)
+  cancelled,         // a wait for another writer's lock was cancelled
 };
 
 std::string_view to_string(CatalogErrorCode code);

@@ -2,15 +2,19 @@
 // FileLock: an exclusive advisory lock on a file, across processes and threads.
 
 #include <filesystem>
+#include <stop_token>
+
+#include "rbee/catalog/errors.hpp"
 
 namespace rbee::catalog {
 
 // Uses open-file-description locks (F_OFD_SETLKW): unlike flock() they work on NFS, and unlike
 // classic POSIX record locks two threads of one process exclude each other. Blocks until the
-// lock is held; released by the destructor. Creates the lock file (and its folders).
+// lock is held, or throws CatalogError (cancelled) as soon as `stop` is requested; released by
+// the destructor. Creates the lock file (and its folders).
 class FileLock {
  public:
-  explicit FileLock(const std::filesystem::path& path);
+  explicit FileLock(const std::filesystem::path& path, std::stop_token stop = {});
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;

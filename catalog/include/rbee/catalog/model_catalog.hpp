@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <vector>
 
 #include "rbee/catalog/errors.hpp"
@@ -36,16 +37,20 @@ class ModelCatalog {
   std::vector<ModelEntry> list() const;  // sorted by id
   std::optional<ModelEntry> get(const ModelId& id) const;
 
-  // Writer API. Each call holds the model's lock for its read-modify-write; throws CatalogError
-  // (io_error) when the disk refuses, leaving the previous metadata.yaml intact.
-  void put(ModelEntry entry);  // stamps updated_at (and added_at when 0)
+  // Writer API. Each call holds the model's lock for its read-modify-write, waiting for another
+  // writer (thread or process) as long as it holds it; throws CatalogError: io_error when the
+  // disk refuses, leaving the previous metadata.yaml intact; cancelled when `stop` is requested
+  // during that wait.
+  void put(ModelEntry entry, std::stop_token stop = {});  // stamps updated_at (and added_at)
   // Applies `change` to the current entry (or a fresh one for `id`) and writes it.
-  ModelEntry update(const ModelId& id, const std::function<void(ModelEntry&)>& change);
+  ModelEntry update(const ModelId& id, const std::function<void(ModelEntry&)>& change,
+                    std::stop_token stop = {});
   // Status downloading with these byte counts; skipped (returns false) when the last progress
   // write of this model was less than the interval ago, unless done == total.
-  bool update_progress(const ModelId& id, std::uint64_t bytes_done, std::uint64_t bytes_total);
+  bool update_progress(const ModelId& id, std::uint64_t bytes_done, std::uint64_t bytes_total,
+                       std::stop_token stop = {});
   // Deletes the model's folder with its files and entry; false when there was none.
-  bool remove(const ModelId& id);
+  bool remove(const ModelId& id, std::stop_token stop = {});
 
  private:
   std::filesystem::path metadata_path(const ModelId& id) const;

@@ -1,0 +1,173 @@
+#include <doctest/doctest.h>
+#include <rbee/catalog/model_catalog.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "support/temp_dir.hpp"
+
+using namespace rbee::catalog;
+using rbee::testing::read_text;
+using rbee::testing::TempDir;
+using rbee::testing::write_text;
+using namespace std::chrono_literals;
+
+namespace {
+ModelEntry ready_entry(const std::string& id) {
+  ModelEntry entry;
+  entry.id = parse_model_id(id);
+  entry.endpoint = "https://huggingface.co";
+  entry.commit = "abc123";
+  entry.status = ModelStatus::ready;
+  entry.bytes_done = entry.bytes_total = 3;
+  entry.files = {{"a.bin", 3, "", "sha1", "verified"}};
+  entry.last_job_id = "job-1";
+  return entry;
+}
+}  // namespace
+
+TEST_CASE("put then get and list return the entry, stored nested as org/name/metadata.yaml") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  catalog.put(ready_entry("org/b"));
+  catalog.put(ready_entry("org/a"));
+  catalog.put(ready_entry("other/c"));
+
+  CHECK(std::filesystem::exists(root / "org/a/metadata.yaml"));
+  const auto entry = catalog.get(parse_model_id("org/a"));
+  REQUIRE(entry);
+  CHECK(entry->status == ModelStatus::ready);
+  CHECK(entry->path == (root / "org/a").string());
+  CHECK(entry->added_at_ms > 0);
+  CHECK(entry->updated_at_ms >= entry->added_at_ms);
+
+  const auto all = catalog.list();
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].id.str() == "org/a");
+  CHECK(all[2].id.str() == "other/c");
+  CHECK_FALSE(catalog.get(parse_model_id("org/missing")));
+}
+
+TEST_CASE("a corrupted or truncated metadata.yaml shows the model as failed with the reason") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  catalog.put(ready_entry("org/good"));
+  catalog.put(ready_entry("org/cut"));
+  const auto cut_file = root / "org/cut/metadata.yaml";
+  const std::string text = read_text(cut_file);
+  write_text(cut_file, text.substr(0, text.size() / 2));
+  write_text(root / "org/garbage/metadata.yaml", "{{{{ not: yaml");
+
+  const auto all = catalog.list();
+  REQUIRE(all.size() == 3);
+  for (const auto& entry : all) {
+    CAPTURE(entry.id.str());
+    if (entry.id.name == "good") {
+      CHECK(entry.status == ModelStatus::ready);
+    } else {
+      CHECK(entry.status == ModelStatus::failed);
+      CHECK(entry.error.find("metadata.yaml is unreadable") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("an entry naming another model than its folder is refused") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  catalog.put(ready_entry("org/a"));
+  std::filesystem::create_directories(root / "org/b");
+  std::filesystem::copy_file(root / "org/a/metadata.yaml", root / "org/b/metadata.yaml");
+  const auto entry = catalog.get(parse_model_id("org/b"));
+  REQUIRE(entry);
+  CHECK(entry->status == ModelStatus::failed);
+  CHECK(entry->error.find("org/a") != std::string::npos);
+}
+
+TEST_CASE("folders that are not model ids are not listed") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  write_text(root / "org/bad..name/metadata.yaml", "x");
+  write_text(root / "loose-file", "x");
+  CHECK(catalog.list().empty());
+}
+
+TEST_CASE("update applies a change under the lock, progress writes are throttled") {
+  TempDir root;
+  ModelCatalog catalog(root.path(), 1h);
+  const ModelId id = parse_model_id("org/m");
+  CHECK(catalog.update_progress(id, 10, 100));   // the first write always happens
+  CHECK_FALSE(catalog.update_progress(id, 20, 100));  // within the interval: skipped
+  CHECK(catalog.get(id)->bytes_done == 10);
+  CHECK(catalog.update_progress(id, 100, 100));  // completion is never skipped
+  const auto entry = catalog.get(id);
+  CHECK(entry->status == ModelStatus::downloading);
+  CHECK(entry->bytes_done == 100);
+  CHECK(entry->progress() == 1.0);
+
+  catalog.update(id, [](ModelEntry& e) { e.status = ModelStatus::ready; });
+  CHECK(catalog.get(id)->status == ModelStatus::ready);
+  CHECK(catalog.get(id)->bytes_done == 100);
+}
+
+TEST_CASE("remove deletes the model folder and its entry, and leaves no temp files behind") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  catalog.put(ready_entry("org/a"));
+  write_text(root / "org/a/a.bin", "abc");
+  for (int i = 0; i < 5; ++i) catalog.update(parse_model_id("org/a"), [](ModelEntry&) {});
+  int files = 0;
+  for (auto& f : std::filesystem::directory_iterator(root / "org/a")) files += f.is_regular_file();
+  CHECK(files == 2);  // metadata.yaml and a.bin: no .tmp files
+
+  CHECK(catalog.remove(parse_model_id("org/a")));
+  CHECK_FALSE(std::filesystem::exists(root / "org/a"));
+  CHECK_FALSE(catalog.get(parse_model_id("org/a")));
+  CHECK_FALSE(catalog.remove(parse_model_id("org/a")));
+}
+
+TEST_CASE("a reader in a tight loop never sees a torn file while another process writes") {
+  TempDir root;
+  ModelCatalog catalog(root.path(), 0ms);
+  const ModelId id = parse_model_id("org/live");
+  catalog.put(ready_entry("org/live"));
+
+  // The writer is another process, as a worker reading while the hive writes would be.
+  const pid_t writer = ::fork();
+  if (writer == 0) {
+    ModelCatalog writer_catalog(root.path(), 0ms);
+    for (std::uint64_t i = 1; i <= 400; ++i) writer_catalog.update_progress(id, i, 400);
+    ::_exit(0);
+  }
+  int reads = 0;
+  int bad = 0;
+  int status = 0;
+  while (::waitpid(writer, &status, WNOHANG) == 0) {
+    const auto entry = catalog.get(id);
+    ++reads;
+    if (!entry || entry->status == ModelStatus::failed) ++bad;
+  }
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(reads > 0);
+  CHECK(bad == 0);
+  CHECK(catalog.get(id)->bytes_done == 400);
+}
+
+TEST_CASE("a write the disk refuses is reported as io_error and the old entry stays") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  catalog.put(ready_entry("org/a"));
+  // A file where a folder must go fails the write as a full or read-only disk would, and does
+  // so whatever user runs the test (root ignores permissions).
+  write_text(root / "other" , "a file where the org folder 'other' should be");
+  try {
+    catalog.put(ready_entry("other/b"));
+    FAIL("write succeeded");
+  } catch (const CatalogError& error) {
+    CHECK(error.code() == CatalogErrorCode::io_error);
+    CHECK(std::string(error.what()).find("other") != std::string::npos);
+  }
+  CHECK(catalog.get(parse_model_id("org/a"))->status == ModelStatus::ready);
+}

@@ -1,0 +1,76 @@
+#include <doctest/doctest.h>
+#include <rbee/catalog/model_entry.hpp>
+#include <yaml-cpp/yaml.h>
+
+using namespace rbee::catalog;
+
+namespace {
+ModelEntry sample_entry() {
+  ModelEntry entry;
+  entry.id = parse_model_id("org/yes");
+  entry.endpoint = "https://huggingface.co";
+  entry.revision = "0123";
+  entry.commit = "on";
+  entry.path = "/tmp/models/org/yes";
+  entry.status = ModelStatus::downloading;
+  entry.bytes_done = 250;
+  entry.bytes_total = 1000;
+  entry.files = {{"config.json", 12, "", "abc", "verified"},
+                 {"model.gguf", 988, "e3b0c442", "", "downloading"}};
+  entry.added_at_ms = 1795383181260;
+  entry.updated_at_ms = 1795383182001;
+  entry.last_job_id = "job-1";
+  return entry;
+}
+}  // namespace
+
+TEST_CASE("an entry survives a YAML round trip unchanged") {
+  const ModelEntry entry = sample_entry();
+  CHECK(parse_model_entry(to_yaml(entry)) == entry);
+}
+
+TEST_CASE("strings that other YAML readers would retype are double-quoted") {
+  const std::string yaml = to_yaml(sample_entry());
+  CHECK(yaml.find("revision: \"0123\"") != std::string::npos);
+  CHECK(yaml.find("commit: \"on\"") != std::string::npos);
+  CHECK(yaml.find("id: \"org/yes\"") != std::string::npos);
+  CHECK(yaml.find("schema: 1") != std::string::npos);
+  CHECK(yaml.find("progress: 0.25") != std::string::npos);
+}
+
+TEST_CASE("a truncated document is refused, not read as a shorter entry") {
+  const std::string yaml = to_yaml(sample_entry());
+  // Every cut before the last field must fail: that is what makes a torn file detectable.
+  const auto last_field = yaml.find("last_job_id");
+  for (std::size_t cut = 0; cut < last_field; cut += 7) {
+    CAPTURE(cut);
+    CHECK_THROWS(parse_model_entry(yaml.substr(0, cut)));
+  }
+}
+
+TEST_CASE("an unknown schema version or status is refused with the reason") {
+  std::string yaml = to_yaml(sample_entry());
+  std::string newer = yaml;
+  newer.replace(newer.find("schema: 1"), 9, "schema: 2");
+  CHECK_THROWS_WITH(parse_model_entry(newer), doctest::Contains("schema 2"));
+  std::string odd = yaml;
+  odd.replace(odd.find("\"downloading\"\nbytes_done"), 13, "\"exploded\"");
+  CHECK_THROWS_WITH(parse_model_entry(odd), doctest::Contains("exploded"));
+}
+
+TEST_CASE("a hostile file path inside metadata is refused") {
+  ModelEntry entry = sample_entry();
+  std::string yaml = to_yaml(entry);
+  yaml.replace(yaml.find("\"config.json\""), 13, "\"../../x\"");
+  CHECK_THROWS(parse_model_entry(yaml));
+}
+
+TEST_CASE("progress is done/total, and 1 when ready") {
+  ModelEntry entry = sample_entry();
+  CHECK(entry.progress() == doctest::Approx(0.25));
+  entry.status = ModelStatus::ready;
+  CHECK(entry.progress() == 1.0);
+  entry.status = ModelStatus::downloading;
+  entry.bytes_total = 0;
+  CHECK(entry.progress() == 0.0);
+}

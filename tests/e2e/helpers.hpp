@@ -1,0 +1,83 @@
+#pragma once
+// Helpers shared by the end-to-end tests: a hive on a temp cache, JSON calls, stream watching,
+// and a way to hold a job running.
+
+#include <doctest/doctest.h>
+#include <rbee/catalog/file_lock.hpp>
+
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "support/hive_process.hpp"
+#include "support/sse_client.hpp"
+#include "support/temp_dir.hpp"
+
+namespace rbee::testing {
+
+struct HiveUnderTest {
+  TempDir dir;
+  std::filesystem::path cache = dir / "models";
+  std::unique_ptr<HiveProcess> hive;
+
+  explicit HiveUnderTest(std::vector<std::string> args = {}, std::string api_token = "",
+                         std::map<std::string, std::string> env = {}) {
+    std::filesystem::create_directories(cache);
+    hive = std::make_unique<HiveProcess>(
+        HiveOptions{cache, std::move(args), std::move(env), std::move(api_token)});
+  }
+  HiveProcess* operator->() const { return hive.get(); }
+};
+
+inline nlohmann::json get_json(const HiveProcess& hive, const std::string& path, int expected = 200) {
+  auto res = hive.client()->Get(path);
+  REQUIRE(res);
+  CHECK_MESSAGE(res->status == expected, path << " -> " << res->status << " " << res->body);
+  CHECK(res->get_header_value("Content-Type") == "application/json");
+  return nlohmann::json::parse(res->body);
+}
+
+inline SseStream watch(const HiveProcess& hive, const std::string& job_id,
+                       httplib::Headers headers = {},
+                       std::function<bool(const SseMessage&)> on_message = {}) {
+  return read_sse({hive.port(), "/v1/jobs/" + job_id + "/stream", std::move(headers),
+                   std::move(on_message)});
+}
+
+inline std::string wait_for_state(const HiveProcess& hive, const std::string& job_id,
+                                  const std::string& state) {
+  std::string seen;
+  for (int i = 0; i < 1000 && seen != state; ++i) {
+    seen = get_json(hive, "/v1/jobs/" + job_id).at("state").get<std::string>();
+    if (seen != state) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return seen;
+}
+
+// Holds the catalog lock of a model, as another hive process writing it would: a model_delete
+// job for that model runs (after narrating "Deleting …") and waits until release() is called.
+class ModelLockHolder {
+ public:
+  ModelLockHolder(const std::filesystem::path& cache, const std::string& org,
+                  const std::string& name)
+      : lock_(std::in_place, cache / ".locks" / org / (name + ".lock")) {}
+  void release() { lock_.reset(); }
+
+ private:
+  std::optional<catalog::FileLock> lock_;
+};
+
+// Submits model_delete for a held model and waits until the job is running and blocked.
+inline std::string start_blocked_job(const HiveProcess& hive, const std::string& model) {
+  const std::string job_id = hive.submit_job({{"operation", "model_delete"}, {"id", model}});
+  REQUIRE(wait_for_state(hive, job_id, "running") == "running");
+  return job_id;
+}
+
+inline std::vector<std::string> data_lines(const SseStream& stream) {
+  std::vector<std::string> lines;
+  for (const auto& event : stream.events()) lines.push_back(event.data);
+  return lines;
+}
+
+}  // namespace rbee::testing

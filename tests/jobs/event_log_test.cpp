@@ -1,0 +1,82 @@
+#include <doctest/doctest.h>
+#include <rbee/jobs/event_log.hpp>
+
+#include <thread>
+#include <vector>
+
+using namespace rbee::jobs;
+using namespace std::chrono_literals;
+
+TEST_CASE("entries are numbered from 1 and replay from any position") {
+  EventLog log;
+  CHECK(log.append("a") == 1);
+  CHECK(log.append("b") == 2);
+  CHECK(log.append("c") == 3);
+  auto all = log.read_after(0, 0ms);
+  REQUIRE(all.entries.size() == 3);
+  CHECK(all.entries[0].data == "a");
+  CHECK_FALSE(all.finished);
+  auto tail = log.read_after(2, 0ms);
+  REQUIRE(tail.entries.size() == 1);
+  CHECK(tail.entries[0].seq == 3);
+}
+
+TEST_CASE("the first close appends the only terminal line, later writes are dropped") {
+  EventLog log;
+  log.append("a");
+  CHECK(log.close("[DONE]"));
+  CHECK_FALSE(log.close("[ERROR] late"));
+  CHECK(log.append("late") == 0);
+  auto batch = log.read_after(0, 0ms);
+  REQUIRE(batch.entries.size() == 2);
+  CHECK(batch.entries.back().data == "[DONE]");
+  CHECK(batch.finished);
+  CHECK(log.read_after(2, 0ms).entries.empty());
+}
+
+TEST_CASE("a waiting reader wakes on append and times out without one") {
+  EventLog log;
+  CHECK(log.read_after(0, 20ms).entries.empty());
+  std::thread writer([&] {
+    std::this_thread::sleep_for(20ms);
+    log.append("x");
+  });
+  auto batch = log.read_after(0, 10s);
+  writer.join();
+  REQUIRE(batch.entries.size() == 1);
+  CHECK(batch.entries[0].data == "x");
+}
+
+TEST_CASE("concurrent readers each see every entry in order") {
+  EventLog log;
+  constexpr int kEntries = 2000;
+  constexpr int kReaders = 8;
+  std::vector<std::vector<std::string>> seen(kReaders);
+  std::vector<std::thread> readers;
+  for (int r = 0; r < kReaders; ++r) {
+    readers.emplace_back([&, r] {
+      std::uint64_t cursor = 0;
+      for (;;) {
+        auto batch = log.read_after(cursor, 5s);
+        for (auto& entry : batch.entries) {
+          CHECK(entry.seq == cursor + 1);
+          cursor = entry.seq;
+          seen[r].push_back(entry.data);
+        }
+        if (batch.finished) return;
+      }
+    });
+  }
+  for (int i = 0; i < kEntries; ++i) log.append(std::to_string(i));
+  log.close("[DONE]");
+  for (auto& reader : readers) reader.join();
+  for (const auto& entries : seen) {
+    REQUIRE(entries.size() == kEntries + 1);
+    CHECK(entries[1234] == "1234");
+    CHECK(entries.back() == "[DONE]");
+  }
+}
+
+TEST_CASE("an error marker stays on one line") {
+  CHECK(error_marker("bad\nthing\r") == "[ERROR] bad thing ");
+}

@@ -24,9 +24,10 @@ test: build
 test-asan:
 	$(MAKE) test BUILD_DIR=build-asan CMAKE_FLAGS="-DRBEE_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug"
 
-# The same suite under ThreadSanitizer.
+# The same suite under ThreadSanitizer (tests/tsan.supp says why one library frame is exempt).
 test-tsan:
-	$(MAKE) test BUILD_DIR=build-tsan CMAKE_FLAGS="-DRBEE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug"
+	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" \
+	  $(MAKE) test BUILD_DIR=build-tsan CMAKE_FLAGS="-DRBEE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug"
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <thread>
 
@@ -61,7 +62,7 @@ int run_daemon(hive::HiveConfig& config) {
           fmt::format("Listening on http://{}:{} (catalog {}{})", config.bind, port,
                       config.cache_dir.string(), config.api_token.empty() ? "" : ", token required"));
 
-  bool serve_failed = false;
+  std::atomic<bool> serve_failed{false};
   std::thread http([&] {
     serve_failed = !server.serve();
     if (serve_failed) ::kill(::getpid(), SIGTERM);  // wake the signal wait below

@@ -93,7 +93,15 @@ HiveProcess::HiveProcess(HiveOptions options) : options_(std::move(options)) {
 }
 
 HiveProcess::~HiveProcess() {
-  if (pid_ > 0) stop(SIGKILL);
+  // Every test ends with a graceful stop, so each one also checks shutdown, and a sanitizer
+  // report from inside the daemon fails the test that caused it.
+  if (pid_ > 0) {
+    const auto code = stop(SIGTERM);
+    CHECK_MESSAGE(code == 0, "rbee-hive did not exit cleanly on SIGTERM; its log:\n" << log());
+  }
+  const std::string text = log();
+  CHECK_MESSAGE(text.find("Sanitizer") == std::string::npos, text);
+  CHECK_MESSAGE(text.find("runtime error:") == std::string::npos, text);
   std::error_code ec;
   std::filesystem::remove(log_path_, ec);
 }

@@ -1,6 +1,6 @@
 #pragma once
 // HiveProcess: the real rbee-hive binary, started on a free loopback port with a temp cache,
-// stopped (SIGKILL if still running) when the object goes away.
+// stopped with SIGTERM when the object goes away (which must exit 0 with no sanitizer report).
 
 #include <sys/types.h>
 

@@ -69,6 +69,18 @@ FileLock::FileLock(const std::filesystem::path& path, std::stop_token stop) {
   }
 }
 
+std::unique_ptr<FileLock> FileLock::try_acquire(const std::filesystem::path& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  std::unique_ptr<FileLock> lock(new FileLock());
+  lock->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock->fd_ < 0) {
+    throw CatalogError(CatalogErrorCode::io_error, fmt::format("cannot open lock file {}: {}",
+                                                               path.string(), std::strerror(errno)));
+  }
+  return try_lock(lock->fd_, F_OFD_SETLK) ? std::move(lock) : nullptr;
+}
+
 FileLock::~FileLock() {
   // Closing the last descriptor of the open file description releases the lock.
   if (fd_ >= 0) ::close(fd_);

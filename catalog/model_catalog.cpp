@@ -104,6 +104,10 @@ fs::path ModelCatalog::lock_path(const ModelId& id) const {
   return root_ / kLockFolder / id.org / (id.name + ".lock");
 }
 
+fs::path ModelCatalog::download_lock_path(const ModelId& id) const {
+  return root_ / kLockFolder / id.org / (id.name + ".download.lock");
+}
+
 ModelEntry ModelCatalog::read_entry(const ModelId& id, const fs::path& file) const {
   try {
     ModelEntry entry = parse_model_entry(read_file(file));

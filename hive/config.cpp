@@ -52,6 +52,34 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
   app.add_option("--max-finished-jobs", config.retention.max_finished_jobs,
                  "Finished jobs kept for GET /v1/jobs and replay (default 1000)")
       ->check(CLI::Range(1, 1000000));
+  auto& downloads = config.downloads;
+  app.add_option_function<std::uint64_t>(
+         "--disk-reserve-mb",
+         [&downloads](std::uint64_t mb) { downloads.disk_reserve_bytes = mb << 20; },
+         "Disk space (MiB) a download must leave free (default 1024)")
+      ->envname("RBEE_DISK_RESERVE_MB");
+  app.add_option("--max-concurrent-downloads", downloads.max_concurrent_downloads,
+                 "Downloads that run at once; more wait queued (default 2)")
+      ->envname("RBEE_MAX_CONCURRENT_DOWNLOADS")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--download-attempts", downloads.download.max_attempts,
+                 "Failed attempts in a row (without progress) before a file gives up (default 6)")
+      ->check(CLI::Range(1, 100));
+  app.add_option_function<int>(
+         "--retry-base-ms",
+         [&downloads](int ms) { downloads.download.backoff_base = std::chrono::milliseconds(ms); },
+         "First retry delay; doubles per failure, with jitter (default 500)")
+      ->check(CLI::Range(1, 60000));
+  app.add_option_function<int>(
+         "--stall-timeout-ms",
+         [&downloads](int ms) { downloads.download.stall_timeout = std::chrono::milliseconds(ms); },
+         "A connection that delivers under 16 KiB in this time is resumed anew (default 30000)")
+      ->check(CLI::Range(100, 600000));
+  app.add_option_function<int>(
+         "--progress-interval-ms",
+         [&downloads](int ms) { downloads.progress_interval = std::chrono::milliseconds(ms); },
+         "Cadence of progress narration and catalog progress writes (default 1000)")
+      ->check(CLI::Range(50, 60000));
   app.add_option_function<int>(
          "--finished-job-ttl-s",
          [&config](int s) { config.retention.max_finished_age = std::chrono::seconds(s); },

@@ -36,31 +36,45 @@ void narrate(const narration::Narrator& narrator, std::string action, std::strin
 }
 
 int run_daemon(hive::HiveConfig& config) {
+  // Signals go to the sigwait below only: block them before any thread starts (the job
+  // router's pool starts with it), or a SIGINT landing on a pool thread kills the process.
+  const sigset_t signals = shutdown_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
   hive::finalize_config(config);
 
   narration::Narrator narrator;
+  provisioner::HubSettings hub = provisioner::hub_settings_from_environment();
   narrator.redactor().add_secret(config.api_token);
+  narrator.redactor().add_secret(hub.token);
   for (const char* variable : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}) {
     if (const char* token = std::getenv(variable)) narrator.redactor().add_secret(token);
   }
   narrator.add_sink(std::make_shared<narration::LogSink>(config.log_level));
+  const std::string endpoint = hub.endpoint;
+  const bool has_token = !hub.token.empty();
 
   jobs::JobRegistry registry(config.retention);
   narrator.add_sink(jobs::make_job_event_sink(registry));
   catalog::ModelCatalog catalog(config.cache_dir);
+  provisioner::ModelProvisioner provisioner(provisioner::HubClient(std::move(hub)), catalog,
+                                           narrator, config.downloads);
+  if (const auto interrupted = provisioner.mark_interrupted_downloads(); interrupted > 0) {
+    narrate(narrator, "downloads_interrupted",
+            fmt::format("{} download{} left unfinished by an earlier run marked interrupted; a new "
+                        "model_download resumes from the part files",
+                        interrupted, interrupted == 1 ? "" : "s"),
+            narration::Level::warn);
+  }
   jobs::JobRouter router(narrator, config.max_concurrent_jobs);
-  hive::register_model_operations(router, catalog, registry);
-
-  // Signals go to the waiting thread below only: block them before any other thread starts.
-  const sigset_t signals = shutdown_signals();
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  hive::register_model_operations(router, catalog, registry, provisioner);
 
   hive::HiveServer server(config, registry, router, catalog, narrator);
   const int port = server.bind();
   narrate(narrator, "hive_listening",
-          fmt::format("Listening on http://{}:{} (catalog {}{})", config.bind, port,
-                      config.cache_dir.string(), config.api_token.empty() ? "" : ", token required"));
+          fmt::format("Listening on http://{}:{} (catalog {}{}; Hub {}{})", config.bind, port,
+                      config.cache_dir.string(), config.api_token.empty() ? "" : ", token required",
+                      endpoint, has_token ? " with a token" : ""));
 
   std::atomic<bool> serve_failed{false};
   std::thread http([&] {

@@ -105,17 +105,17 @@ void validate_operation(const jobs::Operation& operation) {
 }
 
 void register_model_operations(jobs::JobRouter& router, catalog::ModelCatalog& catalog,
-                               const jobs::JobRegistry& registry) {
+                               const jobs::JobRegistry& registry,
+                               provisioner::ModelProvisioner& provisioner) {
   router.route("model_list", [&catalog](JobContext& context) { model_list(context, catalog); });
   router.route("model_get", [&catalog](JobContext& context) { model_get(context, catalog); });
   router.route("model_delete", [&catalog, &registry](JobContext& context) {
     model_delete(context, catalog, registry);
   });
-  // The provisioner (a later component) registers the real handler over this one. Until then a
-  // download job fails with a clear reason instead of pretending to download.
-  router.route("model_download", [](JobContext&) {
-    throw JobError("provisioner_unavailable",
-                   "model downloads are not available: this hive has no provisioner yet");
+  router.route("model_download", [&provisioner](JobContext& context) {
+    const auto& op = std::get<jobs::ModelDownload>(context.operation());
+    provisioner.download({op.model, op.revision, op.include, op.exclude, context.job_id()},
+                         context.cancellation().stop_token());
   });
 }
 

@@ -43,6 +43,8 @@ nlohmann::json to_json(const NarrationEvent& event) {
     json["bytes_total"] = p.bytes_total;
     json["bytes_per_sec"] = p.bytes_per_sec;
     json["eta_s"] = p.eta_s ? nlohmann::json(*p.eta_s) : nlohmann::json(nullptr);
+    json["model_bytes_done"] = p.model_bytes_done;
+    json["model_bytes_total"] = p.model_bytes_total;
   }
   return json;
 }

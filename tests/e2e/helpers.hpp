@@ -23,6 +23,8 @@ struct HiveUnderTest {
   explicit HiveUnderTest(std::vector<std::string> args = {}, std::string api_token = "",
                          std::map<std::string, std::string> env = {}) {
     std::filesystem::create_directories(cache);
+    // Never the developer's own Hugging Face token file (~/.cache/huggingface/token).
+    env.try_emplace("HF_HOME", (dir / "hf-home").string());
     hive = std::make_unique<HiveProcess>(
         HiveOptions{cache, std::move(args), std::move(env), std::move(api_token)});
   }

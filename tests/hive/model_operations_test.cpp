@@ -8,15 +8,23 @@ using namespace std::chrono_literals;
 
 namespace {
 
+provisioner::HubSettings unreachable_hub() {
+  provisioner::HubSettings settings;
+  settings.endpoint = "http://127.0.0.1:9";  // discard port: nothing listens
+  return settings;
+}
+
 struct Fixture {
   testing::TempDir root;
   narration::Narrator narrator;
   jobs::JobRegistry registry;
   catalog::ModelCatalog catalog{root.path()};
+  provisioner::ModelProvisioner provisioner{provisioner::HubClient(unreachable_hub()), catalog,
+                                            narrator, {}};
   jobs::JobRouter router{narrator, 2};
   Fixture() {
     narrator.add_sink(jobs::make_job_event_sink(registry));
-    hive::register_model_operations(router, catalog, registry);
+    hive::register_model_operations(router, catalog, registry, provisioner);
   }
   std::string run(jobs::Operation operation) {
     auto job = registry.create(std::move(operation));

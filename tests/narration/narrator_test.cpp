@@ -30,7 +30,7 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
   narrator.add_sink(second);
 
   NarrationEvent event{"hive", "auth", "target tok-123456", "used tok-123456", "job-1",
-                       Level::warn, 0, Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt}};
+                       Level::warn, 0, Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt, 1, 2}};
   narrator.emit(event);
 
   REQUIRE(first->events.size() == 1);
@@ -44,7 +44,7 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
 
 TEST_CASE("event JSON has the SSE fields and flat progress") {
   NarrationEvent event{"provisioner", "download_progress", "org/m", "50%", "job-1",
-                       Level::info, 42, Progress{"a.bin", 5, 10, 2.5, 2.0}};
+                       Level::info, 42, Progress{"a.bin", 5, 10, 2.5, 2.0, 50, 100}};
   const auto json = to_json(event);
   CHECK(json["type"] == "narration");
   CHECK(json["actor"] == "provisioner");

@@ -2,6 +2,7 @@
 // FileLock: an exclusive advisory lock on a file, across processes and threads.
 
 #include <filesystem>
+#include <memory>
 #include <stop_token>
 
 #include "rbee/catalog/errors.hpp"
@@ -16,10 +17,13 @@ class FileLock {
  public:
   explicit FileLock(const std::filesystem::path& path, std::stop_token stop = {});
   ~FileLock();
+  // The lock if it is free now, nullptr when another holder has it. Never waits.
+  static std::unique_ptr<FileLock> try_acquire(const std::filesystem::path& path);
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
 
  private:
+  FileLock() = default;
   int fd_ = -1;
 };
 

@@ -31,6 +31,9 @@ class ModelCatalog {
 
   const std::filesystem::path& root() const { return root_; }
   std::filesystem::path model_dir(const ModelId& id) const;
+  // The lock a downloader of `id` holds for the whole download, so two downloads of one model
+  // (in one process or two) never write the same files.
+  std::filesystem::path download_lock_path(const ModelId& id) const;
 
   // Reader API (workers): never blocks on writers. An entry whose metadata.yaml cannot be read
   // or validated comes back with status failed and the reason in `error`, never dropped.

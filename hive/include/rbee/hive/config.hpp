@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/narration/event.hpp>
+#include <rbee/provisioner/model_provisioner.hpp>
 
 namespace rbee::hive {
 
@@ -24,6 +25,7 @@ struct HiveConfig {
   std::size_t max_connections = 1024;  // HTTP threads; each SSE watcher holds one
   std::chrono::milliseconds sse_heartbeat{15000};
   jobs::RetentionPolicy retention;
+  provisioner::ProvisionerSettings downloads;
 };
 
 // Registers the daemon's flags (each with its environment variable) on `app`, writing into

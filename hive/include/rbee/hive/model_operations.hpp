@@ -5,6 +5,7 @@
 #include <rbee/catalog/model_catalog.hpp>
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/jobs/job_router.hpp>
+#include <rbee/provisioner/model_provisioner.hpp>
 
 namespace rbee::hive {
 
@@ -12,8 +13,9 @@ namespace rbee::hive {
 // catalog::CatalogError or jobs::OperationError (both mean 400).
 void validate_operation(const jobs::Operation& operation);
 
-// The catalog and registry must outlive the router.
+// The catalog, registry and provisioner must outlive the router.
 void register_model_operations(jobs::JobRouter& router, catalog::ModelCatalog& catalog,
-                               const jobs::JobRegistry& registry);
+                               const jobs::JobRegistry& registry,
+                               provisioner::ModelProvisioner& provisioner);
 
 }  // namespace rbee::hive

@@ -1,0 +1,331 @@
+#include "rbee/provisioner/file_downloader.hpp"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace fs = std::filesystem;
+
+namespace rbee::provisioner {
+namespace {
+
+constexpr std::size_t kWriteBatch = 1 << 20;  // the client reads 4 KiB pieces: write in 1 MiB
+
+// The file's checksum, fed as bytes arrive: SHA-256 for LFS files, git's blob SHA-1
+// ("blob <size>\0" + content) for regular ones.
+class Hasher {
+ public:
+  explicit Hasher(const FileToFetch& file) : file_(file), context_(EVP_MD_CTX_new()) { reset(); }
+  ~Hasher() { EVP_MD_CTX_free(context_); }
+  Hasher(const Hasher&) = delete;
+  Hasher& operator=(const Hasher&) = delete;
+
+  void reset() {
+    EVP_DigestInit_ex(context_, uses_sha256() ? EVP_sha256() : EVP_sha1(), nullptr);
+    if (!uses_sha256()) {
+      const std::string header = fmt::format("blob {}", file_.size) + std::string(1, '\0');
+      update(header.data(), header.size());
+    }
+  }
+  void update(const char* data, std::size_t length) { EVP_DigestUpdate(context_, data, length); }
+  std::string hex_digest() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned length = 0;
+    EVP_DigestFinal_ex(context_, digest, &length);
+    std::string hex;
+    for (unsigned i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
+    return hex;
+  }
+  const std::string& expected() const { return uses_sha256() ? file_.sha256 : file_.git_sha1; }
+  std::string_view algorithm() const { return uses_sha256() ? "sha256" : "git-sha1"; }
+
+ private:
+  bool uses_sha256() const { return !file_.sha256.empty(); }
+  const FileToFetch& file_;
+  EVP_MD_CTX* context_;
+};
+
+[[noreturn]] void disk_error(std::string_view what, const fs::path& path, int error) {
+  throw DownloadError(DownloadErrorKind::disk,
+                      fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(error)));
+}
+
+// The part file: an fd positioned at its end, with the bytes so far fed through the hasher.
+class PartFile {
+ public:
+  PartFile(fs::path path, std::uint64_t expected_size, Hasher& hasher)
+      : path_(std::move(path)), hasher_(hasher) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) disk_error("open", path_, errno);
+    rehash_prefix(expected_size);
+  }
+  ~PartFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  PartFile(const PartFile&) = delete;
+  PartFile& operator=(const PartFile&) = delete;
+
+  std::uint64_t size() const { return size_; }
+
+  void append(const char* data, std::size_t length) {
+    hasher_.update(data, length);
+    for (std::size_t written = 0; written < length;) {
+      const ssize_t n = ::pwrite(fd_, data + written, length - written,
+                                 static_cast<off_t>(size_ + written));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) disk_error("write", path_, errno);
+      written += static_cast<std::size_t>(n);
+    }
+    size_ += length;
+  }
+
+  void restart() {
+    if (::ftruncate(fd_, 0) != 0) disk_error("truncate", path_, errno);
+    size_ = 0;
+    hasher_.reset();
+  }
+
+  // fsync, then rename over `destination` and fsync the folder: the verified file appears
+  // whole or not at all.
+  void commit_to(const fs::path& destination) {
+    if (::fsync(fd_) != 0) disk_error("fsync", path_, errno);
+    ::close(fd_);
+    fd_ = -1;
+    if (::rename(path_.c_str(), destination.c_str()) != 0) disk_error("rename", destination, errno);
+    const int folder = ::open(destination.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (folder >= 0) {
+      ::fsync(folder);
+      ::close(folder);
+    }
+  }
+
+ private:
+  void rehash_prefix(std::uint64_t expected_size) {
+    const off_t length = ::lseek(fd_, 0, SEEK_END);
+    if (length < 0) disk_error("seek", path_, errno);
+    if (static_cast<std::uint64_t>(length) > expected_size) {  // not a prefix of this file
+      restart();
+      return;
+    }
+    std::vector<char> buffer(kWriteBatch);
+    for (off_t offset = 0; offset < length;) {
+      const ssize_t n = ::pread(fd_, buffer.data(), buffer.size(), offset);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) disk_error("read", path_, n < 0 ? errno : EIO);
+      hasher_.update(buffer.data(), static_cast<std::size_t>(n));
+      offset += n;
+    }
+    size_ = static_cast<std::uint64_t>(length);
+  }
+
+  fs::path path_;
+  Hasher& hasher_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+};
+
+// Sleeps for `delay`; false when `stop` was requested first.
+bool wait_unless_stopped(std::chrono::milliseconds delay, const std::stop_token& stop) {
+  std::mutex mutex;
+  std::condition_variable_any wake;
+  std::unique_lock lock(mutex);
+  wake.wait_for(lock, stop, delay, [] { return false; });
+  return !stop.stop_requested();
+}
+
+// Exponential backoff with full jitter, never shorter than the server's Retry-After.
+std::chrono::milliseconds backoff(const DownloadPolicy& policy, int failures,
+                                  std::optional<std::chrono::seconds> retry_after) {
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  const auto cap = std::min<std::int64_t>(policy.backoff_max.count(),
+                                          policy.backoff_base.count() << std::min(failures - 1, 20));
+  std::chrono::milliseconds delay{std::uniform_int_distribution<std::int64_t>(0, cap)(random)};
+  if (retry_after) delay = std::max<std::chrono::milliseconds>(delay, *retry_after);
+  return delay;
+}
+
+// One GET of the rest of the file into the part. Returns normally when the body ended; throws
+// HubError for HTTP and transport failures.
+void transfer(const HubClient& hub, const ResolvedFile& source, const FileToFetch& file,
+              const DownloadPolicy& policy, PartFile& part, const std::stop_token& stop,
+              const DownloadEvents& events) {
+  auto client = hub.client_for(source.url);
+  client->set_read_timeout(policy.stall_timeout);  // no byte at all for this long: stalled
+  httplib::Headers headers = hub.headers_for(source.send_token);
+  const std::uint64_t start = part.size();
+  if (start > 0) headers.emplace("Range", fmt::format("bytes={}-", start));
+  std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
+
+  int status = 0;
+  std::string error_code, retry_after, content_range;
+  bool stalled = false, overflow = false;
+  std::vector<char> batch;
+  batch.reserve(kWriteBatch);
+  auto flush = [&] {
+    part.append(batch.data(), batch.size());
+    batch.clear();
+    if (events.progress) events.progress(part.size());
+  };
+  auto window_start = std::chrono::steady_clock::now();
+  auto last_byte_at = window_start;
+  std::uint64_t window_bytes = 0;
+
+  auto result = client->Get(
+      source.url.target, headers,
+      [&](const httplib::Response& response) {
+        status = response.status;
+        error_code = response.get_header_value("X-Error-Code");
+        retry_after = response.get_header_value("Retry-After");
+        content_range = response.get_header_value("Content-Range");
+        if (status == 206) return content_range.starts_with(fmt::format("bytes {}-", start));
+        if (status == 200 && start > 0) part.restart();  // the server ignored Range: start over
+        return status == 200;
+      },
+      [&](const char* data, std::size_t length) {
+        if (stop.stop_requested()) return false;
+        if (part.size() + batch.size() + length > file.size) {
+          overflow = true;  // more bytes than the listing promised: never keep them
+          return false;
+        }
+        batch.insert(batch.end(), data, data + length);
+        if (batch.size() >= kWriteBatch) flush();
+        window_bytes += length;
+        const auto now = std::chrono::steady_clock::now();
+        last_byte_at = now;
+        if (now - window_start >= policy.stall_timeout) {
+          if (window_bytes < policy.stall_min_bytes) {
+            stalled = true;
+            return false;
+          }
+          window_start = now;
+          window_bytes = 0;
+        }
+        return true;
+      });
+  if (!batch.empty()) flush();  // bytes that arrived before a failure are a valid prefix
+  if (stop.stop_requested()) throw DownloadCancelled();
+
+  const std::string what = file.path;
+  if (overflow) {
+    part.restart();
+    throw HubError(HubErrorKind::protocol, fmt::format("{}: the server sent more than {} bytes", what, file.size));
+  }
+  if (status == 206 && !content_range.starts_with(fmt::format("bytes {}-", start))) {
+    throw HubError(HubErrorKind::protocol, fmt::format("{}: asked for bytes from {}, got '{}'", what, start, content_range));
+  }
+  if (status == 416) {
+    // The part is stale (longer than the server's file): start over.
+    part.restart();
+    throw HubError(HubErrorKind::server_error, fmt::format("{}: range not satisfiable (416)", what), 416);
+  }
+  if (status != 0 && status != 200 && status != 206) {
+    throw hub_error_for(status, error_code, what, retry_after,
+                        source.send_token && !hub.settings().token.empty());
+  }
+  if (stalled) {
+    throw HubError(HubErrorKind::network,
+                   fmt::format("{}: stalled (under {} bytes in {} ms) at {} of {} bytes", what,
+                               policy.stall_min_bytes, policy.stall_timeout.count(), part.size(), file.size));
+  }
+  // cpp-httplib reports a read timeout and a reset connection alike (Error::Read): tell them
+  // apart by how long the connection had been silent.
+  const bool silent = std::chrono::steady_clock::now() - last_byte_at >= policy.stall_timeout;
+  if (!result && result.error() == httplib::Error::Read && silent) {
+    throw HubError(HubErrorKind::network, fmt::format("{}: stalled (no data for {} ms) at {} of {} bytes",
+                                                      what, policy.stall_timeout.count(), part.size(), file.size));
+  }
+  if (!result || part.size() < file.size) {
+    throw HubError(HubErrorKind::network,
+                   fmt::format("{}: connection lost at {} of {} bytes ({})", what, part.size(), file.size,
+                               result ? "the body ended early" : httplib::to_string(result.error())));
+  }
+}
+
+}  // namespace
+
+bool verify_on_disk(const FileToFetch& file, const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) != file.size || ec) return false;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  Hasher hasher(file);
+  std::vector<char> buffer(kWriteBatch);
+  std::uint64_t total = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    hasher.update(buffer.data(), static_cast<std::size_t>(n));
+    total += static_cast<std::uint64_t>(n);
+  }
+  ::close(fd);
+  return total == file.size && hasher.hex_digest() == hasher.expected();
+}
+
+FileDownloader::FileDownloader(const HubClient& hub, DownloadPolicy policy)
+    : hub_(hub), policy_(policy) {}
+
+void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& commit,
+                           const FileToFetch& file, const fs::path& destination,
+                           std::stop_token stop, const DownloadEvents& events) const {
+  std::error_code ec;
+  fs::create_directories(destination.parent_path(), ec);
+  if (ec) disk_error("create folder", destination.parent_path(), ec.value());
+  Hasher hasher(file);
+  PartFile part(fs::path(destination.string() + ".part"), file.size, hasher);
+  if (events.progress) events.progress(part.size());
+
+  std::optional<ResolvedFile> source;
+  int failures = 0;
+  int url_refreshes = 0;
+  bool retried_mismatch = false;
+  for (;;) {
+    if (stop.stop_requested()) throw DownloadCancelled();
+    if (part.size() == file.size) {
+      const std::string actual = hasher.hex_digest();
+      if (actual == hasher.expected()) return part.commit_to(destination);
+      part.restart();
+      const std::string reason = fmt::format("{} mismatch for {}: expected {}, got {}",
+                                             hasher.algorithm(), file.path, hasher.expected(), actual);
+      if (retried_mismatch) throw DownloadError(DownloadErrorKind::hash_mismatch, reason);
+      retried_mismatch = true;
+      if (events.retrying) events.retrying(1, reason + "; downloading again from zero", {});
+      continue;
+    }
+    const std::uint64_t before = part.size();
+    try {
+      if (!source) source = hub_.resolve(repo, commit, file.path);
+      transfer(hub_, *source, file, policy_, part, stop, events);
+    } catch (const HubError& error) {
+      if (stop.stop_requested()) throw DownloadCancelled();
+      if (part.size() > before) failures = 0;  // bytes flowed: this is a new run of failures
+      const bool from_cdn = source && !source->send_token;
+      if (error.kind() == HubErrorKind::forbidden && from_cdn && url_refreshes < 3) {
+        ++url_refreshes;  // a signed CDN URL expired: resolve a fresh one and go on
+        source.reset();
+        if (events.retrying) events.retrying(0, std::string(error.what()) + "; refreshing the URL", {});
+        continue;
+      }
+      if (!error.retryable()) throw;
+      if (++failures >= policy_.max_attempts) {
+        throw DownloadError(DownloadErrorKind::gave_up,
+                            fmt::format("{} failed {} times in a row, giving up: {}", file.path,
+                                        failures, error.what()));
+      }
+      const auto delay = backoff(policy_, failures, error.retry_after());
+      if (events.retrying) events.retrying(failures, error.what(), delay);
+      if (!wait_unless_stopped(delay, stop)) throw DownloadCancelled();
+    }
+  }
+}
+
+}  // namespace rbee::provisioner

@@ -1,0 +1,81 @@
+#pragma once
+// FileDownloader: one file from the Hub onto disk, verified, resumable, in constant memory.
+//
+// Bytes stream into "<destination>.part" and through the file's hash in the same pass; the part
+// is renamed to <destination> only when size and hash match. An existing part is resumed with
+// `Range: bytes=N-` after rehashing its prefix (cheaper than it sounds: ~2 GB/s with SHA-NI, and
+// it needs no hash state on disk that could disagree with the bytes).
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+
+#include "rbee/provisioner/hub_client.hpp"
+
+namespace rbee::provisioner {
+
+struct FileToFetch {
+  std::string path;  // in the repo
+  std::uint64_t size = 0;
+  std::string sha256;    // LFS files: the expected SHA-256
+  std::string git_sha1;  // regular files: the expected git blob SHA-1
+};
+
+struct DownloadPolicy {
+  int max_attempts = 6;  // consecutive failed attempts without a byte of progress
+  std::chrono::milliseconds backoff_base{500};
+  std::chrono::milliseconds backoff_max{std::chrono::seconds(30)};
+  // A connection that delivers fewer than stall_min_bytes in stall_timeout is dropped and the
+  // download resumed; one that delivers nothing at all times out after stall_timeout.
+  std::chrono::milliseconds stall_timeout{std::chrono::seconds(30)};
+  std::uint64_t stall_min_bytes = 16 * 1024;
+};
+
+struct DownloadEvents {
+  std::function<void(std::uint64_t bytes_done)> progress;  // bytes of this file on disk so far
+  std::function<void(int attempt, const std::string& reason, std::chrono::milliseconds delay)> retrying;
+};
+
+enum class DownloadErrorKind { hash_mismatch, disk, gave_up };
+
+class DownloadError : public std::runtime_error {
+ public:
+  DownloadError(DownloadErrorKind kind, const std::string& message)
+      : std::runtime_error(message), kind_(kind) {}
+  DownloadErrorKind kind() const { return kind_; }
+
+ private:
+  DownloadErrorKind kind_;
+};
+
+// Thrown when the stop token ends a download; the part file stays for resume.
+class DownloadCancelled : public std::runtime_error {
+ public:
+  DownloadCancelled() : std::runtime_error("download cancelled") {}
+};
+
+// True when `path` holds exactly `file` (size and checksum), read once from disk. For files
+// whose catalog record was lost (the hive died between the rename and the catalog write).
+bool verify_on_disk(const FileToFetch& file, const std::filesystem::path& path);
+
+// Thread-safe; one call per file, any number at once.
+class FileDownloader {
+ public:
+  FileDownloader(const HubClient& hub, DownloadPolicy policy);
+
+  // Blocks until <destination> holds the verified file. Throws HubError (not retryable, or
+  // retries exhausted), DownloadError, or DownloadCancelled within moments of `stop`.
+  void fetch(const catalog::ModelId& repo, const std::string& commit, const FileToFetch& file,
+             const std::filesystem::path& destination, std::stop_token stop,
+             const DownloadEvents& events) const;
+
+ private:
+  const HubClient& hub_;
+  DownloadPolicy policy_;
+};
+
+}  // namespace rbee::provisioner

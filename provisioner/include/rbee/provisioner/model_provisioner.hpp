@@ -1,0 +1,86 @@
+#pragma once
+// ModelProvisioner: turns a model_download request into verified files on disk, a catalog
+// entry workers can trust, and narration an operator can follow.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <rbee/catalog/model_catalog.hpp>
+#include <rbee/narration/narrator.hpp>
+
+#include "rbee/provisioner/file_downloader.hpp"
+#include "rbee/provisioner/hub_client.hpp"
+
+namespace rbee::provisioner {
+
+struct ProvisionerSettings {
+  DownloadPolicy download;
+  std::uint64_t disk_reserve_bytes = 1ULL << 30;  // left free beyond what the model needs
+  std::chrono::milliseconds progress_interval{1000};
+  std::size_t max_concurrent_downloads = 2;  // more wait, narrated as queued
+};
+
+struct DownloadRequest {
+  std::string model;  // "org/name" or "org/name:path/in/repo"
+  std::string revision = "main";
+  std::vector<std::string> include;  // fnmatch globs ('*' matches '/'); empty: every file
+  std::vector<std::string> exclude;  // wins over include
+  std::string job_id;                // narration is tagged with it
+};
+
+// A download that cannot succeed as asked (nothing selected, hostile names, no disk space…).
+class ProvisionError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Thread-safe: any number of download() calls at once; at most max_concurrent_downloads run,
+// and two for one model never download twice (the later one follows the earlier's progress,
+// then finds the model up to date), in one process or across processes sharing the cache.
+class ModelProvisioner {
+ public:
+  ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
+                   const narration::Narrator& narrator, ProvisionerSettings settings);
+
+  // Blocks until the model is ready. Throws HubError, DownloadError, ProvisionError,
+  // catalog::CatalogError, or DownloadCancelled soon after `stop`; the catalog says the same
+  // (failed with the reason, or cancelled) and part files stay for resume.
+  void download(const DownloadRequest& request, std::stop_token stop);
+
+  // At start-up: entries left `downloading` by a hive that died are marked `interrupted`
+  // (unless a live download in another process holds them). Returns how many.
+  std::size_t mark_interrupted_downloads();
+
+ private:
+  class DownloadSlot;
+  void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
+                       const RepoInfo& info, const std::stop_token& stop);
+  void record_failure(const catalog::ModelId& id, const DownloadRequest& request, const std::string& reason);
+
+  HubClient hub_;
+  FileDownloader downloader_;
+  catalog::ModelCatalog& catalog_;
+  const narration::Narrator& narrator_;
+  ProvisionerSettings settings_;
+
+  std::mutex slots_mutex_;
+  std::condition_variable_any slot_freed_;
+  std::size_t running_downloads_ = 0;
+};
+
+// Every file of `siblings` that `request` selects: the one file of "org/name:file", or those
+// matching include and no exclude. Throws HubError (entry_not_found) for a missing single file.
+std::vector<Sibling> select_files(const std::vector<Sibling>& siblings,
+                                  const std::optional<std::string>& single_file,
+                                  const std::vector<std::string>& include,
+                                  const std::vector<std::string>& exclude);
+
+std::string format_bytes(std::uint64_t bytes);
+
+}  // namespace rbee::provisioner

@@ -1,0 +1,412 @@
+#include "rbee/provisioner/model_provisioner.hpp"
+
+#include <fnmatch.h>
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <map>
+
+#include <fmt/format.h>
+#include <rbee/catalog/file_lock.hpp>
+
+namespace fs = std::filesystem;
+
+namespace rbee::provisioner {
+namespace {
+
+using catalog::ModelEntry;
+using catalog::ModelFile;
+using catalog::ModelId;
+using catalog::ModelStatus;
+using narration::Level;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kActor = "provisioner";
+
+bool matches_any(const std::vector<std::string>& globs, const std::string& path) {
+  // No FNM_PATHNAME: '*' also matches '/', as DESIGN §3 and huggingface_hub's patterns do.
+  return std::any_of(globs.begin(), globs.end(),
+                     [&](const std::string& glob) { return ::fnmatch(glob.c_str(), path.c_str(), 0) == 0; });
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Free bytes on the file system that holds `folder` (or its nearest existing ancestor).
+std::uint64_t free_bytes(fs::path folder) {
+  std::error_code ec;
+  while (!folder.empty() && !fs::exists(folder, ec)) folder = folder.parent_path();
+  struct statvfs stats {};
+  if (::statvfs(folder.c_str(), &stats) != 0) return UINT64_MAX;  // unknown: do not block
+  return static_cast<std::uint64_t>(stats.f_bavail) * stats.f_frsize;
+}
+
+std::uint64_t part_size(const fs::path& file) {
+  std::error_code ec;
+  const auto size = fs::file_size(fs::path(file.string() + ".part"), ec);
+  return ec ? 0 : size;
+}
+
+bool on_disk_with_size(const fs::path& file, std::uint64_t size) {
+  std::error_code ec;
+  return fs::is_regular_file(file, ec) && fs::file_size(file, ec) == size && !ec;
+}
+
+ModelFile catalog_file(const Sibling& sibling) {
+  return ModelFile{sibling.path, sibling.size, sibling.lfs_sha256,
+                   sibling.lfs_sha256.empty() ? sibling.blob_id : "", "pending"};
+}
+
+// Already verified in an earlier run, with the same content, and still on disk.
+bool already_verified(const ModelEntry* entry, const ModelFile& wanted, const fs::path& dir) {
+  if (!entry) return false;
+  for (const auto& file : entry->files) {
+    if (file.path == wanted.path && file.state == "verified" && file.size == wanted.size &&
+        file.sha256 == wanted.sha256 && file.etag == wanted.etag) {
+      return on_disk_with_size(dir / file.path, file.size);
+    }
+  }
+  return false;
+}
+
+// "42 s", "3 min 05 s", "2 h 10 min": an ETA a person reads at a glance.
+std::string format_duration(double seconds) {
+  const auto total = static_cast<std::uint64_t>(std::max(0.0, seconds) + 0.5);
+  if (total < 60) return fmt::format("{} s", total);
+  if (total < 3600) return fmt::format("{} min {:02} s", total / 60, total % 60);
+  return fmt::format("{} h {:02} min", total / 3600, total % 3600 / 60);
+}
+
+// Narrates progress at a steady cadence (not per chunk), with speed and ETA of the whole model.
+class ProgressReporter {
+ public:
+  ProgressReporter(const narration::Narrator& narrator, std::string job_id, std::string model,
+                   std::uint64_t total, std::uint64_t done, std::chrono::milliseconds interval)
+      : narrator_(narrator), job_id_(std::move(job_id)), model_(std::move(model)),
+        total_(total), done_before_file_(done), interval_(interval),
+        last_report_(Clock::now()), last_bytes_(done) {}
+
+  void start_file(const ModelFile& file) {
+    file_ = file;
+    file_bytes_ = 0;
+  }
+  void file_done() {
+    done_before_file_ += file_.size;
+    file_bytes_ = 0;
+  }
+  std::uint64_t done() const { return done_before_file_ + file_bytes_; }
+
+  // Returns true when it narrated (the caller may then write the catalog too).
+  bool update(std::uint64_t file_bytes) {
+    file_bytes_ = file_bytes;
+    const auto now = Clock::now();
+    if (now - last_report_ < interval_) return false;
+    const double elapsed = std::chrono::duration<double>(now - last_report_).count();
+    const double instant = static_cast<double>(done() - last_bytes_) / std::max(elapsed, 1e-3);
+    speed_ = speed_ == 0 ? instant : 0.7 * speed_ + 0.3 * instant;  // smooth, still responsive
+    last_report_ = now;
+    last_bytes_ = done();
+    narration::Progress progress{file_.path, file_bytes, file_.size, speed_, std::nullopt, done(), total_};
+    if (speed_ > 0) progress.eta_s = static_cast<double>(total_ - std::min(total_, done())) / speed_;
+    narrator_.emit({kActor, "download_progress", model_,
+                    fmt::format("{}: {} of {}; total {} of {} ({:.0f}%), {}/s{}", file_.path,
+                                format_bytes(file_bytes), format_bytes(file_.size), format_bytes(done()),
+                                format_bytes(total_), total_ ? 100.0 * done() / total_ : 100.0,
+                                format_bytes(static_cast<std::uint64_t>(speed_)),
+                                progress.eta_s ? ", " + format_duration(*progress.eta_s) + " left" : ""),
+                    job_id_, Level::info, 0, progress});
+    return true;
+  }
+
+ private:
+  const narration::Narrator& narrator_;
+  std::string job_id_, model_;
+  std::uint64_t total_, done_before_file_, file_bytes_ = 0;
+  std::chrono::milliseconds interval_;
+  Clock::time_point last_report_;
+  std::uint64_t last_bytes_;
+  double speed_ = 0;
+  ModelFile file_;
+};
+
+}  // namespace
+
+std::string format_bytes(std::uint64_t bytes) {
+  constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  return unit == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", value, kUnits[unit]);
+}
+
+std::vector<Sibling> select_files(const std::vector<Sibling>& siblings,
+                                  const std::optional<std::string>& single_file,
+                                  const std::vector<std::string>& include,
+                                  const std::vector<std::string>& exclude) {
+  std::vector<Sibling> selected;
+  for (const auto& sibling : siblings) {
+    const bool wanted = single_file ? sibling.path == *single_file
+                                    : (include.empty() || matches_any(include, sibling.path)) &&
+                                          !matches_any(exclude, sibling.path);
+    if (wanted) selected.push_back(sibling);
+  }
+  if (single_file && selected.empty()) {
+    throw HubError(HubErrorKind::entry_not_found,
+                   fmt::format("the repo has no file '{}'", *single_file));
+  }
+  return selected;
+}
+
+// One of max_concurrent_downloads places; waiting for one is narrated and cancellable.
+class ModelProvisioner::DownloadSlot {
+ public:
+  DownloadSlot(ModelProvisioner& owner, const DownloadRequest& request, const std::stop_token& stop)
+      : owner_(owner) {
+    std::unique_lock lock(owner_.slots_mutex_);
+    if (owner_.running_downloads_ >= owner_.settings_.max_concurrent_downloads) {
+      owner_.narrator_.emit({kActor, "download_queued", request.model,
+                             fmt::format("Queued: {} downloads are running (the limit)",
+                                         owner_.running_downloads_),
+                             request.job_id, Level::info, 0, std::nullopt});
+    }
+    if (!owner_.slot_freed_.wait(lock, stop, [&] {
+          return owner_.running_downloads_ < owner_.settings_.max_concurrent_downloads;
+        })) {
+      throw DownloadCancelled();
+    }
+    ++owner_.running_downloads_;
+  }
+  ~DownloadSlot() {
+    {
+      std::lock_guard lock(owner_.slots_mutex_);
+      --owner_.running_downloads_;
+    }
+    owner_.slot_freed_.notify_one();
+  }
+
+ private:
+  ModelProvisioner& owner_;
+};
+
+ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
+                                   const narration::Narrator& narrator, ProvisionerSettings settings)
+    : hub_(std::move(hub)), downloader_(hub_, settings.download), catalog_(catalog),
+      narrator_(narrator), settings_(settings) {}
+
+std::size_t ModelProvisioner::mark_interrupted_downloads() {
+  std::size_t marked = 0;
+  for (const auto& entry : catalog_.list()) {
+    if (entry.status != ModelStatus::downloading) continue;
+    auto lock = catalog::FileLock::try_acquire(catalog_.download_lock_path(entry.id));
+    if (!lock) continue;  // a live download in another process
+    catalog_.update(entry.id, [](ModelEntry& e) {
+      if (e.status != ModelStatus::downloading) return;
+      e.status = ModelStatus::interrupted;
+      e.error = "the hive stopped during the download; a new model_download resumes it";
+    });
+    ++marked;
+  }
+  return marked;
+}
+
+void ModelProvisioner::download(const DownloadRequest& request, std::stop_token stop) {
+  const auto reference = catalog::parse_model_reference(request.model);
+  const ModelId& id = reference.id;
+  auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
+    narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level,
+                    0, std::nullopt});
+  };
+
+  DownloadSlot slot(*this, request, stop);
+  // One download per model at a time, across threads and processes. A later job follows the
+  // running one's progress from the catalog, then checks what is left (usually nothing).
+  auto lock = catalog::FileLock::try_acquire(catalog_.download_lock_path(id));
+  if (!lock) {
+    narrate("download_waiting", fmt::format("Another job is downloading {}; following its progress", id.str()));
+    std::uint64_t last_reported = UINT64_MAX;
+    while (!(lock = catalog::FileLock::try_acquire(catalog_.download_lock_path(id)))) {
+      if (auto entry = catalog_.get(id); entry && entry->bytes_done != last_reported) {
+        last_reported = entry->bytes_done;
+        narration::Progress progress{"", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total};
+        narrator_.emit({kActor, "download_progress", id.str(),
+                        fmt::format("{} of {} (another job's download)", format_bytes(entry->bytes_done),
+                                    format_bytes(entry->bytes_total)),
+                        request.job_id, Level::info, 0, progress});
+      }
+      std::mutex mutex;
+      std::condition_variable_any wake;
+      std::unique_lock wait_lock(mutex);
+      wake.wait_for(wait_lock, stop, settings_.progress_interval, [] { return false; });
+      if (stop.stop_requested()) throw DownloadCancelled();
+    }
+  }
+
+  RepoInfo info;
+  try {
+    info = hub_.model_info(id, request.revision);
+  } catch (const HubError& error) {
+    // A typo'd repo id leaves no folder behind; a model we already know records why it failed.
+    if (catalog_.get(id)) record_failure(id, request, error.what());
+    throw;
+  }
+  try {
+    download_listed(request, id, info, stop);
+  } catch (const DownloadCancelled&) {
+    catalog_.update(id, [&](ModelEntry& e) {
+      e.status = ModelStatus::cancelled;
+      e.error.clear();
+      e.last_job_id = request.job_id;
+    });
+    throw;
+  } catch (const std::exception& error) {
+    record_failure(id, request, error.what());  // where workers look; the job says the same
+    throw;
+  }
+}
+
+void ModelProvisioner::record_failure(const ModelId& id, const DownloadRequest& request,
+                                      const std::string& reason) {
+  catalog_.update(id, [&](ModelEntry& e) {
+    if (e.endpoint.empty()) e.endpoint = hub_.settings().endpoint;  // a fresh entry
+    if (e.revision.empty()) e.revision = request.revision;
+    e.status = ModelStatus::failed;
+    e.error = narrator_.redact(reason);
+    e.last_job_id = request.job_id;
+  });
+}
+
+void ModelProvisioner::download_listed(const DownloadRequest& request, const ModelId& id,
+                                       const RepoInfo& info, const std::stop_token& stop) {
+  const auto reference = catalog::parse_model_reference(request.model);
+  const auto started = Clock::now();
+  auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
+    narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level,
+                    0, std::nullopt});
+  };
+
+  const auto selected = select_files(info.siblings, reference.file, request.include, request.exclude);
+  if (selected.empty()) {
+    throw ProvisionError(fmt::format("no file of {} matches the include/exclude patterns", id.str()));
+  }
+  for (const auto& sibling : selected) {
+    try {
+      catalog::validate_repo_path(sibling.path);
+    } catch (const catalog::CatalogError& error) {
+      throw ProvisionError(fmt::format("refusing {}: the Hub lists a file it cannot safely write: {}",
+                                       id.str(), error.what()));
+    }
+    if (sibling.lfs_sha256.empty() && sibling.blob_id.empty()) {
+      throw ProvisionError(fmt::format("the Hub gave no checksum for {}: refusing an unverifiable file",
+                                       sibling.path));
+    }
+  }
+
+  const fs::path dir = catalog_.model_dir(id);
+  const auto previous = catalog_.get(id);
+  const ModelEntry* before = previous && previous->status != ModelStatus::failed ? &*previous : nullptr;
+  std::vector<ModelFile> files;
+  std::uint64_t total = 0, verified_bytes = 0, remaining = 0;
+  for (const auto& sibling : selected) {
+    ModelFile file = catalog_file(sibling);
+    if (already_verified(before, file, dir)) {
+      file.state = "verified";
+      verified_bytes += file.size;
+    } else {
+      remaining += file.size - std::min(file.size, part_size(dir / file.path));
+    }
+    total += file.size;
+    files.push_back(file);
+  }
+
+  if (before && before->status == ModelStatus::ready && before->commit == info.commit && remaining == 0 &&
+      verified_bytes == total) {
+    narrate("download_up_to_date", fmt::format("{} is already up to date (commit {}, {} files, {})",
+                                               id.str(), info.commit.substr(0, 12), files.size(),
+                                               format_bytes(total)));
+    return;
+  }
+
+  const std::uint64_t available = free_bytes(dir);
+  if (available < remaining + settings_.disk_reserve_bytes) {
+    throw ProvisionError(fmt::format(
+        "not enough disk space for {}: {} still to download plus {} kept free, but only {} available",
+        id.str(), format_bytes(remaining), format_bytes(settings_.disk_reserve_bytes),
+        format_bytes(available)));
+  }
+
+  catalog_.update(id, [&](ModelEntry& e) {
+    e.endpoint = hub_.settings().endpoint;
+    e.revision = request.revision;
+    e.commit = info.commit;
+    e.status = ModelStatus::downloading;
+    e.bytes_total = total;
+    e.bytes_done = verified_bytes;
+    e.error.clear();
+    e.files = files;
+    e.last_job_id = request.job_id;
+  });
+  narrate("download_started",
+          fmt::format("Downloading {}@{} (commit {}): {} file{}, {}", id.str(), request.revision,
+                      info.commit.substr(0, 12), files.size(), files.size() == 1 ? "" : "s",
+                      format_bytes(total)));
+
+  ProgressReporter reporter(narrator_, request.job_id, id.str(), total, 0, settings_.progress_interval);
+  auto mark_verified = [&](ModelFile& file) {
+    reporter.file_done();
+    file.state = "verified";
+    catalog_.update(id, [&](ModelEntry& e) {
+      e.bytes_done = reporter.done();
+      for (auto& f : e.files) {
+        if (f.path == file.path) f.state = "verified";
+      }
+    }, stop);
+  };
+  for (auto& file : files) {
+    reporter.start_file(file);
+    if (file.state == "verified") {
+      narrate("file_skipped", fmt::format("{} is already verified", file.path));
+      reporter.file_done();
+      continue;
+    }
+    const FileToFetch wanted{file.path, file.size, file.sha256, file.etag};
+    if (verify_on_disk(wanted, dir / file.path)) {
+      narrate("file_skipped", fmt::format("{} is already on disk and its {} matches", file.path,
+                                          file.sha256.empty() ? "git sha1" : "sha256"));
+      mark_verified(file);
+      continue;
+    }
+    narrate("file_started", fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)));
+    DownloadEvents events;
+    events.progress = [&](std::uint64_t bytes) {
+      if (reporter.update(bytes)) catalog_.update_progress(id, reporter.done(), total, stop);
+    };
+    events.retrying = [&](int attempt, const std::string& reason, std::chrono::milliseconds delay) {
+      narrate("download_retry",
+              attempt == 0 ? reason
+                           : fmt::format("Retrying {} in {:.1f} s (attempt {}): {}", file.path,
+                                         delay.count() / 1000.0, attempt + 1, reason),
+              Level::warn);
+    };
+    downloader_.fetch(id, info.commit, wanted, dir / file.path, stop, events);
+    mark_verified(file);
+    narrate("file_verified", fmt::format("Verified {} ({}, {})", file.path, format_bytes(file.size),
+                                         file.sha256.empty() ? "git sha1" : "sha256"));
+  }
+
+  catalog_.update(id, [&](ModelEntry& e) {
+    e.status = ModelStatus::ready;
+    e.bytes_done = total;
+    e.error.clear();
+  });
+  const double elapsed = seconds_since(started);
+  narrate("download_completed",
+          fmt::format("Downloaded {}: {} file{}, {} in {:.1f} s ({}/s)", id.str(), files.size(),
+                      files.size() == 1 ? "" : "s", format_bytes(total), elapsed,
+                      format_bytes(static_cast<std::uint64_t>((total - verified_bytes) / std::max(elapsed, 1e-3)))));
+}
+
+}  // namespace rbee::provisioner

@@ -1,0 +1,436 @@
+// End to end: model_download jobs through the real rbee-hive binary, with HF_ENDPOINT pointed at
+// the local Hub fixture. Each test asserts on the bytes on disk, the catalog as YAML, the job's
+// stream and the fixture's request log.
+
+#include <yaml-cpp/yaml.h>
+
+#include <csignal>
+#include <set>
+
+#include "e2e/helpers.hpp"
+#include "hub_fixture/hub_fixture.hpp"
+
+using namespace rbee::testing;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kToken = "hf_e2eSecretToken0123456789abcdef";
+
+// Fast retries and progress so fault tests finish in moments; the defaults are for real networks.
+// No disk reserve: tests must not depend on how full the machine's disk is.
+std::vector<std::string> fast_flags(std::vector<std::string> more = {}) {
+  std::vector<std::string> flags = {"--retry-base-ms", "5", "--stall-timeout-ms", "500",
+                                    "--progress-interval-ms", "100"};
+  if (std::find(more.begin(), more.end(), "--disk-reserve-mb") == more.end()) {
+    more.insert(more.end(), {"--disk-reserve-mb", "0"});
+  }
+  flags.insert(flags.end(), more.begin(), more.end());
+  return flags;
+}
+
+struct HiveWithHub {
+  HubFixture hub;
+  HiveUnderTest hive;
+
+  explicit HiveWithHub(std::vector<std::string> flags = fast_flags(),
+                       std::map<std::string, std::string> env = {})
+      : hive(std::move(flags), "", with_endpoint(hub, std::move(env))) {}
+
+  static std::map<std::string, std::string> with_endpoint(const HubFixture& hub,
+                                                          std::map<std::string, std::string> env) {
+    env["HF_ENDPOINT"] = hub.endpoint();
+    return env;
+  }
+  SseStream download(const json& request) const {
+    json body = request;
+    body["operation"] = "model_download";
+    return watch(*hive.hive, hive->submit_job(body));
+  }
+  YAML::Node catalog_entry(const std::string& id) const {
+    return YAML::LoadFile((hive.cache / id / "metadata.yaml").string());
+  }
+  // GETs of file content (not the API) that reached `listener` for files named `file`.
+  std::vector<RecordedRequest> content_gets(const std::string& listener, const std::string& file = "") const {
+    std::vector<RecordedRequest> gets;
+    for (const auto& r : hub.requests()) {
+      const bool content = r.path.find("/resolve/") != std::string::npos || r.path.starts_with("/blobs/");
+      if (r.listener == listener && r.method == "GET" && content &&
+          (file.empty() || r.path.ends_with("/" + file) || listener == "cdn")) {
+        gets.push_back(r);
+      }
+    }
+    return gets;
+  }
+};
+
+FixtureRepo tiny_repo(const std::string& id) {
+  FixtureRepo repo;
+  repo.id = id;
+  repo.files = {{"config.json", 613, false, 11},
+                {"tokenizer/tokenizer.json", 4099, false, 12},
+                {"model.Q4_K_M.gguf", 2 * 1024 * 1024 + 3, true, 13}};
+  return repo;
+}
+
+std::vector<std::string> actions(const SseStream& stream) {
+  std::vector<std::string> result;
+  for (const auto& event : stream.events()) {
+    if (!event.is_terminal()) result.push_back(event.json().value("action", ""));
+  }
+  return result;
+}
+
+bool has_action(const SseStream& stream, const std::string& action) {
+  const auto all = actions(stream);
+  return std::find(all.begin(), all.end(), action) != all.end();
+}
+
+std::string stream_text(const SseStream& stream) {
+  std::string text;
+  for (const auto& line : data_lines(stream)) text += line + "\n";
+  return text;
+}
+
+std::set<std::string> files_in(const std::filesystem::path& dir) {
+  std::set<std::string> files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) files.insert(std::filesystem::relative(entry.path(), dir).string());
+  }
+  return files;
+}
+
+std::uint64_t size_or_zero(const std::filesystem::path& file) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  return ec ? 0 : size;
+}
+
+// Waits (up to 20 s) until `file` has at least `bytes`.
+bool wait_for_bytes(const std::filesystem::path& file, std::uint64_t bytes) {
+  for (int i = 0; i < 2000; ++i) {
+    if (size_or_zero(file) >= bytes) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+std::uint64_t range_start(const RecordedRequest& request) {
+  if (!request.range.starts_with("bytes=")) return 0;
+  return std::stoull(request.range.substr(6));
+}
+
+}  // namespace
+
+TEST_CASE("a multi-file repo downloads byte-exact, the catalog says ready, a second job is up to date") {
+  HiveWithHub h;
+  h.hub.add_repo(tiny_repo("acme/tiny"));
+
+  const SseStream stream = h.download({{"model", "acme/tiny"}});
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  for (const auto& action : {"download_started", "file_started", "file_verified", "download_completed"}) {
+    CHECK_MESSAGE(has_action(stream, action), action);
+  }
+
+  const auto dir = h.hive.cache / "acme/tiny";
+  CHECK(files_in(dir) == std::set<std::string>{"config.json", "metadata.yaml", "model.Q4_K_M.gguf",
+                                               "tokenizer/tokenizer.json"});
+  for (const auto& file : tiny_repo("acme/tiny").files) {
+    CHECK_MESSAGE(read_text(dir / file.path) == h.hub.content("acme/tiny", file.path), file.path);
+  }
+
+  const YAML::Node entry = h.catalog_entry("acme/tiny");
+  CHECK(entry["status"].as<std::string>() == "ready");
+  CHECK(entry["commit"].as<std::string>() == FixtureRepo{}.commit);
+  CHECK(entry["endpoint"].as<std::string>() == h.hub.endpoint());
+  CHECK(entry["bytes_done"].as<std::uint64_t>() == entry["bytes_total"].as<std::uint64_t>());
+  CHECK(entry["bytes_total"].as<std::uint64_t>() == 613 + 4099 + 2 * 1024 * 1024 + 3);
+  REQUIRE(entry["files"].size() == 3);
+  for (const auto& file : entry["files"]) {
+    CHECK(file["state"].as<std::string>() == "verified");
+    const std::string path = file["path"].as<std::string>();
+    if (path == "model.Q4_K_M.gguf") {
+      CHECK(file["sha256"].as<std::string>() == sha256_hex(h.hub.content("acme/tiny", path)));
+    } else {
+      CHECK(file["etag"].as<std::string>().size() == 40);
+    }
+  }
+  CHECK(h.content_gets("cdn").size() == 1);  // the LFS file went through the CDN redirect
+
+  h.hub.clear_requests();
+  const SseStream again = h.download({{"model", "acme/tiny"}});
+  CHECK(again.terminal() == "[DONE]");
+  CHECK(has_action(again, "download_up_to_date"));
+  CHECK(stream_text(again).find("already up to date") != std::string::npos);
+  CHECK(h.content_gets("hub").empty());
+  CHECK(h.content_gets("cdn").empty());
+}
+
+TEST_CASE("org/name:file and include/exclude globs select exactly the right files") {
+  HiveWithHub h;
+  for (const std::string id : {"acme/one", "acme/globs"}) {
+    FixtureRepo repo;
+    repo.id = id;
+    repo.files = {{"model.Q4_K_M.gguf", 1000, true, 1},
+                  {"model.Q8_0.gguf", 2000, true, 2},
+                  {"config.json", 100, false, 3},
+                  {"docs/README.md", 50, false, 4}};
+    h.hub.add_repo(repo);
+  }
+  CHECK(h.download({{"model", "acme/one:docs/README.md"}}).terminal() == "[DONE]");
+  CHECK(files_in(h.hive.cache / "acme/one") == std::set<std::string>{"docs/README.md", "metadata.yaml"});
+
+  const SseStream globs = h.download(
+      {{"model", "acme/globs"}, {"include", {"*.gguf", "*.json"}}, {"exclude", {"*Q8*"}}});
+  CHECK(globs.terminal() == "[DONE]");
+  CHECK(files_in(h.hive.cache / "acme/globs") ==
+        std::set<std::string>{"config.json", "metadata.yaml", "model.Q4_K_M.gguf"});
+
+  const SseStream missing = h.download({{"model", "acme/one:nope.gguf"}});
+  CHECK(missing.terminal().starts_with("[ERROR]"));
+  CHECK(missing.terminal().find("nope.gguf") != std::string::npos);
+}
+
+TEST_CASE("a gated repo fails helpfully without a token, and with HF_TOKEN downloads without leaking it") {
+  FixtureRepo gated = tiny_repo("acme/gated");
+  gated.access = RepoAccess::gated;
+  FixtureRepo secret = tiny_repo("acme/secret");
+  secret.access = RepoAccess::private_repo;
+  {
+    HiveWithHub h;
+    h.hub.set_valid_token(kToken);
+    h.hub.add_repo(gated);
+    h.hub.add_repo(secret);
+    const SseStream refused = h.download({{"model", "acme/gated"}});
+    CHECK(refused.terminal().starts_with("[ERROR]"));
+    CHECK(refused.terminal().find("gated") != std::string::npos);
+    CHECK(refused.terminal().find("request access") != std::string::npos);
+    const SseStream hidden = h.download({{"model", "acme/secret"}});
+    CHECK(hidden.terminal().find("private") != std::string::npos);
+    CHECK(hidden.terminal().find("HF_TOKEN") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/gated"));
+  }
+
+  HiveWithHub h(fast_flags(), {{"HF_TOKEN", kToken}});
+  h.hub.set_valid_token(kToken);
+  h.hub.add_repo(gated);
+  const SseStream stream = h.download({{"model", "acme/gated"}});
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  CHECK(read_text(h.hive.cache / "acme/gated/model.Q4_K_M.gguf") ==
+        h.hub.content("acme/gated", "model.Q4_K_M.gguf"));
+
+  bool hub_saw_token = false;
+  for (const auto& request : h.hub.requests()) {
+    if (request.listener == "hub") hub_saw_token |= request.authorization == std::string("Bearer ") + kToken;
+    if (request.listener == "cdn") CHECK_MESSAGE(request.authorization.empty(), request.path);
+  }
+  CHECK(hub_saw_token);
+  CHECK_FALSE(h.content_gets("cdn").empty());
+  CHECK(stream_text(stream).find(kToken) == std::string::npos);
+  CHECK(h.hive->log().find(kToken) == std::string::npos);
+  CHECK(read_text(h.hive.cache / "acme/gated/metadata.yaml").find(kToken) == std::string::npos);
+}
+
+TEST_CASE("a repo listing names that escape the model folder fails and writes nothing outside it") {
+  HiveWithHub h;
+  for (const std::string name : {"../escaped.txt", "/tmp/absolute.txt", "a/../../b.txt", "back\\slash.txt"}) {
+    FixtureRepo repo;
+    repo.id = "acme/evil";
+    repo.files = {{"config.json", 10, false, 1}, {name, 10, false, 2}};
+    h.hub.add_repo(repo);
+    const SseStream stream = h.download({{"model", "acme/evil"}});
+    CHECK_MESSAGE(stream.terminal().starts_with("[ERROR] refusing acme/evil"), stream.terminal());
+    const YAML::Node entry = h.catalog_entry("acme/evil");
+    CHECK(entry["status"].as<std::string>() == "failed");
+    CHECK(entry["error"].as<std::string>().find("cannot safely write") != std::string::npos);
+  }
+  CHECK(files_in(h.hive.dir.path()).count("escaped.txt") == 0);
+  CHECK(files_in(h.hive.cache).count("b.txt") == 0);
+  CHECK_FALSE(std::filesystem::exists("/tmp/absolute.txt"));
+  CHECK(files_in(h.hive.cache / "acme/evil") == std::set<std::string>{"metadata.yaml"});
+}
+
+TEST_CASE("every fault mode of the network ends in a verified, ready model") {
+  HiveWithHub h;
+  FixtureRepo repo;
+  repo.id = "acme/faulty";
+  const std::uint64_t size = 3 * 1024 * 1024 + 5;
+  repo.files = {{"a-5xx.bin", size, true, 21},     {"b-drop.bin", size, true, 22},
+                {"c-corrupt.bin", size, true, 23}, {"d-stall.bin", size, true, 24},
+                {"e-norange.bin", size, true, 25}, {"f-expired.bin", size, true, 26},
+                {"g-429.json", 5000, false, 27}};
+  h.hub.add_repo(repo);
+  h.hub.set_faults("a-5xx.bin", Faults{.times = 2, .error_status = 503, .retry_after_s = 0});
+  h.hub.set_faults("b-drop.bin", Faults{.times = 1, .drop_after_bytes = 1024 * 1024});
+  h.hub.set_faults("c-corrupt.bin", Faults{.times = 1, .corrupt_at = 2 * 1024 * 1024});
+  h.hub.set_faults("d-stall.bin", Faults{.times = 1, .stall_after_bytes = 1536 * 1024});
+  h.hub.set_faults("e-norange.bin", Faults{.times = 2, .drop_after_bytes = 1024 * 1024, .ignore_range = true});
+  h.hub.set_faults("f-expired.bin", Faults{.times = 1, .expire_signed_url = true});
+  h.hub.set_faults("g-429.json", Faults{.times = 1, .error_status = 429, .retry_after_s = 0});
+
+  const SseStream stream = h.download({{"model", "acme/faulty"}});
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  for (const auto& file : repo.files) {
+    CHECK_MESSAGE(read_text(h.hive.cache / "acme/faulty" / file.path) == h.hub.content("acme/faulty", file.path),
+                  file.path);
+  }
+  CHECK(h.catalog_entry("acme/faulty")["status"].as<std::string>() == "ready");
+  const std::string text = stream_text(stream);
+  for (const std::string reason : {"server error (503)", "connection lost", "sha256 mismatch",
+                                   "stalled", "refreshing the URL", "rate limited"}) {
+    CHECK_MESSAGE(text.find(reason) != std::string::npos, reason << " not in\n" << text);
+  }
+  // The dropped download resumed where it stopped instead of starting over.
+  bool resumed = false;
+  for (const auto& request : h.content_gets("cdn")) resumed |= range_start(request) == 1024 * 1024;
+  CHECK(resumed);
+}
+
+TEST_CASE("a file corrupted on every try fails with both hashes and is never marked ready") {
+  HiveWithHub h;
+  FixtureRepo repo;
+  repo.id = "acme/rotten";
+  repo.files = {{"model.gguf", 100000, true, 31}};
+  h.hub.add_repo(repo);
+  h.hub.set_faults("model.gguf", Faults{.times = 5, .corrupt_at = 777});
+
+  const SseStream stream = h.download({{"model", "acme/rotten"}});
+  const std::string expected = sha256_hex(h.hub.content("acme/rotten", "model.gguf"));
+  CHECK(stream.terminal().starts_with("[ERROR]"));
+  CHECK(stream.terminal().find(expected) != std::string::npos);
+  const YAML::Node entry = h.catalog_entry("acme/rotten");
+  CHECK(entry["status"].as<std::string>() == "failed");
+  CHECK(entry["error"].as<std::string>().find(expected) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/rotten/model.gguf"));
+}
+
+TEST_CASE("a hive killed mid-file marks the model interrupted and the next job resumes the part") {
+  HubFixture hub;
+  FixtureRepo repo;
+  repo.id = "acme/big";
+  const std::uint64_t size = 48 * 1024 * 1024 + 1;
+  repo.files = {{"config.json", 500, false, 41}, {"model.gguf", size, true, 42}};
+  hub.add_repo(repo);
+  hub.set_rate_limit(8 * 1024 * 1024);
+
+  HiveUnderTest hive(fast_flags(), "", {{"HF_ENDPOINT", hub.endpoint()}});
+  const auto part = hive.cache / "acme/big/model.gguf.part";
+  hive->submit_job({{"operation", "model_download"}, {"model", "acme/big"}});
+  REQUIRE(wait_for_bytes(part, 2 * 1024 * 1024));
+  CHECK_FALSE(hive->stop(SIGKILL).has_value());
+  const std::uint64_t kept = size_or_zero(part);
+  CHECK(kept < size);
+
+  hub.set_rate_limit(0);
+  hub.clear_requests();
+  hive.hive = std::make_unique<HiveProcess>(
+      HiveOptions{hive.cache, fast_flags(), {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
+  const json listed = get_json(*hive.hive, "/v1/models/acme/big");
+  CHECK(listed["status"] == "interrupted");
+
+  const SseStream stream = watch(*hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/big"}}));
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  CHECK(read_text(hive.cache / "acme/big/model.gguf") == hub.content("acme/big", "model.gguf"));
+  std::uint64_t fetched = 0;
+  for (const auto& request : hub.requests()) {
+    if (request.listener != "cdn" || request.method != "GET") continue;
+    CHECK(range_start(request) == kept);  // only the missing tail was asked for
+    fetched += size - range_start(request);
+  }
+  CHECK(fetched == size - kept);
+  const std::string text = stream_text(stream);
+  CHECK(text.find("config.json is already verified") != std::string::npos);
+}
+
+TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
+  HiveWithHub h;
+  FixtureRepo repo;
+  repo.id = "acme/slow";
+  const std::uint64_t size = 32 * 1024 * 1024;
+  repo.files = {{"model.gguf", size, true, 51}};
+  h.hub.add_repo(repo);
+  h.hub.set_rate_limit(8 * 1024 * 1024);
+
+  const auto part = h.hive.cache / "acme/slow/model.gguf.part";
+  const std::string job_id = h.hive->submit_job({{"operation", "model_download"}, {"model", "acme/slow"}});
+  REQUIRE(wait_for_bytes(part, 1024 * 1024));
+  const auto started = std::chrono::steady_clock::now();
+  auto res = h.hive->client()->Delete("/v1/jobs/" + job_id);
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(watch(*h.hive.hive, job_id).terminal() == "[CANCELLED]");
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
+  CHECK(h.catalog_entry("acme/slow")["status"].as<std::string>() == "cancelled");
+  const std::uint64_t kept = size_or_zero(part);
+  CHECK(kept > 0);
+
+  h.hub.set_rate_limit(0);
+  h.hub.clear_requests();
+  CHECK(h.download({{"model", "acme/slow"}}).terminal() == "[DONE]");
+  CHECK(read_text(h.hive.cache / "acme/slow/model.gguf") == h.hub.content("acme/slow", "model.gguf"));
+  const auto gets = h.content_gets("cdn");
+  REQUIRE(gets.size() == 1);
+  CHECK(range_start(gets[0]) == kept);
+}
+
+TEST_CASE("two hives sharing a cache download a model once, the second job follows the first") {
+  HiveWithHub first;
+  FixtureRepo repo;
+  repo.id = "acme/shared";
+  const std::uint64_t size = 8 * 1024 * 1024;
+  repo.files = {{"model.gguf", size, true, 61}};
+  first.hub.add_repo(repo);
+  first.hub.set_rate_limit(8 * 1024 * 1024);
+  HiveProcess second(HiveOptions{first.hive.cache, fast_flags(),
+                                 {{"HF_ENDPOINT", first.hub.endpoint()},
+                                  {"HF_HOME", (first.hive.dir / "hf").string()}}});
+
+  const std::string job_a = first.hive->submit_job({{"operation", "model_download"}, {"model", "acme/shared"}});
+  REQUIRE(wait_for_bytes(first.hive.cache / "acme/shared/model.gguf.part", 1));
+  const std::string job_b = second.submit_job({{"operation", "model_download"}, {"model", "acme/shared"}});
+  const SseStream stream_b = watch(second, job_b);
+  const SseStream stream_a = watch(*first.hive.hive, job_a);
+  CHECK(stream_a.terminal() == "[DONE]");
+  CHECK(stream_b.terminal() == "[DONE]");
+  CHECK(has_action(stream_b, "download_waiting"));
+  CHECK(has_action(stream_b, "download_progress"));
+  CHECK(first.content_gets("cdn").size() == 1);
+  CHECK(read_text(first.hive.cache / "acme/shared/model.gguf") == first.hub.content("acme/shared", "model.gguf"));
+}
+
+TEST_CASE("downloads over the concurrency limit are queued and say so") {
+  HiveWithHub h(fast_flags({"--max-concurrent-downloads", "1"}));
+  for (const std::string id : {"acme/q1", "acme/q2"}) {
+    FixtureRepo repo;
+    repo.id = id;
+    repo.files = {{"model.gguf", 4 * 1024 * 1024, true, 71}};
+    h.hub.add_repo(repo);
+  }
+  h.hub.set_rate_limit(8 * 1024 * 1024);
+  const std::string first = h.hive->submit_job({{"operation", "model_download"}, {"model", "acme/q1"}});
+  REQUIRE(wait_for_bytes(h.hive.cache / "acme/q1/model.gguf.part", 1));
+  const SseStream second = h.download({{"model", "acme/q2"}});
+  CHECK(second.terminal() == "[DONE]");
+  CHECK(has_action(second, "download_queued"));
+  CHECK(watch(*h.hive.hive, first).terminal() == "[DONE]");
+}
+
+TEST_CASE("not enough disk space fails early with the numbers and downloads nothing") {
+  HiveWithHub h(fast_flags({"--disk-reserve-mb", "1000000000"}));
+  h.hub.add_repo(tiny_repo("acme/huge"));
+  const SseStream stream = h.download({{"model", "acme/huge"}});
+  CHECK(stream.terminal().starts_with("[ERROR] not enough disk space for acme/huge"));
+  CHECK(stream.terminal().find("available") != std::string::npos);
+  CHECK(h.content_gets("hub").empty());
+  CHECK(h.content_gets("cdn").empty());
+  CHECK(h.catalog_entry("acme/huge")["status"].as<std::string>() == "failed");
+}
+
+TEST_CASE("a Hub that cannot be reached fails the job clearly and the hive serves on") {
+  HiveUnderTest hive(fast_flags(), "", {{"HF_ENDPOINT", "http://127.0.0.1:" + std::to_string(free_port())}});
+  const SseStream stream =
+      watch(*hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/gone"}}));
+  CHECK(stream.terminal().starts_with("[ERROR] cannot reach http://127.0.0.1:"));
+  CHECK(get_json(*hive.hive, "/health")["status"] == "ok");
+  CHECK_FALSE(std::filesystem::exists(hive.cache / "acme/gone"));
+}

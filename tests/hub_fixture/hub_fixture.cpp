@@ -1,0 +1,380 @@
+#include "hub_fixture/hub_fixture.hpp"
+
+#include <openssl/evp.h>
+
+#include <atomic>
+#include <charconv>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace rbee::testing {
+namespace {
+
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+std::string to_hex(const unsigned char* data, unsigned length) {
+  std::string hex;
+  for (unsigned i = 0; i < length; ++i) hex += fmt::format("{:02x}", data[i]);
+  return hex;
+}
+
+// Hashes generated content in 1 MiB pieces: SHA-256 of the bytes, and git's blob SHA-1.
+std::pair<std::string, std::string> content_hashes(const FixtureFile& file) {
+  EVP_MD_CTX* sha256 = EVP_MD_CTX_new();
+  EVP_MD_CTX* sha1 = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(sha256, EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(sha1, EVP_sha1(), nullptr);
+  const std::string header = fmt::format("blob {}", file.size) + std::string(1, '\0');
+  EVP_DigestUpdate(sha1, header.data(), header.size());
+  constexpr std::uint64_t kPiece = 1 << 20;
+  for (std::uint64_t offset = 0; offset < file.size; offset += kPiece) {
+    const auto piece = generated_bytes(file.seed, offset, std::min(kPiece, file.size - offset));
+    EVP_DigestUpdate(sha256, piece.data(), piece.size());
+    EVP_DigestUpdate(sha1, piece.data(), piece.size());
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned length = 0;
+  EVP_DigestFinal_ex(sha256, digest, &length);
+  std::string sha256_hex = to_hex(digest, length);
+  EVP_DigestFinal_ex(sha1, digest, &length);
+  std::string sha1_hex = to_hex(digest, length);
+  EVP_MD_CTX_free(sha256);
+  EVP_MD_CTX_free(sha1);
+  return {sha256_hex, sha1_hex};
+}
+
+std::atomic<bool> g_stopping{false};
+
+void error_response(httplib::Response& response, int status, const std::string& code,
+                    const std::string& message) {
+  response.status = status;
+  if (!code.empty()) response.set_header("X-Error-Code", code);
+  response.set_content(nlohmann::json({{"error", message}}).dump(), "application/json");
+}
+
+// "bytes=N-" or "bytes=N-M" → {N, M or size-1}; nullopt when absent or not understood.
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_range(const std::string& header,
+                                                                   std::uint64_t size) {
+  if (!header.starts_with("bytes=")) return std::nullopt;
+  const std::string spec = header.substr(6);
+  const auto dash = spec.find('-');
+  if (dash == std::string::npos) return std::nullopt;
+  std::uint64_t first = 0;
+  std::uint64_t last = size == 0 ? 0 : size - 1;
+  auto [p, ec] = std::from_chars(spec.data(), spec.data() + dash, first);
+  if (ec != std::errc() || p != spec.data() + dash) return std::nullopt;
+  if (dash + 1 < spec.size()) {
+    std::from_chars(spec.data() + dash + 1, spec.data() + spec.size(), last);
+    last = std::min(last, size == 0 ? 0 : size - 1);
+  }
+  return std::make_pair(first, last);
+}
+
+}  // namespace
+
+std::string generated_bytes(std::uint64_t seed, std::uint64_t offset, std::size_t length) {
+  std::string out(length, '\0');
+  for (std::size_t i = 0; i < length; ++i) {
+    const std::uint64_t position = offset + i;
+    const std::uint64_t word = splitmix64(seed * 0x100000001B3ULL + position / 8);
+    out[i] = static_cast<char>((word >> (8 * (position % 8))) & 0xFF);
+  }
+  return out;
+}
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  return to_hex(digest, length);
+}
+
+HubFixture::HubFixture() {
+  for (httplib::Server* server : {&hub_, &cdn_}) {
+    server->new_task_queue = [] { return new httplib::ThreadPool(32); };
+    server->set_tcp_nodelay(true);
+    server->set_keep_alive_max_count(1000);
+  }
+  install_hub_routes();
+  install_cdn_routes();
+  hub_port_ = hub_.bind_to_any_port("127.0.0.1");
+  cdn_port_ = cdn_.bind_to_any_port("127.0.0.1");
+  if (hub_port_ <= 0 || cdn_port_ <= 0) throw std::runtime_error("hub fixture cannot listen");
+  hub_thread_ = std::thread([this] { hub_.listen_after_bind(); });
+  cdn_thread_ = std::thread([this] { cdn_.listen_after_bind(); });
+}
+
+HubFixture::~HubFixture() {
+  g_stopping = true;  // stalled responses give up
+  hub_.stop();
+  cdn_.stop();
+  hub_thread_.join();
+  cdn_thread_.join();
+  g_stopping = false;
+}
+
+std::string HubFixture::endpoint() const { return fmt::format("http://127.0.0.1:{}", hub_port_); }
+
+void HubFixture::set_valid_token(std::string token) {
+  std::lock_guard lock(mutex_);
+  valid_token_ = std::move(token);
+}
+
+void HubFixture::add_repo(FixtureRepo repo) {
+  StoredRepo stored{repo, {}};
+  for (const auto& file : repo.files) {
+    auto [sha256, sha1] = content_hashes(file);
+    stored.files.emplace(file.path, StoredFile{file, sha256, sha1});
+  }
+  std::lock_guard lock(mutex_);
+  for (const auto& [path, file] : stored.files) {
+    if (file.file.lfs) blobs_[file.sha256] = {repo.id, path};
+  }
+  repos_[repo.id] = std::move(stored);
+}
+
+void HubFixture::set_faults(const std::string& file_path, Faults faults) {
+  std::lock_guard lock(mutex_);
+  faults_[file_path] = faults;
+}
+
+void HubFixture::set_rate_limit(std::uint64_t bytes_per_second) {
+  std::lock_guard lock(mutex_);
+  rate_limit_ = bytes_per_second;
+}
+
+std::string HubFixture::content(const std::string& repo_id, const std::string& file_path) const {
+  std::lock_guard lock(mutex_);
+  const auto& file = repos_.at(repo_id).files.at(file_path).file;
+  return generated_bytes(file.seed, 0, file.size);
+}
+
+std::vector<RecordedRequest> HubFixture::requests() const {
+  std::lock_guard lock(mutex_);
+  return requests_;
+}
+
+void HubFixture::clear_requests() {
+  std::lock_guard lock(mutex_);
+  requests_.clear();
+}
+
+const HubFixture::StoredRepo* HubFixture::find_repo(const std::string& id) const {
+  auto it = repos_.find(id);
+  return it == repos_.end() ? nullptr : &it->second;
+}
+
+bool HubFixture::authorized(const StoredRepo& repo, const httplib::Request& request) const {
+  if (repo.repo.access == RepoAccess::open) return true;
+  return !valid_token_.empty() &&
+         request.get_header_value("Authorization") == "Bearer " + valid_token_;
+}
+
+std::optional<Faults> HubFixture::take_faults(const std::string& file_path) {
+  std::lock_guard lock(mutex_);
+  auto it = faults_.find(file_path);
+  if (it == faults_.end()) return std::nullopt;
+  Faults faults = it->second;
+  if (--it->second.times <= 0) faults_.erase(it);
+  return faults;
+}
+
+void HubFixture::record(const std::string& listener, const httplib::Request& request, int status) {
+  std::lock_guard lock(mutex_);
+  requests_.push_back({listener, request.method, request.path, request.get_header_value("Range"),
+                       request.get_header_value("Authorization"), status});
+}
+
+void HubFixture::install_hub_routes() {
+  hub_.Get(R"(/api/models/([^/]+)/([^/]+)/revision/(.+))",
+           [this](const httplib::Request& request, httplib::Response& response) {
+             const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+             const std::string revision = request.matches[3].str();
+             std::unique_lock lock(mutex_);
+             const StoredRepo* repo = find_repo(id);
+             const bool bad_token = request.has_header("Authorization") &&
+                                    request.get_header_value("Authorization") != "Bearer " + valid_token_;
+             if (bad_token) {
+               error_response(response, 401, "", "Invalid credentials in Authorization header");
+             } else if (!repo || (repo->repo.access == RepoAccess::private_repo && !authorized(*repo, request))) {
+               error_response(response, 401, "RepoNotFound", "Repository not found");
+             } else if (!authorized(*repo, request)) {
+               error_response(response, 401, "GatedRepo", "Access to model " + id + " is restricted");
+             } else if (revision != repo->repo.commit &&
+                        std::find(repo->repo.revisions.begin(), repo->repo.revisions.end(),
+                                  revision) == repo->repo.revisions.end()) {
+               error_response(response, 404, "RevisionNotFound", "Invalid rev id: " + revision);
+             } else {
+               nlohmann::json siblings = nlohmann::json::array();
+               for (const auto& [path, file] : repo->files) {
+                 nlohmann::json sibling = {{"rfilename", path}, {"size", file.file.size},
+                                           {"blobId", file.git_sha1}};
+                 if (file.file.lfs) {
+                   sibling["lfs"] = {{"sha256", file.sha256}, {"size", file.file.size},
+                                     {"pointerSize", 134}};
+                 }
+                 siblings.push_back(sibling);
+               }
+               response.set_content(
+                   nlohmann::json({{"id", id}, {"sha", repo->repo.commit}, {"siblings", siblings}}).dump(),
+                   "application/json");
+             }
+             lock.unlock();
+             record("hub", request, response.status);
+           });
+
+  hub_.Get(R"(/([^/]+)/([^/]+)/resolve/(.+))",
+           [this](const httplib::Request& request, httplib::Response& response) {
+             const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+             const std::string rest = request.matches[3].str();
+             std::unique_lock lock(mutex_);
+             const StoredRepo* repo = find_repo(id);
+             if (!repo) {
+               for (const auto& [other_id, other] : repos_) {
+                 if (other.repo.renamed_from == id) {
+                   response.status = 307;
+                   response.set_header("Location", "/" + other_id + "/resolve/" + rest);
+                   lock.unlock();
+                   return record("hub", request, 307);
+                 }
+               }
+             }
+             if (!repo || (repo->repo.access == RepoAccess::private_repo && !authorized(*repo, request))) {
+               error_response(response, 401, "RepoNotFound", "Repository not found");
+             } else if (!authorized(*repo, request)) {
+               error_response(response, 401, "GatedRepo", "Access to model " + id + " is restricted");
+             } else {
+               std::vector<std::string> revisions = repo->repo.revisions;
+               revisions.push_back(repo->repo.commit);
+               std::optional<std::string> path;
+               for (const auto& revision : revisions) {
+                 if (rest.starts_with(revision + "/")) path = rest.substr(revision.size() + 1);
+               }
+               auto file = path ? repo->files.find(*path) : repo->files.end();
+               if (!path) {
+                 error_response(response, 404, "RevisionNotFound", "Invalid rev id");
+               } else if (file == repo->files.end()) {
+                 error_response(response, 404, "EntryNotFound", "Entry not found");
+               } else {
+                 response.set_header("X-Repo-Commit", repo->repo.commit);
+                 if (file->second.file.lfs) {
+                   response.set_header("X-Linked-Etag", "\"" + file->second.sha256 + "\"");
+                   response.set_header("X-Linked-Size", std::to_string(file->second.file.size));
+                   response.set_header("ETag", "\"" + file->second.sha256 + "\"");
+                   response.status = 302;
+                   response.set_header(
+                       "Location", fmt::format("http://127.0.0.1:{}/blobs/{}?expires=9999999999&sig=x",
+                                               cdn_port_, file->second.sha256));
+                 } else {
+                   response.set_header("ETag", "\"" + file->second.git_sha1 + "\"");
+                   const StoredFile stored = file->second;
+                   lock.unlock();
+                   serve_content(request, response, stored);
+                   return record("hub", request, response.status);
+                 }
+               }
+             }
+             if (lock.owns_lock()) lock.unlock();
+             record("hub", request, response.status);
+           });
+}
+
+void HubFixture::install_cdn_routes() {
+  cdn_.Get(R"(/blobs/([0-9a-f]+))", [this](const httplib::Request& request,
+                                          httplib::Response& response) {
+    std::unique_lock lock(mutex_);
+    auto blob = blobs_.find(request.matches[1].str());
+    if (blob == blobs_.end()) {
+      error_response(response, 404, "", "no such blob");
+      lock.unlock();
+      return record("cdn", request, 404);
+    }
+    const StoredFile stored = repos_.at(blob->second.first).files.at(blob->second.second);
+    lock.unlock();
+    serve_content(request, response, stored);
+    record("cdn", request, response.status);
+  });
+}
+
+void HubFixture::serve_content(const httplib::Request& request, httplib::Response& response,
+                               const StoredFile& stored) {
+  // The fixture answers ranges itself: cpp-httplib would otherwise re-apply the Range header to
+  // the response (and underflow on a range past the end).
+  const_cast<httplib::Request&>(request).ranges.clear();
+  const std::uint64_t size = stored.file.size;
+  const std::optional<Faults> faults =
+      request.method == "GET" ? take_faults(stored.file.path) : std::nullopt;
+  if (faults && faults->expire_signed_url) {
+    response.status = 403;
+    response.set_content("Request has expired", "text/plain");
+    return;
+  }
+  if (faults && faults->error_status != 0) {
+    response.status = faults->error_status;
+    if (faults->retry_after_s >= 0) {
+      response.set_header("Retry-After", std::to_string(faults->retry_after_s));
+    }
+    response.set_content("injected failure", "text/plain");
+    return;
+  }
+  std::uint64_t first = 0;
+  std::uint64_t last = size == 0 ? 0 : size - 1;
+  const auto range = parse_range(request.get_header_value("Range"), size);
+  if (range && !(faults && faults->ignore_range)) {
+    if (range->first >= size) {
+      response.status = 416;
+      response.set_header("Content-Range", fmt::format("bytes */{}", size));
+      return;
+    }
+    first = range->first;
+    last = range->second;
+    response.status = 206;
+    response.set_header("Content-Range", fmt::format("bytes {}-{}/{}", first, last, size));
+  }
+  const std::uint64_t length = size == 0 ? 0 : last - first + 1;
+  std::uint64_t rate;
+  {
+    std::lock_guard lock(mutex_);
+    rate = rate_limit_;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  response.set_content_provider(
+      length, "application/octet-stream",
+      [stored, first, faults, rate, started](std::size_t offset, std::size_t wanted,
+                                             httplib::DataSink& sink) {
+        const std::uint64_t sent = offset;
+        if (faults && faults->drop_after_bytes && sent >= *faults->drop_after_bytes) return false;
+        if (faults && faults->stall_after_bytes && sent >= *faults->stall_after_bytes) {
+          for (int i = 0; i < 600 && !g_stopping; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+          return false;
+        }
+        std::size_t n = std::min<std::size_t>(wanted, 64 * 1024);
+        if (faults && faults->drop_after_bytes) {
+          n = std::min<std::uint64_t>(n, *faults->drop_after_bytes - sent);
+        }
+        if (faults && faults->stall_after_bytes) {
+          n = std::min<std::uint64_t>(n, *faults->stall_after_bytes - sent);
+        }
+        std::string piece = generated_bytes(stored.file.seed, first + offset, n);
+        if (faults && faults->corrupt_at && *faults->corrupt_at >= first + offset &&
+            *faults->corrupt_at < first + offset + n) {
+          piece[*faults->corrupt_at - first - offset] ^= 0x5A;
+        }
+        if (rate > 0) {  // pace this connection like a CDN's per-connection cap
+          const auto due = started + std::chrono::microseconds((offset + n) * 1000000 / rate);
+          std::this_thread::sleep_until(due);
+        }
+        return sink.write(piece.data(), piece.size());
+      });
+}
+
+}  // namespace rbee::testing

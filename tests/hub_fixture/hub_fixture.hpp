@@ -1,0 +1,118 @@
+#pragma once
+// HubFixture: a local Hugging Face Hub for tests. Two loopback listeners: the "hub" (API,
+// resolve, regular files) and the "CDN" (LFS blobs behind signed, expiring URLs). File contents
+// are generated from a seed, so tests can use files of any size without storing them, and every
+// request is recorded so tests can assert on Range use and on where Authorization went.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+
+namespace rbee::testing {
+
+struct FixtureFile {
+  std::string path;
+  std::uint64_t size = 0;
+  bool lfs = false;        // LFS files are served by the CDN and verified by SHA-256
+  std::uint64_t seed = 1;  // content: generated_bytes(seed, offset, n)
+};
+
+enum class RepoAccess { open, gated, private_repo };
+
+struct FixtureRepo {
+  std::string id;  // "org/name"
+  std::string commit = "0123456789abcdef0123456789abcdef01234567";
+  std::vector<std::string> revisions = {"main"};  // the commit itself is always accepted too
+  RepoAccess access = RepoAccess::open;
+  std::vector<FixtureFile> files;
+  std::optional<std::string> renamed_from;  // the old id answers 307 to this one
+};
+
+// Faults for one file (by repo path), each applied to the next `times` matching requests.
+struct Faults {
+  int times = 1;
+  std::optional<std::uint64_t> drop_after_bytes;  // close the connection after N body bytes
+  std::optional<std::uint64_t> corrupt_at;        // flip the byte at this file offset
+  int error_status = 0;                           // answer this status (5xx, 429, 403…)
+  int retry_after_s = -1;                         // with a Retry-After header when >= 0
+  std::optional<std::uint64_t> stall_after_bytes; // send N bytes, then nothing until dropped
+  bool ignore_range = false;                      // answer 200 with the whole file
+  bool expire_signed_url = false;                 // the CDN answers 403: the URL expired
+};
+
+struct RecordedRequest {
+  std::string listener;  // "hub" or "cdn"
+  std::string method;
+  std::string path;      // decoded path, without the query
+  std::string range;     // the Range header, if any
+  std::string authorization;
+  int status = 0;
+};
+
+std::string generated_bytes(std::uint64_t seed, std::uint64_t offset, std::size_t length);
+std::string sha256_hex(const std::string& data);
+
+class HubFixture {
+ public:
+  HubFixture();
+  ~HubFixture();
+  HubFixture(const HubFixture&) = delete;
+  HubFixture& operator=(const HubFixture&) = delete;
+
+  std::string endpoint() const;  // http://127.0.0.1:<hub port>
+  int cdn_port() const { return cdn_port_; }
+  void set_valid_token(std::string token);  // accepted for gated and private repos
+
+  void add_repo(FixtureRepo repo);
+  void set_faults(const std::string& file_path, Faults faults);
+  void set_rate_limit(std::uint64_t bytes_per_second);  // per connection; 0 = none
+
+  std::string content(const std::string& repo_id, const std::string& file_path) const;
+  std::vector<RecordedRequest> requests() const;
+  void clear_requests();
+
+ private:
+  struct StoredFile {
+    FixtureFile file;
+    std::string sha256;    // of the content
+    std::string git_sha1;  // of "blob <size>\0<content>"
+  };
+  struct StoredRepo {
+    FixtureRepo repo;
+    std::map<std::string, StoredFile> files;
+  };
+
+  void install_hub_routes();
+  void install_cdn_routes();
+  const StoredRepo* find_repo(const std::string& id) const;
+  bool authorized(const StoredRepo& repo, const httplib::Request& request) const;
+  std::optional<Faults> take_faults(const std::string& file_path);
+  void serve_content(const httplib::Request& request, httplib::Response& response,
+                     const StoredFile& file);
+  void record(const std::string& listener, const httplib::Request& request, int status);
+
+  mutable std::mutex mutex_;
+  std::map<std::string, StoredRepo> repos_;
+  std::map<std::string, std::pair<std::string, std::string>> blobs_;  // sha256 → repo, path
+  std::map<std::string, Faults> faults_;
+  std::vector<RecordedRequest> requests_;
+  std::string valid_token_;
+  std::uint64_t rate_limit_ = 0;
+
+  httplib::Server hub_;
+  httplib::Server cdn_;
+  int hub_port_ = 0;
+  int cdn_port_ = 0;
+  std::thread hub_thread_;
+  std::thread cdn_thread_;
+};
+
+}  // namespace rbee::testing

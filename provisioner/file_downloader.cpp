@@ -5,13 +5,12 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
-#include <random>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "retry.hpp"
 
 namespace fs = std::filesystem;
 
@@ -132,26 +131,6 @@ class PartFile {
   int fd_ = -1;
   std::uint64_t size_ = 0;
 };
-
-// Sleeps for `delay`; false when `stop` was requested first.
-bool wait_unless_stopped(std::chrono::milliseconds delay, const std::stop_token& stop) {
-  std::mutex mutex;
-  std::condition_variable_any wake;
-  std::unique_lock lock(mutex);
-  wake.wait_for(lock, stop, delay, [] { return false; });
-  return !stop.stop_requested();
-}
-
-// Exponential backoff with full jitter, never shorter than the server's Retry-After.
-std::chrono::milliseconds backoff(const DownloadPolicy& policy, int failures,
-                                  std::optional<std::chrono::seconds> retry_after) {
-  thread_local std::mt19937_64 random{std::random_device{}()};
-  const auto cap = std::min<std::int64_t>(policy.backoff_max.count(),
-                                          policy.backoff_base.count() << std::min(failures - 1, 20));
-  std::chrono::milliseconds delay{std::uniform_int_distribution<std::int64_t>(0, cap)(random)};
-  if (retry_after) delay = std::max<std::chrono::milliseconds>(delay, *retry_after);
-  return delay;
-}
 
 // One GET of the rest of the file into the part. Returns normally when the body ended; throws
 // HubError for HTTP and transport failures.
@@ -321,9 +300,9 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
                             fmt::format("{} failed {} times in a row, giving up: {}", file.path,
                                         failures, error.what()));
       }
-      const auto delay = backoff(policy_, failures, error.retry_after());
+      const auto delay = backoff_delay(policy_, failures, error.retry_after());
       if (events.retrying) events.retrying(failures, error.what(), delay);
-      if (!wait_unless_stopped(delay, stop)) throw DownloadCancelled();
+      if (!sleep_unless_stopped(delay, stop)) throw DownloadCancelled();
     }
   }
 }

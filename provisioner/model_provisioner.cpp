@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <rbee/catalog/file_lock.hpp>
 
+#include "retry.hpp"
+
 namespace fs = std::filesystem;
 
 namespace rbee::provisioner {
@@ -216,38 +218,11 @@ std::size_t ModelProvisioner::mark_interrupted_downloads() {
 void ModelProvisioner::download(const DownloadRequest& request, std::stop_token stop) {
   const auto reference = catalog::parse_model_reference(request.model);
   const ModelId& id = reference.id;
-  auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
-    narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level,
-                    0, std::nullopt});
-  };
-
   DownloadSlot slot(*this, request, stop);
-  // One download per model at a time, across threads and processes. A later job follows the
-  // running one's progress from the catalog, then checks what is left (usually nothing).
-  auto lock = catalog::FileLock::try_acquire(catalog_.download_lock_path(id));
-  if (!lock) {
-    narrate("download_waiting", fmt::format("Another job is downloading {}; following its progress", id.str()));
-    std::uint64_t last_reported = UINT64_MAX;
-    while (!(lock = catalog::FileLock::try_acquire(catalog_.download_lock_path(id)))) {
-      if (auto entry = catalog_.get(id); entry && entry->bytes_done != last_reported) {
-        last_reported = entry->bytes_done;
-        narration::Progress progress{"", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total};
-        narrator_.emit({kActor, "download_progress", id.str(),
-                        fmt::format("{} of {} (another job's download)", format_bytes(entry->bytes_done),
-                                    format_bytes(entry->bytes_total)),
-                        request.job_id, Level::info, 0, progress});
-      }
-      std::mutex mutex;
-      std::condition_variable_any wake;
-      std::unique_lock wait_lock(mutex);
-      wake.wait_for(wait_lock, stop, settings_.progress_interval, [] { return false; });
-      if (stop.stop_requested()) throw DownloadCancelled();
-    }
-  }
-
+  const auto lock = acquire_model_lock(request, id, stop);
   RepoInfo info;
   try {
-    info = hub_.model_info(id, request.revision);
+    info = list_repo(request, id, stop);
   } catch (const HubError& error) {
     // A typo'd repo id leaves no folder behind; a model we already know records why it failed.
     if (catalog_.get(id)) record_failure(id, request, error.what());
@@ -265,6 +240,51 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
   } catch (const std::exception& error) {
     record_failure(id, request, error.what());  // where workers look; the job says the same
     throw;
+  }
+}
+
+// One download per model at a time, across threads and processes. A later job follows the
+// running one's progress from the catalog until the lock is free, then checks what is left
+// (usually nothing: "already up to date").
+std::unique_ptr<catalog::FileLock> ModelProvisioner::acquire_model_lock(const DownloadRequest& request,
+                                                                       const ModelId& id,
+                                                                       const std::stop_token& stop) {
+  const auto path = catalog_.download_lock_path(id);
+  auto lock = catalog::FileLock::try_acquire(path);
+  if (lock) return lock;
+  narrator_.emit({kActor, "download_waiting", id.str(),
+                  fmt::format("Another job is downloading {}; following its progress", id.str()),
+                  request.job_id, Level::info, 0, std::nullopt});
+  std::uint64_t last_reported = UINT64_MAX;
+  while (!(lock = catalog::FileLock::try_acquire(path))) {
+    if (auto entry = catalog_.get(id); entry && entry->bytes_done != last_reported) {
+      last_reported = entry->bytes_done;
+      narration::Progress progress{"", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total};
+      narrator_.emit({kActor, "download_progress", id.str(),
+                      fmt::format("{} of {} (another job's download)", format_bytes(entry->bytes_done),
+                                  format_bytes(entry->bytes_total)),
+                      request.job_id, Level::info, 0, progress});
+    }
+    if (!sleep_unless_stopped(settings_.progress_interval, stop)) throw DownloadCancelled();
+  }
+  return lock;
+}
+
+// The listing, retried like a file transfer when the Hub is busy or the network flaky.
+RepoInfo ModelProvisioner::list_repo(const DownloadRequest& request, const ModelId& id,
+                                     const std::stop_token& stop) {
+  for (int failures = 1;; ++failures) {
+    try {
+      return hub_.model_info(id, request.revision);
+    } catch (const HubError& error) {
+      if (!error.retryable() || failures >= settings_.download.max_attempts) throw;
+      const auto delay = backoff_delay(settings_.download, failures, error.retry_after());
+      narrator_.emit({kActor, "download_retry", id.str(),
+                      fmt::format("Listing {} again in {:.1f} s (attempt {}): {}", id.str(),
+                                  delay.count() / 1000.0, failures + 1, error.what()),
+                      request.job_id, Level::warn, 0, std::nullopt});
+      if (!sleep_unless_stopped(delay, stop)) throw DownloadCancelled();
+    }
   }
 }
 

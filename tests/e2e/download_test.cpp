@@ -267,6 +267,7 @@ TEST_CASE("every fault mode of the network ends in a verified, ready model") {
   h.hub.set_faults("e-norange.bin", Faults{.times = 2, .drop_after_bytes = 1024 * 1024, .ignore_range = true});
   h.hub.set_faults("f-expired.bin", Faults{.times = 1, .expire_signed_url = true});
   h.hub.set_faults("g-429.json", Faults{.times = 1, .error_status = 429, .retry_after_s = 0});
+  h.hub.set_faults("/api/models/acme/faulty", Faults{.times = 1, .error_status = 502});
 
   const SseStream stream = h.download({{"model", "acme/faulty"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
@@ -276,8 +277,8 @@ TEST_CASE("every fault mode of the network ends in a verified, ready model") {
   }
   CHECK(h.catalog_entry("acme/faulty")["status"].as<std::string>() == "ready");
   const std::string text = stream_text(stream);
-  for (const std::string reason : {"server error (503)", "connection lost", "sha256 mismatch",
-                                   "stalled", "refreshing the URL", "rate limited"}) {
+  for (const std::string reason : {"Listing acme/faulty again", "server error (503)", "connection lost",
+                                   "sha256 mismatch", "stalled", "refreshing the URL", "rate limited"}) {
     CHECK_MESSAGE(text.find(reason) != std::string::npos, reason << " not in\n" << text);
   }
   // The dropped download resumed where it stopped instead of starting over.

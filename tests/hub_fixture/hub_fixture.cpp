@@ -197,6 +197,13 @@ void HubFixture::install_hub_routes() {
            [this](const httplib::Request& request, httplib::Response& response) {
              const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
              const std::string revision = request.matches[3].str();
+             if (auto faults = take_faults("/api/models/" + id); faults && faults->error_status) {
+               error_response(response, faults->error_status, "", "injected failure");
+               if (faults->retry_after_s >= 0) {
+                 response.set_header("Retry-After", std::to_string(faults->retry_after_s));
+               }
+               return;
+             }
              std::unique_lock lock(mutex_);
              const StoredRepo* repo = find_repo(id);
              const bool bad_token = request.has_header("Authorization") &&

@@ -36,7 +36,8 @@ struct FixtureRepo {
   std::optional<std::string> renamed_from;  // the old id answers 307 to this one
 };
 
-// Faults for one file (by repo path), each applied to the next `times` matching requests.
+// Faults for one file (by repo path), each applied to the next `times` matching requests. The
+// key "/api/models/<org>/<name>" targets the repo's listing instead (error_status only).
 struct Faults {
   int times = 1;
   std::optional<std::uint64_t> drop_after_bytes;  // close the connection after N body bytes

@@ -5,12 +5,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <vector>
 
+#include <rbee/catalog/file_lock.hpp>
 #include <rbee/catalog/model_catalog.hpp>
 #include <rbee/narration/narrator.hpp>
 
@@ -59,6 +61,10 @@ class ModelProvisioner {
 
  private:
   class DownloadSlot;
+  std::unique_ptr<catalog::FileLock> acquire_model_lock(const DownloadRequest& request,
+                                                       const catalog::ModelId& id,
+                                                       const std::stop_token& stop);
+  RepoInfo list_repo(const DownloadRequest& request, const catalog::ModelId& id, const std::stop_token& stop);
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
                        const RepoInfo& info, const std::stop_token& stop);
   void record_failure(const catalog::ModelId& id, const DownloadRequest& request, const std::string& reason);

@@ -48,8 +48,9 @@ FileLock::FileLock(const std::filesystem::path& path, std::stop_token stop) {
   std::filesystem::create_directories(path.parent_path(), ec);
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) {
-    throw CatalogError(CatalogErrorCode::io_error, fmt::format("cannot open lock file {}: {}",
-                                                               path.string(), std::strerror(errno)));
+    throw CatalogError(
+        CatalogErrorCode::io_error,
+        fmt::format("cannot open lock file {}: {}", path.string(), std::strerror(errno)));
   }
   try {
     if (!stop.stop_possible()) {
@@ -75,8 +76,9 @@ std::unique_ptr<FileLock> FileLock::try_acquire(const std::filesystem::path& pat
   std::unique_ptr<FileLock> lock(new FileLock());
   lock->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock->fd_ < 0) {
-    throw CatalogError(CatalogErrorCode::io_error, fmt::format("cannot open lock file {}: {}",
-                                                               path.string(), std::strerror(errno)));
+    throw CatalogError(
+        CatalogErrorCode::io_error,
+        fmt::format("cannot open lock file {}: {}", path.string(), std::strerror(errno)));
   }
   return try_lock(lock->fd_, F_OFD_SETLK) ? std::move(lock) : nullptr;
 }

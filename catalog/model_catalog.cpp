@@ -55,8 +55,9 @@ void fsync_folder(const fs::path& folder) {
 // old or the new document, never a mix.
 void replace_file_atomically(const fs::path& target, std::string_view content) {
   static std::atomic<unsigned> counter{0};
-  const fs::path temp = target.parent_path() / fmt::format(".{}.{}.{}.tmp", target.filename().string(),
-                                                           ::getpid(), counter++);
+  const fs::path temp =
+      target.parent_path() /
+      fmt::format(".{}.{}.{}.tmp", target.filename().string(), ::getpid(), counter++);
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) throw_io("create", temp, errno);
   try {
@@ -93,7 +94,9 @@ std::string read_file(const fs::path& path) {
 ModelCatalog::ModelCatalog(fs::path root, std::chrono::milliseconds progress_interval)
     : root_(std::move(root)), progress_interval_(progress_interval) {}
 
-fs::path ModelCatalog::model_dir(const ModelId& id) const { return root_ / id.org / id.name; }
+fs::path ModelCatalog::model_dir(const ModelId& id) const {
+  return root_ / id.org / id.name;
+}
 
 fs::path ModelCatalog::metadata_path(const ModelId& id) const {
   return model_dir(id) / kMetadataFile;
@@ -189,12 +192,15 @@ bool ModelCatalog::update_progress(const ModelId& id, std::uint64_t bytes_done,
     if (!first && bytes_done != bytes_total && now - it->second < progress_interval_) return false;
     it->second = now;
   }
-  update(id, [&](ModelEntry& entry) {
-    entry.status = ModelStatus::downloading;
-    entry.bytes_done = bytes_done;
-    entry.bytes_total = bytes_total;
-    entry.error.clear();
-  }, std::move(stop));
+  update(
+      id,
+      [&](ModelEntry& entry) {
+        entry.status = ModelStatus::downloading;
+        entry.bytes_done = bytes_done;
+        entry.bytes_total = bytes_total;
+        entry.error.clear();
+      },
+      std::move(stop));
   return true;
 }
 

@@ -134,8 +134,8 @@ ModelEntry parse_model_entry(std::string_view yaml) {
   if (!root.IsMap()) throw std::runtime_error("not a YAML mapping");
   const int schema = field<int>(root, "schema");
   if (schema != kSchemaVersion) {
-    throw std::runtime_error(fmt::format("schema {} is not supported (expected {})", schema,
-                                         kSchemaVersion));
+    throw std::runtime_error(
+        fmt::format("schema {} is not supported (expected {})", schema, kSchemaVersion));
   }
   ModelEntry entry;
   entry.id = parse_model_id(field<std::string>(root, "id"));

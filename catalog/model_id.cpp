@@ -39,8 +39,8 @@ void validate_id_part(std::string_view whole, std::string_view part, std::string
   }
   for (char c : part) {
     if (!is_alnum(c) && c != '.' && c != '_' && c != '-') {
-      invalid_id(whole, fmt::format("the {} part may only hold letters, digits, '.', '_' and '-'",
-                                    role));
+      invalid_id(whole,
+                 fmt::format("the {} part may only hold letters, digits, '.', '_' and '-'", role));
     }
   }
   if (part.find("--") != std::string_view::npos || part.find("..") != std::string_view::npos) {
@@ -55,11 +55,16 @@ void validate_id_part(std::string_view whole, std::string_view part, std::string
 
 std::string_view to_string(CatalogErrorCode code) {
   switch (code) {
-    case CatalogErrorCode::invalid_model_id: return "invalid_model_id";
-    case CatalogErrorCode::invalid_path: return "invalid_path";
-    case CatalogErrorCode::not_found: return "model_not_found";
-    case CatalogErrorCode::io_error: return "io_error";
-    case CatalogErrorCode::cancelled: return "cancelled";
+    case CatalogErrorCode::invalid_model_id:
+      return "invalid_model_id";
+    case CatalogErrorCode::invalid_path:
+      return "invalid_path";
+    case CatalogErrorCode::not_found:
+      return "model_not_found";
+    case CatalogErrorCode::io_error:
+      return "io_error";
+    case CatalogErrorCode::cancelled:
+      return "cancelled";
   }
   return "catalog_error";
 }
@@ -103,7 +108,8 @@ void validate_repo_path(std::string_view path) {
     const auto end = std::min(path.find('/', start), path.size());
     const auto segment = path.substr(start, end - start);
     if (segment.empty()) invalid_path(path, "empty path segments are not allowed");
-    if (segment == "." || segment == "..") invalid_path(path, "'.' and '..' segments are not allowed");
+    if (segment == "." || segment == "..")
+      invalid_path(path, "'.' and '..' segments are not allowed");
     if (segment.size() > 5 && segment.ends_with(".part")) {
       invalid_path(path, "names ending in '.part' are kept for partial downloads");
     }

@@ -36,7 +36,9 @@ nlohmann::json to_json(const catalog::ModelEntry& entry) {
           {"last_job_id", entry.last_job_id}};
 }
 
-std::string sse_url(const std::string& job_id) { return "/v1/jobs/" + job_id + "/stream"; }
+std::string sse_url(const std::string& job_id) {
+  return "/v1/jobs/" + job_id + "/stream";
+}
 
 nlohmann::json to_json(const jobs::Job& job) {
   const jobs::JobStatus status = job.status();

@@ -5,7 +5,9 @@ namespace rbee::hive {
 ElasticTaskQueue::ElasticTaskQueue(std::size_t max_threads)
     : max_threads_(max_threads == 0 ? 1 : max_threads) {}
 
-ElasticTaskQueue::~ElasticTaskQueue() { shutdown(); }
+ElasticTaskQueue::~ElasticTaskQueue() {
+  shutdown();
+}
 
 void ElasticTaskQueue::enqueue(std::function<void()> task) {
   {

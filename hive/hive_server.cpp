@@ -36,13 +36,17 @@ void send_error(Response& response, int status, std::string_view code, std::stri
 // an empty body; give those the API's JSON error shape too.
 std::pair<std::string_view, std::string> default_error(const Request& request, int status) {
   switch (status) {
-    case 404: return {"not_found", fmt::format("no route for {} {}", request.method, request.path)};
-    case 405: return {"method_not_allowed", fmt::format("{} is not allowed here", request.method)};
+    case 404:
+      return {"not_found", fmt::format("no route for {} {}", request.method, request.path)};
+    case 405:
+      return {"method_not_allowed", fmt::format("{} is not allowed here", request.method)};
     case 413:
       return {"payload_too_large",
               fmt::format("the request body is larger than {} bytes", kMaxRequestBody)};
-    case 414: return {"uri_too_long", "the request URI is too long"};
-    default: return {"bad_request", fmt::format("the request could not be served ({})", status)};
+    case 414:
+      return {"uri_too_long", "the request URI is too long"};
+    default:
+      return {"bad_request", fmt::format("the request could not be served ({})", status)};
   }
 }
 
@@ -73,7 +77,11 @@ int http_status_of(catalog::CatalogErrorCode code) {
 HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
                        jobs::JobRouter& router, catalog::ModelCatalog& catalog,
                        const narration::Narrator& narrator)
-    : config_(config), registry_(registry), router_(router), catalog_(catalog), narrator_(narrator) {
+    : config_(config),
+      registry_(registry),
+      router_(router),
+      catalog_(catalog),
+      narrator_(narrator) {
   const std::size_t max_threads = config_.max_connections;
   server_.new_task_queue = [max_threads] { return new ElasticTaskQueue(max_threads); };
   server_.set_tcp_nodelay(true);
@@ -87,7 +95,9 @@ HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
   install_routes();
 }
 
-HiveServer::~HiveServer() { shutdown(); }
+HiveServer::~HiveServer() {
+  shutdown();
+}
 
 int HiveServer::bind() {
   int port = config_.port;
@@ -106,7 +116,9 @@ int HiveServer::bind() {
   return port;
 }
 
-bool HiveServer::serve() { return server_.listen_after_bind(); }
+bool HiveServer::serve() {
+  return server_.listen_after_bind();
+}
 
 void HiveServer::shutdown() {
   std::call_once(shutdown_once_, [this] {
@@ -154,8 +166,10 @@ void HiveServer::install_routes() {
 
   server_.Get("/health", [this](const Request&, Response& response) {
     std::size_t active = 0;
-    for (const auto& job : registry_.list()) active += jobs::is_finished(job->status().state) ? 0 : 1;
-    send_json(response, 200, {{"status", "ok"}, {"version", RBEE_VERSION}, {"active_jobs", active}});
+    for (const auto& job : registry_.list())
+      active += jobs::is_finished(job->status().state) ? 0 : 1;
+    send_json(response, 200,
+              {{"status", "ok"}, {"version", RBEE_VERSION}, {"active_jobs", active}});
   });
   server_.Post("/v1/jobs", [this](const Request& request, Response& response) {
     handle_submit(request, response);
@@ -243,7 +257,8 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
         // Waits at most one heartbeat interval, so every call writes something: events, the
         // end of the stream, or a ping that also detects a watcher who has gone.
         auto batch = job->events().read_after(cursor, config_.sse_heartbeat);
-        if (batch.entries.empty() && !batch.finished) return sink.write(kHeartbeat.data(), kHeartbeat.size());
+        if (batch.entries.empty() && !batch.finished)
+          return sink.write(kHeartbeat.data(), kHeartbeat.size());
         std::string chunk;
         for (const auto& entry : batch.entries) {
           chunk += format_sse(entry);

@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <rbee/catalog/model_catalog.hpp>
 #include <rbee/hive/config.hpp>
 #include <rbee/hive/hive_server.hpp>
@@ -58,7 +58,7 @@ int run_daemon(hive::HiveConfig& config) {
   narrator.add_sink(jobs::make_job_event_sink(registry));
   catalog::ModelCatalog catalog(config.cache_dir);
   provisioner::ModelProvisioner provisioner(provisioner::HubClient(std::move(hub)), catalog,
-                                           narrator, config.downloads);
+                                            narrator, config.downloads);
   if (const auto interrupted = provisioner.mark_interrupted_downloads(); interrupted > 0) {
     narrate(narrator, "downloads_interrupted",
             fmt::format("{} download{} left unfinished by an earlier run marked interrupted; a new "
@@ -86,12 +86,14 @@ int run_daemon(hive::HiveConfig& config) {
   sigwait(&signals, &signal);
   if (!serve_failed) {
     narrate(narrator, "hive_stopping",
-            fmt::format("Received {}; cancelling jobs and stopping", signal == SIGINT ? "SIGINT" : "SIGTERM"));
+            fmt::format("Received {}; cancelling jobs and stopping",
+                        signal == SIGINT ? "SIGINT" : "SIGTERM"));
   }
   server.shutdown();
   http.join();
   if (serve_failed) {
-    narrate(narrator, "hive_failed", "The HTTP server stopped unexpectedly", narration::Level::error);
+    narrate(narrator, "hive_failed", "The HTTP server stopped unexpectedly",
+            narration::Level::error);
     return 1;
   }
   narrate(narrator, "hive_stopped", "Stopped");

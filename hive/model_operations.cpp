@@ -44,10 +44,12 @@ ModelId model_id_of(const jobs::Operation& operation) {
 
 // The unfinished download job of `id`, if any: deleting under it would pull files from
 // under a writer.
-std::shared_ptr<jobs::Job> active_download_of(const jobs::JobRegistry& registry, const ModelId& id) {
+std::shared_ptr<jobs::Job> active_download_of(const jobs::JobRegistry& registry,
+                                              const ModelId& id) {
   for (const auto& job : registry.list()) {
     const auto* download = std::get_if<jobs::ModelDownload>(&job->operation());
-    if (download && !jobs::is_finished(job->status().state) && model_id_of(job->operation()) == id) {
+    if (download && !jobs::is_finished(job->status().state) &&
+        model_id_of(job->operation()) == id) {
       return job;
     }
   }
@@ -57,9 +59,9 @@ std::shared_ptr<jobs::Job> active_download_of(const jobs::JobRegistry& registry,
 void model_list(JobContext& context, const catalog::ModelCatalog& catalog) {
   nlohmann::json models = nlohmann::json::array();
   for (const auto& entry : catalog.list()) models.push_back(to_json(entry));
-  context.narrate("hive", "model_list", "catalog",
-                  fmt::format("{} model{} in the catalog", models.size(),
-                              models.size() == 1 ? "" : "s"));
+  context.narrate(
+      "hive", "model_list", "catalog",
+      fmt::format("{} model{} in the catalog", models.size(), models.size() == 1 ? "" : "s"));
   context.emit_data("model_list", {{"models", std::move(models)}});
 }
 

@@ -8,7 +8,8 @@ std::string error_marker(std::string_view reason) {
   std::string line = "[ERROR] ";
   line.append(reason);
   // An SSE data field ends at a line break: keep the reason on the one terminal line.
-  std::replace_if(line.begin(), line.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  std::replace_if(
+      line.begin(), line.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
   return line;
 }
 

@@ -9,21 +9,26 @@ namespace rbee::jobs {
 
 std::string_view to_string(JobState state) {
   switch (state) {
-    case JobState::queued: return "queued";
-    case JobState::running: return "running";
-    case JobState::completed: return "completed";
-    case JobState::failed: return "failed";
-    case JobState::cancelled: return "cancelled";
+    case JobState::queued:
+      return "queued";
+    case JobState::running:
+      return "running";
+    case JobState::completed:
+      return "completed";
+    case JobState::failed:
+      return "failed";
+    case JobState::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
 
 bool is_finished(JobState state) {
-  return state == JobState::completed || state == JobState::failed ||
-         state == JobState::cancelled;
+  return state == JobState::completed || state == JobState::failed || state == JobState::cancelled;
 }
 
-Job::Job(std::string id, Operation operation) : id_(std::move(id)), operation_(std::move(operation)) {
+Job::Job(std::string id, Operation operation)
+    : id_(std::move(id)), operation_(std::move(operation)) {
   status_.created_at_ms = narration::now_unix_ms();
 }
 
@@ -55,7 +60,9 @@ bool Job::finish_locked(JobState state, std::string terminal, const std::string&
   return true;
 }
 
-bool Job::complete() { return finish(JobState::completed, std::string(kDoneMarker), ""); }
+bool Job::complete() {
+  return finish(JobState::completed, std::string(kDoneMarker), "");
+}
 
 bool Job::fail(const std::string& error) {
   return finish(JobState::failed, error_marker(error), error);
@@ -82,8 +89,8 @@ std::string make_job_id() {
   std::uniform_int_distribution<std::uint64_t> bits;
   std::uint64_t high = bits(engine);
   std::uint64_t low = bits(engine);
-  high = (high & ~0xF000ULL) | 0x4000ULL;                  // version 4
-  low = (low & ~(0xC0ULL << 56)) | (0x80ULL << 56);        // RFC 4122 variant
+  high = (high & ~0xF000ULL) | 0x4000ULL;            // version 4
+  low = (low & ~(0xC0ULL << 56)) | (0x80ULL << 56);  // RFC 4122 variant
   return fmt::format("job-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", high >> 32, (high >> 16) & 0xFFFF,
                      high & 0xFFFF, low >> 48, low & 0xFFFFFFFFFFFFULL);
 }

@@ -41,8 +41,8 @@ void JobRegistry::cancel_all() {
 
 void JobRegistry::prune() {
   const auto now_ms = narration::now_unix_ms();
-  const auto max_age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              policy_.max_finished_age).count();
+  const auto max_age_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(policy_.max_finished_age).count();
   std::lock_guard lock(mutex_);
   std::size_t finished = 0;
   for (const auto& job : jobs_) finished += is_finished(job->status().state) ? 1 : 0;

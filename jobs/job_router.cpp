@@ -1,7 +1,7 @@
 #include "rbee/jobs/job_router.hpp"
 
-#include <asio/post.hpp>
 #include <fmt/format.h>
+#include <asio/post.hpp>
 
 namespace rbee::jobs {
 
@@ -15,8 +15,8 @@ void JobContext::narrate(NarrationEvent event) const {
 
 void JobContext::narrate(std::string actor, std::string action, std::string target,
                          std::string human, Level level) const {
-  narrate(NarrationEvent{std::move(actor), std::move(action), std::move(target),
-                         std::move(human), job_.id(), level, 0, std::nullopt});
+  narrate(NarrationEvent{std::move(actor), std::move(action), std::move(target), std::move(human),
+                         job_.id(), level, 0, std::nullopt});
 }
 
 void JobContext::emit_data(std::string_view action, nlohmann::json payload) const {
@@ -27,7 +27,9 @@ void JobContext::emit_data(std::string_view action, nlohmann::json payload) cons
 JobRouter::JobRouter(const narration::Narrator& narrator, std::size_t max_concurrent_jobs)
     : narrator_(narrator), pool_(max_concurrent_jobs == 0 ? 1 : max_concurrent_jobs) {}
 
-JobRouter::~JobRouter() { shutdown(); }
+JobRouter::~JobRouter() {
+  shutdown();
+}
 
 void JobRouter::route(std::string operation_name, JobHandler handler) {
   handlers_.insert_or_assign(std::move(operation_name), std::move(handler));
@@ -37,7 +39,9 @@ void JobRouter::submit(std::shared_ptr<Job> job) {
   asio::post(pool_, [this, job = std::move(job)] { run(*job); });
 }
 
-void JobRouter::shutdown() { pool_.join(); }
+void JobRouter::shutdown() {
+  pool_.join();
+}
 
 void JobRouter::run(Job& job) const {
   if (!job.start()) return;  // cancelled while queued: already finished with [CANCELLED]

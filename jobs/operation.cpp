@@ -9,20 +9,42 @@
 namespace rbee::jobs {
 namespace {
 
-constexpr std::array<std::string_view, 4> kSupported = {"model_download", "model_list",
-                                                        "model_get", "model_delete"};
+constexpr std::array<std::string_view, 4> kSupported = {"model_download", "model_list", "model_get",
+                                                        "model_delete"};
 
 // Operations other rbee components (queen, workers, keeper) speak. A hive asked for one of
 // these answers "unsupported" rather than "unknown", so a caller knows it reached rbee.
 constexpr std::array<std::string_view, 30> kOtherRbeeOperations = {
-    "status",          "infer",           "queen_check",           "hive_check",
-    "worker_spawn",    "worker_list",     "worker_get",            "worker_delete",
-    "worker_process_list", "worker_process_get", "worker_process_delete",
-    "active_worker_list",  "active_worker_get",  "active_worker_retire",
-    "model_load",      "model_unload",    "hive_start",            "hive_stop",
-    "hive_list",       "hive_get",        "hive_status",           "hive_install",
-    "hive_uninstall",  "hive_create",     "hive_update",           "hive_delete",
-    "hive_refresh_capabilities", "rhai_script_save", "rhai_script_get", "rhai_script_list",
+    "status",
+    "infer",
+    "queen_check",
+    "hive_check",
+    "worker_spawn",
+    "worker_list",
+    "worker_get",
+    "worker_delete",
+    "worker_process_list",
+    "worker_process_get",
+    "worker_process_delete",
+    "active_worker_list",
+    "active_worker_get",
+    "active_worker_retire",
+    "model_load",
+    "model_unload",
+    "hive_start",
+    "hive_stop",
+    "hive_list",
+    "hive_get",
+    "hive_status",
+    "hive_install",
+    "hive_uninstall",
+    "hive_create",
+    "hive_update",
+    "hive_delete",
+    "hive_refresh_capabilities",
+    "rhai_script_save",
+    "rhai_script_get",
+    "rhai_script_list",
 };
 
 OperationError error(OperationErrorCode code, std::string message) {
@@ -33,12 +55,12 @@ std::string supported_list() {
   return fmt::format("{}", fmt::join(kSupported, ", "));
 }
 
-std::string optional_string(const nlohmann::json& body, const char* field,
-                            std::string fallback) {
+std::string optional_string(const nlohmann::json& body, const char* field, std::string fallback) {
   auto it = body.find(field);
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_string()) {
-    throw error(OperationErrorCode::invalid_field, fmt::format("field '{}' must be a string", field));
+    throw error(OperationErrorCode::invalid_field,
+                fmt::format("field '{}' must be a string", field));
   }
   return it->get<std::string>();
 }
@@ -72,14 +94,16 @@ std::vector<std::string> string_list(const nlohmann::json& body, const char* fie
 
 // rbee's clients always send hive_id; this hive serves only itself, so it is kept for the
 // record and defaults to "localhost" rather than refusing a job over it.
-std::string hive_id(const nlohmann::json& body) { return optional_string(body, "hive_id", "localhost"); }
+std::string hive_id(const nlohmann::json& body) {
+  return optional_string(body, "hive_id", "localhost");
+}
 
 Operation parse_object(const nlohmann::json& body) {
   auto op = body.find("operation");
   if (op == body.end()) {
-    throw error(OperationErrorCode::missing_field,
-                fmt::format("field 'operation' is required; supported operations: {}",
-                            supported_list()));
+    throw error(
+        OperationErrorCode::missing_field,
+        fmt::format("field 'operation' is required; supported operations: {}", supported_list()));
   }
   if (!op->is_string()) {
     throw error(OperationErrorCode::invalid_field, "field 'operation' must be a string");
@@ -87,8 +111,8 @@ Operation parse_object(const nlohmann::json& body) {
   const auto& name = op->get_ref<const std::string&>();
   if (name == "model_download") {
     ModelDownload download{hive_id(body), required_string(body, "model"),
-                           optional_string(body, "revision", "main"),
-                           string_list(body, "include"), string_list(body, "exclude")};
+                           optional_string(body, "revision", "main"), string_list(body, "include"),
+                           string_list(body, "exclude")};
     if (download.revision.empty()) {
       throw error(OperationErrorCode::invalid_field, "field 'revision' must not be empty");
     }
@@ -98,29 +122,35 @@ Operation parse_object(const nlohmann::json& body) {
   if (name == "model_get") return ModelGet{hive_id(body), required_string(body, "id")};
   if (name == "model_delete") return ModelDelete{hive_id(body), required_string(body, "id")};
 
-  const bool is_rbee = std::find(kOtherRbeeOperations.begin(), kOtherRbeeOperations.end(),
-                                 name) != kOtherRbeeOperations.end();
-  throw error(is_rbee ? OperationErrorCode::unsupported_operation
-                      : OperationErrorCode::unknown_operation,
-              fmt::format("{} operation '{}'; this hive supports: {}",
-                          is_rbee ? "this hive does not serve the" : "unknown", name,
-                          supported_list()));
+  const bool is_rbee = std::find(kOtherRbeeOperations.begin(), kOtherRbeeOperations.end(), name) !=
+                       kOtherRbeeOperations.end();
+  throw error(
+      is_rbee ? OperationErrorCode::unsupported_operation : OperationErrorCode::unknown_operation,
+      fmt::format("{} operation '{}'; this hive supports: {}",
+                  is_rbee ? "this hive does not serve the" : "unknown", name, supported_list()));
 }
 
 }  // namespace
 
 std::string_view to_string(OperationErrorCode code) {
   switch (code) {
-    case OperationErrorCode::invalid_json: return "invalid_json";
-    case OperationErrorCode::missing_field: return "missing_field";
-    case OperationErrorCode::invalid_field: return "invalid_field";
-    case OperationErrorCode::unknown_operation: return "unknown_operation";
-    case OperationErrorCode::unsupported_operation: return "unsupported_operation";
+    case OperationErrorCode::invalid_json:
+      return "invalid_json";
+    case OperationErrorCode::missing_field:
+      return "missing_field";
+    case OperationErrorCode::invalid_field:
+      return "invalid_field";
+    case OperationErrorCode::unknown_operation:
+      return "unknown_operation";
+    case OperationErrorCode::unsupported_operation:
+      return "unsupported_operation";
   }
   return "invalid_request";
 }
 
-std::span<const std::string_view> supported_operations() { return kSupported; }
+std::span<const std::string_view> supported_operations() {
+  return kSupported;
+}
 
 static_assert(std::variant_size_v<Operation> == kSupported.size(),
               "kSupported lists the Operation alternatives in variant order");

@@ -9,10 +9,14 @@ namespace rbee::narration {
 
 std::string_view to_string(Level level) {
   switch (level) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "info";
 }
@@ -32,9 +36,14 @@ std::int64_t now_unix_ms() {
 
 nlohmann::json to_json(const NarrationEvent& event) {
   nlohmann::json json = {
-      {"type", "narration"},   {"actor", event.actor},       {"action", event.action},
-      {"target", event.target}, {"human", event.human},      {"job_id", event.job_id},
-      {"level", to_string(event.level)}, {"emitted_at_ms", event.emitted_at_ms},
+      {"type", "narration"},
+      {"actor", event.actor},
+      {"action", event.action},
+      {"target", event.target},
+      {"human", event.human},
+      {"job_id", event.job_id},
+      {"level", to_string(event.level)},
+      {"emitted_at_ms", event.emitted_at_ms},
   };
   if (event.progress) {
     const Progress& p = *event.progress;

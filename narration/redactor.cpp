@@ -11,8 +11,12 @@ constexpr std::size_t kMinSecretLength = 4;
 // Hugging Face user tokens are "hf_" and 30+ letters/digits; 8 catches truncated ones too.
 constexpr std::size_t kMinHfTokenBody = 8;
 
-bool is_space(char c) { return c == ' ' || c == '\t'; }
-bool is_alnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t';
+}
+bool is_alnum(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0;
+}
 // A credential value ends at white space, quotes or a separator.
 bool ends_value(char c) {
   return std::isspace(static_cast<unsigned char>(c)) || c == '"' || c == '\'' || c == ',' ||

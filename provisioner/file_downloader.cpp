@@ -78,8 +78,8 @@ class PartFile {
   void append(const char* data, std::size_t length) {
     hasher_.update(data, length);
     for (std::size_t written = 0; written < length;) {
-      const ssize_t n = ::pwrite(fd_, data + written, length - written,
-                                 static_cast<off_t>(size_ + written));
+      const ssize_t n =
+          ::pwrite(fd_, data + written, length - written, static_cast<off_t>(size_ + written));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) disk_error("write", path_, errno);
       written += static_cast<std::size_t>(n);
@@ -100,7 +100,8 @@ class PartFile {
     ::close(fd_);
     fd_ = -1;
     if (::rename(path_.c_str(), destination.c_str()) != 0) disk_error("rename", destination, errno);
-    const int folder = ::open(destination.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const int folder =
+        ::open(destination.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (folder >= 0) {
       ::fsync(folder);
       ::close(folder);
@@ -196,36 +197,42 @@ void transfer(const HubClient& hub, const ResolvedFile& source, const FileToFetc
   const std::string what = file.path;
   if (overflow) {
     part.restart();
-    throw HubError(HubErrorKind::protocol, fmt::format("{}: the server sent more than {} bytes", what, file.size));
+    throw HubError(HubErrorKind::protocol,
+                   fmt::format("{}: the server sent more than {} bytes", what, file.size));
   }
   if (status == 206 && !content_range.starts_with(fmt::format("bytes {}-", start))) {
-    throw HubError(HubErrorKind::protocol, fmt::format("{}: asked for bytes from {}, got '{}'", what, start, content_range));
+    throw HubError(HubErrorKind::protocol, fmt::format("{}: asked for bytes from {}, got '{}'",
+                                                       what, start, content_range));
   }
   if (status == 416) {
     // The part is stale (longer than the server's file): start over.
     part.restart();
-    throw HubError(HubErrorKind::server_error, fmt::format("{}: range not satisfiable (416)", what), 416);
+    throw HubError(HubErrorKind::server_error, fmt::format("{}: range not satisfiable (416)", what),
+                   416);
   }
   if (status != 0 && status != 200 && status != 206) {
     throw hub_error_for(status, error_code, what, retry_after,
                         source.send_token && !hub.settings().token.empty());
   }
   if (stalled) {
-    throw HubError(HubErrorKind::network,
-                   fmt::format("{}: stalled (under {} bytes in {} ms) at {} of {} bytes", what,
-                               policy.stall_min_bytes, policy.stall_timeout.count(), part.size(), file.size));
+    throw HubError(
+        HubErrorKind::network,
+        fmt::format("{}: stalled (under {} bytes in {} ms) at {} of {} bytes", what,
+                    policy.stall_min_bytes, policy.stall_timeout.count(), part.size(), file.size));
   }
   // cpp-httplib reports a read timeout and a reset connection alike (Error::Read): tell them
   // apart by how long the connection had been silent.
   const bool silent = std::chrono::steady_clock::now() - last_byte_at >= policy.stall_timeout;
   if (!result && result.error() == httplib::Error::Read && silent) {
-    throw HubError(HubErrorKind::network, fmt::format("{}: stalled (no data for {} ms) at {} of {} bytes",
-                                                      what, policy.stall_timeout.count(), part.size(), file.size));
+    throw HubError(HubErrorKind::network,
+                   fmt::format("{}: stalled (no data for {} ms) at {} of {} bytes", what,
+                               policy.stall_timeout.count(), part.size(), file.size));
   }
   if (!result || part.size() < file.size) {
-    throw HubError(HubErrorKind::network,
-                   fmt::format("{}: connection lost at {} of {} bytes ({})", what, part.size(), file.size,
-                               result ? "the body ended early" : httplib::to_string(result.error())));
+    throw HubError(
+        HubErrorKind::network,
+        fmt::format("{}: connection lost at {} of {} bytes ({})", what, part.size(), file.size,
+                    result ? "the body ended early" : httplib::to_string(result.error())));
   }
 }
 
@@ -273,8 +280,9 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
       const std::string actual = hasher.hex_digest();
       if (actual == hasher.expected()) return part.commit_to(destination);
       part.restart();
-      const std::string reason = fmt::format("{} mismatch for {}: expected {}, got {}",
-                                             hasher.algorithm(), file.path, hasher.expected(), actual);
+      const std::string reason =
+          fmt::format("{} mismatch for {}: expected {}, got {}", hasher.algorithm(), file.path,
+                      hasher.expected(), actual);
       if (retried_mismatch) throw DownloadError(DownloadErrorKind::hash_mismatch, reason);
       retried_mismatch = true;
       if (events.retrying) events.retrying(1, reason + "; downloading again from zero", {});
@@ -291,7 +299,8 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
       if (error.kind() == HubErrorKind::forbidden && from_cdn && url_refreshes < 3) {
         ++url_refreshes;  // a signed CDN URL expired: resolve a fresh one and go on
         source.reset();
-        if (events.retrying) events.retrying(0, std::string(error.what()) + "; refreshing the URL", {});
+        if (events.retrying)
+          events.retrying(0, std::string(error.what()) + "; refreshing the URL", {});
         continue;
       }
       if (!error.retryable()) throw;

@@ -38,22 +38,34 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) 
   return std::chrono::seconds(std::min(seconds, 3600L));
 }
 
-bool is_redirect(int status) { return status == 301 || status == 302 || status == 303 || status == 307 || status == 308; }
+bool is_redirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
 
 }  // namespace
 
 std::string_view to_string(HubErrorKind kind) {
   switch (kind) {
-    case HubErrorKind::repo_not_found: return "repo_not_found";
-    case HubErrorKind::gated: return "gated_repo";
-    case HubErrorKind::revision_not_found: return "revision_not_found";
-    case HubErrorKind::entry_not_found: return "entry_not_found";
-    case HubErrorKind::unauthorized: return "unauthorized";
-    case HubErrorKind::forbidden: return "forbidden";
-    case HubErrorKind::rate_limited: return "rate_limited";
-    case HubErrorKind::server_error: return "server_error";
-    case HubErrorKind::network: return "network_error";
-    case HubErrorKind::protocol: return "protocol_error";
+    case HubErrorKind::repo_not_found:
+      return "repo_not_found";
+    case HubErrorKind::gated:
+      return "gated_repo";
+    case HubErrorKind::revision_not_found:
+      return "revision_not_found";
+    case HubErrorKind::entry_not_found:
+      return "entry_not_found";
+    case HubErrorKind::unauthorized:
+      return "unauthorized";
+    case HubErrorKind::forbidden:
+      return "forbidden";
+    case HubErrorKind::rate_limited:
+      return "rate_limited";
+    case HubErrorKind::server_error:
+      return "server_error";
+    case HubErrorKind::network:
+      return "network_error";
+    case HubErrorKind::protocol:
+      return "protocol_error";
   }
   return "hub_error";
 }
@@ -70,15 +82,17 @@ HubSettings hub_settings_from_environment() {
   settings.token = env_or("HF_TOKEN", env_or("HUGGING_FACE_HUB_TOKEN", ""));
   if (settings.token.empty()) {
     const std::string home = env_or("HOME", "");
-    const std::string hf_home =
-        env_or("HF_HOME", home.empty() ? "" : home + "/.cache/huggingface");
-    if (!hf_home.empty()) settings.token = read_token_file(std::filesystem::path(hf_home) / "token");
+    const std::string hf_home = env_or("HF_HOME", home.empty() ? "" : home + "/.cache/huggingface");
+    if (!hf_home.empty())
+      settings.token = read_token_file(std::filesystem::path(hf_home) / "token");
   }
   settings.ca_bundle = env_or("RBEE_CA_BUNDLE", "");
   return settings;
 }
 
-std::string Url::origin() const { return fmt::format("{}://{}:{}", scheme, host, port); }
+std::string Url::origin() const {
+  return fmt::format("{}://{}:{}", scheme, host, port);
+}
 
 std::optional<Url> parse_url(const std::string& text) {
   Url url;
@@ -89,9 +103,8 @@ std::optional<Url> parse_url(const std::string& text) {
   if (url.scheme != "http" && url.scheme != "https") return std::nullopt;
   const auto host_start = scheme_end + 3;
   const auto path_start = text.find('/', host_start);
-  std::string authority = text.substr(host_start, path_start == std::string::npos
-                                                      ? std::string::npos
-                                                      : path_start - host_start);
+  std::string authority = text.substr(
+      host_start, path_start == std::string::npos ? std::string::npos : path_start - host_start);
   url.target = path_start == std::string::npos ? "/" : text.substr(path_start);
   if (authority.empty() || authority.find('@') != std::string::npos) return std::nullopt;
   url.port = url.scheme == "https" ? 443 : 80;
@@ -109,7 +122,8 @@ std::optional<Url> parse_url(const std::string& text) {
 std::string percent_encode(const std::string& text, bool keep_slashes) {
   std::string out;
   for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slashes && c == '/')) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+        (keep_slashes && c == '/')) {
       out.push_back(static_cast<char>(c));
     } else {
       out += fmt::format("%{:02X}", c);
@@ -136,28 +150,33 @@ HubError hub_error_for(int status, const std::string& error_code, const std::str
                     status);
   }
   if (error_code == "RevisionNotFound") {
-    return HubError(HubErrorKind::revision_not_found, fmt::format("{}: revision not found", what), status);
+    return HubError(HubErrorKind::revision_not_found, fmt::format("{}: revision not found", what),
+                    status);
   }
   if (error_code == "EntryNotFound") {
-    return HubError(HubErrorKind::entry_not_found, fmt::format("{}: file not found in the repo", what), status);
+    return HubError(HubErrorKind::entry_not_found,
+                    fmt::format("{}: file not found in the repo", what), status);
   }
   if (status == 401) {
     return HubError(HubErrorKind::unauthorized,
                     fmt::format("{}: the Hub refused the token (check HF_TOKEN)", what), status);
   }
-  if (status == 403) return HubError(HubErrorKind::forbidden, fmt::format("{}: forbidden (403)", what), status);
+  if (status == 403)
+    return HubError(HubErrorKind::forbidden, fmt::format("{}: forbidden (403)", what), status);
   if (status == 404) {
-    return HubError(HubErrorKind::repo_not_found, fmt::format("{} was not found (404)", what), status);
+    return HubError(HubErrorKind::repo_not_found, fmt::format("{} was not found (404)", what),
+                    status);
   }
   if (status == 429) {
-    return HubError(HubErrorKind::rate_limited, fmt::format("{}: rate limited by the Hub (429)", what),
-                    status, retry);
+    return HubError(HubErrorKind::rate_limited,
+                    fmt::format("{}: rate limited by the Hub (429)", what), status, retry);
   }
   if (status == 408 || status >= 500) {
     return HubError(HubErrorKind::server_error, fmt::format("{}: server error ({})", what, status),
                     status, retry);
   }
-  return HubError(HubErrorKind::protocol, fmt::format("{}: unexpected HTTP status {}", what, status), status);
+  return HubError(HubErrorKind::protocol,
+                  fmt::format("{}: unexpected HTTP status {}", what, status), status);
 }
 
 HubClient::HubClient(HubSettings settings) : settings_(std::move(settings)) {
@@ -193,17 +212,16 @@ httplib::Headers HubClient::headers_for(bool send_token) const {
 
 RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& revision) const {
   const std::string what = fmt::format("model {} at revision {}", repo.str(), revision);
-  const std::string target = fmt::format("/api/models/{}/{}/revision/{}?blobs=true",
-                                         percent_encode(repo.org, false),
-                                         percent_encode(repo.name, false),
-                                         percent_encode(revision, false));
+  const std::string target =
+      fmt::format("/api/models/{}/{}/revision/{}?blobs=true", percent_encode(repo.org, false),
+                  percent_encode(repo.name, false), percent_encode(revision, false));
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   auto client = client_for(url);
   auto res = client->Get(url.target, headers_for(true));
   if (!res) {
-    throw HubError(HubErrorKind::network,
-                   fmt::format("cannot reach {}: {}", settings_.endpoint, httplib::to_string(res.error())));
+    throw HubError(HubErrorKind::network, fmt::format("cannot reach {}: {}", settings_.endpoint,
+                                                      httplib::to_string(res.error())));
   }
   if (res->status != 200) {
     throw hub_error_for(res->status, res->get_header_value("X-Error-Code"), what,
@@ -211,7 +229,8 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
   }
   const auto json = nlohmann::json::parse(res->body, nullptr, false);
   if (json.is_discarded() || !json.contains("siblings") || !json["siblings"].is_array()) {
-    throw HubError(HubErrorKind::protocol, fmt::format("{}: the Hub's listing is not valid JSON", what));
+    throw HubError(HubErrorKind::protocol,
+                   fmt::format("{}: the Hub's listing is not valid JSON", what));
   }
   RepoInfo info;
   info.commit = json.value("sha", "");
@@ -233,9 +252,9 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
                                 const std::string& path) const {
   const std::string what = fmt::format("{}/{}", repo.str(), path);
   Url url = endpoint_;
-  const std::string target = fmt::format("/{}/{}/resolve/{}/{}", percent_encode(repo.org, false),
-                                         percent_encode(repo.name, false),
-                                         percent_encode(revision, false), percent_encode(path, true));
+  const std::string target = fmt::format(
+      "/{}/{}/resolve/{}/{}", percent_encode(repo.org, false), percent_encode(repo.name, false),
+      percent_encode(revision, false), percent_encode(path, true));
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   ResolvedFile resolved;
   resolved.send_token = true;
@@ -243,9 +262,8 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
     auto client = client_for(url);
     auto res = client->Head(url.target, headers_for(resolved.send_token));
     if (!res) {
-      throw HubError(HubErrorKind::network,
-                     fmt::format("cannot reach {} for {}: {}", url.origin(), what,
-                                 httplib::to_string(res.error())));
+      throw HubError(HubErrorKind::network, fmt::format("cannot reach {} for {}: {}", url.origin(),
+                                                        what, httplib::to_string(res.error())));
     }
     if (res->has_header("X-Repo-Commit")) resolved.commit = res->get_header_value("X-Repo-Commit");
     if (res->status == 200) {
@@ -269,10 +287,12 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
         return resolved;
       }
     } else {
-      throw HubError(HubErrorKind::protocol, fmt::format("{}: redirect to an unusable location", what));
+      throw HubError(HubErrorKind::protocol,
+                     fmt::format("{}: redirect to an unusable location", what));
     }
   }
-  throw HubError(HubErrorKind::protocol, fmt::format("{}: more than {} redirects", what, kMaxRedirects));
+  throw HubError(HubErrorKind::protocol,
+                 fmt::format("{}: more than {} redirects", what, kMaxRedirects));
 }
 
 }  // namespace rbee::provisioner

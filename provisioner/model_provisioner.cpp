@@ -27,8 +27,9 @@ constexpr const char* kActor = "provisioner";
 
 bool matches_any(const std::vector<std::string>& globs, const std::string& path) {
   // No FNM_PATHNAME: '*' also matches '/', as DESIGN §3 and huggingface_hub's patterns do.
-  return std::any_of(globs.begin(), globs.end(),
-                     [&](const std::string& glob) { return ::fnmatch(glob.c_str(), path.c_str(), 0) == 0; });
+  return std::any_of(globs.begin(), globs.end(), [&](const std::string& glob) {
+    return ::fnmatch(glob.c_str(), path.c_str(), 0) == 0;
+  });
 }
 
 double seconds_since(Clock::time_point start) {
@@ -85,9 +86,14 @@ class ProgressReporter {
  public:
   ProgressReporter(const narration::Narrator& narrator, std::string job_id, std::string model,
                    std::uint64_t total, std::uint64_t done, std::chrono::milliseconds interval)
-      : narrator_(narrator), job_id_(std::move(job_id)), model_(std::move(model)),
-        total_(total), done_before_file_(done), interval_(interval),
-        last_report_(Clock::now()), last_bytes_(done) {}
+      : narrator_(narrator),
+        job_id_(std::move(job_id)),
+        model_(std::move(model)),
+        total_(total),
+        done_before_file_(done),
+        interval_(interval),
+        last_report_(Clock::now()),
+        last_bytes_(done) {}
 
   void start_file(const ModelFile& file) {
     file_ = file;
@@ -109,15 +115,18 @@ class ProgressReporter {
     speed_ = speed_ == 0 ? instant : 0.7 * speed_ + 0.3 * instant;  // smooth, still responsive
     last_report_ = now;
     last_bytes_ = done();
-    narration::Progress progress{file_.path, file_bytes, file_.size, speed_, std::nullopt, done(), total_};
-    if (speed_ > 0) progress.eta_s = static_cast<double>(total_ - std::min(total_, done())) / speed_;
-    narrator_.emit({kActor, "download_progress", model_,
-                    fmt::format("{}: {} of {}; total {} of {} ({:.0f}%), {}/s{}", file_.path,
-                                format_bytes(file_bytes), format_bytes(file_.size), format_bytes(done()),
-                                format_bytes(total_), total_ ? 100.0 * done() / total_ : 100.0,
-                                format_bytes(static_cast<std::uint64_t>(speed_)),
-                                progress.eta_s ? ", " + format_duration(*progress.eta_s) + " left" : ""),
-                    job_id_, Level::info, 0, progress});
+    narration::Progress progress{file_.path,   file_bytes, file_.size, speed_,
+                                 std::nullopt, done(),     total_};
+    if (speed_ > 0)
+      progress.eta_s = static_cast<double>(total_ - std::min(total_, done())) / speed_;
+    narrator_.emit(
+        {kActor, "download_progress", model_,
+         fmt::format("{}: {} of {}; total {} of {} ({:.0f}%), {}/s{}", file_.path,
+                     format_bytes(file_bytes), format_bytes(file_.size), format_bytes(done()),
+                     format_bytes(total_), total_ ? 100.0 * done() / total_ : 100.0,
+                     format_bytes(static_cast<std::uint64_t>(speed_)),
+                     progress.eta_s ? ", " + format_duration(*progress.eta_s) + " left" : ""),
+         job_id_, Level::info, 0, progress});
     return true;
   }
 
@@ -170,10 +179,10 @@ class ModelProvisioner::DownloadSlot {
       : owner_(owner) {
     std::unique_lock lock(owner_.slots_mutex_);
     if (owner_.running_downloads_ >= owner_.settings_.max_concurrent_downloads) {
-      owner_.narrator_.emit({kActor, "download_queued", request.model,
-                             fmt::format("Queued: {} downloads are running (the limit)",
-                                         owner_.running_downloads_),
-                             request.job_id, Level::info, 0, std::nullopt});
+      owner_.narrator_.emit(
+          {kActor, "download_queued", request.model,
+           fmt::format("Queued: {} downloads are running (the limit)", owner_.running_downloads_),
+           request.job_id, Level::info, 0, std::nullopt});
     }
     if (!owner_.slot_freed_.wait(lock, stop, [&] {
           return owner_.running_downloads_ < owner_.settings_.max_concurrent_downloads;
@@ -195,9 +204,13 @@ class ModelProvisioner::DownloadSlot {
 };
 
 ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
-                                   const narration::Narrator& narrator, ProvisionerSettings settings)
-    : hub_(std::move(hub)), downloader_(hub_, settings.download), catalog_(catalog),
-      narrator_(narrator), settings_(settings) {}
+                                   const narration::Narrator& narrator,
+                                   ProvisionerSettings settings)
+    : hub_(std::move(hub)),
+      downloader_(hub_, settings.download),
+      catalog_(catalog),
+      narrator_(narrator),
+      settings_(settings) {}
 
 std::size_t ModelProvisioner::mark_interrupted_downloads() {
   std::size_t marked = 0;
@@ -246,9 +259,8 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
 // One download per model at a time, across threads and processes. A later job follows the
 // running one's progress from the catalog until the lock is free, then checks what is left
 // (usually nothing: "already up to date").
-std::unique_ptr<catalog::FileLock> ModelProvisioner::acquire_model_lock(const DownloadRequest& request,
-                                                                       const ModelId& id,
-                                                                       const std::stop_token& stop) {
+std::unique_ptr<catalog::FileLock> ModelProvisioner::acquire_model_lock(
+    const DownloadRequest& request, const ModelId& id, const std::stop_token& stop) {
   const auto path = catalog_.download_lock_path(id);
   auto lock = catalog::FileLock::try_acquire(path);
   if (lock) return lock;
@@ -259,11 +271,13 @@ std::unique_ptr<catalog::FileLock> ModelProvisioner::acquire_model_lock(const Do
   while (!(lock = catalog::FileLock::try_acquire(path))) {
     if (auto entry = catalog_.get(id); entry && entry->bytes_done != last_reported) {
       last_reported = entry->bytes_done;
-      narration::Progress progress{"", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total};
-      narrator_.emit({kActor, "download_progress", id.str(),
-                      fmt::format("{} of {} (another job's download)", format_bytes(entry->bytes_done),
-                                  format_bytes(entry->bytes_total)),
-                      request.job_id, Level::info, 0, progress});
+      narration::Progress progress{
+          "", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total};
+      narrator_.emit(
+          {kActor, "download_progress", id.str(),
+           fmt::format("{} of {} (another job's download)", format_bytes(entry->bytes_done),
+                       format_bytes(entry->bytes_total)),
+           request.job_id, Level::info, 0, progress});
     }
     if (!sleep_unless_stopped(settings_.progress_interval, stop)) throw DownloadCancelled();
   }
@@ -304,30 +318,33 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   const auto reference = catalog::parse_model_reference(request.model);
   const auto started = Clock::now();
   auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
-    narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level,
-                    0, std::nullopt});
+    narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level, 0,
+                    std::nullopt});
   };
 
-  const auto selected = select_files(info.siblings, reference.file, request.include, request.exclude);
+  const auto selected =
+      select_files(info.siblings, reference.file, request.include, request.exclude);
   if (selected.empty()) {
-    throw ProvisionError(fmt::format("no file of {} matches the include/exclude patterns", id.str()));
+    throw ProvisionError(
+        fmt::format("no file of {} matches the include/exclude patterns", id.str()));
   }
   for (const auto& sibling : selected) {
     try {
       catalog::validate_repo_path(sibling.path);
     } catch (const catalog::CatalogError& error) {
-      throw ProvisionError(fmt::format("refusing {}: the Hub lists a file it cannot safely write: {}",
-                                       id.str(), error.what()));
+      throw ProvisionError(fmt::format(
+          "refusing {}: the Hub lists a file it cannot safely write: {}", id.str(), error.what()));
     }
     if (sibling.lfs_sha256.empty() && sibling.blob_id.empty()) {
-      throw ProvisionError(fmt::format("the Hub gave no checksum for {}: refusing an unverifiable file",
-                                       sibling.path));
+      throw ProvisionError(fmt::format(
+          "the Hub gave no checksum for {}: refusing an unverifiable file", sibling.path));
     }
   }
 
   const fs::path dir = catalog_.model_dir(id);
   const auto previous = catalog_.get(id);
-  const ModelEntry* before = previous && previous->status != ModelStatus::failed ? &*previous : nullptr;
+  const ModelEntry* before =
+      previous && previous->status != ModelStatus::failed ? &*previous : nullptr;
   std::vector<ModelFile> files;
   std::uint64_t total = 0, verified_bytes = 0, remaining = 0;
   for (const auto& sibling : selected) {
@@ -342,20 +359,21 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     files.push_back(file);
   }
 
-  if (before && before->status == ModelStatus::ready && before->commit == info.commit && remaining == 0 &&
-      verified_bytes == total) {
-    narrate("download_up_to_date", fmt::format("{} is already up to date (commit {}, {} files, {})",
-                                               id.str(), info.commit.substr(0, 12), files.size(),
-                                               format_bytes(total)));
+  if (before && before->status == ModelStatus::ready && before->commit == info.commit &&
+      remaining == 0 && verified_bytes == total) {
+    narrate("download_up_to_date",
+            fmt::format("{} is already up to date (commit {}, {} files, {})", id.str(),
+                        info.commit.substr(0, 12), files.size(), format_bytes(total)));
     return;
   }
 
   const std::uint64_t available = free_bytes(dir);
   if (available < remaining + settings_.disk_reserve_bytes) {
-    throw ProvisionError(fmt::format(
-        "not enough disk space for {}: {} still to download plus {} kept free, but only {} available",
-        id.str(), format_bytes(remaining), format_bytes(settings_.disk_reserve_bytes),
-        format_bytes(available)));
+    throw ProvisionError(
+        fmt::format("not enough disk space for {}: {} still to download plus {} kept free, but "
+                    "only {} available",
+                    id.str(), format_bytes(remaining), format_bytes(settings_.disk_reserve_bytes),
+                    format_bytes(available)));
   }
 
   catalog_.update(id, [&](ModelEntry& e) {
@@ -369,21 +387,24 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     e.files = files;
     e.last_job_id = request.job_id;
   });
-  narrate("download_started",
-          fmt::format("Downloading {}@{} (commit {}): {} file{}, {}", id.str(), request.revision,
-                      info.commit.substr(0, 12), files.size(), files.size() == 1 ? "" : "s",
-                      format_bytes(total)));
+  narrate("download_started", fmt::format("Downloading {}@{} (commit {}): {} file{}, {}", id.str(),
+                                          request.revision, info.commit.substr(0, 12), files.size(),
+                                          files.size() == 1 ? "" : "s", format_bytes(total)));
 
-  ProgressReporter reporter(narrator_, request.job_id, id.str(), total, 0, settings_.progress_interval);
+  ProgressReporter reporter(narrator_, request.job_id, id.str(), total, 0,
+                            settings_.progress_interval);
   auto mark_verified = [&](ModelFile& file) {
     reporter.file_done();
     file.state = "verified";
-    catalog_.update(id, [&](ModelEntry& e) {
-      e.bytes_done = reporter.done();
-      for (auto& f : e.files) {
-        if (f.path == file.path) f.state = "verified";
-      }
-    }, stop);
+    catalog_.update(
+        id,
+        [&](ModelEntry& e) {
+          e.bytes_done = reporter.done();
+          for (auto& f : e.files) {
+            if (f.path == file.path) f.state = "verified";
+          }
+        },
+        stop);
   };
   for (auto& file : files) {
     reporter.start_file(file);
@@ -426,7 +447,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   narrate("download_completed",
           fmt::format("Downloaded {}: {} file{}, {} in {:.1f} s ({}/s)", id.str(), files.size(),
                       files.size() == 1 ? "" : "s", format_bytes(total), elapsed,
-                      format_bytes(static_cast<std::uint64_t>((total - verified_bytes) / std::max(elapsed, 1e-3)))));
+                      format_bytes(static_cast<std::uint64_t>((total - verified_bytes) /
+                                                              std::max(elapsed, 1e-3)))));
 }
 
 }  // namespace rbee::provisioner

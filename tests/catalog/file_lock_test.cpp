@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
-#include <rbee/catalog/file_lock.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <rbee/catalog/file_lock.hpp>
 
 #include <atomic>
 #include <optional>

@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
-#include <rbee/catalog/model_catalog.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <rbee/catalog/model_catalog.hpp>
 
 #include <atomic>
 #include <thread>
@@ -97,7 +97,7 @@ TEST_CASE("update applies a change under the lock, progress writes are throttled
   TempDir root;
   ModelCatalog catalog(root.path(), 1h);
   const ModelId id = parse_model_id("org/m");
-  CHECK(catalog.update_progress(id, 10, 100));   // the first write always happens
+  CHECK(catalog.update_progress(id, 10, 100));        // the first write always happens
   CHECK_FALSE(catalog.update_progress(id, 20, 100));  // within the interval: skipped
   CHECK(catalog.get(id)->bytes_done == 10);
   CHECK(catalog.update_progress(id, 100, 100));  // completion is never skipped
@@ -161,7 +161,7 @@ TEST_CASE("a write the disk refuses is reported as io_error and the old entry st
   catalog.put(ready_entry("org/a"));
   // A file where a folder must go fails the write as a full or read-only disk would, and does
   // so whatever user runs the test (root ignores permissions).
-  write_text(root / "other" , "a file where the org folder 'other' should be");
+  write_text(root / "other", "a file where the org folder 'other' should be");
   try {
     catalog.put(ready_entry("other/b"));
     FAIL("write succeeded");

@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
-#include <rbee/catalog/model_entry.hpp>
 #include <yaml-cpp/yaml.h>
+#include <rbee/catalog/model_entry.hpp>
 
 using namespace rbee::catalog;
 

@@ -30,10 +30,10 @@ TEST_CASE("Hub-style ids parse into org and name") {
 }
 
 TEST_CASE("hostile or malformed ids are refused") {
-  for (std::string_view bad : {"", "noslash", "a/b/c", "../x", "/etc", "org/..", "org/.hidden",
-                               "org/na--me", "org/na..me", "org/name-", "org/name.", "-org/name",
-                               "org/na me", "org/na\nme", "org/na\x01me", "org/", "/name",
-                               "org\\name/x", "org/name:"}) {
+  for (std::string_view bad :
+       {"", "noslash", "a/b/c", "../x", "/etc", "org/..", "org/.hidden", "org/na--me", "org/na..me",
+        "org/name-", "org/name.", "-org/name", "org/na me", "org/na\nme", "org/na\x01me", "org/",
+        "/name", "org\\name/x", "org/name:"}) {
     CAPTURE(bad);
     CHECK(id_refused(bad));
   }
@@ -60,9 +60,9 @@ TEST_CASE("rbee's org/name:file form splits off a validated file path") {
 }
 
 TEST_CASE("repo paths that could escape or clash are refused") {
-  for (std::string_view bad : {"", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/",
-                               "a\\b", "a\nb", "metadata.yaml", ".metadata.yaml.1.tmp", "x.part",
-                               "dir/x.part"}) {
+  for (std::string_view bad :
+       {"", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", "a\\b", "a\nb",
+        "metadata.yaml", ".metadata.yaml.1.tmp", "x.part", "dir/x.part"}) {
     CAPTURE(bad);
     CHECK(path_refused(bad));
   }

@@ -73,7 +73,8 @@ TEST_CASE("model_list answers 202 with a job id and streams narration, data and 
 TEST_CASE("model_get streams the entry, an unknown model fails the job with a reason") {
   HiveUnderTest hive;
   seed_model(hive.cache, "org/one");
-  auto stream = watch(*hive.hive, hive->submit_job({{"operation", "model_get"}, {"id", "org/one"}}));
+  auto stream =
+      watch(*hive.hive, hive->submit_job({{"operation", "model_get"}, {"id", "org/one"}}));
   CHECK(stream.terminal() == "[DONE]");
   bool found = false;
   for (const auto& event : stream.events()) {
@@ -94,13 +95,15 @@ TEST_CASE("model_delete removes the folder and the entry") {
   HiveUnderTest hive;
   seed_model(hive.cache, "org/one");
   REQUIRE(std::filesystem::exists(hive.cache / "org/one/weights.gguf"));
-  auto stream = watch(*hive.hive, hive->submit_job({{"operation", "model_delete"}, {"id", "org/one"}}));
+  auto stream =
+      watch(*hive.hive, hive->submit_job({{"operation", "model_delete"}, {"id", "org/one"}}));
   CHECK(stream.terminal() == "[DONE]");
   CHECK_FALSE(std::filesystem::exists(hive.cache / "org/one"));
   CHECK(get_json(*hive.hive, "/v1/models")["models"].empty());
 }
 
-TEST_CASE("bad requests get a 4xx JSON error, create no job, write no file, and the hive serves on") {
+TEST_CASE(
+    "bad requests get a 4xx JSON error, create no job, write no file, and the hive serves on") {
   HiveUnderTest hive;
   const auto files_before = files_under(hive.cache);
   struct Case {
@@ -128,11 +131,13 @@ TEST_CASE("bad requests get a 4xx JSON error, create no job, write no file, and 
        400, "invalid_model_id"},
       {"absolute model", R"({"operation":"model_download","model":"/etc"})", "application/json",
        400, "invalid_model_id"},
-      {"three-part model", R"({"operation":"model_download","model":"a/b/c"})",
+      {"three-part model", R"({"operation":"model_download","model":"a/b/c"})", "application/json",
+       400, "invalid_model_id"},
+      {"huge model",
+       json({{"operation", "model_download"}, {"model", std::string(10000, 'a')}}).dump(),
        "application/json", 400, "invalid_model_id"},
-      {"huge model", json({{"operation", "model_download"}, {"model", std::string(10000, 'a')}}).dump(),
-       "application/json", 400, "invalid_model_id"},
-      {"control bytes in model", json({{"operation", "model_download"}, {"model", "org/na\x01me"}}).dump(),
+      {"control bytes in model",
+       json({{"operation", "model_download"}, {"model", "org/na\x01me"}}).dump(),
        "application/json", 400, "invalid_model_id"},
       {"traversal file", R"({"operation":"model_download","model":"org/n:../../etc/passwd"})",
        "application/json", 400, "invalid_path"},
@@ -214,8 +219,7 @@ TEST_CASE("with an API token, every route but /health needs it") {
   const std::string job_id = hive->submit_job({{"operation", "model_list"}});
   const SseStream unauthorized_stream = watch(*hive.hive, job_id);
   CHECK(unauthorized_stream.status == 401);
-  const SseStream stream =
-      watch(*hive.hive, job_id, {{"Authorization", "Bearer " + token}});
+  const SseStream stream = watch(*hive.hive, job_id, {{"Authorization", "Bearer " + token}});
   CHECK(stream.terminal() == "[DONE]");
   CHECK(get_json(*hive.hive, "/v1/jobs")["jobs"].size() == 1);  // the 401s created nothing
   CHECK(hive->log().find(token) == std::string::npos);

@@ -20,7 +20,7 @@ constexpr const char* kToken = "hf_e2eSecretToken0123456789abcdef";
 // Fast retries and progress so fault tests finish in moments; the defaults are for real networks.
 // No disk reserve: tests must not depend on how full the machine's disk is.
 std::vector<std::string> fast_flags(std::vector<std::string> more = {}) {
-  std::vector<std::string> flags = {"--retry-base-ms", "5", "--stall-timeout-ms", "500",
+  std::vector<std::string> flags = {"--retry-base-ms",        "5",  "--stall-timeout-ms", "500",
                                     "--progress-interval-ms", "100"};
   if (std::find(more.begin(), more.end(), "--disk-reserve-mb") == more.end()) {
     more.insert(more.end(), {"--disk-reserve-mb", "0"});
@@ -51,10 +51,12 @@ struct HiveWithHub {
     return YAML::LoadFile((hive.cache / id / "metadata.yaml").string());
   }
   // GETs of file content (not the API) that reached `listener` for files named `file`.
-  std::vector<RecordedRequest> content_gets(const std::string& listener, const std::string& file = "") const {
+  std::vector<RecordedRequest> content_gets(const std::string& listener,
+                                            const std::string& file = "") const {
     std::vector<RecordedRequest> gets;
     for (const auto& r : hub.requests()) {
-      const bool content = r.path.find("/resolve/") != std::string::npos || r.path.starts_with("/blobs/");
+      const bool content =
+          r.path.find("/resolve/") != std::string::npos || r.path.starts_with("/blobs/");
       if (r.listener == listener && r.method == "GET" && content &&
           (file.empty() || r.path.ends_with("/" + file) || listener == "cdn")) {
         gets.push_back(r);
@@ -71,6 +73,18 @@ FixtureRepo tiny_repo(const std::string& id) {
                 {"tokenizer/tokenizer.json", 4099, false, 12},
                 {"model.Q4_K_M.gguf", 2 * 1024 * 1024 + 3, true, 13}};
   return repo;
+}
+
+// A repo with one LFS file, model.gguf, of `size` bytes.
+FixtureRepo one_file_repo(const std::string& id, std::uint64_t size, std::uint64_t seed) {
+  FixtureRepo repo;
+  repo.id = id;
+  repo.files = {{"model.gguf", size, true, seed}};
+  return repo;
+}
+
+std::string start_download(const HiveProcess& hive, const std::string& model) {
+  return hive.submit_job({{"operation", "model_download"}, {"model", model}});
 }
 
 std::vector<std::string> actions(const SseStream& stream) {
@@ -95,7 +109,8 @@ std::string stream_text(const SseStream& stream) {
 std::set<std::string> files_in(const std::filesystem::path& dir) {
   std::set<std::string> files;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (entry.is_regular_file()) files.insert(std::filesystem::relative(entry.path(), dir).string());
+    if (entry.is_regular_file())
+      files.insert(std::filesystem::relative(entry.path(), dir).string());
   }
   return files;
 }
@@ -122,13 +137,15 @@ std::uint64_t range_start(const RecordedRequest& request) {
 
 }  // namespace
 
-TEST_CASE("a multi-file repo downloads byte-exact, the catalog says ready, a second job is up to date") {
+TEST_CASE(
+    "a multi-file repo downloads byte-exact, the catalog says ready, a second job is up to date") {
   HiveWithHub h;
   h.hub.add_repo(tiny_repo("acme/tiny"));
 
   const SseStream stream = h.download({{"model", "acme/tiny"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  for (const auto& action : {"download_started", "file_started", "file_verified", "download_completed"}) {
+  for (const auto& action :
+       {"download_started", "file_started", "file_verified", "download_completed"}) {
     CHECK_MESSAGE(has_action(stream, action), action);
   }
 
@@ -178,7 +195,8 @@ TEST_CASE("org/name:file and include/exclude globs select exactly the right file
     h.hub.add_repo(repo);
   }
   CHECK(h.download({{"model", "acme/one:docs/README.md"}}).terminal() == "[DONE]");
-  CHECK(files_in(h.hive.cache / "acme/one") == std::set<std::string>{"docs/README.md", "metadata.yaml"});
+  CHECK(files_in(h.hive.cache / "acme/one") ==
+        std::set<std::string>{"docs/README.md", "metadata.yaml"});
 
   const SseStream globs = h.download(
       {{"model", "acme/globs"}, {"include", {"*.gguf", "*.json"}}, {"exclude", {"*Q8*"}}});
@@ -191,7 +209,9 @@ TEST_CASE("org/name:file and include/exclude globs select exactly the right file
   CHECK(missing.terminal().find("nope.gguf") != std::string::npos);
 }
 
-TEST_CASE("a gated repo fails helpfully without a token, and with HF_TOKEN downloads without leaking it") {
+TEST_CASE(
+    "a gated repo fails helpfully without a token, and with HF_TOKEN downloads without leaking "
+    "it") {
   FixtureRepo gated = tiny_repo("acme/gated");
   gated.access = RepoAccess::gated;
   FixtureRepo secret = tiny_repo("acme/secret");
@@ -221,7 +241,8 @@ TEST_CASE("a gated repo fails helpfully without a token, and with HF_TOKEN downl
 
   bool hub_saw_token = false;
   for (const auto& request : h.hub.requests()) {
-    if (request.listener == "hub") hub_saw_token |= request.authorization == std::string("Bearer ") + kToken;
+    if (request.listener == "hub")
+      hub_saw_token |= request.authorization == std::string("Bearer ") + kToken;
     if (request.listener == "cdn") CHECK_MESSAGE(request.authorization.empty(), request.path);
   }
   CHECK(hub_saw_token);
@@ -233,7 +254,8 @@ TEST_CASE("a gated repo fails helpfully without a token, and with HF_TOKEN downl
 
 TEST_CASE("a repo listing names that escape the model folder fails and writes nothing outside it") {
   HiveWithHub h;
-  for (const std::string name : {"../escaped.txt", "/tmp/absolute.txt", "a/../../b.txt", "back\\slash.txt"}) {
+  for (const std::string name :
+       {"../escaped.txt", "/tmp/absolute.txt", "a/../../b.txt", "back\\slash.txt"}) {
     FixtureRepo repo;
     repo.id = "acme/evil";
     repo.files = {{"config.json", 10, false, 1}, {name, 10, false, 2}};
@@ -264,7 +286,8 @@ TEST_CASE("every fault mode of the network ends in a verified, ready model") {
   h.hub.set_faults("b-drop.bin", Faults{.times = 1, .drop_after_bytes = 1024 * 1024});
   h.hub.set_faults("c-corrupt.bin", Faults{.times = 1, .corrupt_at = 2 * 1024 * 1024});
   h.hub.set_faults("d-stall.bin", Faults{.times = 1, .stall_after_bytes = 1536 * 1024});
-  h.hub.set_faults("e-norange.bin", Faults{.times = 2, .drop_after_bytes = 1024 * 1024, .ignore_range = true});
+  h.hub.set_faults("e-norange.bin",
+                   Faults{.times = 2, .drop_after_bytes = 1024 * 1024, .ignore_range = true});
   h.hub.set_faults("f-expired.bin", Faults{.times = 1, .expire_signed_url = true});
   h.hub.set_faults("g-429.json", Faults{.times = 1, .error_status = 429, .retry_after_s = 0});
   h.hub.set_faults("/api/models/acme/faulty", Faults{.times = 1, .error_status = 502});
@@ -272,13 +295,15 @@ TEST_CASE("every fault mode of the network ends in a verified, ready model") {
   const SseStream stream = h.download({{"model", "acme/faulty"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   for (const auto& file : repo.files) {
-    CHECK_MESSAGE(read_text(h.hive.cache / "acme/faulty" / file.path) == h.hub.content("acme/faulty", file.path),
+    CHECK_MESSAGE(read_text(h.hive.cache / "acme/faulty" / file.path) ==
+                      h.hub.content("acme/faulty", file.path),
                   file.path);
   }
   CHECK(h.catalog_entry("acme/faulty")["status"].as<std::string>() == "ready");
   const std::string text = stream_text(stream);
-  for (const std::string reason : {"Listing acme/faulty again", "server error (503)", "connection lost",
-                                   "sha256 mismatch", "stalled", "refreshing the URL", "rate limited"}) {
+  for (const std::string reason :
+       {"Listing acme/faulty again", "server error (503)", "connection lost", "sha256 mismatch",
+        "stalled", "refreshing the URL", "rate limited"}) {
     CHECK_MESSAGE(text.find(reason) != std::string::npos, reason << " not in\n" << text);
   }
   // The dropped download resumed where it stopped instead of starting over.
@@ -289,10 +314,7 @@ TEST_CASE("every fault mode of the network ends in a verified, ready model") {
 
 TEST_CASE("a file corrupted on every try fails with both hashes and is never marked ready") {
   HiveWithHub h;
-  FixtureRepo repo;
-  repo.id = "acme/rotten";
-  repo.files = {{"model.gguf", 100000, true, 31}};
-  h.hub.add_repo(repo);
+  h.hub.add_repo(one_file_repo("acme/rotten", 100000, 31));
   h.hub.set_faults("model.gguf", Faults{.times = 5, .corrupt_at = 777});
 
   const SseStream stream = h.download({{"model", "acme/rotten"}});
@@ -316,7 +338,7 @@ TEST_CASE("a hive killed mid-file marks the model interrupted and the next job r
 
   HiveUnderTest hive(fast_flags(), "", {{"HF_ENDPOINT", hub.endpoint()}});
   const auto part = hive.cache / "acme/big/model.gguf.part";
-  hive->submit_job({{"operation", "model_download"}, {"model", "acme/big"}});
+  start_download(*hive.hive, "acme/big");
   REQUIRE(wait_for_bytes(part, 2 * 1024 * 1024));
   CHECK_FALSE(hive->stop(SIGKILL).has_value());
   const std::uint64_t kept = size_or_zero(part);
@@ -325,11 +347,13 @@ TEST_CASE("a hive killed mid-file marks the model interrupted and the next job r
   hub.set_rate_limit(0);
   hub.clear_requests();
   hive.hive = std::make_unique<HiveProcess>(
-      HiveOptions{hive.cache, fast_flags(), {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
+      HiveOptions{hive.cache,
+                  fast_flags(),
+                  {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
   const json listed = get_json(*hive.hive, "/v1/models/acme/big");
   CHECK(listed["status"] == "interrupted");
 
-  const SseStream stream = watch(*hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/big"}}));
+  const SseStream stream = watch(*hive.hive, start_download(*hive.hive, "acme/big"));
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK(read_text(hive.cache / "acme/big/model.gguf") == hub.content("acme/big", "model.gguf"));
   std::uint64_t fetched = 0;
@@ -345,15 +369,11 @@ TEST_CASE("a hive killed mid-file marks the model interrupted and the next job r
 
 TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   HiveWithHub h;
-  FixtureRepo repo;
-  repo.id = "acme/slow";
-  const std::uint64_t size = 32 * 1024 * 1024;
-  repo.files = {{"model.gguf", size, true, 51}};
-  h.hub.add_repo(repo);
+  h.hub.add_repo(one_file_repo("acme/slow", 32 * 1024 * 1024, 51));
   h.hub.set_rate_limit(8 * 1024 * 1024);
 
   const auto part = h.hive.cache / "acme/slow/model.gguf.part";
-  const std::string job_id = h.hive->submit_job({{"operation", "model_download"}, {"model", "acme/slow"}});
+  const std::string job_id = start_download(*h.hive.hive, "acme/slow");
   REQUIRE(wait_for_bytes(part, 1024 * 1024));
   const auto started = std::chrono::steady_clock::now();
   auto res = h.hive->client()->Delete("/v1/jobs/" + job_id);
@@ -368,7 +388,8 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   h.hub.set_rate_limit(0);
   h.hub.clear_requests();
   CHECK(h.download({{"model", "acme/slow"}}).terminal() == "[DONE]");
-  CHECK(read_text(h.hive.cache / "acme/slow/model.gguf") == h.hub.content("acme/slow", "model.gguf"));
+  CHECK(read_text(h.hive.cache / "acme/slow/model.gguf") ==
+        h.hub.content("acme/slow", "model.gguf"));
   const auto gets = h.content_gets("cdn");
   REQUIRE(gets.size() == 1);
   CHECK(range_start(gets[0]) == kept);
@@ -376,19 +397,16 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
 
 TEST_CASE("two hives sharing a cache download a model once, the second job follows the first") {
   HiveWithHub first;
-  FixtureRepo repo;
-  repo.id = "acme/shared";
-  const std::uint64_t size = 8 * 1024 * 1024;
-  repo.files = {{"model.gguf", size, true, 61}};
-  first.hub.add_repo(repo);
+  first.hub.add_repo(one_file_repo("acme/shared", 8 * 1024 * 1024, 61));
   first.hub.set_rate_limit(8 * 1024 * 1024);
-  HiveProcess second(HiveOptions{first.hive.cache, fast_flags(),
-                                 {{"HF_ENDPOINT", first.hub.endpoint()},
-                                  {"HF_HOME", (first.hive.dir / "hf").string()}}});
+  HiveProcess second(HiveOptions{
+      first.hive.cache,
+      fast_flags(),
+      {{"HF_ENDPOINT", first.hub.endpoint()}, {"HF_HOME", (first.hive.dir / "hf").string()}}});
 
-  const std::string job_a = first.hive->submit_job({{"operation", "model_download"}, {"model", "acme/shared"}});
+  const std::string job_a = start_download(*first.hive.hive, "acme/shared");
   REQUIRE(wait_for_bytes(first.hive.cache / "acme/shared/model.gguf.part", 1));
-  const std::string job_b = second.submit_job({{"operation", "model_download"}, {"model", "acme/shared"}});
+  const std::string job_b = start_download(second, "acme/shared");
   const SseStream stream_b = watch(second, job_b);
   const SseStream stream_a = watch(*first.hive.hive, job_a);
   CHECK(stream_a.terminal() == "[DONE]");
@@ -396,19 +414,16 @@ TEST_CASE("two hives sharing a cache download a model once, the second job follo
   CHECK(has_action(stream_b, "download_waiting"));
   CHECK(has_action(stream_b, "download_progress"));
   CHECK(first.content_gets("cdn").size() == 1);
-  CHECK(read_text(first.hive.cache / "acme/shared/model.gguf") == first.hub.content("acme/shared", "model.gguf"));
+  CHECK(read_text(first.hive.cache / "acme/shared/model.gguf") ==
+        first.hub.content("acme/shared", "model.gguf"));
 }
 
 TEST_CASE("downloads over the concurrency limit are queued and say so") {
   HiveWithHub h(fast_flags({"--max-concurrent-downloads", "1"}));
-  for (const std::string id : {"acme/q1", "acme/q2"}) {
-    FixtureRepo repo;
-    repo.id = id;
-    repo.files = {{"model.gguf", 4 * 1024 * 1024, true, 71}};
-    h.hub.add_repo(repo);
-  }
+  for (const std::string id : {"acme/q1", "acme/q2"})
+    h.hub.add_repo(one_file_repo(id, 4 * 1024 * 1024, 71));
   h.hub.set_rate_limit(8 * 1024 * 1024);
-  const std::string first = h.hive->submit_job({{"operation", "model_download"}, {"model", "acme/q1"}});
+  const std::string first = start_download(*h.hive.hive, "acme/q1");
   REQUIRE(wait_for_bytes(h.hive.cache / "acme/q1/model.gguf.part", 1));
   const SseStream second = h.download({{"model", "acme/q2"}});
   CHECK(second.terminal() == "[DONE]");
@@ -428,9 +443,9 @@ TEST_CASE("not enough disk space fails early with the numbers and downloads noth
 }
 
 TEST_CASE("a Hub that cannot be reached fails the job clearly and the hive serves on") {
-  HiveUnderTest hive(fast_flags(), "", {{"HF_ENDPOINT", "http://127.0.0.1:" + std::to_string(free_port())}});
-  const SseStream stream =
-      watch(*hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/gone"}}));
+  HiveUnderTest hive(fast_flags(), "",
+                     {{"HF_ENDPOINT", "http://127.0.0.1:" + std::to_string(free_port())}});
+  const SseStream stream = watch(*hive.hive, start_download(*hive.hive, "acme/gone"));
   CHECK(stream.terminal().starts_with("[ERROR] cannot reach http://127.0.0.1:"));
   CHECK(get_json(*hive.hive, "/health")["status"] == "ok");
   CHECK_FALSE(std::filesystem::exists(hive.cache / "acme/gone"));

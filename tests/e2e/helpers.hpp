@@ -31,7 +31,8 @@ struct HiveUnderTest {
   HiveProcess* operator->() const { return hive.get(); }
 };
 
-inline nlohmann::json get_json(const HiveProcess& hive, const std::string& path, int expected = 200) {
+inline nlohmann::json get_json(const HiveProcess& hive, const std::string& path,
+                               int expected = 200) {
   auto res = hive.client()->Get(path);
   REQUIRE(res);
   CHECK_MESSAGE(res->status == expected, path << " -> " << res->status << " " << res->body);
@@ -42,8 +43,8 @@ inline nlohmann::json get_json(const HiveProcess& hive, const std::string& path,
 inline SseStream watch(const HiveProcess& hive, const std::string& job_id,
                        httplib::Headers headers = {},
                        std::function<bool(const SseMessage&)> on_message = {}) {
-  return read_sse({hive.port(), "/v1/jobs/" + job_id + "/stream", std::move(headers),
-                   std::move(on_message)});
+  return read_sse(
+      {hive.port(), "/v1/jobs/" + job_id + "/stream", std::move(headers), std::move(on_message)});
 }
 
 inline std::string wait_for_state(const HiveProcess& hive, const std::string& job_id,

@@ -19,8 +19,8 @@ struct Fixture {
   narration::Narrator narrator;
   jobs::JobRegistry registry;
   catalog::ModelCatalog catalog{root.path()};
-  provisioner::ModelProvisioner provisioner{provisioner::HubClient(unreachable_hub()), catalog,
-                                            narrator, {}};
+  provisioner::ModelProvisioner provisioner{
+      provisioner::HubClient(unreachable_hub()), catalog, narrator, {}};
   jobs::JobRouter router{narrator, 2};
   Fixture() {
     narrator.add_sink(jobs::make_job_event_sink(registry));
@@ -48,7 +48,8 @@ struct Fixture {
 TEST_CASE("model_delete refuses while a download of that model is unfinished") {
   Fixture f;
   f.seed("org/busy");
-  auto download = f.registry.create(jobs::ModelDownload{"h", "org/busy:model.gguf", "main", {}, {}});
+  auto download =
+      f.registry.create(jobs::ModelDownload{"h", "org/busy:model.gguf", "main", {}, {}});
   download->start();  // as the provisioner's runner would have
   const std::string terminal = f.run(jobs::ModelDelete{"h", "org/busy"});
   CHECK(terminal.find("is being downloaded by " + download->id()) != std::string::npos);
@@ -60,11 +61,12 @@ TEST_CASE("model_delete refuses while a download of that model is unfinished") {
 }
 
 TEST_CASE("operations are validated before a job exists") {
-  CHECK_NOTHROW(hive::validate_operation(jobs::ModelDownload{"h", "org/n:dir/f.gguf", "refs/pr/1", {}, {}}));
+  CHECK_NOTHROW(
+      hive::validate_operation(jobs::ModelDownload{"h", "org/n:dir/f.gguf", "refs/pr/1", {}, {}}));
   CHECK_THROWS_AS(hive::validate_operation(jobs::ModelDownload{"h", "org/n:../f", "main", {}, {}}),
                   catalog::CatalogError);
   CHECK_THROWS_AS(hive::validate_operation(jobs::ModelGet{"h", "a/b/c"}), catalog::CatalogError);
-  CHECK_THROWS_AS(
-      hive::validate_operation(jobs::ModelDownload{"h", "org/n", "main", {std::string(2000, '*')}, {}}),
-      jobs::OperationError);
+  CHECK_THROWS_AS(hive::validate_operation(
+                      jobs::ModelDownload{"h", "org/n", "main", {std::string(2000, '*')}, {}}),
+                  jobs::OperationError);
 }

@@ -126,7 +126,9 @@ HubFixture::~HubFixture() {
   g_stopping = false;
 }
 
-std::string HubFixture::endpoint() const { return fmt::format("http://127.0.0.1:{}", hub_port_); }
+std::string HubFixture::endpoint() const {
+  return fmt::format("http://127.0.0.1:{}", hub_port_);
+}
 
 void HubFixture::set_valid_token(std::string token) {
   std::lock_guard lock(mutex_);
@@ -199,121 +201,122 @@ void HubFixture::record(const std::string& listener, const httplib::Request& req
 }
 
 void HubFixture::install_hub_routes() {
-  hub_.Get(R"(/api/models/([^/]+)/([^/]+)/revision/(.+))",
-           [this](const httplib::Request& request, httplib::Response& response) {
-             const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
-             const std::string revision = request.matches[3].str();
-             if (auto faults = take_faults("/api/models/" + id); faults && faults->error_status) {
-               error_response(response, faults->error_status, "", "injected failure");
-               if (faults->retry_after_s >= 0) {
-                 response.set_header("Retry-After", std::to_string(faults->retry_after_s));
-               }
-               return;
-             }
-             std::unique_lock lock(mutex_);
-             const StoredRepo* repo = find_repo(id);
-             const bool bad_token = request.has_header("Authorization") &&
-                                    request.get_header_value("Authorization") != "Bearer " + valid_token_;
-             if (bad_token) {
-               error_response(response, 401, "", "Invalid credentials in Authorization header");
-             } else if (!repo || (repo->repo.access == RepoAccess::private_repo && !authorized(*repo, request))) {
-               error_response(response, 401, "RepoNotFound", "Repository not found");
-             } else if (!authorized(*repo, request)) {
-               error_response(response, 401, "GatedRepo", "Access to model " + id + " is restricted");
-             } else if (revision != repo->repo.commit &&
-                        std::find(repo->repo.revisions.begin(), repo->repo.revisions.end(),
-                                  revision) == repo->repo.revisions.end()) {
-               error_response(response, 404, "RevisionNotFound", "Invalid rev id: " + revision);
-             } else {
-               nlohmann::json siblings = nlohmann::json::array();
-               for (const auto& [path, file] : repo->files) {
-                 nlohmann::json sibling = {{"rfilename", path}, {"size", file.file.size},
-                                           {"blobId", file.git_sha1}};
-                 if (file.file.lfs) {
-                   sibling["lfs"] = {{"sha256", file.sha256}, {"size", file.file.size},
-                                     {"pointerSize", 134}};
-                 }
-                 siblings.push_back(sibling);
-               }
-               response.set_content(
-                   nlohmann::json({{"id", id}, {"sha", repo->repo.commit}, {"siblings", siblings}}).dump(),
-                   "application/json");
-             }
-             lock.unlock();
-             record("hub", request, response.status);
-           });
+  hub_.Get(R"(/api/models/([^/]+)/([^/]+)/revision/(.+))", [this](const httplib::Request& request,
+                                                                  httplib::Response& response) {
+    const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+    const std::string revision = request.matches[3].str();
+    if (auto faults = take_faults("/api/models/" + id); faults && faults->error_status) {
+      error_response(response, faults->error_status, "", "injected failure");
+      if (faults->retry_after_s >= 0) {
+        response.set_header("Retry-After", std::to_string(faults->retry_after_s));
+      }
+      return;
+    }
+    std::unique_lock lock(mutex_);
+    const StoredRepo* repo = find_repo(id);
+    const bool bad_token = request.has_header("Authorization") &&
+                           request.get_header_value("Authorization") != "Bearer " + valid_token_;
+    if (bad_token) {
+      error_response(response, 401, "", "Invalid credentials in Authorization header");
+    } else if (!repo ||
+               (repo->repo.access == RepoAccess::private_repo && !authorized(*repo, request))) {
+      error_response(response, 401, "RepoNotFound", "Repository not found");
+    } else if (!authorized(*repo, request)) {
+      error_response(response, 401, "GatedRepo", "Access to model " + id + " is restricted");
+    } else if (revision != repo->repo.commit &&
+               std::find(repo->repo.revisions.begin(), repo->repo.revisions.end(), revision) ==
+                   repo->repo.revisions.end()) {
+      error_response(response, 404, "RevisionNotFound", "Invalid rev id: " + revision);
+    } else {
+      nlohmann::json siblings = nlohmann::json::array();
+      for (const auto& [path, file] : repo->files) {
+        nlohmann::json sibling = {
+            {"rfilename", path}, {"size", file.file.size}, {"blobId", file.git_sha1}};
+        if (file.file.lfs) {
+          sibling["lfs"] = {
+              {"sha256", file.sha256}, {"size", file.file.size}, {"pointerSize", 134}};
+        }
+        siblings.push_back(sibling);
+      }
+      response.set_content(
+          nlohmann::json({{"id", id}, {"sha", repo->repo.commit}, {"siblings", siblings}}).dump(),
+          "application/json");
+    }
+    lock.unlock();
+    record("hub", request, response.status);
+  });
 
-  hub_.Get(R"(/([^/]+)/([^/]+)/resolve/(.+))",
-           [this](const httplib::Request& request, httplib::Response& response) {
-             const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
-             const std::string rest = request.matches[3].str();
-             std::unique_lock lock(mutex_);
-             const StoredRepo* repo = find_repo(id);
-             if (!repo) {
-               for (const auto& [other_id, other] : repos_) {
-                 if (other.repo.renamed_from == id) {
-                   response.status = 307;
-                   response.set_header("Location", "/" + other_id + "/resolve/" + rest);
-                   lock.unlock();
-                   return record("hub", request, 307);
-                 }
-               }
-             }
-             if (!repo || (repo->repo.access == RepoAccess::private_repo && !authorized(*repo, request))) {
-               error_response(response, 401, "RepoNotFound", "Repository not found");
-             } else if (!authorized(*repo, request)) {
-               error_response(response, 401, "GatedRepo", "Access to model " + id + " is restricted");
-             } else {
-               std::vector<std::string> revisions = repo->repo.revisions;
-               revisions.push_back(repo->repo.commit);
-               std::optional<std::string> path;
-               for (const auto& revision : revisions) {
-                 if (rest.starts_with(revision + "/")) path = rest.substr(revision.size() + 1);
-               }
-               auto file = path ? repo->files.find(*path) : repo->files.end();
-               if (!path) {
-                 error_response(response, 404, "RevisionNotFound", "Invalid rev id");
-               } else if (file == repo->files.end()) {
-                 error_response(response, 404, "EntryNotFound", "Entry not found");
-               } else {
-                 response.set_header("X-Repo-Commit", repo->repo.commit);
-                 if (file->second.file.lfs) {
-                   response.set_header("X-Linked-Etag", "\"" + file->second.sha256 + "\"");
-                   response.set_header("X-Linked-Size", std::to_string(file->second.file.size));
-                   response.set_header("ETag", "\"" + file->second.sha256 + "\"");
-                   response.status = 302;
-                   response.set_header(
-                       "Location", fmt::format("http://127.0.0.1:{}/blobs/{}?expires=9999999999&sig=x",
-                                               cdn_port_, file->second.sha256));
-                 } else {
-                   response.set_header("ETag", "\"" + file->second.git_sha1 + "\"");
-                   const StoredFile stored = file->second;
-                   lock.unlock();
-                   serve_content(request, response, stored);
-                   return record("hub", request, response.status);
-                 }
-               }
-             }
-             if (lock.owns_lock()) lock.unlock();
-             record("hub", request, response.status);
-           });
+  hub_.Get(R"(/([^/]+)/([^/]+)/resolve/(.+))", [this](const httplib::Request& request,
+                                                      httplib::Response& response) {
+    const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+    const std::string rest = request.matches[3].str();
+    std::unique_lock lock(mutex_);
+    const StoredRepo* repo = find_repo(id);
+    if (!repo) {
+      for (const auto& [other_id, other] : repos_) {
+        if (other.repo.renamed_from == id) {
+          response.status = 307;
+          response.set_header("Location", "/" + other_id + "/resolve/" + rest);
+          lock.unlock();
+          return record("hub", request, 307);
+        }
+      }
+    }
+    if (!repo || (repo->repo.access == RepoAccess::private_repo && !authorized(*repo, request))) {
+      error_response(response, 401, "RepoNotFound", "Repository not found");
+    } else if (!authorized(*repo, request)) {
+      error_response(response, 401, "GatedRepo", "Access to model " + id + " is restricted");
+    } else {
+      std::vector<std::string> revisions = repo->repo.revisions;
+      revisions.push_back(repo->repo.commit);
+      std::optional<std::string> path;
+      for (const auto& revision : revisions) {
+        if (rest.starts_with(revision + "/")) path = rest.substr(revision.size() + 1);
+      }
+      auto file = path ? repo->files.find(*path) : repo->files.end();
+      if (!path) {
+        error_response(response, 404, "RevisionNotFound", "Invalid rev id");
+      } else if (file == repo->files.end()) {
+        error_response(response, 404, "EntryNotFound", "Entry not found");
+      } else {
+        response.set_header("X-Repo-Commit", repo->repo.commit);
+        if (file->second.file.lfs) {
+          response.set_header("X-Linked-Etag", "\"" + file->second.sha256 + "\"");
+          response.set_header("X-Linked-Size", std::to_string(file->second.file.size));
+          response.set_header("ETag", "\"" + file->second.sha256 + "\"");
+          response.status = 302;
+          response.set_header("Location",
+                              fmt::format("http://127.0.0.1:{}/blobs/{}?expires=9999999999&sig=x",
+                                          cdn_port_, file->second.sha256));
+        } else {
+          response.set_header("ETag", "\"" + file->second.git_sha1 + "\"");
+          const StoredFile stored = file->second;
+          lock.unlock();
+          serve_content(request, response, stored);
+          return record("hub", request, response.status);
+        }
+      }
+    }
+    if (lock.owns_lock()) lock.unlock();
+    record("hub", request, response.status);
+  });
 }
 
 void HubFixture::install_cdn_routes() {
-  cdn_.Get(R"(/blobs/([0-9a-f]+))", [this](const httplib::Request& request,
-                                          httplib::Response& response) {
-    std::unique_lock lock(mutex_);
-    auto blob = blobs_.find(request.matches[1].str());
-    if (blob == blobs_.end()) {
-      error_response(response, 404, "", "no such blob");
-      lock.unlock();
-      return record("cdn", request, 404);
-    }
-    const StoredFile stored = repos_.at(blob->second.first).files.at(blob->second.second);
-    lock.unlock();
-    serve_content(request, response, stored);
-    record("cdn", request, response.status);
-  });
+  cdn_.Get(R"(/blobs/([0-9a-f]+))",
+           [this](const httplib::Request& request, httplib::Response& response) {
+             std::unique_lock lock(mutex_);
+             auto blob = blobs_.find(request.matches[1].str());
+             if (blob == blobs_.end()) {
+               error_response(response, 404, "", "no such blob");
+               lock.unlock();
+               return record("cdn", request, 404);
+             }
+             const StoredFile stored = repos_.at(blob->second.first).files.at(blob->second.second);
+             lock.unlock();
+             serve_content(request, response, stored);
+             record("cdn", request, response.status);
+           });
 }
 
 void HubFixture::serve_content(const httplib::Request& request, httplib::Response& response,

@@ -40,20 +40,20 @@ struct FixtureRepo {
 // key "/api/models/<org>/<name>" targets the repo's listing instead (error_status only).
 struct Faults {
   int times = 1;
-  std::optional<std::uint64_t> drop_after_bytes;  // close the connection after N body bytes
-  std::optional<std::uint64_t> corrupt_at;        // flip the byte at this file offset
-  int error_status = 0;                           // answer this status (5xx, 429, 403…)
-  int retry_after_s = -1;                         // with a Retry-After header when >= 0
-  std::optional<std::uint64_t> stall_after_bytes; // send N bytes, then nothing until dropped
-  bool ignore_range = false;                      // answer 200 with the whole file
-  bool expire_signed_url = false;                 // the CDN answers 403: the URL expired
+  std::optional<std::uint64_t> drop_after_bytes;   // close the connection after N body bytes
+  std::optional<std::uint64_t> corrupt_at;         // flip the byte at this file offset
+  int error_status = 0;                            // answer this status (5xx, 429, 403…)
+  int retry_after_s = -1;                          // with a Retry-After header when >= 0
+  std::optional<std::uint64_t> stall_after_bytes;  // send N bytes, then nothing until dropped
+  bool ignore_range = false;                       // answer 200 with the whole file
+  bool expire_signed_url = false;                  // the CDN answers 403: the URL expired
 };
 
 struct RecordedRequest {
   std::string listener;  // "hub" or "cdn"
   std::string method;
-  std::string path;      // decoded path, without the query
-  std::string range;     // the Range header, if any
+  std::string path;   // decoded path, without the query
+  std::string range;  // the Range header, if any
   std::string authorization;
   int status = 0;
 };

@@ -18,7 +18,8 @@ namespace {
 
 rbee::testing::FixtureFile parse_file(const std::string& spec, bool lfs, std::uint64_t seed) {
   const auto colon = spec.rfind(':');
-  if (colon == std::string::npos) throw CLI::ValidationError("file", "expected path:size, got " + spec);
+  if (colon == std::string::npos)
+    throw CLI::ValidationError("file", "expected path:size, got " + spec);
   return {spec.substr(0, colon), std::stoull(spec.substr(colon + 1)), lfs, seed};
 }
 

@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
-#include <rbee/jobs/job_registry.hpp>
 #include <nlohmann/json.hpp>
+#include <rbee/jobs/job_registry.hpp>
 #include <rbee/narration/narrator.hpp>
 
 using namespace rbee::jobs;

@@ -52,9 +52,8 @@ TEST_CASE("a handler error fails the job with its message, redacted") {
   Fixture f;
   f.narrator.redactor().add_secret("hf_secret_token_1");
   JobRouter router(f.narrator, 1);
-  router.route("model_list", [](JobContext&) {
-    throw JobError("boom", "failed with token hf_secret_token_1");
-  });
+  router.route("model_list",
+               [](JobContext&) { throw JobError("boom", "failed with token hf_secret_token_1"); });
   auto job = f.registry.create(ModelList{"h"});
   router.submit(job);
   CHECK(f.wait_finished(job) == JobState::failed);

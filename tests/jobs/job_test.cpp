@@ -7,8 +7,12 @@ using namespace rbee::jobs;
 using namespace std::chrono_literals;
 
 namespace {
-Job make_job() { return Job(make_job_id(), ModelList{"localhost"}); }
-std::string last_line(const Job& job) { return job.events().read_after(0, 0ms).entries.back().data; }
+Job make_job() {
+  return Job(make_job_id(), ModelList{"localhost"});
+}
+std::string last_line(const Job& job) {
+  return job.events().read_after(0, 0ms).entries.back().data;
+}
 }  // namespace
 
 TEST_CASE("job ids are job- followed by a version 4 UUID, and differ") {

@@ -63,7 +63,8 @@ TEST_CASE("malformed bodies are refused with the matching code") {
 TEST_CASE("rbee operations this hive does not serve differ from unknown ones") {
   CHECK(error_code_of(R"({"operation":"worker_spawn"})") ==
         OperationErrorCode::unsupported_operation);
-  CHECK(error_code_of(R"({"operation":"model_load"})") == OperationErrorCode::unsupported_operation);
+  CHECK(error_code_of(R"({"operation":"model_load"})") ==
+        OperationErrorCode::unsupported_operation);
   CHECK(error_code_of(R"({"operation":"make_coffee"})") == OperationErrorCode::unknown_operation);
 }
 

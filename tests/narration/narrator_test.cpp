@@ -29,8 +29,14 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
   narrator.add_sink(first);
   narrator.add_sink(second);
 
-  NarrationEvent event{"hive", "auth", "target tok-123456", "used tok-123456", "job-1",
-                       Level::warn, 0, Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt, 1, 2}};
+  NarrationEvent event{"hive",
+                       "auth",
+                       "target tok-123456",
+                       "used tok-123456",
+                       "job-1",
+                       Level::warn,
+                       0,
+                       Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt, 1, 2}};
   narrator.emit(event);
 
   REQUIRE(first->events.size() == 1);
@@ -43,8 +49,9 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
 }
 
 TEST_CASE("event JSON has the SSE fields and flat progress") {
-  NarrationEvent event{"provisioner", "download_progress", "org/m", "50%", "job-1",
-                       Level::info, 42, Progress{"a.bin", 5, 10, 2.5, 2.0, 50, 100}};
+  NarrationEvent event{
+      "provisioner", "download_progress", "org/m", "50%",
+      "job-1",       Level::info,         42,      Progress{"a.bin", 5, 10, 2.5, 2.0, 50, 100}};
   const auto json = to_json(event);
   CHECK(json["type"] == "narration");
   CHECK(json["actor"] == "provisioner");
@@ -60,8 +67,8 @@ TEST_CASE("event JSON has the SSE fields and flat progress") {
 }
 
 TEST_CASE("log line carries timestamp, level, actor, action and job id") {
-  NarrationEvent event{"hive", "job_started", "model_list", "Started", "job-9", Level::error,
-                       1795383181260, std::nullopt};
+  NarrationEvent event{"hive",  "job_started", "model_list",  "Started",
+                       "job-9", Level::error,  1795383181260, std::nullopt};
   const std::string line = LogSink::format_line(event);
   CHECK(line.starts_with("2026-11-22T"));
   CHECK(line.find("ERROR") != std::string::npos);

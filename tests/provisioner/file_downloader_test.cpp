@@ -51,13 +51,14 @@ struct Setup {
     events.retrying = [this](int, const std::string& reason, std::chrono::milliseconds) {
       retries.push_back(reason);
     };
-    FileDownloader(client, policy).fetch(parse_model_id("org/m"), "main", file(path), dir / path,
-                                         stop, events);
+    FileDownloader(client, policy)
+        .fetch(parse_model_id("org/m"), "main", file(path), dir / path, stop, events);
   }
   std::vector<RecordedRequest> content_requests(const std::string& listener) {
     std::vector<RecordedRequest> result;
     for (auto& r : hub.requests()) {
-      if (r.listener == listener && r.method == "GET" && r.path.find("/api/") != 0) result.push_back(r);
+      if (r.listener == listener && r.method == "GET" && r.path.find("/api/") != 0)
+        result.push_back(r);
     }
     return result;
   }
@@ -138,9 +139,11 @@ TEST_CASE("5xx and 429 answers are retried, honouring Retry-After") {
   std::chrono::milliseconds reported{0};
   s.hub.set_faults("big.gguf", Faults{.times = 1, .error_status = 429, .retry_after_s = 1});
   DownloadEvents events;
-  events.retrying = [&](int, const std::string&, std::chrono::milliseconds delay) { reported = delay; };
-  FileDownloader(s.client, s.policy).fetch(parse_model_id("org/m"), "main", s.file("big.gguf"),
-                                           s.dir / "big.gguf", {}, events);
+  events.retrying = [&](int, const std::string&, std::chrono::milliseconds delay) {
+    reported = delay;
+  };
+  FileDownloader(s.client, s.policy)
+      .fetch(parse_model_id("org/m"), "main", s.file("big.gguf"), s.dir / "big.gguf", {}, events);
   CHECK(reported >= 1000ms);  // the server's Retry-After, not the 1 ms backoff
 }
 
@@ -155,9 +158,10 @@ TEST_CASE("attempts without progress are bounded") {
 TEST_CASE("a 404 is not retried") {
   Setup s;
   FileToFetch missing{"absent.bin", 10, "", "0000000000000000000000000000000000000000"};
-  CHECK_THROWS_AS(FileDownloader(s.client, s.policy)
-                      .fetch(parse_model_id("org/m"), "main", missing, s.dir / "absent.bin", {}, {}),
-                  HubError);
+  CHECK_THROWS_AS(
+      FileDownloader(s.client, s.policy)
+          .fetch(parse_model_id("org/m"), "main", missing, s.dir / "absent.bin", {}, {}),
+      HubError);
 }
 
 TEST_CASE("a server that ignores Range answers 200: the part restarts from zero, still exact") {

@@ -80,8 +80,9 @@ TEST_CASE("Hub errors map to typed, actionable errors") {
         HubErrorKind::revision_not_found);
   CHECK(error_kind([&] { anonymous.resolve(parse_model_id("org/model"), "main", "nope.bin"); }) ==
         HubErrorKind::entry_not_found);
-  CHECK(error_kind([&] { client_for(hub, "hf_wrong_token_value").model_info(parse_model_id("org/model"), "main"); }) ==
-        HubErrorKind::unauthorized);
+  CHECK(error_kind([&] {
+          client_for(hub, "hf_wrong_token_value").model_info(parse_model_id("org/model"), "main");
+        }) == HubErrorKind::unauthorized);
   const auto with_token = client_for(hub, "hf_valid_token_value");
   CHECK_NOTHROW(with_token.model_info(parse_model_id("org/gated"), "main"));
   CHECK_NOTHROW(with_token.model_info(parse_model_id("org/private"), "main"));
@@ -119,8 +120,8 @@ TEST_CASE("a renamed repo's relative redirect is followed and keeps the token") 
   repo.id = "neworg/model";
   repo.renamed_from = "oldorg/model";
   hub.add_repo(repo);
-  const auto resolved =
-      client_for(hub, "hf_some_token_value").resolve(parse_model_id("oldorg/model"), "main", "config.json");
+  const auto resolved = client_for(hub, "hf_some_token_value")
+                            .resolve(parse_model_id("oldorg/model"), "main", "config.json");
   CHECK(resolved.url.target.find("/neworg/model/resolve/") == 0);
   CHECK(resolved.send_token);
 }
@@ -139,7 +140,8 @@ TEST_CASE("settings come from HF_ENDPOINT, HF_TOKEN, HUGGING_FACE_HUB_TOKEN, the
   CHECK(hub_settings_from_environment().token == "hf_legacy_variable");
   ::setenv("HF_TOKEN", "hf_primary_variable", 1);
   CHECK(hub_settings_from_environment().token == "hf_primary_variable");
-  for (const char* name : {"HF_HOME", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}) ::unsetenv(name);
+  for (const char* name : {"HF_HOME", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+    ::unsetenv(name);
   CHECK(hub_settings_from_environment().endpoint == "https://huggingface.co");
 }
 

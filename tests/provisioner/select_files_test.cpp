@@ -9,8 +9,8 @@ std::vector<std::string> paths(const std::vector<Sibling>& files) {
   for (const auto& f : files) result.push_back(f.path);
   return result;
 }
-const std::vector<Sibling> kRepo = {{"config.json"}, {"model-q4.gguf"}, {"model-q8.gguf"},
-                                    {"sub/dir/extra.gguf"}, {"README.md"}};
+const std::vector<Sibling> kRepo = {
+    {"config.json"}, {"model-q4.gguf"}, {"model-q8.gguf"}, {"sub/dir/extra.gguf"}, {"README.md"}};
 }  // namespace
 
 TEST_CASE("no patterns select every file") {

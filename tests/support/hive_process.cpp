@@ -60,8 +60,8 @@ int free_port() {
 
 HiveProcess::HiveProcess(HiveOptions options) : options_(std::move(options)) {
   log_path_ = options_.cache_dir.parent_path() /
-              ("hive-" + options_.cache_dir.filename().string() + "-" +
-               std::to_string(::getpid()) + "-" + std::to_string(free_port()) + ".log");
+              ("hive-" + options_.cache_dir.filename().string() + "-" + std::to_string(::getpid()) +
+               "-" + std::to_string(free_port()) + ".log");
   // A port taken between free_port() and the hive's bind is rare; try a few.
   for (int attempt = 0; attempt < 3; ++attempt) {
     port_ = options_.port != 0 ? options_.port : free_port();
@@ -162,6 +162,8 @@ std::string HiveProcess::submit_job(const nlohmann::json& body) const {
   return nlohmann::json::parse(res->body).at("job_id").get<std::string>();
 }
 
-std::string HiveProcess::log() const { return read_text(log_path_); }
+std::string HiveProcess::log() const {
+  return read_text(log_path_);
+}
 
 }  // namespace rbee::testing

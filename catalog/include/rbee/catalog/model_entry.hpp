@@ -22,8 +22,8 @@ ModelStatus parse_model_status(std::string_view text);  // throws std::invalid_a
 struct ModelFile {
   std::string path;  // relative to the model directory, as in the repo
   std::uint64_t size = 0;
-  std::string sha256;  // LFS files
-  std::string etag;    // git blob sha1 for regular files
+  std::string sha256;             // LFS files
+  std::string etag;               // git blob sha1 for regular files
   std::string state = "pending";  // pending | downloading | verified | failed
   friend bool operator==(const ModelFile&, const ModelFile&) = default;
 };

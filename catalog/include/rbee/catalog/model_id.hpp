@@ -9,7 +9,7 @@
 
 namespace rbee::catalog {
 
-inline constexpr std::size_t kMaxModelIdLength = 96;     // the Hub's limit for a repo id
+inline constexpr std::size_t kMaxModelIdLength = 96;  // the Hub's limit for a repo id
 inline constexpr std::size_t kMaxRepoPathLength = 1024;
 
 struct ModelId {

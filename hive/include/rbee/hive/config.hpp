@@ -17,7 +17,7 @@ inline constexpr int kDefaultPort = 7835;
 
 struct HiveConfig {
   std::string bind = "127.0.0.1";
-  int port = kDefaultPort;  // 0 picks a free port (tests)
+  int port = kDefaultPort;          // 0 picks a free port (tests)
   std::filesystem::path cache_dir;  // default: ~/.cache/rbee/models
   std::string api_token;            // empty: no token required (loopback only)
   narration::Level log_level = narration::Level::info;

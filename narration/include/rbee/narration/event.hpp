@@ -18,12 +18,12 @@ Level parse_level(std::string_view text);
 
 // Structured progress of one file transfer; serialised flat beside the event's fields.
 struct Progress {
-  std::string file;               // the file being transferred
-  std::uint64_t bytes_done = 0;   // of that file
-  std::uint64_t bytes_total = 0;  // of that file
-  double bytes_per_sec = 0;       // of the whole download
-  std::optional<double> eta_s;    // of the whole download; absent while the speed is unknown
-  std::uint64_t model_bytes_done = 0;   // of every selected file together
+  std::string file;                    // the file being transferred
+  std::uint64_t bytes_done = 0;        // of that file
+  std::uint64_t bytes_total = 0;       // of that file
+  double bytes_per_sec = 0;            // of the whole download
+  std::optional<double> eta_s;         // of the whole download; absent while the speed is unknown
+  std::uint64_t model_bytes_done = 0;  // of every selected file together
   std::uint64_t model_bytes_total = 0;
 };
 

@@ -1,6 +1,7 @@
 #pragma once
 // LogSink: one readable line per event on a stream (stderr by default), e.g.
-//   2026-11-22T21:30:00.123Z INFO  provisioner download_started job=job-… org/name: Downloading 3 files
+//   2026-11-22T21:30:00.123Z INFO  provisioner download_started job=job-… org/name: Downloading 3
+//   files
 
 #include <cstdio>
 #include <mutex>

@@ -37,7 +37,8 @@ struct DownloadPolicy {
 
 struct DownloadEvents {
   std::function<void(std::uint64_t bytes_done)> progress;  // bytes of this file on disk so far
-  std::function<void(int attempt, const std::string& reason, std::chrono::milliseconds delay)> retrying;
+  std::function<void(int attempt, const std::string& reason, std::chrono::milliseconds delay)>
+      retrying;
 };
 
 enum class DownloadErrorKind { hash_mismatch, disk, gave_up };

@@ -29,16 +29,16 @@ struct HubSettings {
 HubSettings hub_settings_from_environment();
 
 enum class HubErrorKind {
-  repo_not_found,      // missing, or private without a token that may see it
-  gated,               // gated: access must be requested on the Hub
+  repo_not_found,  // missing, or private without a token that may see it
+  gated,           // gated: access must be requested on the Hub
   revision_not_found,
-  entry_not_found,     // the file is not in the repo at that revision
-  unauthorized,        // the token was refused
-  forbidden,           // 403, e.g. an expired signed URL
-  rate_limited,        // 429
-  server_error,        // 408 and 5xx
-  network,             // connect/read failures, timeouts
-  protocol,            // an answer that breaks the protocol (bad JSON, too many redirects…)
+  entry_not_found,  // the file is not in the repo at that revision
+  unauthorized,     // the token was refused
+  forbidden,        // 403, e.g. an expired signed URL
+  rate_limited,     // 429
+  server_error,     // 408 and 5xx
+  network,          // connect/read failures, timeouts
+  protocol,         // an answer that breaks the protocol (bad JSON, too many redirects…)
 };
 
 std::string_view to_string(HubErrorKind kind);
@@ -61,7 +61,7 @@ class HubError : public std::runtime_error {
 };
 
 struct Sibling {
-  std::string path;        // rfilename
+  std::string path;  // rfilename
   std::uint64_t size = 0;
   std::string blob_id;     // git blob sha1
   std::string lfs_sha256;  // empty for regular (non-LFS) files
@@ -77,7 +77,7 @@ struct Url {
   std::string scheme;  // "http" or "https"
   std::string host;
   int port = 0;
-  std::string target;  // path and query
+  std::string target;          // path and query
   std::string origin() const;  // scheme://host:port
 };
 std::optional<Url> parse_url(const std::string& text);

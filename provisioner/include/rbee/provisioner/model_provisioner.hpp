@@ -62,12 +62,14 @@ class ModelProvisioner {
  private:
   class DownloadSlot;
   std::unique_ptr<catalog::FileLock> acquire_model_lock(const DownloadRequest& request,
-                                                       const catalog::ModelId& id,
-                                                       const std::stop_token& stop);
-  RepoInfo list_repo(const DownloadRequest& request, const catalog::ModelId& id, const std::stop_token& stop);
+                                                        const catalog::ModelId& id,
+                                                        const std::stop_token& stop);
+  RepoInfo list_repo(const DownloadRequest& request, const catalog::ModelId& id,
+                     const std::stop_token& stop);
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
                        const RepoInfo& info, const std::stop_token& stop);
-  void record_failure(const catalog::ModelId& id, const DownloadRequest& request, const std::string& reason);
+  void record_failure(const catalog::ModelId& id, const DownloadRequest& request,
+                      const std::string& reason);
 
   HubClient hub_;
   FileDownloader downloader_;

@@ -75,6 +75,15 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          [&downloads](int ms) { downloads.download.stall_timeout = std::chrono::milliseconds(ms); },
          "A connection that delivers under 16 KiB in this time is resumed anew (default 30000)")
       ->check(CLI::Range(100, 600000));
+  app.add_option("--connections", downloads.download.connections,
+                 "Connections per large file, fetching byte ranges; 1 turns ranges off (default 8)")
+      ->envname("RBEE_CONNECTIONS")
+      ->check(CLI::Range(1, 64));
+  app.add_option_function<std::uint64_t>(
+         "--min-range-mb",
+         [&downloads](std::uint64_t mb) { downloads.download.min_range_bytes = mb << 20; },
+         "Smallest byte range per connection (MiB); files under twice this use one (default 16)")
+      ->check(CLI::Range(1, 4096));
   app.add_option_function<int>(
          "--progress-interval-ms",
          [&downloads](int ms) { downloads.progress_interval = std::chrono::milliseconds(ms); },

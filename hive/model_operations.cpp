@@ -116,8 +116,9 @@ void register_model_operations(jobs::JobRouter& router, catalog::ModelCatalog& c
   });
   router.route("model_download", [&provisioner](JobContext& context) {
     const auto& op = std::get<jobs::ModelDownload>(context.operation());
-    provisioner.download({op.model, op.revision, op.include, op.exclude, context.job_id()},
-                         context.cancellation().stop_token());
+    provisioner.download(
+        {op.model, op.revision, op.include, op.exclude, context.job_id(), op.connections},
+        context.cancellation().stop_token());
   });
 }
 

@@ -92,6 +92,16 @@ std::vector<std::string> string_list(const nlohmann::json& body, const char* fie
   return values;
 }
 
+std::optional<int> optional_connections(const nlohmann::json& body) {
+  auto it = body.find("connections");
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 64) {
+    throw error(OperationErrorCode::invalid_field,
+                "field 'connections' must be an integer from 1 to 64");
+  }
+  return it->get<int>();
+}
+
 // rbee's clients always send hive_id; this hive serves only itself, so it is kept for the
 // record and defaults to "localhost" rather than refusing a job over it.
 std::string hive_id(const nlohmann::json& body) {
@@ -110,9 +120,12 @@ Operation parse_object(const nlohmann::json& body) {
   }
   const auto& name = op->get_ref<const std::string&>();
   if (name == "model_download") {
-    ModelDownload download{hive_id(body), required_string(body, "model"),
-                           optional_string(body, "revision", "main"), string_list(body, "include"),
-                           string_list(body, "exclude")};
+    ModelDownload download{hive_id(body),
+                           required_string(body, "model"),
+                           optional_string(body, "revision", "main"),
+                           string_list(body, "include"),
+                           string_list(body, "exclude"),
+                           optional_connections(body)};
     if (download.revision.empty()) {
       throw error(OperationErrorCode::invalid_field, "field 'revision' must not be empty");
     }
@@ -181,6 +194,7 @@ nlohmann::json to_json(const Operation& operation) {
           json["revision"] = op.revision;
           json["include"] = op.include;
           json["exclude"] = op.exclude;
+          if (op.connections) json["connections"] = *op.connections;
         } else if constexpr (std::is_same_v<T, ModelGet> || std::is_same_v<T, ModelDelete>) {
           json["id"] = op.id;
         }

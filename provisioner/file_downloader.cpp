@@ -1,7 +1,6 @@
 #include "rbee/provisioner/file_downloader.hpp"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "file_hash.hpp"
+#include "ranged_download.hpp"
 #include "retry.hpp"
 
 namespace fs = std::filesystem;
@@ -19,52 +20,13 @@ namespace {
 
 constexpr std::size_t kWriteBatch = 1 << 20;  // the client reads 4 KiB pieces: write in 1 MiB
 
-// The file's checksum, fed as bytes arrive: SHA-256 for LFS files, git's blob SHA-1
-// ("blob <size>\0" + content) for regular ones.
-class Hasher {
- public:
-  explicit Hasher(const FileToFetch& file) : file_(file), context_(EVP_MD_CTX_new()) { reset(); }
-  ~Hasher() { EVP_MD_CTX_free(context_); }
-  Hasher(const Hasher&) = delete;
-  Hasher& operator=(const Hasher&) = delete;
-
-  void reset() {
-    EVP_DigestInit_ex(context_, uses_sha256() ? EVP_sha256() : EVP_sha1(), nullptr);
-    if (!uses_sha256()) {
-      const std::string header = fmt::format("blob {}", file_.size) + std::string(1, '\0');
-      update(header.data(), header.size());
-    }
-  }
-  void update(const char* data, std::size_t length) { EVP_DigestUpdate(context_, data, length); }
-  std::string hex_digest() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned length = 0;
-    EVP_DigestFinal_ex(context_, digest, &length);
-    std::string hex;
-    for (unsigned i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
-    return hex;
-  }
-  const std::string& expected() const { return uses_sha256() ? file_.sha256 : file_.git_sha1; }
-  std::string_view algorithm() const { return uses_sha256() ? "sha256" : "git-sha1"; }
-
- private:
-  bool uses_sha256() const { return !file_.sha256.empty(); }
-  const FileToFetch& file_;
-  EVP_MD_CTX* context_;
-};
-
-[[noreturn]] void disk_error(std::string_view what, const fs::path& path, int error) {
-  throw DownloadError(DownloadErrorKind::disk,
-                      fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(error)));
-}
-
-// The part file: an fd positioned at its end, with the bytes so far fed through the hasher.
+// The part file: an fd positioned at its end, with the bytes so far fed through the hash.
 class PartFile {
  public:
-  PartFile(fs::path path, std::uint64_t expected_size, Hasher& hasher)
-      : path_(std::move(path)), hasher_(hasher) {
+  PartFile(fs::path path, std::uint64_t expected_size, FileHash& hash)
+      : path_(std::move(path)), hash_(hash) {
     fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) disk_error("open", path_, errno);
+    if (fd_ < 0) throw_disk_error("open", path_, errno);
     rehash_prefix(expected_size);
   }
   ~PartFile() {
@@ -76,30 +38,31 @@ class PartFile {
   std::uint64_t size() const { return size_; }
 
   void append(const char* data, std::size_t length) {
-    hasher_.update(data, length);
+    hash_.update(data, length);
     for (std::size_t written = 0; written < length;) {
       const ssize_t n =
           ::pwrite(fd_, data + written, length - written, static_cast<off_t>(size_ + written));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) disk_error("write", path_, errno);
+      if (n < 0) throw_disk_error("write", path_, errno);
       written += static_cast<std::size_t>(n);
     }
     size_ += length;
   }
 
   void restart() {
-    if (::ftruncate(fd_, 0) != 0) disk_error("truncate", path_, errno);
+    if (::ftruncate(fd_, 0) != 0) throw_disk_error("truncate", path_, errno);
     size_ = 0;
-    hasher_.reset();
+    hash_.reset();
   }
 
   // fsync, then rename over `destination` and fsync the folder: the verified file appears
   // whole or not at all.
   void commit_to(const fs::path& destination) {
-    if (::fsync(fd_) != 0) disk_error("fsync", path_, errno);
+    if (::fsync(fd_) != 0) throw_disk_error("fsync", path_, errno);
     ::close(fd_);
     fd_ = -1;
-    if (::rename(path_.c_str(), destination.c_str()) != 0) disk_error("rename", destination, errno);
+    if (::rename(path_.c_str(), destination.c_str()) != 0)
+      throw_disk_error("rename", destination, errno);
     const int folder =
         ::open(destination.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (folder >= 0) {
@@ -111,24 +74,17 @@ class PartFile {
  private:
   void rehash_prefix(std::uint64_t expected_size) {
     const off_t length = ::lseek(fd_, 0, SEEK_END);
-    if (length < 0) disk_error("seek", path_, errno);
+    if (length < 0) throw_disk_error("seek", path_, errno);
     if (static_cast<std::uint64_t>(length) > expected_size) {  // not a prefix of this file
       restart();
       return;
     }
-    std::vector<char> buffer(kWriteBatch);
-    for (off_t offset = 0; offset < length;) {
-      const ssize_t n = ::pread(fd_, buffer.data(), buffer.size(), offset);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) disk_error("read", path_, n < 0 ? errno : EIO);
-      hasher_.update(buffer.data(), static_cast<std::size_t>(n));
-      offset += n;
-    }
+    hash_file_range(fd_, path_, 0, static_cast<std::uint64_t>(length), hash_);
     size_ = static_cast<std::uint64_t>(length);
   }
 
   fs::path path_;
-  Hasher& hasher_;
+  FileHash& hash_;
   int fd_ = -1;
   std::uint64_t size_ = 0;
 };
@@ -243,18 +199,16 @@ bool verify_on_disk(const FileToFetch& file, const fs::path& path) {
   if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) != file.size || ec) return false;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  Hasher hasher(file);
-  std::vector<char> buffer(kWriteBatch);
-  std::uint64_t total = 0;
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    hasher.update(buffer.data(), static_cast<std::size_t>(n));
-    total += static_cast<std::uint64_t>(n);
+  FileHash hash(file);
+  bool matches = false;
+  try {
+    hash_file_range(fd, path, 0, file.size, hash);
+    matches = hash.hex_digest() == hash.expected();
+  } catch (const DownloadError&) {
+    matches = false;  // unreadable: not verified, so it is downloaded again
   }
   ::close(fd);
-  return total == file.size && hasher.hex_digest() == hasher.expected();
+  return matches;
 }
 
 FileDownloader::FileDownloader(const HubClient& hub, DownloadPolicy policy)
@@ -265,9 +219,35 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
                            std::stop_token stop, const DownloadEvents& events) const {
   std::error_code ec;
   fs::create_directories(destination.parent_path(), ec);
-  if (ec) disk_error("create folder", destination.parent_path(), ec.value());
-  Hasher hasher(file);
-  PartFile part(fs::path(destination.string() + ".part"), file.size, hasher);
+  if (ec) throw_disk_error("create folder", destination.parent_path(), ec.value());
+  if (!fs::exists(destination.string() + ".part", ec)) fs::remove(ranges_path(destination), ec);
+  if (wants_ranges(policy_, file, destination)) {
+    for (int attempt = 1;; ++attempt) {
+      std::string mismatch;
+      const auto outcome =
+          fetch_in_ranges(hub_, policy_, repo, commit, file, destination, stop, events, mismatch);
+      if (outcome == RangedOutcome::verified) return;
+      if (outcome == RangedOutcome::ranges_refused) {
+        if (events.retrying) {
+          events.retrying(0, file.path + ": the server ignores Range; one connection from zero",
+                          {});
+        }
+        break;
+      }
+      if (attempt == 2) throw DownloadError(DownloadErrorKind::hash_mismatch, mismatch);
+      if (events.retrying) events.retrying(1, mismatch + "; downloading again from zero", {});
+    }
+  }
+  fetch_over_one_connection(repo, commit, file, destination, stop, events);
+}
+
+void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
+                                               const std::string& commit, const FileToFetch& file,
+                                               const fs::path& destination,
+                                               const std::stop_token& stop,
+                                               const DownloadEvents& events) const {
+  FileHash hash(file);
+  PartFile part(fs::path(destination.string() + ".part"), file.size, hash);
   if (events.progress) events.progress(part.size());
 
   std::optional<ResolvedFile> source;
@@ -277,12 +257,11 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
   for (;;) {
     if (stop.stop_requested()) throw DownloadCancelled();
     if (part.size() == file.size) {
-      const std::string actual = hasher.hex_digest();
-      if (actual == hasher.expected()) return part.commit_to(destination);
+      const std::string actual = hash.hex_digest();
+      if (actual == hash.expected()) return part.commit_to(destination);
       part.restart();
-      const std::string reason =
-          fmt::format("{} mismatch for {}: expected {}, got {}", hasher.algorithm(), file.path,
-                      hasher.expected(), actual);
+      const std::string reason = fmt::format("{} mismatch for {}: expected {}, got {}",
+                                             hash.algorithm(), file.path, hash.expected(), actual);
       if (retried_mismatch) throw DownloadError(DownloadErrorKind::hash_mismatch, reason);
       retried_mismatch = true;
       if (events.retrying) events.retrying(1, reason + "; downloading again from zero", {});

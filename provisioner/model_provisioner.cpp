@@ -206,11 +206,7 @@ class ModelProvisioner::DownloadSlot {
 ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
                                    const narration::Narrator& narrator,
                                    ProvisionerSettings settings)
-    : hub_(std::move(hub)),
-      downloader_(hub_, settings.download),
-      catalog_(catalog),
-      narrator_(narrator),
-      settings_(settings) {}
+    : hub_(std::move(hub)), catalog_(catalog), narrator_(narrator), settings_(settings) {}
 
 std::size_t ModelProvisioner::mark_interrupted_downloads() {
   std::size_t marked = 0;
@@ -391,6 +387,9 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                                           request.revision, info.commit.substr(0, 12), files.size(),
                                           files.size() == 1 ? "" : "s", format_bytes(total)));
 
+  DownloadPolicy policy = settings_.download;
+  if (request.connections) policy.connections = *request.connections;
+  const FileDownloader downloader(hub_, policy);
   ProgressReporter reporter(narrator_, request.job_id, id.str(), total, 0,
                             settings_.progress_interval);
   auto mark_verified = [&](ModelFile& file) {
@@ -432,7 +431,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                                          delay.count() / 1000.0, attempt + 1, reason),
               Level::warn);
     };
-    downloader_.fetch(id, info.commit, wanted, dir / file.path, stop, events);
+    downloader.fetch(id, info.commit, wanted, dir / file.path, stop, events);
     mark_verified(file);
     narrate("file_verified", fmt::format("Verified {} ({}, {})", file.path, format_bytes(file.size),
                                          file.sha256.empty() ? "git sha1" : "sha256"));

@@ -130,6 +130,14 @@ bool wait_for_bytes(const std::filesystem::path& file, std::uint64_t bytes) {
   return false;
 }
 
+std::vector<RecordedRequest> cdn_gets(const HubFixture& hub) {
+  std::vector<RecordedRequest> gets;
+  for (const auto& r : hub.requests()) {
+    if (r.listener == "cdn" && r.method == "GET") gets.push_back(r);
+  }
+  return gets;
+}
+
 std::uint64_t range_start(const RecordedRequest& request) {
   if (!request.range.starts_with("bytes=")) return 0;
   return std::stoull(request.range.substr(6));
@@ -327,7 +335,8 @@ TEST_CASE("a file corrupted on every try fails with both hashes and is never mar
   CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/rotten/model.gguf"));
 }
 
-TEST_CASE("a hive killed mid-file marks the model interrupted and the next job resumes the part") {
+TEST_CASE(
+    "a hive killed mid-file (one connection) is marked interrupted and the next job resumes") {
   HubFixture hub;
   FixtureRepo repo;
   repo.id = "acme/big";
@@ -336,7 +345,7 @@ TEST_CASE("a hive killed mid-file marks the model interrupted and the next job r
   hub.add_repo(repo);
   hub.set_rate_limit(8 * 1024 * 1024);
 
-  HiveUnderTest hive(fast_flags(), "", {{"HF_ENDPOINT", hub.endpoint()}});
+  HiveUnderTest hive(fast_flags({"--connections", "1"}), "", {{"HF_ENDPOINT", hub.endpoint()}});
   const auto part = hive.cache / "acme/big/model.gguf.part";
   start_download(*hive.hive, "acme/big");
   REQUIRE(wait_for_bytes(part, 2 * 1024 * 1024));
@@ -348,7 +357,7 @@ TEST_CASE("a hive killed mid-file marks the model interrupted and the next job r
   hub.clear_requests();
   hive.hive = std::make_unique<HiveProcess>(
       HiveOptions{hive.cache,
-                  fast_flags(),
+                  fast_flags({"--connections", "1"}),
                   {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
   const json listed = get_json(*hive.hive, "/v1/models/acme/big");
   CHECK(listed["status"] == "interrupted");
@@ -367,13 +376,61 @@ TEST_CASE("a hive killed mid-file marks the model interrupted and the next job r
   CHECK(text.find("config.json is already verified") != std::string::npos);
 }
 
+TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifies") {
+  HubFixture hub;
+  const std::uint64_t size = 64 * 1024 * 1024 + 5;
+  hub.add_repo(one_file_repo("acme/ranged", size, 81));
+  hub.set_rate_limit(2 * 1024 * 1024);  // per connection
+  const auto flags = fast_flags({"--connections", "8", "--min-range-mb", "1"});
+  HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
+  const auto sidecar = hive.cache / "acme/ranged/model.gguf.part.ranges";
+  start_download(*hive.hive, "acme/ranged");
+
+  auto kept_ranges = [&] {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> kept;
+    const auto json = json::parse(read_text(sidecar), nullptr, false);
+    if (json.is_discarded() || !json.contains("done")) return kept;
+    for (const auto& range : json["done"]) kept.emplace_back(range[0], range[1]);
+    return kept;
+  };
+  for (int i = 0; i < 2000 && kept_ranges().size() < 8; ++i) {  // until 8 ranges have progressed
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK_FALSE(hive->stop(SIGKILL).has_value());
+  const auto kept = kept_ranges();  // what the restart will trust
+  REQUIRE(kept.size() == 8);
+
+  hub.set_rate_limit(0);
+  hub.clear_requests();
+  hive.hive = std::make_unique<HiveProcess>(
+      HiveOptions{hive.cache,
+                  flags,
+                  {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
+  CHECK(get_json(*hive.hive, "/v1/models/acme/ranged")["status"] == "interrupted");
+  const SseStream stream = watch(*hive.hive, start_download(*hive.hive, "acme/ranged"));
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  CHECK(read_text(hive.cache / "acme/ranged/model.gguf") ==
+        hub.content("acme/ranged", "model.gguf"));
+  CHECK_FALSE(std::filesystem::exists(sidecar));
+  std::set<std::uint64_t> resumed_at;
+  for (const auto& get : cdn_gets(hub)) {
+    const std::uint64_t start = range_start(get);
+    for (const auto& [begin, end] : kept) {
+      CHECK_MESSAGE(!(start >= begin && start < end), "re-fetched kept byte " << start);
+      if (start == end) resumed_at.insert(start);
+    }
+  }
+  CHECK(resumed_at.size() == 8);  // every range continued where it stopped
+}
+
 TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   HiveWithHub h;
   h.hub.add_repo(one_file_repo("acme/slow", 32 * 1024 * 1024, 51));
   h.hub.set_rate_limit(8 * 1024 * 1024);
 
   const auto part = h.hive.cache / "acme/slow/model.gguf.part";
-  const std::string job_id = start_download(*h.hive.hive, "acme/slow");
+  const std::string job_id = h.hive->submit_job(  // one connection, for this job only
+      {{"operation", "model_download"}, {"model", "acme/slow"}, {"connections", 1}});
   REQUIRE(wait_for_bytes(part, 1024 * 1024));
   const auto started = std::chrono::steady_clock::now();
   auto res = h.hive->client()->Delete("/v1/jobs/" + job_id);
@@ -390,9 +447,12 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   CHECK(h.download({{"model", "acme/slow"}}).terminal() == "[DONE]");
   CHECK(read_text(h.hive.cache / "acme/slow/model.gguf") ==
         h.hub.content("acme/slow", "model.gguf"));
+  // The resuming job uses ranges (8 connections): the single-connection part is their prefix.
   const auto gets = h.content_gets("cdn");
-  REQUIRE(gets.size() == 1);
-  CHECK(range_start(gets[0]) == kept);
+  CHECK(gets.size() >= 2);
+  std::uint64_t first = UINT64_MAX;
+  for (const auto& get : gets) first = std::min(first, range_start(get));
+  CHECK(first == kept);
 }
 
 TEST_CASE("two hives sharing a cache download a model once, the second job follows the first") {

@@ -2,6 +2,7 @@
 // Operation: what a job does, parsed from rbee's wire format: one JSON object, internally
 // tagged by "operation" (snake_case), its fields flat beside it; unknown fields are ignored.
 
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,7 @@ struct ModelDownload {
   std::string revision = "main";
   std::vector<std::string> include;  // fnmatch globs; empty means everything
   std::vector<std::string> exclude;  // fnmatch globs; wins over include
+  std::optional<int> connections;    // per-job override of connections per large file (1–64)
 };
 struct ModelList {
   std::string hive_id;

@@ -33,6 +33,10 @@ struct DownloadPolicy {
   // download resumed; one that delivers nothing at all times out after stall_timeout.
   std::chrono::milliseconds stall_timeout{std::chrono::seconds(30)};
   std::uint64_t stall_min_bytes = 16 * 1024;
+  // Files of at least 2 × min_range_bytes are fetched over up to `connections` connections,
+  // in byte ranges; 1 turns that off.
+  int connections = 8;
+  std::uint64_t min_range_bytes = 16ULL << 20;
 };
 
 struct DownloadEvents {
@@ -63,7 +67,8 @@ class DownloadCancelled : public std::runtime_error {
 // whose catalog record was lost (the hive died between the rename and the catalog write).
 bool verify_on_disk(const FileToFetch& file, const std::filesystem::path& path);
 
-// Thread-safe; one call per file, any number at once.
+// Thread-safe; one call per file, any number at once. Large files go over several connections
+// in byte ranges (see ranged_download.hpp); a server that ignores Range gets one connection.
 class FileDownloader {
  public:
   FileDownloader(const HubClient& hub, DownloadPolicy policy);
@@ -75,6 +80,10 @@ class FileDownloader {
              const DownloadEvents& events) const;
 
  private:
+  void fetch_over_one_connection(const catalog::ModelId& repo, const std::string& commit,
+                                 const FileToFetch& file, const std::filesystem::path& destination,
+                                 const std::stop_token& stop, const DownloadEvents& events) const;
+
   const HubClient& hub_;
   DownloadPolicy policy_;
 };

@@ -34,6 +34,7 @@ struct DownloadRequest {
   std::vector<std::string> include;  // fnmatch globs ('*' matches '/'); empty: every file
   std::vector<std::string> exclude;  // wins over include
   std::string job_id;                // narration is tagged with it
+  std::optional<int> connections;    // overrides DownloadPolicy::connections for this job
 };
 
 // A download that cannot succeed as asked (nothing selected, hostile names, no disk space…).
@@ -72,7 +73,6 @@ class ModelProvisioner {
                       const std::string& reason);
 
   HubClient hub_;
-  FileDownloader downloader_;
   catalog::ModelCatalog& catalog_;
   const narration::Narrator& narrator_;
   ProvisionerSettings settings_;

@@ -1,0 +1,62 @@
+#include "file_hash.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace rbee::provisioner {
+
+FileHash::FileHash(const FileToFetch& file) : file_(file), context_(EVP_MD_CTX_new()) { reset(); }
+
+FileHash::~FileHash() { EVP_MD_CTX_free(context_); }
+
+void FileHash::reset() {
+  EVP_DigestInit_ex(context_, uses_sha256() ? EVP_sha256() : EVP_sha1(), nullptr);
+  if (!uses_sha256()) {
+    const std::string header = fmt::format("blob {}", file_.size) + std::string(1, '\0');
+    update(header.data(), header.size());
+  }
+}
+
+void FileHash::update(const char* data, std::size_t length) {
+  EVP_DigestUpdate(context_, data, length);
+}
+
+std::string FileHash::hex_digest() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned length = 0;
+  EVP_DigestFinal_ex(context_, digest, &length);
+  std::string hex;
+  for (unsigned i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
+  return hex;
+}
+
+const std::string& FileHash::expected() const {
+  return uses_sha256() ? file_.sha256 : file_.git_sha1;
+}
+
+std::string_view FileHash::algorithm() const { return uses_sha256() ? "sha256" : "git-sha1"; }
+
+void hash_file_range(int fd, const std::filesystem::path& path, std::uint64_t from,
+                     std::uint64_t to, FileHash& hash) {
+  std::vector<char> buffer(std::min<std::uint64_t>(to - from, 1 << 20));
+  for (std::uint64_t offset = from; offset < to;) {
+    const std::size_t want = std::min<std::uint64_t>(buffer.size(), to - offset);
+    const ssize_t n = ::pread(fd, buffer.data(), want, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw_disk_error("read", path, n < 0 ? errno : EIO);
+    hash.update(buffer.data(), static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+}
+
+void throw_disk_error(std::string_view what, const std::filesystem::path& path, int error) {
+  throw DownloadError(DownloadErrorKind::disk,
+                      fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(error)));
+}
+
+}  // namespace rbee::provisioner

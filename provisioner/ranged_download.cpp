@@ -1,0 +1,597 @@
+#include "ranged_download.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <exception>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "file_hash.hpp"
+#include "retry.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace rbee::provisioner {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kWriteBatch = 1 << 20;    // per connection: the client reads 4 KiB pieces
+constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
+constexpr auto kTick = 100ms;                   // hashing and progress cadence
+constexpr auto kPersistEvery = 1s;              // fdatasync + sidecar cadence
+
+struct Range {
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;  // one past the last byte
+  bool operator==(const Range&) const = default;
+};
+
+// Sorted, overlapping or touching ranges merged, empty ones dropped.
+std::vector<Range> merged(std::vector<Range> ranges) {
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  std::vector<Range> out;
+  for (const auto& range : ranges) {
+    if (range.end <= range.begin) continue;
+    if (!out.empty() && range.begin <= out.back().end) {
+      out.back().end = std::max(out.back().end, range.end);
+    } else {
+      out.push_back(range);
+    }
+  }
+  return out;
+}
+
+// The sidecar names the file it belongs to (size and checksum): one left by another revision
+// of the file is ignored rather than trusted.
+std::optional<std::vector<Range>> load_sidecar(const fs::path& path, const FileToFetch& file,
+                                               const std::string& checksum) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  const auto json = nlohmann::json::parse(in, nullptr, false);
+  if (json.is_discarded() || !json.is_object() || json.value("version", 0) != 1 ||
+      json.value("size", std::uint64_t{0}) != file.size || json.value("checksum", "") != checksum ||
+      !json.contains("done") || !json["done"].is_array()) {
+    return std::nullopt;
+  }
+  std::vector<Range> done;
+  for (const auto& pair : json["done"]) {
+    if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_unsigned() ||
+        !pair[1].is_number_unsigned()) {
+      return std::nullopt;
+    }
+    const Range range{pair[0].get<std::uint64_t>(), pair[1].get<std::uint64_t>()};
+    if (range.begin > range.end || range.end > file.size) return std::nullopt;
+    done.push_back(range);
+  }
+  return merged(std::move(done));
+}
+
+void save_sidecar(const fs::path& path, const FileToFetch& file, const std::string& checksum,
+                  const std::vector<Range>& done) {
+  nlohmann::json json = {{"version", 1}, {"size", file.size}, {"checksum", checksum}};
+  json["done"] = nlohmann::json::array();
+  for (const auto& range : done) json["done"].push_back({range.begin, range.end});
+  const fs::path temp = path.string() + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << json.dump();
+    if (!out.flush()) throw_disk_error("write", temp, errno);
+  }
+  if (::rename(temp.c_str(), path.c_str()) != 0) throw_disk_error("rename", path, errno);
+}
+
+// One piece of the file, fetched by one connection at a time.
+struct Segment {
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;       // shrinks when another connection takes over the tail
+  std::uint64_t written = 0;   // bytes before this offset are on disk
+  std::uint64_t received = 0;  // bytes before this offset are accepted (written, or batched)
+  bool taken = false;
+  bool complete() const { return written >= end; }
+};
+
+// A connection reused across the segments a worker fetches, re-made when the origin changes.
+struct Connection {
+  std::unique_ptr<httplib::Client> client;
+  std::string origin;
+};
+
+class RangedDownload {
+ public:
+  RangedDownload(const HubClient& hub, const DownloadPolicy& policy, const catalog::ModelId& repo,
+                 const std::string& commit, const FileToFetch& file, const fs::path& destination,
+                 const std::stop_token& stop, const DownloadEvents& events)
+      : hub_(hub), policy_(policy), repo_(repo), commit_(commit), file_(file),
+        destination_(destination), part_path_(destination.string() + ".part"),
+        sidecar_path_(ranges_path(destination)), stop_(stop), events_(events), hash_(file) {}
+
+  ~RangedDownload() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  RangedOutcome run(std::string& mismatch_reason) {
+    prepare_part();
+    run_workers();
+    if (failure_) std::rethrow_exception(failure_);
+    if (stop_.stop_requested()) throw DownloadCancelled();
+    if (ranges_refused_) {
+      discard_part();
+      return RangedOutcome::ranges_refused;
+    }
+    hash_prefix();
+    if (hashed_ != file_.size) {
+      throw HubError(HubErrorKind::protocol,
+                     fmt::format("{}: ranges ended at {} of {} bytes", file_.path, hashed_, file_.size));
+    }
+    const std::string actual = hash_.hex_digest();
+    if (actual != hash_.expected()) {
+      mismatch_reason = fmt::format("{} mismatch for {}: expected {}, got {}", hash_.algorithm(),
+                                    file_.path, hash_.expected(), actual);
+      discard_part();
+      return RangedOutcome::hash_mismatch;
+    }
+    commit_part();
+    return RangedOutcome::verified;
+  }
+
+ private:
+  // Opens (or creates) the part, learns what is already on disk, and preallocates the rest.
+  void prepare_part() {
+    fd_ = ::open(part_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw_disk_error("open", part_path_, errno);
+    const off_t length = ::lseek(fd_, 0, SEEK_END);
+    if (length < 0) throw_disk_error("seek", part_path_, errno);
+    std::vector<Range> done;
+    if (auto loaded = load_sidecar(sidecar_path_, file_, hash_.expected())) {
+      done = *loaded;
+    } else if (static_cast<std::uint64_t>(length) <= file_.size) {
+      done = merged({{0, static_cast<std::uint64_t>(length)}});  // a single connection's prefix
+    } else if (::ftruncate(fd_, 0) != 0) {
+      throw_disk_error("truncate", part_path_, errno);
+    }
+    // The sidecar exists before the part is preallocated, so a part full of holes is never
+    // mistaken for a contiguous prefix after a crash.
+    save_sidecar(sidecar_path_, file_, hash_.expected(), done);
+    persisted_ = done;
+    preallocate();
+    plan_segments(done);
+  }
+
+  void preallocate() {
+    const int error = ::posix_fallocate(fd_, 0, static_cast<off_t>(file_.size));
+    if (error == 0) return;
+    if (error == EOPNOTSUPP || error == EINVAL) {  // e.g. some network file systems
+      if (::ftruncate(fd_, static_cast<off_t>(file_.size)) == 0) return;
+      throw_disk_error("extend", part_path_, errno);
+    }
+    throw_disk_error("allocate space for", part_path_, error);
+  }
+
+  // The gaps between the done ranges, cut into pieces of about remaining / connections.
+  void plan_segments(const std::vector<Range>& done) {
+    std::vector<Range> gaps;
+    std::uint64_t cursor = 0;
+    for (const auto& range : done) {
+      if (range.begin > cursor) gaps.push_back({cursor, range.begin});
+      segments_.push_back({range.begin, range.end, range.end, range.end, false});
+      cursor = range.end;
+    }
+    if (cursor < file_.size) gaps.push_back({cursor, file_.size});
+    std::uint64_t remaining = 0;
+    for (const auto& gap : gaps) remaining += gap.end - gap.begin;
+    const auto connections = static_cast<std::uint64_t>(std::max(1, policy_.connections));
+    const std::uint64_t piece = std::max<std::uint64_t>(
+        policy_.min_range_bytes, (remaining + connections - 1) / connections);
+    for (const auto& gap : gaps) {
+      for (std::uint64_t begin = gap.begin; begin < gap.end; begin += piece) {
+        const std::uint64_t end = std::min(gap.end, begin + piece);
+        segments_.push_back({begin, end, begin, begin, false});
+      }
+    }
+    workers_wanted_ = static_cast<int>(std::clamp<std::uint64_t>(
+        (remaining + policy_.min_range_bytes - 1) / std::max<std::uint64_t>(policy_.min_range_bytes, 1),
+        1, connections));
+  }
+
+  void run_workers() {
+    std::stop_callback relay_stop(stop_, [this] { stop_workers(); });
+    std::vector<std::jthread> workers;
+    for (int i = 0; i < workers_wanted_; ++i) workers.emplace_back([this] { work(); });
+    try {
+      coordinate();
+    } catch (...) {  // a disk error of the coordinator: stop the connections before joining them
+      stop_workers();
+      throw;
+    }
+    workers.clear();  // joins
+    report_progress();
+    if (!ranges_refused_) persist();  // what a resume can start from
+  }
+
+  // Until every connection is done: hash the growing prefix, report progress, persist.
+  void coordinate() {
+    auto last_persist = Clock::now();
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait_for(lock, kTick, [this] { return workers_done_ == workers_wanted_; });
+        if (workers_done_ == workers_wanted_) return;
+      }
+      hash_prefix();
+      report_progress();
+      if (Clock::now() - last_persist >= kPersistEvery) {
+        persist();
+        last_persist = Clock::now();
+      }
+    }
+  }
+
+  void work() {
+    Connection connection;
+    try {
+      while (auto index = claim_segment()) fetch_segment(*index, connection);
+    } catch (...) {
+      fail(std::current_exception());
+    }
+    std::lock_guard lock(mutex_);
+    ++workers_done_;
+    cv_.notify_all();
+  }
+
+  // An untaken unfinished segment, or half of the largest remainder another connection is
+  // still receiving; nullopt when nothing worth a connection is left.
+  std::optional<std::size_t> claim_segment() {
+    std::lock_guard lock(mutex_);
+    if (group_stop_.stop_requested()) return std::nullopt;
+    for (std::size_t i = 0; i < segments_.size(); ++i) {
+      if (!segments_[i].taken && !segments_[i].complete()) {
+        segments_[i].taken = true;
+        return i;
+      }
+    }
+    std::optional<std::size_t> largest;
+    for (std::size_t i = 0; i < segments_.size(); ++i) {
+      const auto& s = segments_[i];
+      if (s.taken && (!largest || s.end - s.received > segments_[*largest].end -
+                                                           segments_[*largest].received)) {
+        largest = i;
+      }
+    }
+    if (!largest) return std::nullopt;
+    const Segment victim = segments_[*largest];
+    const std::uint64_t left = victim.end - victim.received;
+    if (left < 2 * kMinStealBytes) return std::nullopt;
+    const std::uint64_t split = victim.received + left / 2;
+    segments_[*largest].end = split;  // its connection stops there and drops
+    segments_.push_back({split, victim.end, split, split, true});
+    return segments_.size() - 1;
+  }
+
+  void fetch_segment(std::size_t index, Connection& connection) {
+    int failures = 0;
+    for (;;) {
+      std::uint64_t from = 0, to = 0;
+      {
+        std::lock_guard lock(mutex_);
+        Segment& segment = segments_[index];
+        segment.received = segment.written;  // an unflushed batch of a failed try is gone
+        if (segment.complete() || group_stop_.stop_requested()) {
+          segment.taken = false;
+          return;
+        }
+        from = segment.written;
+        to = segment.end;
+      }
+      int generation = 0;
+      try {
+        const ResolvedFile source = current_source(generation);
+        transfer(index, source, connection, from, to);
+      } catch (const HubError& error) {
+        if (group_stop_.stop_requested()) continue;  // the loop top releases the segment
+        std::uint64_t now_written;
+        {
+          std::lock_guard lock(mutex_);
+          now_written = segments_[index].written;
+        }
+        if (now_written > from) failures = 0;  // bytes flowed: a new run of failures
+        if (error.kind() == HubErrorKind::forbidden && source_is_cdn(generation)) {
+          refresh_source(generation, error);  // the signed URL expired, for every connection
+          continue;
+        }
+        if (!error.retryable()) throw;
+        if (++failures >= policy_.max_attempts) {
+          throw DownloadError(DownloadErrorKind::gave_up,
+                              fmt::format("{} failed {} times in a row, giving up: {}",
+                                          file_.path, failures, error.what()));
+        }
+        const auto delay = backoff_delay(policy_, failures, error.retry_after());
+        notify_retry(failures, error.what(), delay);
+        sleep_unless_stopped(delay, group_stop_.get_token());
+      }
+    }
+  }
+
+  // One GET of bytes [from, to) of segment `index`. Returns when the segment is complete (or
+  // was shortened to what it has); throws HubError otherwise.
+  void transfer(std::size_t index, const ResolvedFile& source, Connection& connection,
+                std::uint64_t from, std::uint64_t to) {
+    if (!connection.client || connection.origin != source.url.origin()) {
+      connection.client = hub_.client_for(source.url);
+      connection.client->set_read_timeout(policy_.stall_timeout);
+      connection.origin = source.url.origin();
+    }
+    httplib::Client& client = *connection.client;
+    std::stop_callback abort_on_stop(group_stop_.get_token(), [&client] { client.stop(); });
+    httplib::Headers headers = hub_.headers_for(source.send_token);
+    headers.emplace("Range", fmt::format("bytes={}-{}", from, to - 1));
+
+    std::vector<char> batch;
+    batch.reserve(kWriteBatch);
+    std::uint64_t batch_offset = from;
+    auto flush = [&] {
+      write_at(batch.data(), batch.size(), batch_offset);
+      batch_offset += batch.size();
+      batch.clear();
+      std::lock_guard lock(mutex_);
+      segments_[index].written = batch_offset;
+    };
+    int status = 0;
+    std::string error_code, retry_after;
+    bool wrong_range = false, stalled = false, reached_end = false;
+    auto window_start = Clock::now();
+    std::uint64_t window_bytes = 0;
+
+    auto result = client.Get(
+        source.url.target, headers,
+        [&](const httplib::Response& response) {
+          status = response.status;
+          error_code = response.get_header_value("X-Error-Code");
+          retry_after = response.get_header_value("Retry-After");
+          if (status == 200) {  // the server ignores Range: ranges are of no use here
+            std::lock_guard lock(mutex_);
+            ranges_refused_ = true;
+            group_stop_.request_stop();
+            return false;
+          }
+          if (status != 206) return false;
+          wrong_range = !response.get_header_value("Content-Range")
+                             .starts_with(fmt::format("bytes {}-", from));
+          return !wrong_range;
+        },
+        [&](const char* data, std::size_t length) {
+          if (group_stop_.stop_requested()) return false;
+          std::uint64_t end;
+          {
+            std::lock_guard lock(mutex_);
+            end = segments_[index].end;  // may have shrunk: another connection took the tail
+            const std::uint64_t room = end - std::min(end, segments_[index].received);
+            length = std::min<std::uint64_t>(length, room);
+            segments_[index].received += length;
+          }
+          batch.insert(batch.end(), data, data + length);
+          if (batch.size() >= kWriteBatch) flush();
+          if (batch_offset + batch.size() >= end) {
+            reached_end = true;
+            return false;
+          }
+          window_bytes += length;
+          if (Clock::now() - window_start >= policy_.stall_timeout) {
+            if (window_bytes < policy_.stall_min_bytes) {
+              stalled = true;
+              return false;
+            }
+            window_start = Clock::now();
+            window_bytes = 0;
+          }
+          return true;
+        });
+    if (!batch.empty()) flush();
+    if (reached_end || group_stop_.stop_requested()) return;
+    {
+      std::lock_guard lock(mutex_);
+      if (segments_[index].complete()) return;
+    }
+    const std::string what = fmt::format("{} (bytes {}-{})", file_.path, from, to - 1);
+    if (wrong_range) {
+      throw HubError(HubErrorKind::protocol, fmt::format("{}: the server sent another range", what));
+    }
+    if (status != 0 && status != 206) {
+      throw hub_error_for(status, error_code, what, retry_after,
+                          source.send_token && !hub_.settings().token.empty());
+    }
+    if (stalled || (!result && result.error() == httplib::Error::Read)) {
+      throw HubError(HubErrorKind::network,
+                     fmt::format("{}: stalled or lost at byte {}", what, batch_offset));
+    }
+    throw HubError(HubErrorKind::network,
+                   fmt::format("{}: connection lost at byte {} ({})", what, batch_offset,
+                               result ? "the body ended early" : httplib::to_string(result.error())));
+  }
+
+  void write_at(const char* data, std::size_t length, std::uint64_t offset) {
+    for (std::size_t done = 0; done < length;) {
+      const ssize_t n = ::pwrite(fd_, data + done, length - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_disk_error("write", part_path_, errno);
+      done += static_cast<std::size_t>(n);
+    }
+  }
+
+  // The file's URL, resolved once for all connections; `generation` says which resolution.
+  ResolvedFile current_source(int& generation) {
+    std::lock_guard lock(source_mutex_);
+    if (!source_) {
+      source_ = hub_.resolve(repo_, commit_, file_.path);
+      ++source_generation_;
+    }
+    generation = source_generation_;
+    return *source_;
+  }
+
+  bool source_is_cdn(int generation) {
+    std::lock_guard lock(source_mutex_);
+    return generation == source_generation_ && source_ && !source_->send_token;
+  }
+
+  void refresh_source(int generation, const HubError& error) {
+    std::lock_guard lock(source_mutex_);
+    if (generation != source_generation_) return;  // another connection already did
+    if (++url_refreshes_ > 3) throw error;
+    source_.reset();
+    notify_retry(0, std::string(error.what()) + "; refreshing the URL", {});
+  }
+
+  void notify_retry(int attempt, const std::string& reason, std::chrono::milliseconds delay) {
+    std::lock_guard lock(events_mutex_);
+    if (events_.retrying) events_.retrying(attempt, reason, delay);
+  }
+
+  void fail(std::exception_ptr error) {
+    std::lock_guard lock(mutex_);
+    if (!failure_) failure_ = error;
+    group_stop_.request_stop();
+  }
+
+  void stop_workers() {
+    std::lock_guard lock(mutex_);
+    group_stop_.request_stop();
+    cv_.notify_all();
+  }
+
+  // Feeds the hash with the bytes between what it has seen and the end of the contiguous prefix.
+  void hash_prefix() {
+    std::uint64_t prefix = 0;
+    {
+      std::lock_guard lock(mutex_);
+      std::vector<const Segment*> order;
+      for (const auto& s : segments_) order.push_back(&s);
+      std::sort(order.begin(), order.end(),
+                [](const Segment* a, const Segment* b) { return a->begin < b->begin; });
+      for (const Segment* s : order) {
+        if (s->begin != prefix) break;
+        prefix = s->written;
+        if (!s->complete()) break;
+        prefix = s->end;
+      }
+    }
+    if (prefix > hashed_) {
+      hash_file_range(fd_, part_path_, hashed_, prefix, hash_);
+      hashed_ = prefix;
+    }
+  }
+
+  void report_progress() {
+    std::uint64_t written = 0;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& s : segments_) written += s.written - s.begin;
+    }
+    if (events_.progress) events_.progress(written);
+  }
+
+  // The done ranges are only claimed after the part's data is on disk.
+  void persist() {
+    std::vector<Range> done;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& s : segments_) done.push_back({s.begin, s.written});
+    }
+    done = merged(std::move(done));
+    if (done == persisted_) return;
+    if (::fdatasync(fd_) != 0) throw_disk_error("sync", part_path_, errno);
+    save_sidecar(sidecar_path_, file_, hash_.expected(), done);
+    persisted_ = done;
+  }
+
+  void discard_part() {
+    std::error_code ec;
+    ::close(fd_);
+    fd_ = -1;
+    fs::remove(sidecar_path_, ec);
+    fs::remove(part_path_, ec);
+  }
+
+  void commit_part() {
+    if (::fsync(fd_) != 0) throw_disk_error("fsync", part_path_, errno);
+    ::close(fd_);
+    fd_ = -1;
+    if (::rename(part_path_.c_str(), destination_.c_str()) != 0) {
+      throw_disk_error("rename", destination_, errno);
+    }
+    std::error_code ec;
+    fs::remove(sidecar_path_, ec);
+    const int folder = ::open(destination_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (folder >= 0) {
+      ::fsync(folder);
+      ::close(folder);
+    }
+  }
+
+  const HubClient& hub_;
+  const DownloadPolicy& policy_;
+  const catalog::ModelId& repo_;
+  const std::string& commit_;
+  const FileToFetch& file_;
+  const fs::path destination_, part_path_, sidecar_path_;
+  const std::stop_token& stop_;
+  const DownloadEvents& events_;
+
+  FileHash hash_;  // the coordinator's thread only
+  std::uint64_t hashed_ = 0;
+  std::vector<Range> persisted_;
+  int fd_ = -1;
+  int workers_wanted_ = 1;
+
+  std::mutex mutex_;  // guards what follows
+  std::condition_variable cv_;
+  std::vector<Segment> segments_;
+  int workers_done_ = 0;
+  bool ranges_refused_ = false;
+  std::exception_ptr failure_;
+  std::stop_source group_stop_;
+
+  std::mutex source_mutex_;  // guards the resolved URL
+  std::optional<ResolvedFile> source_;
+  int source_generation_ = 0;
+  int url_refreshes_ = 0;
+
+  std::mutex events_mutex_;  // the caller's retry callback is called from one thread at a time
+};
+
+}  // namespace
+
+fs::path ranges_path(const fs::path& destination) {
+  return destination.string() + ".part.ranges";
+}
+
+bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file, const fs::path& destination) {
+  std::error_code ec;
+  if (fs::exists(ranges_path(destination), ec) && fs::exists(destination.string() + ".part", ec)) {
+    return true;  // a ranged download to resume, whatever the policy says now
+  }
+  return policy.connections > 1 && file.size >= 2 * policy.min_range_bytes;
+}
+
+RangedOutcome fetch_in_ranges(const HubClient& hub, const DownloadPolicy& policy,
+                              const catalog::ModelId& repo, const std::string& commit,
+                              const FileToFetch& file, const fs::path& destination,
+                              const std::stop_token& stop, const DownloadEvents& events,
+                              std::string& mismatch_reason) {
+  RangedDownload download(hub, policy, repo, commit, file, destination, stop, events);
+  return download.run(mismatch_reason);
+}
+
+}  // namespace rbee::provisioner

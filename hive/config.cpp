@@ -79,6 +79,14 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
                  "Connections per large file, fetching byte ranges; 1 turns ranges off (default 8)")
       ->envname("RBEE_CONNECTIONS")
       ->check(CLI::Range(1, 64));
+  app.add_option("--parallel-files", downloads.parallel_files,
+                 "Files of one download fetched at once (default 8)")
+      ->envname("RBEE_PARALLEL_FILES")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--max-download-connections", downloads.max_download_connections,
+                 "Download connections open at once across all jobs (default 32)")
+      ->envname("RBEE_MAX_DOWNLOAD_CONNECTIONS")
+      ->check(CLI::Range(1, 1024));
   app.add_option_function<std::uint64_t>(
          "--min-range-mb",
          [&downloads](std::uint64_t mb) { downloads.download.min_range_bytes = mb << 20; },

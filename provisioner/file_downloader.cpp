@@ -216,7 +216,8 @@ FileDownloader::FileDownloader(const HubClient& hub, DownloadPolicy policy)
 
 void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& commit,
                            const FileToFetch& file, const fs::path& destination,
-                           std::stop_token stop, const DownloadEvents& events) const {
+                           std::stop_token stop, const DownloadEvents& events,
+                           ConnectionBudget* extra_connections) const {
   std::error_code ec;
   fs::create_directories(destination.parent_path(), ec);
   if (ec) throw_disk_error("create folder", destination.parent_path(), ec.value());
@@ -224,8 +225,8 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
   if (wants_ranges(policy_, file, destination)) {
     for (int attempt = 1;; ++attempt) {
       std::string mismatch;
-      const auto outcome =
-          fetch_in_ranges(hub_, policy_, repo, commit, file, destination, stop, events, mismatch);
+      const auto outcome = fetch_in_ranges(hub_, policy_, repo, commit, file, destination, stop,
+                                           events, extra_connections, mismatch);
       if (outcome == RangedOutcome::verified) return;
       if (outcome == RangedOutcome::ranges_refused) {
         if (events.retrying) {

@@ -10,9 +10,13 @@
 
 namespace rbee::provisioner {
 
-FileHash::FileHash(const FileToFetch& file) : file_(file), context_(EVP_MD_CTX_new()) { reset(); }
+FileHash::FileHash(const FileToFetch& file) : file_(file), context_(EVP_MD_CTX_new()) {
+  reset();
+}
 
-FileHash::~FileHash() { EVP_MD_CTX_free(context_); }
+FileHash::~FileHash() {
+  EVP_MD_CTX_free(context_);
+}
 
 void FileHash::reset() {
   EVP_DigestInit_ex(context_, uses_sha256() ? EVP_sha256() : EVP_sha1(), nullptr);
@@ -39,7 +43,9 @@ const std::string& FileHash::expected() const {
   return uses_sha256() ? file_.sha256 : file_.git_sha1;
 }
 
-std::string_view FileHash::algorithm() const { return uses_sha256() ? "sha256" : "git-sha1"; }
+std::string_view FileHash::algorithm() const {
+  return uses_sha256() ? "sha256" : "git-sha1";
+}
 
 void hash_file_range(int fd, const std::filesystem::path& path, std::uint64_t from,
                      std::uint64_t to, FileHash& hash) {

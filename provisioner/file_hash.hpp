@@ -34,8 +34,8 @@ class FileHash {
 
 // Reads [from, to) of `fd` through `hash` (the page cache makes recently written data cheap).
 // Throws DownloadError (disk) naming `path` when the read fails.
-void hash_file_range(int fd, const std::filesystem::path& path, std::uint64_t from, std::uint64_t to,
-                     FileHash& hash);
+void hash_file_range(int fd, const std::filesystem::path& path, std::uint64_t from,
+                     std::uint64_t to, FileHash& hash);
 
 [[noreturn]] void throw_disk_error(std::string_view what, const std::filesystem::path& path,
                                    int error);

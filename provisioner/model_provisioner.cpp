@@ -4,7 +4,9 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <thread>
 
 #include <fmt/format.h>
 #include <rbee/catalog/file_lock.hpp>
@@ -82,48 +84,53 @@ std::string format_duration(double seconds) {
 }
 
 // Narrates progress at a steady cadence (not per chunk), with speed and ETA of the whole model.
+// Thread-safe: every file worker reports its own bytes.
 class ProgressReporter {
  public:
   ProgressReporter(const narration::Narrator& narrator, std::string job_id, std::string model,
-                   std::uint64_t total, std::uint64_t done, std::chrono::milliseconds interval)
+                   std::uint64_t total, std::chrono::milliseconds interval)
       : narrator_(narrator),
         job_id_(std::move(job_id)),
         model_(std::move(model)),
         total_(total),
-        done_before_file_(done),
         interval_(interval),
-        last_report_(Clock::now()),
-        last_bytes_(done) {}
+        last_report_(Clock::now()) {}
 
-  void start_file(const ModelFile& file) {
-    file_ = file;
-    file_bytes_ = 0;
+  std::uint64_t done() const {
+    std::lock_guard lock(mutex_);
+    return done_locked();
   }
-  void file_done() {
-    done_before_file_ += file_.size;
-    file_bytes_ = 0;
-  }
-  std::uint64_t done() const { return done_before_file_ + file_bytes_; }
 
-  // Returns true when it narrated (the caller may then write the catalog too).
-  bool update(std::uint64_t file_bytes) {
-    file_bytes_ = file_bytes;
+  void file_done(const ModelFile& file) {
+    std::lock_guard lock(mutex_);
+    in_flight_.erase(file.path);
+    finished_ += file.size;
+  }
+
+  // `bytes` of `file` are on disk. Returns true when it narrated (the caller may then write
+  // the catalog too).
+  bool update(const ModelFile& file, std::uint64_t bytes) {
+    std::lock_guard lock(mutex_);
+    in_flight_[file.path] = bytes;
     const auto now = Clock::now();
     if (now - last_report_ < interval_) return false;
+    const std::uint64_t done = done_locked();
     const double elapsed = std::chrono::duration<double>(now - last_report_).count();
-    const double instant = static_cast<double>(done() - last_bytes_) / std::max(elapsed, 1e-3);
+    const double instant =
+        static_cast<double>(done - std::min(done, last_done_)) / std::max(elapsed, 1e-3);
     speed_ = speed_ == 0 ? instant : 0.7 * speed_ + 0.3 * instant;  // smooth, still responsive
     last_report_ = now;
-    last_bytes_ = done();
-    narration::Progress progress{file_.path,   file_bytes, file_.size, speed_,
-                                 std::nullopt, done(),     total_};
-    if (speed_ > 0)
-      progress.eta_s = static_cast<double>(total_ - std::min(total_, done())) / speed_;
+    last_done_ = done;
+    narration::Progress progress{file.path, bytes, file.size, speed_, std::nullopt, done, total_};
+    if (speed_ > 0) progress.eta_s = static_cast<double>(total_ - std::min(total_, done)) / speed_;
+    const std::string files =
+        in_flight_.size() == 1
+            ? fmt::format("{}: {} of {}", file.path, format_bytes(bytes), format_bytes(file.size))
+            : fmt::format("{} files in flight", in_flight_.size());
     narrator_.emit(
         {kActor, "download_progress", model_,
-         fmt::format("{}: {} of {}; total {} of {} ({:.0f}%), {}/s{}", file_.path,
-                     format_bytes(file_bytes), format_bytes(file_.size), format_bytes(done()),
-                     format_bytes(total_), total_ ? 100.0 * done() / total_ : 100.0,
+         fmt::format("{}; total {} of {} ({:.0f}%), {}/s{}", files, format_bytes(done),
+                     format_bytes(total_), total_ ? 100.0 * done / total_ : 100.0,
                      format_bytes(static_cast<std::uint64_t>(speed_)),
                      progress.eta_s ? ", " + format_duration(*progress.eta_s) + " left" : ""),
          job_id_, Level::info, 0, progress});
@@ -131,14 +138,22 @@ class ProgressReporter {
   }
 
  private:
+  std::uint64_t done_locked() const {
+    std::uint64_t done = finished_;
+    for (const auto& [path, bytes] : in_flight_) done += bytes;
+    return done;
+  }
+
   const narration::Narrator& narrator_;
-  std::string job_id_, model_;
-  std::uint64_t total_, done_before_file_, file_bytes_ = 0;
-  std::chrono::milliseconds interval_;
+  const std::string job_id_, model_;
+  const std::uint64_t total_;
+  const std::chrono::milliseconds interval_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::uint64_t> in_flight_;
+  std::uint64_t finished_ = 0;
   Clock::time_point last_report_;
-  std::uint64_t last_bytes_;
+  std::uint64_t last_done_ = 0;
   double speed_ = 0;
-  ModelFile file_;
 };
 
 }  // namespace
@@ -206,7 +221,11 @@ class ModelProvisioner::DownloadSlot {
 ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
                                    const narration::Narrator& narrator,
                                    ProvisionerSettings settings)
-    : hub_(std::move(hub)), catalog_(catalog), narrator_(narrator), settings_(settings) {}
+    : hub_(std::move(hub)),
+      connections_(settings.max_download_connections),
+      catalog_(catalog),
+      narrator_(narrator),
+      settings_(settings) {}
 
 std::size_t ModelProvisioner::mark_interrupted_downloads() {
   std::size_t marked = 0;
@@ -295,6 +314,112 @@ RepoInfo ModelProvisioner::list_repo(const DownloadRequest& request, const Model
                       request.job_id, Level::warn, 0, std::nullopt});
       if (!sleep_unless_stopped(delay, stop)) throw DownloadCancelled();
     }
+  }
+}
+
+// Downloads `files` (those not verified yet) several at a time, all sharing the job's
+// connection budget. A file that fails does not stop the others; the job then fails with a
+// summary of every failed file.
+void ModelProvisioner::download_files(const DownloadRequest& request, const ModelId& id,
+                                      const std::string& commit, std::vector<ModelFile>& files,
+                                      const std::stop_token& stop) {
+  DownloadPolicy policy = settings_.download;
+  if (request.connections) policy.connections = *request.connections;
+  const FileDownloader downloader(hub_, policy);
+  ConnectionBudget job_connections(static_cast<std::size_t>(policy.connections), &connections_);
+  std::uint64_t total = 0;
+  for (const auto& file : files) total += file.size;
+  ProgressReporter reporter(narrator_, request.job_id, id.str(), total,
+                            settings_.progress_interval);
+  const fs::path dir = catalog_.model_dir(id);
+  auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
+    narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level, 0,
+                    std::nullopt});
+  };
+  auto set_state = [&](ModelFile& file, const std::string& state) {
+    file.state = state;
+    catalog_.update(
+        id,
+        [&](ModelEntry& e) {
+          e.bytes_done = reporter.done();
+          for (auto& f : e.files) {
+            if (f.path == file.path) f.state = state;
+          }
+        },
+        stop);
+  };
+
+  auto download_one = [&](ModelFile& file) {
+    const FileToFetch wanted{file.path, file.size, file.sha256, file.etag};
+    if (verify_on_disk(wanted, dir / file.path)) {
+      narrate("file_skipped", fmt::format("{} is already on disk and its {} matches", file.path,
+                                          file.sha256.empty() ? "git sha1" : "sha256"));
+      reporter.file_done(file);
+      set_state(file, "verified");
+      return;
+    }
+    narrate("file_started", fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)));
+    DownloadEvents events;
+    events.progress = [&](std::uint64_t bytes) {
+      if (reporter.update(file, bytes)) catalog_.update_progress(id, reporter.done(), total, stop);
+    };
+    events.retrying = [&](int attempt, const std::string& reason, std::chrono::milliseconds delay) {
+      narrate("download_retry",
+              attempt == 0 ? reason
+                           : fmt::format("Retrying {} in {:.1f} s (attempt {}): {}", file.path,
+                                         delay.count() / 1000.0, attempt + 1, reason),
+              Level::warn);
+    };
+    downloader.fetch(id, commit, wanted, dir / file.path, stop, events, &job_connections);
+    reporter.file_done(file);
+    set_state(file, "verified");
+    narrate("file_verified", fmt::format("Verified {} ({}, {})", file.path, format_bytes(file.size),
+                                         file.sha256.empty() ? "git sha1" : "sha256"));
+  };
+
+  std::mutex failures_mutex;
+  std::vector<std::string> failures;
+  std::atomic<std::size_t> next{0};
+  auto work = [&] {
+    for (std::size_t i = next++; i < files.size(); i = next++) {
+      ModelFile& file = files[i];
+      if (file.state == "verified") {
+        narrate("file_skipped", fmt::format("{} is already verified", file.path));
+        reporter.file_done(file);
+        continue;
+      }
+      if (!job_connections.acquire(stop)) return;  // cancelled
+      ConnectionLease lease(job_connections);
+      try {
+        download_one(file);
+      } catch (const DownloadCancelled&) {
+        return;
+      } catch (const std::exception& error) {
+        const std::string reason = narrator_.redact(error.what());
+        narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error);
+        try {
+          set_state(file, "failed");
+        } catch (const catalog::CatalogError&) {
+          // The job fails below with the reason; the entry is marked failed there too.
+        }
+        std::lock_guard lock(failures_mutex);
+        failures.push_back(fmt::format("{}: {}", file.path, reason));
+      }
+    }
+  };
+  const std::size_t pending = static_cast<std::size_t>(std::count_if(
+      files.begin(), files.end(), [](const ModelFile& f) { return f.state != "verified"; }));
+  const std::size_t worker_count = std::clamp<std::size_t>(pending, 1, settings_.parallel_files);
+  {
+    std::vector<std::jthread> workers;
+    for (std::size_t i = 0; i < worker_count; ++i) workers.emplace_back(work);
+  }
+  if (stop.stop_requested()) throw DownloadCancelled();
+  if (failures.size() == 1) throw ProvisionError(failures.front());
+  if (!failures.empty()) {
+    std::string summary = fmt::format("{} of {} files failed", failures.size(), files.size());
+    for (const auto& failure : failures) summary += "; " + failure;
+    throw ProvisionError(summary);
   }
 }
 
@@ -387,56 +512,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                                           request.revision, info.commit.substr(0, 12), files.size(),
                                           files.size() == 1 ? "" : "s", format_bytes(total)));
 
-  DownloadPolicy policy = settings_.download;
-  if (request.connections) policy.connections = *request.connections;
-  const FileDownloader downloader(hub_, policy);
-  ProgressReporter reporter(narrator_, request.job_id, id.str(), total, 0,
-                            settings_.progress_interval);
-  auto mark_verified = [&](ModelFile& file) {
-    reporter.file_done();
-    file.state = "verified";
-    catalog_.update(
-        id,
-        [&](ModelEntry& e) {
-          e.bytes_done = reporter.done();
-          for (auto& f : e.files) {
-            if (f.path == file.path) f.state = "verified";
-          }
-        },
-        stop);
-  };
-  for (auto& file : files) {
-    reporter.start_file(file);
-    if (file.state == "verified") {
-      narrate("file_skipped", fmt::format("{} is already verified", file.path));
-      reporter.file_done();
-      continue;
-    }
-    const FileToFetch wanted{file.path, file.size, file.sha256, file.etag};
-    if (verify_on_disk(wanted, dir / file.path)) {
-      narrate("file_skipped", fmt::format("{} is already on disk and its {} matches", file.path,
-                                          file.sha256.empty() ? "git sha1" : "sha256"));
-      mark_verified(file);
-      continue;
-    }
-    narrate("file_started", fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)));
-    DownloadEvents events;
-    events.progress = [&](std::uint64_t bytes) {
-      if (reporter.update(bytes)) catalog_.update_progress(id, reporter.done(), total, stop);
-    };
-    events.retrying = [&](int attempt, const std::string& reason, std::chrono::milliseconds delay) {
-      narrate("download_retry",
-              attempt == 0 ? reason
-                           : fmt::format("Retrying {} in {:.1f} s (attempt {}): {}", file.path,
-                                         delay.count() / 1000.0, attempt + 1, reason),
-              Level::warn);
-    };
-    downloader.fetch(id, info.commit, wanted, dir / file.path, stop, events);
-    mark_verified(file);
-    narrate("file_verified", fmt::format("Verified {} ({}, {})", file.path, format_bytes(file.size),
-                                         file.sha256.empty() ? "git sha1" : "sha256"));
-  }
-
+  download_files(request, id, info.commit, files, stop);
   catalog_.update(id, [&](ModelEntry& e) {
     e.status = ModelStatus::ready;
     e.bytes_done = total;

@@ -27,10 +27,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kWriteBatch = 1 << 20;    // per connection: the client reads 4 KiB pieces
+constexpr std::size_t kWriteBatch = 1 << 20;       // per connection: the client reads 4 KiB pieces
 constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
-constexpr auto kTick = 100ms;                   // hashing and progress cadence
-constexpr auto kPersistEvery = 1s;              // fdatasync + sidecar cadence
+constexpr auto kTick = 100ms;                      // hashing and progress cadence
+constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadence
 
 struct Range {
   std::uint64_t begin = 0;
@@ -113,10 +113,20 @@ class RangedDownload {
  public:
   RangedDownload(const HubClient& hub, const DownloadPolicy& policy, const catalog::ModelId& repo,
                  const std::string& commit, const FileToFetch& file, const fs::path& destination,
-                 const std::stop_token& stop, const DownloadEvents& events)
-      : hub_(hub), policy_(policy), repo_(repo), commit_(commit), file_(file),
-        destination_(destination), part_path_(destination.string() + ".part"),
-        sidecar_path_(ranges_path(destination)), stop_(stop), events_(events), hash_(file) {}
+                 const std::stop_token& stop, const DownloadEvents& events,
+                 ConnectionBudget* extra_connections)
+      : extra_connections_(extra_connections),
+        hub_(hub),
+        policy_(policy),
+        repo_(repo),
+        commit_(commit),
+        file_(file),
+        destination_(destination),
+        part_path_(destination.string() + ".part"),
+        sidecar_path_(ranges_path(destination)),
+        stop_(stop),
+        events_(events),
+        hash_(file) {}
 
   ~RangedDownload() {
     if (fd_ >= 0) ::close(fd_);
@@ -133,8 +143,8 @@ class RangedDownload {
     }
     hash_prefix();
     if (hashed_ != file_.size) {
-      throw HubError(HubErrorKind::protocol,
-                     fmt::format("{}: ranges ended at {} of {} bytes", file_.path, hashed_, file_.size));
+      throw HubError(HubErrorKind::protocol, fmt::format("{}: ranges ended at {} of {} bytes",
+                                                         file_.path, hashed_, file_.size));
     }
     const std::string actual = hash_.hex_digest();
     if (actual != hash_.expected()) {
@@ -201,35 +211,39 @@ class RangedDownload {
         segments_.push_back({begin, end, begin, begin, false});
       }
     }
-    workers_wanted_ = static_cast<int>(std::clamp<std::uint64_t>(
-        (remaining + policy_.min_range_bytes - 1) / std::max<std::uint64_t>(policy_.min_range_bytes, 1),
-        1, connections));
+    workers_wanted_ = static_cast<int>(
+        std::clamp<std::uint64_t>((remaining + policy_.min_range_bytes - 1) /
+                                      std::max<std::uint64_t>(policy_.min_range_bytes, 1),
+                                  1, connections));
   }
 
   void run_workers() {
     std::stop_callback relay_stop(stop_, [this] { stop_workers(); });
-    std::vector<std::jthread> workers;
-    for (int i = 0; i < workers_wanted_; ++i) workers.emplace_back([this] { work(); });
+    start_worker(ConnectionLease());  // on the connection the caller holds for this file
+    add_workers();
     try {
       coordinate();
     } catch (...) {  // a disk error of the coordinator: stop the connections before joining them
       stop_workers();
+      workers_.clear();
       throw;
     }
-    workers.clear();  // joins
+    workers_.clear();  // joins
     report_progress();
     if (!ranges_refused_) persist();  // what a resume can start from
   }
 
-  // Until every connection is done: hash the growing prefix, report progress, persist.
+  // Until every connection is done: hash the growing prefix, report progress, persist, and
+  // open more connections when the budget frees up and work is left to split.
   void coordinate() {
     auto last_persist = Clock::now();
     for (;;) {
       {
         std::unique_lock lock(mutex_);
-        cv_.wait_for(lock, kTick, [this] { return workers_done_ == workers_wanted_; });
-        if (workers_done_ == workers_wanted_) return;
+        cv_.wait_for(lock, kTick, [this] { return workers_done_ == workers_started_; });
+        if (workers_done_ == workers_started_) return;
       }
+      add_workers();
       hash_prefix();
       report_progress();
       if (Clock::now() - last_persist >= kPersistEvery) {
@@ -237,6 +251,37 @@ class RangedDownload {
         last_persist = Clock::now();
       }
     }
+  }
+
+  void start_worker(ConnectionLease lease) {
+    {
+      std::lock_guard lock(mutex_);
+      ++workers_started_;
+    }
+    workers_.emplace_back([this, lease = std::move(lease)] { work(); });
+  }
+
+  // Up to workers_wanted_ connections in all, each extra one paid from the budget.
+  void add_workers() {
+    while (static_cast<int>(workers_.size()) < workers_wanted_ && has_work_to_share()) {
+      if (!extra_connections_) {
+        start_worker(ConnectionLease());
+      } else if (extra_connections_->try_acquire()) {
+        start_worker(ConnectionLease(*extra_connections_));
+      } else {
+        return;
+      }
+    }
+  }
+
+  bool has_work_to_share() {
+    std::lock_guard lock(mutex_);
+    if (group_stop_.stop_requested()) return false;
+    for (const auto& s : segments_) {
+      if (!s.taken && !s.complete()) return true;
+      if (s.taken && s.end - s.received >= 2 * kMinStealBytes) return true;
+    }
+    return false;
   }
 
   void work() {
@@ -265,8 +310,8 @@ class RangedDownload {
     std::optional<std::size_t> largest;
     for (std::size_t i = 0; i < segments_.size(); ++i) {
       const auto& s = segments_[i];
-      if (s.taken && (!largest || s.end - s.received > segments_[*largest].end -
-                                                           segments_[*largest].received)) {
+      if (s.taken && (!largest || s.end - s.received >
+                                      segments_[*largest].end - segments_[*largest].received)) {
         largest = i;
       }
     }
@@ -314,8 +359,8 @@ class RangedDownload {
         if (!error.retryable()) throw;
         if (++failures >= policy_.max_attempts) {
           throw DownloadError(DownloadErrorKind::gave_up,
-                              fmt::format("{} failed {} times in a row, giving up: {}",
-                                          file_.path, failures, error.what()));
+                              fmt::format("{} failed {} times in a row, giving up: {}", file_.path,
+                                          failures, error.what()));
         }
         const auto delay = backoff_delay(policy_, failures, error.retry_after());
         notify_retry(failures, error.what(), delay);
@@ -406,7 +451,8 @@ class RangedDownload {
     }
     const std::string what = fmt::format("{} (bytes {}-{})", file_.path, from, to - 1);
     if (wrong_range) {
-      throw HubError(HubErrorKind::protocol, fmt::format("{}: the server sent another range", what));
+      throw HubError(HubErrorKind::protocol,
+                     fmt::format("{}: the server sent another range", what));
     }
     if (status != 0 && status != 206) {
       throw hub_error_for(status, error_code, what, retry_after,
@@ -416,14 +462,16 @@ class RangedDownload {
       throw HubError(HubErrorKind::network,
                      fmt::format("{}: stalled or lost at byte {}", what, batch_offset));
     }
-    throw HubError(HubErrorKind::network,
-                   fmt::format("{}: connection lost at byte {} ({})", what, batch_offset,
-                               result ? "the body ended early" : httplib::to_string(result.error())));
+    throw HubError(
+        HubErrorKind::network,
+        fmt::format("{}: connection lost at byte {} ({})", what, batch_offset,
+                    result ? "the body ended early" : httplib::to_string(result.error())));
   }
 
   void write_at(const char* data, std::size_t length, std::uint64_t offset) {
     for (std::size_t done = 0; done < length;) {
-      const ssize_t n = ::pwrite(fd_, data + done, length - done, static_cast<off_t>(offset + done));
+      const ssize_t n =
+          ::pwrite(fd_, data + done, length - done, static_cast<off_t>(offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) throw_disk_error("write", part_path_, errno);
       done += static_cast<std::size_t>(n);
@@ -533,13 +581,15 @@ class RangedDownload {
     }
     std::error_code ec;
     fs::remove(sidecar_path_, ec);
-    const int folder = ::open(destination_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const int folder =
+        ::open(destination_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (folder >= 0) {
       ::fsync(folder);
       ::close(folder);
     }
   }
 
+  ConnectionBudget* extra_connections_;
   const HubClient& hub_;
   const DownloadPolicy& policy_;
   const catalog::ModelId& repo_;
@@ -558,6 +608,7 @@ class RangedDownload {
   std::mutex mutex_;  // guards what follows
   std::condition_variable cv_;
   std::vector<Segment> segments_;
+  int workers_started_ = 0;
   int workers_done_ = 0;
   bool ranges_refused_ = false;
   std::exception_ptr failure_;
@@ -569,6 +620,8 @@ class RangedDownload {
   int url_refreshes_ = 0;
 
   std::mutex events_mutex_;  // the caller's retry callback is called from one thread at a time
+
+  std::vector<std::jthread> workers_;  // the coordinator's thread only; last, so joined first
 };
 
 }  // namespace
@@ -577,7 +630,8 @@ fs::path ranges_path(const fs::path& destination) {
   return destination.string() + ".part.ranges";
 }
 
-bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file, const fs::path& destination) {
+bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file,
+                  const fs::path& destination) {
   std::error_code ec;
   if (fs::exists(ranges_path(destination), ec) && fs::exists(destination.string() + ".part", ec)) {
     return true;  // a ranged download to resume, whatever the policy says now
@@ -589,8 +643,9 @@ RangedOutcome fetch_in_ranges(const HubClient& hub, const DownloadPolicy& policy
                               const catalog::ModelId& repo, const std::string& commit,
                               const FileToFetch& file, const fs::path& destination,
                               const std::stop_token& stop, const DownloadEvents& events,
-                              std::string& mismatch_reason) {
-  RangedDownload download(hub, policy, repo, commit, file, destination, stop, events);
+                              ConnectionBudget* extra_connections, std::string& mismatch_reason) {
+  RangedDownload download(hub, policy, repo, commit, file, destination, stop, events,
+                          extra_connections);
   return download.run(mismatch_reason);
 }
 

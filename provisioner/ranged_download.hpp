@@ -35,6 +35,6 @@ RangedOutcome fetch_in_ranges(const HubClient& hub, const DownloadPolicy& policy
                               const catalog::ModelId& repo, const std::string& commit,
                               const FileToFetch& file, const std::filesystem::path& destination,
                               const std::stop_token& stop, const DownloadEvents& events,
-                              std::string& mismatch_reason);
+                              ConnectionBudget* extra_connections, std::string& mismatch_reason);
 
 }  // namespace rbee::provisioner

@@ -2,6 +2,7 @@
 // the local Hub fixture. Each test asserts on the bytes on disk, the catalog as YAML, the job's
 // stream and the fixture's request log.
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <csignal>
@@ -509,4 +510,54 @@ TEST_CASE("a Hub that cannot be reached fails the job clearly and the hive serve
   CHECK(stream.terminal().starts_with("[ERROR] cannot reach http://127.0.0.1:"));
   CHECK(get_json(*hive.hive, "/health")["status"] == "ok");
   CHECK_FALSE(std::filesystem::exists(hive.cache / "acme/gone"));
+}
+
+TEST_CASE("a repo of many small files downloads several at once, within the job's connections") {
+  HiveWithHub h;
+  FixtureRepo repo;
+  repo.id = "acme/many";
+  for (int i = 0; i < 24; ++i) {
+    repo.files.push_back({fmt::format("shard-{:02}.json", i), 40 * 1024, false, 200u + i});
+  }
+  h.hub.add_repo(repo);
+  h.hub.set_rate_limit(200 * 1024);  // 0.2 s a file: downloads overlap if they run at once
+
+  CHECK(h.download({{"model", "acme/many"}, {"connections", 3}}).terminal() == "[DONE]");
+  CHECK(h.hub.max_concurrent_content() == 3);  // parallel, and never past the job's budget
+  for (const auto& file : repo.files) {
+    CHECK(read_text(h.hive.cache / "acme/many" / file.path) ==
+          h.hub.content("acme/many", file.path));
+  }
+}
+
+TEST_CASE("with parallel files, one failing file fails clearly and the others still finish") {
+  HiveWithHub h;
+  FixtureRepo repo;
+  repo.id = "acme/partial";
+  for (int i = 0; i < 6; ++i)
+    repo.files.push_back({fmt::format("part-{}.bin", i), 300000, true, 300u + i});
+  h.hub.add_repo(repo);
+  h.hub.set_faults("part-3.bin", Faults{.times = 100, .error_status = 404});
+
+  const SseStream stream = h.download({{"model", "acme/partial"}});
+  CHECK(stream.terminal().starts_with("[ERROR] part-3.bin"));
+  CHECK(has_action(stream, "file_failed"));
+  const YAML::Node entry = h.catalog_entry("acme/partial");
+  CHECK(entry["status"].as<std::string>() == "failed");
+  CHECK(entry["error"].as<std::string>().find("part-3.bin") != std::string::npos);
+  for (const auto& file : entry["files"]) {
+    const std::string path = file["path"].as<std::string>();
+    CHECK_MESSAGE(file["state"].as<std::string>() == (path == "part-3.bin" ? "failed" : "verified"),
+                  path);
+    if (path != "part-3.bin") {
+      CHECK(read_text(h.hive.cache / "acme/partial" / path) == h.hub.content("acme/partial", path));
+    }
+  }
+
+  // Two failures: the job's error sums them up.
+  h.hub.set_faults("part-3.bin", Faults{.times = 100, .error_status = 404});
+  h.hub.set_faults("part-5.bin", Faults{.times = 100, .error_status = 404});
+  std::filesystem::remove(h.hive.cache / "acme/partial/part-5.bin");
+  const SseStream again = h.download({{"model", "acme/partial"}});
+  CHECK(again.terminal().starts_with("[ERROR] 2 of 6 files failed"));
 }

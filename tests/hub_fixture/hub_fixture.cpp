@@ -390,7 +390,20 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
           std::this_thread::sleep_until(due);
         }
         return sink.write(piece.data(), piece.size());
-      });
+      },
+      [this](bool) { content_responses_.fetch_sub(1); });
+  const int open = content_responses_.fetch_add(1) + 1;
+  int seen = max_content_responses_.load();
+  while (open > seen && !max_content_responses_.compare_exchange_weak(seen, open)) {
+  }
+}
+
+int HubFixture::max_concurrent_content() const {
+  return max_content_responses_.load();
+}
+
+void HubFixture::reset_max_concurrent_content() {
+  max_content_responses_ = content_responses_.load();
 }
 
 }  // namespace rbee::testing

@@ -4,6 +4,7 @@
 // are generated from a seed, so tests can use files of any size without storing them, and every
 // request is recorded so tests can assert on Range use and on where Authorization went.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -79,6 +80,9 @@ class HubFixture {
   std::string content(const std::string& repo_id, const std::string& file_path) const;
   std::vector<RecordedRequest> requests() const;
   void clear_requests();
+  // The most file bodies (hub and CDN) being sent at once since the last reset.
+  int max_concurrent_content() const;
+  void reset_max_concurrent_content();
 
  private:
   struct StoredFile {
@@ -107,6 +111,8 @@ class HubFixture {
   std::vector<RecordedRequest> requests_;
   std::string valid_token_;
   std::uint64_t rate_limit_ = 0;
+  std::atomic<int> content_responses_{0};
+  std::atomic<int> max_content_responses_{0};
 
   httplib::Server hub_;
   httplib::Server cdn_;

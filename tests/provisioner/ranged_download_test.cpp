@@ -82,13 +82,15 @@ struct RangedSetup {
 };
 
 // "bytes=a-b" → a
-std::uint64_t range_start(const std::string& range) { return std::stoull(range.substr(6)); }
+std::uint64_t range_start(const std::string& range) {
+  return std::stoull(range.substr(6));
+}
 
 }  // namespace
 
 TEST_CASE("ranged downloads reassemble byte-exactly around the range size") {
-  const std::vector<std::uint64_t> sizes = {0,          1,          2 * kRange - 1, 2 * kRange,
-                                            2 * kRange + 1, 4 * kRange + 1, 3 * 1024 * 1024 + 7};
+  const std::vector<std::uint64_t> sizes = {
+      0, 1, 2 * kRange - 1, 2 * kRange, 2 * kRange + 1, 4 * kRange + 1, 3 * 1024 * 1024 + 7};
   std::vector<FixtureFile> files;
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     files.push_back({"f" + std::to_string(i) + ".bin", sizes[i], true, 100 + i});
@@ -112,7 +114,8 @@ TEST_CASE("ranged downloads reassemble byte-exactly around the range size") {
 
 TEST_CASE("a range whose connection drops, stalls or gets a 5xx completes through a retry") {
   const std::uint64_t size = 2 * 1024 * 1024 + 3;
-  RangedSetup s({{"drop.bin", size, true, 1}, {"stall.bin", size, true, 2}, {"5xx.bin", size, true, 3}});
+  RangedSetup s(
+      {{"drop.bin", size, true, 1}, {"stall.bin", size, true, 2}, {"5xx.bin", size, true, 3}});
   s.hub.set_faults("drop.bin", Faults{.times = 1, .drop_after_bytes = 100 * 1024});
   s.hub.set_faults("stall.bin", Faults{.times = 1, .stall_after_bytes = 100 * 1024});
   s.hub.set_faults("5xx.bin", Faults{.times = 2, .error_status = 503, .retry_after_s = 0});

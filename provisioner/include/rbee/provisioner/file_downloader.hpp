@@ -14,6 +14,7 @@
 #include <stop_token>
 #include <string>
 
+#include "rbee/provisioner/connection_budget.hpp"
 #include "rbee/provisioner/hub_client.hpp"
 
 namespace rbee::provisioner {
@@ -75,9 +76,11 @@ class FileDownloader {
 
   // Blocks until <destination> holds the verified file. Throws HubError (not retryable, or
   // retries exhausted), DownloadError, or DownloadCancelled within moments of `stop`.
+  // The caller holds one connection for the file; a ranged download opens more while
+  // `extra_connections` allows (null: up to DownloadPolicy::connections, unbudgeted).
   void fetch(const catalog::ModelId& repo, const std::string& commit, const FileToFetch& file,
              const std::filesystem::path& destination, std::stop_token stop,
-             const DownloadEvents& events) const;
+             const DownloadEvents& events, ConnectionBudget* extra_connections = nullptr) const;
 
  private:
   void fetch_over_one_connection(const catalog::ModelId& repo, const std::string& commit,

@@ -25,7 +25,9 @@ struct ProvisionerSettings {
   DownloadPolicy download;
   std::uint64_t disk_reserve_bytes = 1ULL << 30;  // left free beyond what the model needs
   std::chrono::milliseconds progress_interval{1000};
-  std::size_t max_concurrent_downloads = 2;  // more wait, narrated as queued
+  std::size_t max_concurrent_downloads = 2;   // more wait, narrated as queued
+  std::size_t parallel_files = 8;             // files of one job downloaded at once
+  std::size_t max_download_connections = 32;  // across all jobs
 };
 
 struct DownloadRequest {
@@ -69,10 +71,14 @@ class ModelProvisioner {
                      const std::stop_token& stop);
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
                        const RepoInfo& info, const std::stop_token& stop);
+  void download_files(const DownloadRequest& request, const catalog::ModelId& id,
+                      const std::string& commit, std::vector<catalog::ModelFile>& files,
+                      const std::stop_token& stop);
   void record_failure(const catalog::ModelId& id, const DownloadRequest& request,
                       const std::string& reason);
 
   HubClient hub_;
+  ConnectionBudget connections_;  // every job's connections draw on it
   catalog::ModelCatalog& catalog_;
   const narration::Narrator& narrator_;
   ProvisionerSettings settings_;

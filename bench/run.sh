@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# The benchmark harness (bench/README.md): rbee-hive against curl, wget and aria2c, all
+# downloading the same bytes from the same nginx serving a static Hub mirror on loopback.
+# Installs what it needs (Debian), builds Release, generates data, runs every scenario with the
+# tools alternating, and writes bench/results/results.md and bench/results/chart.png.
+#
+#   bash bench/run.sh            # REPS=3 by default; BENCH_WORK=/tmp/rbee-bench holds the data
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RESULTS=$ROOT/bench/results
+WORK=${BENCH_WORK:-/tmp/rbee-bench}
+REPS=${REPS:-3}
+GIB=$((1024 * 1024 * 1024))
+SIZE_LARGE=${SIZE_LARGE:-$((2 * GIB))}  # scenarios 1 and 2
+SIZE_HUGE=${SIZE_HUGE:-$((8 * GIB))}    # scenario 4
+CAP=${CAP:-50m}                         # nginx limit_rate per connection, scenario 2
+PORT_FAST=18080
+PORT_CAPPED=18081
+COMMIT=0123456789abcdef0123456789abcdef01234567
+SUDO=$([[ $EUID -eq 0 ]] && echo "" || echo sudo)
+PIDS=()
+
+log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+install_tools() {
+  bash "$ROOT/scripts/install-deps.sh"
+  local missing=()
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  command -v aria2c >/dev/null || missing+=(aria2)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v wget >/dev/null || missing+=(wget)
+  command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
+  command -v node >/dev/null || missing+=(nodejs)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+build_release() {
+  log "building Release"
+  cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
+  cmake --build "$ROOT/build-release" -j2 --target rbee-hive >/dev/null
+  HIVE_BIN=$ROOT/build-release/hive/rbee-hive
+}
+
+# ---- data: a static Hub mirror (api listing + resolve paths) -------------------------------
+
+random_file() {  # path size
+  mkdir -p "$(dirname "$1")"
+  [[ -f $1 && $(stat -c %s "$1") -eq $2 ]] && return
+  head -c "$2" /dev/urandom >"$1"
+}
+
+# Writes api/models/bench/<repo>/revision/main for the files under bench/<repo>/resolve/main.
+write_listing() {  # repo
+  local repo=$1 dir=$WORK/www/bench/$1/resolve/main
+  local listing=$WORK/www/api/models/bench/$repo/revision/main
+  mkdir -p "$(dirname "$listing")"
+  {
+    printf '{"id":"bench/%s","sha":"%s","siblings":[' "$repo" "$COMMIT"
+    local first=1
+    while IFS= read -r file; do
+      local path=${file#"$dir"/} size
+      size=$(stat -c %s "$file")
+      ((first)) || printf ','
+      first=0
+      if ((size >= 10 * 1024 * 1024)); then
+        printf '{"rfilename":"%s","size":%d,"lfs":{"sha256":"%s","size":%d}}' \
+          "$path" "$size" "$(sha256sum "$file" | cut -d' ' -f1)" "$size"
+      else
+        printf '{"rfilename":"%s","size":%d,"blobId":"%s"}' "$path" "$size" "$(git hash-object "$file")"
+      fi
+    done < <(find "$dir" -type f | sort)
+    printf ']}'
+  } >"$listing"
+}
+
+make_data() {
+  log "generating data in $WORK (reused when present)"
+  mkdir -p "$WORK/www"
+  random_file "$WORK/www/bench/large/resolve/main/model.gguf" "$SIZE_LARGE"
+  random_file "$WORK/www/bench/onegig/resolve/main/model.gguf" "$GIB"
+  random_file "$WORK/www/bench/huge/resolve/main/model.gguf" "$SIZE_HUGE"
+  local many=$WORK/www/bench/many/resolve/main
+  if [[ ! -f $many/.complete ]]; then
+    for i in $(seq -w 1 200); do random_file "$many/shards/file-$i.json" $((1024 + RANDOM % 65536)); done
+    for q in Q4_K_M Q5_K_M Q8_0; do random_file "$many/model.$q.gguf" $((64 * 1024 * 1024)); done
+    touch "$many/.complete"
+  fi
+  rm -f "$many/.complete.listing"
+  for repo in large onegig huge many; do
+    [[ -f $WORK/www/api/models/bench/$repo/revision/main ]] || write_listing "$repo"
+  done
+  # aria2c's input list for the repo scenario: every file with its path.
+  : >"$WORK/many.list"
+  while IFS= read -r file; do
+    local path=${file#"$many"/}
+    printf 'http://127.0.0.1:%d/bench/many/resolve/main/%s\n  out=%s\n' "$PORT_FAST" "$path" "$path" >>"$WORK/many.list"
+  done < <(find "$many" -type f ! -name '.complete' | sort)
+}
+
+start_nginx() {
+  mkdir -p "$WORK/nginx"
+  cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+$([[ $EUID -eq 0 ]] && echo "user root;")
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  types { }
+  default_type application/octet-stream;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  server {
+    listen 127.0.0.1:$PORT_FAST;
+    root $WORK/www;
+    location /api/ { default_type application/json; }
+    location / { add_header X-Repo-Commit $COMMIT; }
+  }
+  server {
+    listen 127.0.0.1:$PORT_CAPPED;
+    root $WORK/www;
+    limit_rate $CAP;
+    location /api/ { default_type application/json; }
+    location / { add_header X-Repo-Commit $COMMIT; }
+  }
+}
+EOF
+  nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+  PIDS+=($!)
+  until curl -sf "http://127.0.0.1:$PORT_FAST/api/models/bench/large/revision/main" >/dev/null; do sleep 0.1; done
+}
+
+# ---- tools --------------------------------------------------------------------------------
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
+
+HIVE_PID=
+HIVE_URL=
+start_hive() {  # endpoint_port
+  stop_hive
+  rm -rf "$WORK/hive-cache"
+  HF_ENDPOINT=http://127.0.0.1:$1 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$WORK/hive-cache" \
+    --disk-reserve-mb 0 --log-level warn 2>"$WORK/hive.log" &
+  HIVE_PID=$!
+  PIDS+=("$HIVE_PID")
+  until grep -q 'Listening on' "$WORK/hive.log" 2>/dev/null; do sleep 0.05; done
+  HIVE_URL=http://127.0.0.1:$(sed -n 's/.*Listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/hive.log" | head -1)
+}
+stop_hive() {
+  [[ -n $HIVE_PID ]] && kill "$HIVE_PID" 2>/dev/null && wait "$HIVE_PID" 2>/dev/null || true
+  HIVE_PID=
+}
+
+submit_download() {  # json-extra → job id
+  curl -sf -X POST "$HIVE_URL/v1/jobs" -H 'Content-Type: application/json' \
+    -d "{\"operation\":\"model_download\",$1}" | sed 's/.*"job_id":"\([^"]*\)".*/\1/'
+}
+wait_done() {  # job id
+  local last
+  last=$(curl -sN "$HIVE_URL/v1/jobs/$1/stream" | grep '^data: \[' | tail -1)
+  [[ $last == "data: [DONE]" ]] || { log "hive job failed: $last"; tail -5 "$WORK/hive.log" >&2; exit 1; }
+}
+hive_time() {  # json-extra
+  rm -rf "$WORK/hive-cache/bench"
+  local start job
+  start=$(now)
+  job=$(submit_download "$1")
+  wait_done "$job"
+  since "$start"
+}
+fresh_out() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; }
+curl_time() { fresh_out; local s; s=$(now); curl -sf -o "$WORK/out/f" "$1"; since "$s"; }
+wget_time() { fresh_out; local s; s=$(now); wget -q -O "$WORK/out/f" "$1"; since "$s"; }
+aria_time() {  # args...
+  fresh_out
+  local s
+  s=$(now)
+  aria2c -q -d "$WORK/out" --allow-overwrite=true --auto-file-renaming=false --file-allocation=none "$@"
+  since "$s"
+}
+
+# ---- measurement bookkeeping ---------------------------------------------------------------
+
+declare -A SAMPLES
+record() { SAMPLES[$1]+="$2 "; log "  $1: $2 s"; }
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+mbps() { awk -v s="$1" -v t="$2" 'BEGIN {printf "%.0f", s / 1048576 / t}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+scenario_1() {
+  log "scenario 1: one $((SIZE_LARGE / GIB)) GiB file, one connection, to disk"
+  start_hive $PORT_FAST
+  local url=http://127.0.0.1:$PORT_FAST/bench/large/resolve/main/model.gguf
+  for _ in $(seq "$REPS"); do
+    record s1_hive "$(hive_time '"model":"bench/large","connections":1')"
+    record s1_curl "$(curl_time "$url")"
+    record s1_wget "$(wget_time "$url")"
+  done
+}
+
+scenario_2() {
+  log "scenario 2: the same file, $CAP per connection"
+  start_hive $PORT_CAPPED
+  local url=http://127.0.0.1:$PORT_CAPPED/bench/large/resolve/main/model.gguf
+  for _ in $(seq "$REPS"); do
+    record s2_hive "$(hive_time '"model":"bench/large"')"
+    record s2_aria2c "$(aria_time -x16 -s16 -k1M -o f "$url")"
+  done
+  record s2_curl "$(curl_time "$url")"  # one run: it is the slow baseline
+}
+
+scenario_3() {
+  log "scenario 3: a repo of 200 small files and 3 GGUFs of 64 MiB"
+  start_hive $PORT_FAST
+  for _ in $(seq "$REPS"); do
+    record s3_hive "$(hive_time '"model":"bench/many"')"
+    record s3_aria2c "$(aria_time -j16 -i "$WORK/many.list")"
+  done
+}
+
+scenario_4() {
+  log "scenario 4: peak RSS of the hive for 1 GiB and $((SIZE_HUGE / GIB)) GiB"
+  for repo in onegig huge; do
+    start_hive $PORT_FAST
+    hive_time "\"model\":\"bench/$repo\"" >/dev/null
+    RSS[$repo]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$HIVE_PID/status")
+    log "  $repo: peak RSS ${RSS[$repo]} MiB"
+    stop_hive
+  done
+}
+
+scenario_5() {
+  log "scenario 5: /health and POST /v1/jobs latency during scenario 2 with 200 SSE watchers"
+  start_hive $PORT_CAPPED
+  rm -rf "$WORK/hive-cache/bench"
+  local job
+  job=$(submit_download '"model":"bench/large"')
+  CONTROL=$(node "$ROOT/bench/tools/control_plane.mjs" "$HIVE_URL" "$job" 200 500)
+  log "  $CONTROL"
+  wait_done "$job"
+}
+
+# ---- report --------------------------------------------------------------------------------
+
+report() {
+  mkdir -p "$RESULTS"
+  local m; declare -A M
+  for key in "${!SAMPLES[@]}"; do M[$key]=$(median "${SAMPLES[$key]}"); done
+  local large_mib=$((SIZE_LARGE / 1048576))
+  local many_bytes
+  many_bytes=$(du -sb "$WORK/www/bench/many/resolve/main" | cut -f1)
+  field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$CONTROL"; }
+  {
+    echo "# Benchmark results"
+    echo
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM,"
+    echo "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); loopback; nginx $(nginx -v 2>&1 | sed 's/.*\///'),"
+    echo "aria2c $(aria2c --version | head -1 | awk '{print $3}'), curl $(curl --version | head -1 | awk '{print $2}'). Medians of $REPS runs, tools alternating."
+    echo
+    echo "| scenario | tool | median | throughput | vs. target |"
+    echo "|---|---|---|---|---|"
+    echo "| 1: ${large_mib} MiB, 1 connection | rbee-hive (SHA-256 verified, fsync) | ${M[s1_hive]} s | $(mbps $SIZE_LARGE "${M[s1_hive]}") MiB/s | $(ratio "${M[s1_curl]}" "${M[s1_hive]}")× curl's speed (target ≥ 1) |"
+    echo "| | curl -o | ${M[s1_curl]} s | $(mbps $SIZE_LARGE "${M[s1_curl]}") MiB/s | |"
+    echo "| | wget | ${M[s1_wget]} s | $(mbps $SIZE_LARGE "${M[s1_wget]}") MiB/s | |"
+    echo "| 2: ${large_mib} MiB, $CAP/connection | rbee-hive (8 connections) | ${M[s2_hive]} s | $(mbps $SIZE_LARGE "${M[s2_hive]}") MiB/s | $(ratio "${M[s2_aria2c]}" "${M[s2_hive]}")× aria2c (≥ 0.9), $(ratio "${M[s2_curl]}" "${M[s2_hive]}")× one connection (≥ 8) |"
+    echo "| | aria2c -x16 -s16 | ${M[s2_aria2c]} s | $(mbps $SIZE_LARGE "${M[s2_aria2c]}") MiB/s | |"
+    echo "| | curl (one connection, 1 run) | ${M[s2_curl]} s | $(mbps $SIZE_LARGE "${M[s2_curl]}") MiB/s | |"
+    echo "| 3: 200 small files + 3×64 MiB | rbee-hive | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1) |"
+    echo "| | aria2c -j16 -i list | ${M[s3_aria2c]} s | $(mbps "$many_bytes" "${M[s3_aria2c]}") MiB/s | |"
+    echo "| 4: peak RSS | rbee-hive, 1 GiB file | ${RSS[onegig]} MiB | | target < 64 MiB, flat |"
+    echo "| | rbee-hive, $((SIZE_HUGE / GIB)) GiB file | ${RSS[huge]} MiB | | |"
+    echo "| 5: control plane, $(field watchers) SSE watchers, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 5 ms |"
+    echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | |"
+    echo
+    echo "Every watcher saw between $(field watcher_events_min) and $(field watcher_events_max) events while the measurement ran."
+    echo
+    echo "![chart](chart.png)"
+  } >"$RESULTS/results.md"
+  {
+    for key in s1_hive s1_curl s1_wget s2_hive s2_aria2c s2_curl s3_hive s3_aria2c; do
+      printf '"%s" %s\n' "${key/_/ }" "${M[$key]}"
+    done
+  } >"$WORK/chart.dat"
+  gnuplot <<EOF
+set terminal pngcairo size 900,420 noenhanced
+set output "$RESULTS/chart.png"
+set title "Median wall time (s, lower is better): 1 = one file/one connection, 2 = $CAP per connection, 3 = 200 small files"
+set style fill solid 0.8
+set boxwidth 0.6
+set ylabel "seconds"
+set xtics rotate by -30
+set grid ytics
+unset key
+plot "$WORK/chart.dat" using 0:2:xtic(1) with boxes lc rgb "#3b7dd8", "" using 0:2:(sprintf("%.2f",\$2)) with labels offset 0,0.7
+EOF
+  log "wrote $RESULTS/results.md and $RESULTS/chart.png"
+}
+
+declare -A RSS
+CONTROL='{}'
+install_tools
+build_release
+make_data
+start_nginx
+scenario_1
+scenario_2
+scenario_3
+scenario_4
+scenario_5
+stop_hive
+report
+cat "$RESULTS/results.md"

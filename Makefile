@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test test-asan test-tsan format clean
+.PHONY: deps build run test test-asan test-tsan format bench clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -28,6 +28,10 @@ test-asan:
 test-tsan:
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" \
 	  $(MAKE) test BUILD_DIR=build-tsan CMAKE_FLAGS="-DRBEE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug"
+
+# The benchmark harness (bench/README.md): installs nginx, aria2, gnuplot; a few minutes.
+bench:
+	bash bench/run.sh
 
 # Formats every C++ file with the repo's .clang-format.
 format:

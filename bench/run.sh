@@ -61,7 +61,8 @@ random_file() {  # path size
 
 # Writes api/models/bench/<repo>/revision/main for the files under bench/<repo>/resolve/main.
 write_listing() {  # repo
-  local repo=$1 dir=$WORK/www/bench/$1/resolve/main
+  local repo=$1 dir
+  dir=$(repo_dir "$1")
   local listing=$WORK/www/api/models/bench/$repo/revision/main
   mkdir -p "$(dirname "$listing")"
   {
@@ -78,24 +79,34 @@ write_listing() {  # repo
       else
         printf '{"rfilename":"%s","size":%d,"blobId":"%s"}' "$path" "$size" "$(git hash-object "$file")"
       fi
-    done < <(find "$dir" -type f | sort)
+    done < <(find "$dir" -type f ! -name .complete | sort)
     printf ']}'
   } >"$listing"
+}
+
+# Files live under resolve/<commit> (the hive resolves by commit, as huggingface_hub does);
+# resolve/main links there (curl, wget and aria2c ask for main).
+repo_dir() {  # repo
+  local dir=$WORK/www/bench/$1/resolve
+  mkdir -p "$dir/$COMMIT"
+  [[ -L $dir/main ]] || ln -s "$COMMIT" "$dir/main"
+  echo "$dir/$COMMIT"
 }
 
 make_data() {
   log "generating data in $WORK (reused when present)"
   mkdir -p "$WORK/www"
+  for repo in large onegig huge many; do repo_dir "$repo" >/dev/null; done
   random_file "$WORK/www/bench/large/resolve/main/model.gguf" "$SIZE_LARGE"
   random_file "$WORK/www/bench/onegig/resolve/main/model.gguf" "$GIB"
   random_file "$WORK/www/bench/huge/resolve/main/model.gguf" "$SIZE_HUGE"
-  local many=$WORK/www/bench/many/resolve/main
+  local many
+  many=$(repo_dir many)
   if [[ ! -f $many/.complete ]]; then
     for i in $(seq -w 1 200); do random_file "$many/shards/file-$i.json" $((1024 + RANDOM % 65536)); done
     for q in Q4_K_M Q5_K_M Q8_0; do random_file "$many/model.$q.gguf" $((64 * 1024 * 1024)); done
     touch "$many/.complete"
   fi
-  rm -f "$many/.complete.listing"
   for repo in large onegig huge many; do
     [[ -f $WORK/www/api/models/bench/$repo/revision/main ]] || write_listing "$repo"
   done
@@ -104,7 +115,7 @@ make_data() {
   while IFS= read -r file; do
     local path=${file#"$many"/}
     printf 'http://127.0.0.1:%d/bench/many/resolve/main/%s\n  out=%s\n' "$PORT_FAST" "$path" "$path" >>"$WORK/many.list"
-  done < <(find "$many" -type f ! -name '.complete' | sort)
+  done < <(find "$many/" -type f ! -name '.complete' | sort)
 }
 
 start_nginx() {
@@ -159,7 +170,7 @@ start_hive() {  # endpoint_port
   stop_hive
   rm -rf "$WORK/hive-cache"
   HF_ENDPOINT=http://127.0.0.1:$1 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$WORK/hive-cache" \
-    --disk-reserve-mb 0 --log-level warn 2>"$WORK/hive.log" &
+    --disk-reserve-mb 0 2>"$WORK/hive.log" &
   HIVE_PID=$!
   PIDS+=("$HIVE_PID")
   until grep -q 'Listening on' "$WORK/hive.log" 2>/dev/null; do sleep 0.05; done
@@ -201,13 +212,17 @@ aria_time() {  # args...
 # ---- measurement bookkeeping ---------------------------------------------------------------
 
 declare -A SAMPLES
-record() { SAMPLES[$1]+="$2 "; log "  $1: $2 s"; }
+record() {
+  [[ -n $2 ]] || { log "no measurement for $1"; exit 1; }  # the tool failed in a subshell
+  SAMPLES[$1]+="$2 "
+  log "  $1: $2 s"
+}
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mbps() { awk -v s="$1" -v t="$2" 'BEGIN {printf "%.0f", s / 1048576 / t}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 scenario_1() {
-  log "scenario 1: one $((SIZE_LARGE / GIB)) GiB file, one connection, to disk"
+  log "scenario 1: one $((SIZE_LARGE / 1048576)) MiB file, one connection, to disk"
   start_hive $PORT_FAST
   local url=http://127.0.0.1:$PORT_FAST/bench/large/resolve/main/model.gguf
   for _ in $(seq "$REPS"); do
@@ -222,7 +237,7 @@ scenario_2() {
   start_hive $PORT_CAPPED
   local url=http://127.0.0.1:$PORT_CAPPED/bench/large/resolve/main/model.gguf
   for _ in $(seq "$REPS"); do
-    record s2_hive "$(hive_time '"model":"bench/large"')"
+    record s2_hive "$(hive_time '"model":"bench/large","connections":16')"
     record s2_aria2c "$(aria_time -x16 -s16 -k1M -o f "$url")"
   done
   record s2_curl "$(curl_time "$url")"  # one run: it is the slow baseline
@@ -267,7 +282,7 @@ report() {
   for key in "${!SAMPLES[@]}"; do M[$key]=$(median "${SAMPLES[$key]}"); done
   local large_mib=$((SIZE_LARGE / 1048576))
   local many_bytes
-  many_bytes=$(du -sb "$WORK/www/bench/many/resolve/main" | cut -f1)
+  many_bytes=$(du -sbL "$WORK/www/bench/many/resolve/main" | cut -f1)
   field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$CONTROL"; }
   {
     echo "# Benchmark results"
@@ -281,7 +296,7 @@ report() {
     echo "| 1: ${large_mib} MiB, 1 connection | rbee-hive (SHA-256 verified, fsync) | ${M[s1_hive]} s | $(mbps $SIZE_LARGE "${M[s1_hive]}") MiB/s | $(ratio "${M[s1_curl]}" "${M[s1_hive]}")× curl's speed (target ≥ 1) |"
     echo "| | curl -o | ${M[s1_curl]} s | $(mbps $SIZE_LARGE "${M[s1_curl]}") MiB/s | |"
     echo "| | wget | ${M[s1_wget]} s | $(mbps $SIZE_LARGE "${M[s1_wget]}") MiB/s | |"
-    echo "| 2: ${large_mib} MiB, $CAP/connection | rbee-hive (8 connections) | ${M[s2_hive]} s | $(mbps $SIZE_LARGE "${M[s2_hive]}") MiB/s | $(ratio "${M[s2_aria2c]}" "${M[s2_hive]}")× aria2c (≥ 0.9), $(ratio "${M[s2_curl]}" "${M[s2_hive]}")× one connection (≥ 8) |"
+    echo "| 2: ${large_mib} MiB, $CAP/connection | rbee-hive (16 connections, like aria2c) | ${M[s2_hive]} s | $(mbps $SIZE_LARGE "${M[s2_hive]}") MiB/s | $(ratio "${M[s2_aria2c]}" "${M[s2_hive]}")× aria2c (≥ 0.9), $(ratio "${M[s2_curl]}" "${M[s2_hive]}")× one connection (≥ 8) |"
     echo "| | aria2c -x16 -s16 | ${M[s2_aria2c]} s | $(mbps $SIZE_LARGE "${M[s2_aria2c]}") MiB/s | |"
     echo "| | curl (one connection, 1 run) | ${M[s2_curl]} s | $(mbps $SIZE_LARGE "${M[s2_curl]}") MiB/s | |"
     echo "| 3: 200 small files + 3×64 MiB | rbee-hive | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1) |"

@@ -47,6 +47,45 @@ std::string_view FileHash::algorithm() const {
   return uses_sha256() ? "sha256" : "git-sha1";
 }
 
+HashPipeline::HashPipeline(FileHash& hash) : hash_(hash), thread_([this] { run(); }) {}
+
+HashPipeline::~HashPipeline() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void HashPipeline::update(const char* data, std::size_t length) {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [this] { return queue_.size() < kMaxQueued; });
+  queue_.emplace_back(data, data + length);
+  changed_.notify_all();
+}
+
+void HashPipeline::drain() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [this] { return queue_.empty() && !hashing_; });
+}
+
+void HashPipeline::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left
+    std::vector<char> block = std::move(queue_.front());
+    queue_.pop_front();
+    hashing_ = true;
+    lock.unlock();
+    hash_.update(block.data(), block.size());
+    lock.lock();
+    hashing_ = false;
+    changed_.notify_all();
+  }
+}
+
 void hash_file_range(int fd, const std::filesystem::path& path, std::uint64_t from,
                      std::uint64_t to, FileHash& hash) {
   std::vector<char> buffer(std::min<std::uint64_t>(to - from, 1 << 20));

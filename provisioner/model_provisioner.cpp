@@ -417,8 +417,12 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
   if (stop.stop_requested()) throw DownloadCancelled();
   if (failures.size() == 1) throw ProvisionError(failures.front());
   if (!failures.empty()) {
+    constexpr std::size_t kListed = 5;  // a repo of 200 failing shards needs no 200-line error
     std::string summary = fmt::format("{} of {} files failed", failures.size(), files.size());
-    for (const auto& failure : failures) summary += "; " + failure;
+    for (std::size_t i = 0; i < std::min(kListed, failures.size()); ++i)
+      summary += "; " + failures[i];
+    if (failures.size() > kListed)
+      summary += fmt::format("; and {} more", failures.size() - kListed);
     throw ProvisionError(summary);
   }
 }

@@ -523,7 +523,8 @@ TEST_CASE("a repo of many small files downloads several at once, within the job'
   h.hub.set_rate_limit(200 * 1024);  // 0.2 s a file: downloads overlap if they run at once
 
   CHECK(h.download({{"model", "acme/many"}, {"connections", 3}}).terminal() == "[DONE]");
-  CHECK(h.hub.max_concurrent_content() == 3);  // parallel, and never past the job's budget
+  CHECK(h.hub.max_concurrent_content() >= 2);  // files in parallel…
+  CHECK(h.hub.max_concurrent_content() <= 3);  // …and never past the job's budget
   for (const auto& file : repo.files) {
     CHECK(read_text(h.hive.cache / "acme/many" / file.path) ==
           h.hub.content("acme/many", file.path));

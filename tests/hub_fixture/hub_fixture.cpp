@@ -361,10 +361,17 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
     rate = rate_limit_;
   }
   const auto started = std::chrono::steady_clock::now();
+  // The body counts as sent when its last byte is written, not when the server releases it
+  // (the client may have moved on to its next request by then).
+  // HEAD answers are not bodies: the server releases them after the client has moved on.
+  auto counted = std::make_shared<std::atomic<bool>>(request.method == "GET");
+  auto uncount = [this, counted] {
+    if (counted->exchange(false)) content_responses_.fetch_sub(1);
+  };
   response.set_content_provider(
       length, "application/octet-stream",
-      [stored, first, faults, rate, started](std::size_t offset, std::size_t wanted,
-                                             httplib::DataSink& sink) {
+      [stored, first, faults, rate, started, length, uncount](
+          std::size_t offset, std::size_t wanted, httplib::DataSink& sink) {
         const std::uint64_t sent = offset;
         if (faults && faults->drop_after_bytes && sent >= *faults->drop_after_bytes) return false;
         if (faults && faults->stall_after_bytes && sent >= *faults->stall_after_bytes) {
@@ -389,9 +396,11 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
           const auto due = started + std::chrono::microseconds((offset + n) * 1000000 / rate);
           std::this_thread::sleep_until(due);
         }
+        if (offset + n >= length) uncount();  // before the client can see the last byte
         return sink.write(piece.data(), piece.size());
       },
-      [this](bool) { content_responses_.fetch_sub(1); });
+      [uncount](bool) { uncount(); });
+  if (!*counted) return;
   const int open = content_responses_.fetch_add(1) + 1;
   int seen = max_content_responses_.load();
   while (open > seen && !max_content_responses_.compare_exchange_weak(seen, open)) {

@@ -41,7 +41,9 @@ class ConnectionLease {
   ~ConnectionLease() {
     if (budget_) budget_->release();
   }
-  ConnectionLease(ConnectionLease&& other) noexcept : budget_(other.budget_) { other.budget_ = nullptr; }
+  ConnectionLease(ConnectionLease&& other) noexcept : budget_(other.budget_) {
+    other.budget_ = nullptr;
+  }
   ConnectionLease& operator=(ConnectionLease&&) = delete;
   ConnectionLease(const ConnectionLease&) = delete;
   ConnectionLease& operator=(const ConnectionLease&) = delete;

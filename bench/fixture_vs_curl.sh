@@ -11,6 +11,7 @@ set -euo pipefail
 
 SIZE=${1:-1073741824}
 RUNS=${2:-3}
+CONNECTIONS=${CONNECTIONS:-1}  # the hive's connections for the file (curl has one)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbee-bench.XXXXXX")
@@ -44,7 +45,7 @@ hive_run() {
   local start job
   start=$(now)
   job=$(curl -sf -X POST "http://127.0.0.1:$PORT/v1/jobs" -H 'Content-Type: application/json' \
-          -d '{"operation":"model_download","model":"bench/one"}' | sed 's/.*"job_id":"\([^"]*\)".*/\1/')
+          -d "{\"operation\":\"model_download\",\"model\":\"bench/one\",\"connections\":$CONNECTIONS}" | sed 's/.*"job_id":"\([^"]*\)".*/\1/')
   local last
   last=$(curl -sN "http://127.0.0.1:$PORT/v1/jobs/$job/stream" | grep '^data: \[' | tail -1)
   [[ $last == "data: [DONE]" ]] || { echo "hive run failed: $last" >&2; exit 1; }
@@ -74,6 +75,6 @@ H=$(median <"$WORK/hive.t"); C=$(median <"$WORK/curl.t"); CS=$(median <"$WORK/cu
 echo
 echo "| tool | median wall time | throughput |"
 echo "|---|---|---|"
-echo "| rbee-hive model_download (listing, download, SHA-256, fsync, catalog) | ${H} s | $(mib_s "$H") MiB/s |"
+echo "| rbee-hive model_download, $CONNECTIONS connection(s) (listing, download, SHA-256, fsync, catalog) | ${H} s | $(mib_s "$H") MiB/s |"
 echo "| curl -L -o | ${C} s | $(mib_s "$C") MiB/s |"
 echo "| curl -L -o, then sha256sum | ${CS} s | $(mib_s "$CS") MiB/s |"

@@ -318,7 +318,7 @@ report() {
   gnuplot <<EOF
 set terminal pngcairo size 900,420 noenhanced
 set output "$RESULTS/chart.png"
-set title "Median wall time (s, lower is better): 1 = one file/one connection, 2 = $CAP per connection, 3 = 200 small files"
+set title "Median wall time in s, lower is better (s1: one connection, s2: $CAP per connection, s3: 200 small files)"
 set style fill solid 0.8
 set boxwidth 0.6
 set ylabel "seconds"

@@ -110,8 +110,9 @@ void validate_repo_path(std::string_view path) {
     if (segment.empty()) invalid_path(path, "empty path segments are not allowed");
     if (segment == "." || segment == "..")
       invalid_path(path, "'.' and '..' segments are not allowed");
-    if (segment.size() > 5 && segment.ends_with(".part")) {
-      invalid_path(path, "names ending in '.part' are kept for partial downloads");
+    if ((segment.size() > 5 && segment.ends_with(".part")) || segment.ends_with(".part.ranges")) {
+      invalid_path(path,
+                   "names ending in '.part' or '.part.ranges' are kept for partial downloads");
     }
     start = end + 1;
   }

@@ -62,7 +62,7 @@ TEST_CASE("rbee's org/name:file form splits off a validated file path") {
 TEST_CASE("repo paths that could escape or clash are refused") {
   for (std::string_view bad :
        {"", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", "a\\b", "a\nb",
-        "metadata.yaml", ".metadata.yaml.1.tmp", "x.part", "dir/x.part"}) {
+        "metadata.yaml", ".metadata.yaml.1.tmp", "x.part", "dir/x.part", "x.part.ranges"}) {
     CAPTURE(bad);
     CHECK(path_refused(bad));
   }

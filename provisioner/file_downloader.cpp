@@ -305,13 +305,7 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
           events.retrying(0, std::string(error.what()) + "; refreshing the URL", {});
         continue;
       }
-      if (!error.retryable()) throw;
-      if (++failures >= policy_.max_attempts) {
-        throw DownloadError(DownloadErrorKind::gave_up,
-                            fmt::format("{} failed {} times in a row, giving up: {}", file.path,
-                                        failures, error.what()));
-      }
-      const auto delay = backoff_delay(policy_, failures, error.retry_after());
+      const auto delay = retry_delay_or_throw(policy_, file.path, error, failures);
       if (events.retrying) events.retrying(failures, error.what(), delay);
       if (!sleep_unless_stopped(delay, stop)) throw DownloadCancelled();
     }

@@ -356,13 +356,7 @@ class RangedDownload {
           refresh_source(generation, error);  // the signed URL expired, for every connection
           continue;
         }
-        if (!error.retryable()) throw;
-        if (++failures >= policy_.max_attempts) {
-          throw DownloadError(DownloadErrorKind::gave_up,
-                              fmt::format("{} failed {} times in a row, giving up: {}", file_.path,
-                                          failures, error.what()));
-        }
-        const auto delay = backoff_delay(policy_, failures, error.retry_after());
+        const auto delay = retry_delay_or_throw(policy_, file_.path, error, failures);
         notify_retry(failures, error.what(), delay);
         sleep_unless_stopped(delay, group_stop_.get_token());
       }

@@ -6,6 +6,8 @@
 #include <mutex>
 #include <random>
 
+#include <fmt/format.h>
+
 namespace rbee::provisioner {
 
 std::chrono::milliseconds backoff_delay(const DownloadPolicy& policy, int failures,
@@ -16,6 +18,18 @@ std::chrono::milliseconds backoff_delay(const DownloadPolicy& policy, int failur
   std::chrono::milliseconds delay{std::uniform_int_distribution<std::int64_t>(0, cap)(random)};
   if (retry_after) delay = std::max<std::chrono::milliseconds>(delay, *retry_after);
   return delay;
+}
+
+std::chrono::milliseconds retry_delay_or_throw(const DownloadPolicy& policy,
+                                               const std::string& file, const HubError& error,
+                                               int& failures) {
+  if (!error.retryable()) throw error;
+  if (++failures >= policy.max_attempts) {
+    throw DownloadError(
+        DownloadErrorKind::gave_up,
+        fmt::format("{} failed {} times in a row, giving up: {}", file, failures, error.what()));
+  }
+  return backoff_delay(policy, failures, error.retry_after());
 }
 
 bool sleep_unless_stopped(std::chrono::milliseconds delay, const std::stop_token& stop) {

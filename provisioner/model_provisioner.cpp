@@ -336,15 +336,27 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
     narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level, 0,
                     std::nullopt});
   };
+  // Verified files reach the catalog at the progress cadence, not in one write (two fsyncs)
+  // each: a repo of hundreds of small files would spend its time syncing. A file verified but
+  // not yet recorded is re-hashed on disk by the next job, never fetched again. Failures are
+  // recorded at once, and every state once all workers are done.
+  std::mutex states_mutex;
+  auto last_state_write = Clock::now() - settings_.progress_interval;
   auto set_state = [&](ModelFile& file, const std::string& state) {
-    file.state = state;
+    std::vector<ModelFile> snapshot;
+    {
+      std::lock_guard lock(states_mutex);
+      file.state = state;
+      if (state == "verified" && Clock::now() - last_state_write < settings_.progress_interval)
+        return;
+      last_state_write = Clock::now();
+      snapshot = files;
+    }
     catalog_.update(
         id,
         [&](ModelEntry& e) {
           e.bytes_done = reporter.done();
-          for (auto& f : e.files) {
-            if (f.path == file.path) f.state = state;
-          }
+          e.files = snapshot;
         },
         stop);
   };
@@ -414,6 +426,10 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
     std::vector<std::jthread> workers;
     for (std::size_t i = 0; i < worker_count; ++i) workers.emplace_back(work);
   }
+  catalog_.update(id, [&](ModelEntry& e) {
+    e.bytes_done = reporter.done();
+    e.files = files;
+  });
   if (stop.stop_requested()) throw DownloadCancelled();
   if (failures.size() == 1) throw ProvisionError(failures.front());
   if (!failures.empty()) {

@@ -76,11 +76,13 @@ int http_status_of(catalog::CatalogErrorCode code) {
 
 HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
                        jobs::JobRouter& router, catalog::ModelCatalog& catalog,
+                       const provisioner::ModelProvisioner& provisioner,
                        const narration::Narrator& narrator)
     : config_(config),
       registry_(registry),
       router_(router),
       catalog_(catalog),
+      provisioner_(provisioner),
       narrator_(narrator) {
   const std::size_t max_threads = config_.max_connections;
   server_.new_task_queue = [max_threads] { return new ElasticTaskQueue(max_threads); };
@@ -93,6 +95,7 @@ HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
     listen_fd_ = fd;  // kept to raise the listen backlog after bind (DESIGN §9)
   });
   install_routes();
+  install_instrumentation();
 }
 
 HiveServer::~HiveServer() {
@@ -144,8 +147,22 @@ bool HiveServer::authorized(const Request& request) const {
          CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
 }
 
+// A request is routed, handled and logged on one server thread: the pre-routing handler stamps
+// its start here and the logger reads it.
+thread_local std::optional<std::chrono::steady_clock::time_point> t_request_started;
+
+void HiveServer::install_instrumentation() {
+  server_.set_logger([this](const Request& request, const Response& response) {
+    std::optional<std::chrono::duration<double>> latency;
+    if (t_request_started) latency = std::chrono::steady_clock::now() - *t_request_started;
+    t_request_started.reset();
+    http_metrics_.observe(request.method, route_of(request.path), response.status, latency);
+  });
+}
+
 void HiveServer::install_routes() {
   server_.set_pre_routing_handler([this](const Request& request, Response& response) {
+    t_request_started = std::chrono::steady_clock::now();
     if (authorized(request)) return httplib::Server::HandlerResponse::Unhandled;
     response.set_header("WWW-Authenticate", "Bearer");
     send_error(response, 401, "unauthorized",
@@ -170,6 +187,16 @@ void HiveServer::install_routes() {
       active += jobs::is_finished(job->status().state) ? 0 : 1;
     send_json(response, 200,
               {{"status", "ok"}, {"version", RBEE_VERSION}, {"active_jobs", active}});
+  });
+  server_.Get("/metrics", [this](const Request&, Response& response) {
+    std::map<std::string, std::uint64_t> submitted;
+    {
+      std::lock_guard lock(submit_mutex_);
+      submitted = jobs_submitted_;
+    }
+    const MetricsSources sources{registry_,    catalog_, provisioner_, http_metrics_,
+                                 submitted, open_streams_.load()};
+    response.set_content(render_metrics(sources), "text/plain; version=0.0.4");
   });
   server_.Post("/v1/jobs", [this](const Request& request, Response& response) {
     handle_submit(request, response);
@@ -228,6 +255,7 @@ void HiveServer::handle_submit(const Request& request, Response& response) {
     return send_error(response, 503, "shutting_down", "the hive is shutting down");
   }
   auto job = registry_.create(std::move(operation));
+  ++jobs_submitted_[std::string(job->operation_name())];
   router_.submit(job);
   send_json(response, 202, {{"job_id", job->id()}, {"sse_url", sse_url(job->id())}});
 }

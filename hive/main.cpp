@@ -69,7 +69,7 @@ int run_daemon(hive::HiveConfig& config) {
   jobs::JobRouter router(narrator, config.max_concurrent_jobs);
   hive::register_model_operations(router, catalog, registry, provisioner);
 
-  hive::HiveServer server(config, registry, router, catalog, narrator);
+  hive::HiveServer server(config, registry, router, catalog, provisioner, narrator);
   const int port = server.bind();
   narrate(narrator, "hive_listening",
           fmt::format("Listening on http://{}:{} (catalog {}{}; Hub {}{})", config.bind, port,

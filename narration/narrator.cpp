@@ -12,7 +12,10 @@ void Narrator::emit(NarrationEvent event) const {
   for (std::string* field : {&event.actor, &event.action, &event.target, &event.human}) {
     *field = redactor_.redact(*field);
   }
-  if (event.progress) event.progress->file = redactor_.redact(event.progress->file);
+  if (event.progress) {
+    event.progress->file = redactor_.redact(event.progress->file);
+    for (auto& file : event.progress->in_flight) file.file = redactor_.redact(file.file);
+  }
 
   std::vector<std::shared_ptr<Sink>> sinks;
   {

@@ -83,6 +83,12 @@ std::string format_duration(double seconds) {
   return fmt::format("{} h {:02} min", total / 3600, total % 3600 / 60);
 }
 
+// Some files of a job failed; /metrics counted each one by its kind already.
+class FilesFailed : public ProvisionError {
+ public:
+  using ProvisionError::ProvisionError;
+};
+
 // Narrates progress at a steady cadence (not per chunk), with speed and ETA of the whole model.
 // Thread-safe: every file worker reports its own bytes.
 class ProgressReporter {
@@ -111,7 +117,7 @@ class ProgressReporter {
   // the catalog too).
   bool update(const ModelFile& file, std::uint64_t bytes) {
     std::lock_guard lock(mutex_);
-    in_flight_[file.path] = bytes;
+    in_flight_[file.path] = {file.path, bytes, file.size};
     const auto now = Clock::now();
     if (now - last_report_ < interval_) return false;
     const std::uint64_t done = done_locked();
@@ -121,7 +127,8 @@ class ProgressReporter {
     speed_ = speed_ == 0 ? instant : 0.7 * speed_ + 0.3 * instant;  // smooth, still responsive
     last_report_ = now;
     last_done_ = done;
-    narration::Progress progress{file.path, bytes, file.size, speed_, std::nullopt, done, total_};
+    narration::Progress progress{file.path, bytes, file.size, speed_, std::nullopt, done, total_, {}};
+    for (const auto& [path, in_flight] : in_flight_) progress.in_flight.push_back(in_flight);
     if (speed_ > 0) progress.eta_s = static_cast<double>(total_ - std::min(total_, done)) / speed_;
     const std::string files =
         in_flight_.size() == 1
@@ -140,7 +147,7 @@ class ProgressReporter {
  private:
   std::uint64_t done_locked() const {
     std::uint64_t done = finished_;
-    for (const auto& [path, bytes] : in_flight_) done += bytes;
+    for (const auto& [path, file] : in_flight_) done += file.bytes_done;
     return done;
   }
 
@@ -149,7 +156,7 @@ class ProgressReporter {
   const std::uint64_t total_;
   const std::chrono::milliseconds interval_;
   mutable std::mutex mutex_;
-  std::map<std::string, std::uint64_t> in_flight_;
+  std::map<std::string, narration::FileProgress> in_flight_;
   std::uint64_t finished_ = 0;
   Clock::time_point last_report_;
   std::uint64_t last_done_ = 0;
@@ -227,6 +234,11 @@ ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog
       narrator_(narrator),
       settings_(settings) {}
 
+std::size_t ModelProvisioner::active_downloads() const {
+  std::lock_guard lock(slots_mutex_);
+  return running_downloads_;
+}
+
 std::size_t ModelProvisioner::mark_interrupted_downloads() {
   std::size_t marked = 0;
   for (const auto& entry : catalog_.list()) {
@@ -252,6 +264,7 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
   try {
     info = list_repo(request, id, stop);
   } catch (const HubError& error) {
+    stats_.add_error(error_kind(error));
     // A typo'd repo id leaves no folder behind; a model we already know records why it failed.
     if (catalog_.get(id)) record_failure(id, request, error.what());
     throw;
@@ -265,7 +278,11 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
       e.last_job_id = request.job_id;
     });
     throw;
+  } catch (const FilesFailed& error) {
+    record_failure(id, request, error.what());  // each file's error is counted already
+    throw;
   } catch (const std::exception& error) {
+    stats_.add_error(error_kind(error));
     record_failure(id, request, error.what());  // where workers look; the job says the same
     throw;
   }
@@ -287,7 +304,7 @@ std::unique_ptr<catalog::FileLock> ModelProvisioner::acquire_model_lock(
     if (auto entry = catalog_.get(id); entry && entry->bytes_done != last_reported) {
       last_reported = entry->bytes_done;
       narration::Progress progress{
-          "", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total};
+          "", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total, {}};
       narrator_.emit(
           {kActor, "download_progress", id.str(),
            fmt::format("{} of {} (another job's download)", format_bytes(entry->bytes_done),
@@ -308,6 +325,7 @@ RepoInfo ModelProvisioner::list_repo(const DownloadRequest& request, const Model
     } catch (const HubError& error) {
       if (!error.retryable() || failures >= settings_.download.max_attempts) throw;
       const auto delay = backoff_delay(settings_.download, failures, error.retry_after());
+      stats_.add_retry();
       narrator_.emit({kActor, "download_retry", id.str(),
                       fmt::format("Listing {} again in {:.1f} s (attempt {}): {}", id.str(),
                                   delay.count() / 1000.0, failures + 1, error.what()),
@@ -372,10 +390,14 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
     }
     narrate("file_started", fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)));
     DownloadEvents events;
+    std::optional<std::uint64_t> bytes_seen;  // the first report is what was on disk already
     events.progress = [&](std::uint64_t bytes) {
+      if (bytes_seen && bytes > *bytes_seen) stats_.add_bytes(bytes - *bytes_seen);
+      bytes_seen = bytes;  // a restart from zero lowers it: count the bytes fetched again
       if (reporter.update(file, bytes)) catalog_.update_progress(id, reporter.done(), total, stop);
     };
     events.retrying = [&](int attempt, const std::string& reason, std::chrono::milliseconds delay) {
+      stats_.add_retry();
       narrate("download_retry",
               attempt == 0 ? reason
                            : fmt::format("Retrying {} in {:.1f} s (attempt {}): {}", file.path,
@@ -407,6 +429,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
       } catch (const DownloadCancelled&) {
         return;
       } catch (const std::exception& error) {
+        stats_.add_error(error_kind(error));
         const std::string reason = narrator_.redact(error.what());
         narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error);
         try {
@@ -431,7 +454,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
     e.files = files;
   });
   if (stop.stop_requested()) throw DownloadCancelled();
-  if (failures.size() == 1) throw ProvisionError(failures.front());
+  if (failures.size() == 1) throw FilesFailed(failures.front());
   if (!failures.empty()) {
     constexpr std::size_t kListed = 5;  // a repo of 200 failing shards needs no 200-line error
     std::string summary = fmt::format("{} of {} files failed", failures.size(), files.size());
@@ -439,7 +462,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
       summary += "; " + failures[i];
     if (failures.size() > kListed)
       summary += fmt::format("; and {} more", failures.size() - kListed);
-    throw ProvisionError(summary);
+    throw FilesFailed(summary);
   }
 }
 

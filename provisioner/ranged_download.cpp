@@ -219,6 +219,7 @@ class RangedDownload {
 
   void run_workers() {
     std::stop_callback relay_stop(stop_, [this] { stop_workers(); });
+    report_progress();  // what is already on disk, before any byte of this run arrives
     start_worker(ConnectionLease());  // on the connection the caller holds for this file
     add_workers();
     try {

@@ -8,8 +8,7 @@
 #include <csignal>
 #include <set>
 
-#include "e2e/helpers.hpp"
-#include "hub_fixture/hub_fixture.hpp"
+#include "e2e/hive_with_hub.hpp"
 
 using namespace rbee::testing;
 using nlohmann::json;
@@ -17,64 +16,6 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kToken = "hf_e2eSecretToken0123456789abcdef";
-
-// Fast retries and progress so fault tests finish in moments; the defaults are for real networks.
-// No disk reserve: tests must not depend on how full the machine's disk is.
-std::vector<std::string> fast_flags(std::vector<std::string> more = {}) {
-  std::vector<std::string> flags = {"--retry-base-ms",        "5",  "--stall-timeout-ms", "500",
-                                    "--progress-interval-ms", "100"};
-  if (std::find(more.begin(), more.end(), "--disk-reserve-mb") == more.end()) {
-    more.insert(more.end(), {"--disk-reserve-mb", "0"});
-  }
-  flags.insert(flags.end(), more.begin(), more.end());
-  return flags;
-}
-
-struct HiveWithHub {
-  HubFixture hub;
-  HiveUnderTest hive;
-
-  explicit HiveWithHub(std::vector<std::string> flags = fast_flags(),
-                       std::map<std::string, std::string> env = {})
-      : hive(std::move(flags), "", with_endpoint(hub, std::move(env))) {}
-
-  static std::map<std::string, std::string> with_endpoint(const HubFixture& hub,
-                                                          std::map<std::string, std::string> env) {
-    env["HF_ENDPOINT"] = hub.endpoint();
-    return env;
-  }
-  SseStream download(const json& request) const {
-    json body = request;
-    body["operation"] = "model_download";
-    return watch(*hive.hive, hive->submit_job(body));
-  }
-  YAML::Node catalog_entry(const std::string& id) const {
-    return YAML::LoadFile((hive.cache / id / "metadata.yaml").string());
-  }
-  // GETs of file content (not the API) that reached `listener` for files named `file`.
-  std::vector<RecordedRequest> content_gets(const std::string& listener,
-                                            const std::string& file = "") const {
-    std::vector<RecordedRequest> gets;
-    for (const auto& r : hub.requests()) {
-      const bool content =
-          r.path.find("/resolve/") != std::string::npos || r.path.starts_with("/blobs/");
-      if (r.listener == listener && r.method == "GET" && content &&
-          (file.empty() || r.path.ends_with("/" + file) || listener == "cdn")) {
-        gets.push_back(r);
-      }
-    }
-    return gets;
-  }
-};
-
-FixtureRepo tiny_repo(const std::string& id) {
-  FixtureRepo repo;
-  repo.id = id;
-  repo.files = {{"config.json", 613, false, 11},
-                {"tokenizer/tokenizer.json", 4099, false, 12},
-                {"model.Q4_K_M.gguf", 2 * 1024 * 1024 + 3, true, 13}};
-  return repo;
-}
 
 // A repo with one LFS file, model.gguf, of `size` bytes.
 FixtureRepo one_file_repo(const std::string& id, std::uint64_t size, std::uint64_t seed) {
@@ -86,25 +27,6 @@ FixtureRepo one_file_repo(const std::string& id, std::uint64_t size, std::uint64
 
 std::string start_download(const HiveProcess& hive, const std::string& model) {
   return hive.submit_job({{"operation", "model_download"}, {"model", model}});
-}
-
-std::vector<std::string> actions(const SseStream& stream) {
-  std::vector<std::string> result;
-  for (const auto& event : stream.events()) {
-    if (!event.is_terminal()) result.push_back(event.json().value("action", ""));
-  }
-  return result;
-}
-
-bool has_action(const SseStream& stream, const std::string& action) {
-  const auto all = actions(stream);
-  return std::find(all.begin(), all.end(), action) != all.end();
-}
-
-std::string stream_text(const SseStream& stream) {
-  std::string text;
-  for (const auto& line : data_lines(stream)) text += line + "\n";
-  return text;
 }
 
 std::set<std::string> files_in(const std::filesystem::path& dir) {

@@ -36,7 +36,7 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
                        "job-1",
                        Level::warn,
                        0,
-                       Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt, 1, 2}};
+                       Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt, 1, 2, {{"b-tok-123456", 1, 2}}}};
   narrator.emit(event);
 
   REQUIRE(first->events.size() == 1);
@@ -46,12 +46,13 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
   CHECK(seen.human == "used [REDACTED]");
   CHECK(seen.target == "target [REDACTED]");
   CHECK(seen.progress->file == "file-[REDACTED]");
+  CHECK(seen.progress->in_flight.at(0).file == "b-[REDACTED]");
 }
 
 TEST_CASE("event JSON has the SSE fields and flat progress") {
   NarrationEvent event{
       "provisioner", "download_progress", "org/m", "50%",
-      "job-1",       Level::info,         42,      Progress{"a.bin", 5, 10, 2.5, 2.0, 50, 100}};
+      "job-1",       Level::info,         42,      Progress{"a.bin", 5, 10, 2.5, 2.0, 50, 100, {{"a.bin", 5, 10}, {"b.bin", 7, 9}}}};
   const auto json = to_json(event);
   CHECK(json["type"] == "narration");
   CHECK(json["actor"] == "provisioner");
@@ -61,6 +62,8 @@ TEST_CASE("event JSON has the SSE fields and flat progress") {
   CHECK(json["bytes_done"] == 5);
   CHECK(json["bytes_total"] == 10);
   CHECK(json["eta_s"] == 2.0);
+  CHECK(json["files"].size() == 2);
+  CHECK(json["files"][1] == nlohmann::json{{"file", "b.bin"}, {"bytes_done", 7}, {"bytes_total", 9}});
 
   event.progress.reset();
   CHECK_FALSE(to_json(event).contains("bytes_done"));

@@ -10,18 +10,21 @@
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/jobs/job_router.hpp>
 #include <rbee/narration/narrator.hpp>
+#include <rbee/provisioner/model_provisioner.hpp>
 
 #include "rbee/hive/config.hpp"
+#include "rbee/hive/metrics.hpp"
 
 namespace rbee::hive {
 
 // Lifecycle: bind() on the main thread, serve() on a thread of the caller's (it blocks until
-// stop), shutdown() from any other thread. The registry, router, catalog and narrator must
-// outlive the server.
+// stop), shutdown() from any other thread. The registry, router, catalog, provisioner and
+// narrator must outlive the server.
 class HiveServer {
  public:
   HiveServer(const HiveConfig& config, jobs::JobRegistry& registry, jobs::JobRouter& router,
-             catalog::ModelCatalog& catalog, const narration::Narrator& narrator);
+             catalog::ModelCatalog& catalog, const provisioner::ModelProvisioner& provisioner,
+             const narration::Narrator& narrator);
   ~HiveServer();
 
   // Throws std::runtime_error when the address cannot be bound. Returns the bound port.
@@ -34,6 +37,7 @@ class HiveServer {
 
  private:
   void install_routes();
+  void install_instrumentation();
   void handle_submit(const httplib::Request& request, httplib::Response& response);
   void handle_stream(const httplib::Request& request, httplib::Response& response);
   void handle_cancel(const httplib::Request& request, httplib::Response& response);
@@ -43,12 +47,15 @@ class HiveServer {
   jobs::JobRegistry& registry_;
   jobs::JobRouter& router_;
   catalog::ModelCatalog& catalog_;
+  const provisioner::ModelProvisioner& provisioner_;
   const narration::Narrator& narrator_;
   httplib::Server server_;
   int listen_fd_ = -1;
 
   std::mutex submit_mutex_;  // orders job submission against the start of shutdown
   bool draining_ = false;
+  std::map<std::string, std::uint64_t> jobs_submitted_;  // by operation; under submit_mutex_
+  HttpMetrics http_metrics_;
   std::once_flag shutdown_once_;
   std::atomic<int> open_streams_{0};
 };

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -16,6 +17,13 @@ std::string_view to_string(Level level);
 // Throws std::invalid_argument for anything but debug|info|warn|error.
 Level parse_level(std::string_view text);
 
+// One file being transferred, as listed in Progress::in_flight.
+struct FileProgress {
+  std::string file;
+  std::uint64_t bytes_done = 0;
+  std::uint64_t bytes_total = 0;
+};
+
 // Structured progress of one file transfer; serialised flat beside the event's fields.
 struct Progress {
   std::string file;                    // the file being transferred
@@ -25,6 +33,7 @@ struct Progress {
   std::optional<double> eta_s;         // of the whole download; absent while the speed is unknown
   std::uint64_t model_bytes_done = 0;  // of every selected file together
   std::uint64_t model_bytes_total = 0;
+  std::vector<FileProgress> in_flight;  // every file being transferred now, "files" in JSON
 };
 
 struct NarrationEvent {
@@ -41,7 +50,8 @@ struct NarrationEvent {
 std::int64_t now_unix_ms();
 
 // {"type":"narration","actor",...,"emitted_at_ms"[,"file","bytes_done","bytes_total",
-// "bytes_per_sec","eta_s"]}: the SSE data line of DESIGN §3.
+// "bytes_per_sec","eta_s","model_bytes_done","model_bytes_total","files":[{"file","bytes_done",
+// "bytes_total"}]]}: the SSE data line of DESIGN §3.
 nlohmann::json to_json(const NarrationEvent& event);
 
 }  // namespace rbee::narration

@@ -16,6 +16,7 @@
 #include <rbee/catalog/model_catalog.hpp>
 #include <rbee/narration/narrator.hpp>
 
+#include "rbee/provisioner/download_stats.hpp"
 #include "rbee/provisioner/file_downloader.hpp"
 #include "rbee/provisioner/hub_client.hpp"
 
@@ -62,6 +63,9 @@ class ModelProvisioner {
   // (unless a live download in another process holds them). Returns how many.
   std::size_t mark_interrupted_downloads();
 
+  const DownloadStats& stats() const { return stats_; }
+  std::size_t active_downloads() const;  // holding one of max_concurrent_downloads places
+
  private:
   class DownloadSlot;
   std::unique_ptr<catalog::FileLock> acquire_model_lock(const DownloadRequest& request,
@@ -82,8 +86,9 @@ class ModelProvisioner {
   catalog::ModelCatalog& catalog_;
   const narration::Narrator& narrator_;
   ProvisionerSettings settings_;
+  DownloadStats stats_;
 
-  std::mutex slots_mutex_;
+  mutable std::mutex slots_mutex_;
   std::condition_variable_any slot_freed_;
   std::size_t running_downloads_ = 0;
 };

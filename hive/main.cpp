@@ -1,4 +1,5 @@
-// rbee-hive: the daemon. Wires narration → jobs → catalog → HTTP and runs until SIGINT/SIGTERM.
+// rbee-hive: the daemon (`serve`, the default), which wires narration → jobs → catalog → HTTP and
+// runs until SIGINT/SIGTERM; and the operator's client commands (pull, watch, jobs, …).
 
 #include <pthread.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <rbee/hive/config.hpp>
 #include <rbee/hive/hive_server.hpp>
 #include <rbee/hive/model_operations.hpp>
+#include <rbee/hive/operator_commands.hpp>
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/jobs/job_router.hpp>
 #include <rbee/narration/log_sink.hpp>
@@ -106,12 +108,20 @@ int main(int argc, char** argv) {
   rbee::hive::HiveConfig config;
   CLI::App app{"rbee-hive: downloads models and runs jobs for an rbee cluster", "rbee-hive"};
   app.set_version_flag("--version", RBEE_VERSION_STRING);
-  rbee::hive::add_config_options(app, config);
+  // The daemon's options sit on the top level, so `rbee-hive --port N` (rbee's start scripts)
+  // and `rbee-hive serve --port N` both work.
+  rbee::hive::add_config_options(*app.add_option_group("Daemon options (rbee-hive [serve])"),
+                                 config);
+  app.add_subcommand("serve", "Run the hive daemon (the default without a subcommand)")
+      ->fallthrough();
+  rbee::hive::OperatorCommands operator_commands(app);
+  app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     return app.exit(error);
   }
+  if (const auto exit_code = operator_commands.run()) return *exit_code;
   try {
     return run_daemon(config);
   } catch (const std::exception& error) {

@@ -94,23 +94,40 @@ class FilesFailed : public ProvisionError {
 class ProgressReporter {
  public:
   ProgressReporter(const narration::Narrator& narrator, std::string job_id, std::string model,
-                   std::uint64_t total, std::chrono::milliseconds interval)
+                   std::uint64_t total, std::uint64_t verified, std::chrono::milliseconds interval)
       : narrator_(narrator),
         job_id_(std::move(job_id)),
         model_(std::move(model)),
         total_(total),
         interval_(interval),
-        last_report_(Clock::now()) {}
+        finished_(verified),
+        last_report_(Clock::now()),
+        last_done_(verified) {}
 
   std::uint64_t done() const {
     std::lock_guard lock(mutex_);
     return done_locked();
   }
 
-  void file_done(const ModelFile& file) {
+  // The file's transfer begins; returns the progress to narrate with it.
+  narration::Progress file_started(const ModelFile& file) {
+    std::lock_guard lock(mutex_);
+    in_flight_[file.path] = {file.path, 0, file.size};
+    return snapshot_locked(file, 0);
+  }
+
+  narration::Progress file_failed(const ModelFile& file) {
+    std::lock_guard lock(mutex_);
+    in_flight_.erase(file.path);
+    return snapshot_locked(file, 0);
+  }
+
+  // The file is verified or skipped: out of flight. Returns the progress to narrate.
+  narration::Progress file_done(const ModelFile& file) {
     std::lock_guard lock(mutex_);
     in_flight_.erase(file.path);
     finished_ += file.size;
+    return snapshot_locked(file, file.size);
   }
 
   // `bytes` of `file` are on disk. Returns true when it narrated (the caller may then write
@@ -127,9 +144,7 @@ class ProgressReporter {
     speed_ = speed_ == 0 ? instant : 0.7 * speed_ + 0.3 * instant;  // smooth, still responsive
     last_report_ = now;
     last_done_ = done;
-    narration::Progress progress{file.path, bytes, file.size, speed_, std::nullopt, done, total_, {}};
-    for (const auto& [path, in_flight] : in_flight_) progress.in_flight.push_back(in_flight);
-    if (speed_ > 0) progress.eta_s = static_cast<double>(total_ - std::min(total_, done)) / speed_;
+    const narration::Progress progress = snapshot_locked(file, bytes);
     const std::string files =
         in_flight_.size() == 1
             ? fmt::format("{}: {} of {}", file.path, format_bytes(bytes), format_bytes(file.size))
@@ -145,6 +160,14 @@ class ProgressReporter {
   }
 
  private:
+  narration::Progress snapshot_locked(const ModelFile& file, std::uint64_t bytes) const {
+    const std::uint64_t done = done_locked();
+    narration::Progress progress{file.path, bytes, file.size, speed_, std::nullopt, done, total_, {}};
+    for (const auto& [path, in_flight] : in_flight_) progress.in_flight.push_back(in_flight);
+    if (speed_ > 0) progress.eta_s = static_cast<double>(total_ - std::min(total_, done)) / speed_;
+    return progress;
+  }
+
   std::uint64_t done_locked() const {
     std::uint64_t done = finished_;
     for (const auto& [path, file] : in_flight_) done += file.bytes_done;
@@ -347,12 +370,16 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
   ConnectionBudget job_connections(static_cast<std::size_t>(policy.connections), &connections_);
   std::uint64_t total = 0;
   for (const auto& file : files) total += file.size;
-  ProgressReporter reporter(narrator_, request.job_id, id.str(), total,
+  std::uint64_t verified = 0;
+  for (const auto& file : files) verified += file.state == "verified" ? file.size : 0;
+  ProgressReporter reporter(narrator_, request.job_id, id.str(), total, verified,
                             settings_.progress_interval);
   const fs::path dir = catalog_.model_dir(id);
-  auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
+  // File events carry the files in flight, so a watcher's bars follow them.
+  auto narrate = [&](std::string action, std::string human, Level level = Level::info,
+                     std::optional<narration::Progress> progress = std::nullopt) {
     narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level, 0,
-                    std::nullopt});
+                    std::move(progress)});
   };
   // Verified files reach the catalog at the progress cadence, not in one write (two fsyncs)
   // each: a repo of hundreds of small files would spend its time syncing. A file verified but
@@ -382,13 +409,16 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
   auto download_one = [&](ModelFile& file) {
     const FileToFetch wanted{file.path, file.size, file.sha256, file.etag};
     if (verify_on_disk(wanted, dir / file.path)) {
-      narrate("file_skipped", fmt::format("{} is already on disk and its {} matches", file.path,
-                                          file.sha256.empty() ? "git sha1" : "sha256"));
-      reporter.file_done(file);
+      const auto progress = reporter.file_done(file);
+      narrate("file_skipped",
+              fmt::format("{} is already on disk and its {} matches", file.path,
+                          file.sha256.empty() ? "git sha1" : "sha256"),
+              Level::info, progress);
       set_state(file, "verified");
       return;
     }
-    narrate("file_started", fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)));
+    narrate("file_started", fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)),
+            Level::info, reporter.file_started(file));
     DownloadEvents events;
     std::optional<std::uint64_t> bytes_seen;  // the first report is what was on disk already
     events.progress = [&](std::uint64_t bytes) {
@@ -405,10 +435,12 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
               Level::warn);
     };
     downloader.fetch(id, commit, wanted, dir / file.path, stop, events, &job_connections);
-    reporter.file_done(file);
+    const auto progress = reporter.file_done(file);
     set_state(file, "verified");
-    narrate("file_verified", fmt::format("Verified {} ({}, {})", file.path, format_bytes(file.size),
-                                         file.sha256.empty() ? "git sha1" : "sha256"));
+    narrate("file_verified",
+            fmt::format("Verified {} ({}, {})", file.path, format_bytes(file.size),
+                        file.sha256.empty() ? "git sha1" : "sha256"),
+            Level::info, progress);
   };
 
   std::mutex failures_mutex;
@@ -417,9 +449,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
   auto work = [&] {
     for (std::size_t i = next++; i < files.size(); i = next++) {
       ModelFile& file = files[i];
-      if (file.state == "verified") {
+      if (file.state == "verified") {  // counted as done from the start
         narrate("file_skipped", fmt::format("{} is already verified", file.path));
-        reporter.file_done(file);
         continue;
       }
       if (!job_connections.acquire(stop)) return;  // cancelled
@@ -431,7 +462,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
       } catch (const std::exception& error) {
         stats_.add_error(error_kind(error));
         const std::string reason = narrator_.redact(error.what());
-        narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error);
+        narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
+                reporter.file_failed(file));
         try {
           set_state(file, "failed");
         } catch (const catalog::CatalogError&) {
@@ -551,9 +583,12 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     e.files = files;
     e.last_job_id = request.job_id;
   });
-  narrate("download_started", fmt::format("Downloading {}@{} (commit {}): {} file{}, {}", id.str(),
-                                          request.revision, info.commit.substr(0, 12), files.size(),
-                                          files.size() == 1 ? "" : "s", format_bytes(total)));
+  narrator_.emit({kActor, "download_started", id.str(),
+                  fmt::format("Downloading {}@{} (commit {}): {} file{}, {}", id.str(),
+                              request.revision, info.commit.substr(0, 12), files.size(),
+                              files.size() == 1 ? "" : "s", format_bytes(total)),
+                  request.job_id, Level::info, 0,
+                  narration::Progress{"", 0, 0, 0, std::nullopt, verified_bytes, total, {}}});
 
   download_files(request, id, info.commit, files, stop);
   catalog_.update(id, [&](ModelEntry& e) {

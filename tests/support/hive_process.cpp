@@ -58,6 +58,45 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
+const char* hive_binary() {
+  return RBEE_HIVE_BINARY;
+}
+
+CommandResult run_hive_command(std::vector<std::string> args,
+                               const std::map<std::string, std::string>& env,
+                               std::chrono::seconds timeout) {
+  TempDir dir;
+  const auto out_path = dir / "stdout", err_path = dir / "stderr";
+  args.insert(args.begin(), RBEE_HIVE_BINARY);
+  std::vector<std::string> environment = environment_with(env);
+  auto argv = c_strings(args);
+  auto envp = c_strings(environment);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), STDOUT_FILENO);
+    ::dup2(::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), STDERR_FILENO);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  CommandResult result;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (int status = 0;;) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  result.out = read_text(out_path);
+  result.err = read_text(err_path);
+  return result;
+}
+
 HiveProcess::HiveProcess(HiveOptions options) : options_(std::move(options)) {
   log_path_ = options_.cache_dir.parent_path() /
               ("hive-" + options_.cache_dir.filename().string() + "-" + std::to_string(::getpid()) +

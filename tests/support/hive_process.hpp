@@ -61,4 +61,17 @@ class HiveProcess {
 
 int free_port();
 
+const char* hive_binary();  // the rbee-hive under test
+
+struct CommandResult {
+  int exit_code = -1;  // -1: killed by a signal or timed out
+  std::string out, err;
+};
+
+// Runs rbee-hive with `args` (a client command, say) in the hermetic test environment plus
+// `env`, and waits up to `timeout`.
+CommandResult run_hive_command(std::vector<std::string> args,
+                               const std::map<std::string, std::string>& env = {},
+                               std::chrono::seconds timeout = std::chrono::seconds(60));
+
 }  // namespace rbee::testing

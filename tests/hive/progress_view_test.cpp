@@ -1,0 +1,82 @@
+#include <doctest/doctest.h>
+#include <rbee/hive/progress_view.hpp>
+
+#include <sstream>
+
+using rbee::hive::ProgressView;
+using nlohmann::json;
+
+namespace {
+
+json narration(const std::string& action, const std::string& human, std::string level = "info") {
+  return {{"type", "narration"}, {"action", action},           {"human", human},
+          {"level", level},      {"emitted_at_ms", 1795383181260}};
+}
+
+json progress(std::uint64_t done, std::uint64_t total, json files) {
+  json event = narration("download_progress", "progress");
+  event.update({{"model_bytes_done", done},
+                {"model_bytes_total", total},
+                {"bytes_per_sec", 1048576.0},
+                {"eta_s", 3.0},
+                {"files", std::move(files)}});
+  return event;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("off a terminal every event is one plain timestamped line, warnings tagged") {
+  std::ostringstream out;
+  ProgressView view(out, 0);
+  view.on_event(narration("file_started", "Downloading a.gguf (2.0 MiB)"));
+  view.on_event(progress(1024, 2048, json::array({{{"file", "a.gguf"}, {"bytes_done", 1024}, {"bytes_total", 2048}}})));
+  view.on_event(narration("download_retry", "Retrying a.gguf", "warn"));
+  view.close();
+  const auto lines = lines_of(out.str());
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0].ends_with(" Downloading a.gguf (2.0 MiB)"));
+  CHECK(lines[0].size() == 9 + std::string("Downloading a.gguf (2.0 MiB)").size());  // "hh:mm:ss "
+  CHECK(lines[1].ends_with(" progress"));
+  CHECK(lines[2].ends_with(" warn: Retrying a.gguf"));
+  CHECK(out.str().find('\x1b') == std::string::npos);
+}
+
+TEST_CASE("on a terminal, bars per file in flight and a total are repainted in place") {
+  std::ostringstream out;
+  ProgressView view(out, 100);
+  view.on_event(progress(512, 4096, json::array({{{"file", "a.gguf"}, {"bytes_done", 256}, {"bytes_total", 1024}},
+                                                 {{"file", "b.gguf"}, {"bytes_done", 256}, {"bytes_total", 3072}}})));
+  std::string first = out.str();
+  CHECK(first.find("a.gguf") != std::string::npos);
+  CHECK(first.find(" 25%") != std::string::npos);  // a.gguf
+  CHECK(first.find(" 12%") != std::string::npos);  // the total, 512 of 4096
+  CHECK(first.find("ETA 3 s") != std::string::npos);
+
+  out.str("");
+  view.on_event(narration("file_verified", "Verified a.gguf"));
+  const std::string second = out.str();
+  CHECK(second.starts_with("\x1b[3A\r\x1b[J"));  // up over the three bars, erase them
+  CHECK(second.find("Verified a.gguf\n") != std::string::npos);  // the line goes above
+  CHECK(second.find("b.gguf") != std::string::npos);              // and the bars below again
+  for (const auto& line : lines_of(second)) CHECK(line.size() < 100);  // never wraps
+}
+
+TEST_CASE("closing leaves the last bars on screen and repaints nothing after") {
+  std::ostringstream out;
+  ProgressView view(out, 80);
+  view.on_event(progress(4096, 4096, json::array()));
+  view.close();
+  const std::string closed = out.str();
+  CHECK(closed.find("100%") != std::string::npos);
+  CHECK(closed.find("ETA") == std::string::npos);  // nothing is left to wait for
+  view.repaint();
+  view.on_event(narration("job_completed", "Completed"));
+  CHECK(out.str() == closed);
+}

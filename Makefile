@@ -3,10 +3,13 @@ BUILD_DIR ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test test-asan test-tsan format bench clean
+.PHONY: deps test-deps build run test test-asan test-tsan format bench clean
 
 deps:
 	bash scripts/install-deps.sh
+
+test-deps:
+	bash scripts/install-deps.sh --for-tests
 
 build: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
@@ -17,7 +20,7 @@ run: build
 	$(BUILD_DIR)/hive/rbee-hive $(ARGS)
 
 # Installs, builds and runs every test.
-test: build
+test: test-deps build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.

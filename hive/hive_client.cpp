@@ -84,13 +84,13 @@ void HiveClient::throw_unreachable(httplib::Error error) const {
 void HiveClient::throw_for_status(int status, const std::string& body,
                                   const std::string& what) const {
   if (status == 401) {
-    throw ClientError(ClientErrorKind::unauthorized,
-                      token_.empty()
-                          ? fmt::format("the hive at {} requires an API token: set RBEE_API_TOKEN "
-                                        "to the token it was started with",
-                                        base_url_)
-                          : fmt::format("the hive at {} refused the API token in RBEE_API_TOKEN",
-                                        base_url_));
+    throw ClientError(
+        ClientErrorKind::unauthorized,
+        token_.empty()
+            ? fmt::format("the hive at {} requires an API token: set RBEE_API_TOKEN "
+                          "to the token it was started with",
+                          base_url_)
+            : fmt::format("the hive at {} refused the API token in RBEE_API_TOKEN", base_url_));
   }
   const std::string message = message_of(body);
   if (status == 404) {

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "rbee/hive/api_json.hpp"
+#include "rbee/hive/dashboard.hpp"
 #include "rbee/hive/elastic_task_queue.hpp"
 #include "rbee/hive/model_operations.hpp"
 
@@ -140,7 +141,18 @@ void HiveServer::shutdown() {
 }
 
 bool HiveServer::authorized(const Request& request) const {
-  if (config_.api_token.empty() || request.path == "/health") return true;
+  // The dashboard page holds no data: it asks for the token and sends it on every call.
+  if (config_.api_token.empty() || request.path == "/health" || request.path == "/") return true;
+  if (request.method == "GET" && request.has_param("ticket")) {
+    static constexpr std::string_view kJobs = "/v1/jobs/", kStream = "/stream";
+    const std::string_view path = request.path;
+    if (path.starts_with(kJobs) && path.ends_with(kStream) &&
+        path.size() > kJobs.size() + kStream.size()) {
+      const std::string job_id(
+          path.substr(kJobs.size(), path.size() - kJobs.size() - kStream.size()));
+      return stream_tickets_.admits(request.get_param_value("ticket"), job_id);
+    }
+  }
   const std::string expected = "Bearer " + config_.api_token;
   const std::string& given = request.get_header_value("Authorization");
   return given.size() == expected.size() &&
@@ -188,14 +200,34 @@ void HiveServer::install_routes() {
     send_json(response, 200,
               {{"status", "ok"}, {"version", RBEE_VERSION}, {"active_jobs", active}});
   });
+  server_.Get("/", [](const Request&, Response& response) {
+    response.set_header(
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+    response.set_header("X-Content-Type-Options", "nosniff");
+    response.set_header("Cache-Control", "no-cache");
+    response.set_content(std::string(dashboard_page()), "text/html; charset=utf-8");
+  });
+  server_.Post(R"(/v1/jobs/([^/]+)/stream-ticket)",
+               [this](const Request& request, Response& response) {
+                 const std::string job_id = request.matches[1].str();
+                 if (!registry_.get(job_id))
+                   return send_error(response, 404, "job_not_found", "no job with that id");
+                 const std::string ticket = stream_tickets_.issue(job_id);
+                 send_json(response, 200,
+                           {{"ticket", ticket},
+                            {"expires_in_s", StreamTickets::kLifetime.count()},
+                            {"stream_url", sse_url(job_id) + "?ticket=" + ticket}});
+               });
   server_.Get("/metrics", [this](const Request&, Response& response) {
     std::map<std::string, std::uint64_t> submitted;
     {
       std::lock_guard lock(submit_mutex_);
       submitted = jobs_submitted_;
     }
-    const MetricsSources sources{registry_,    catalog_, provisioner_, http_metrics_,
-                                 submitted, open_streams_.load()};
+    const MetricsSources sources{registry_,     catalog_,  provisioner_,
+                                 http_metrics_, submitted, open_streams_.load()};
     response.set_content(render_metrics(sources), "text/plain; version=0.0.4");
   });
   server_.Post("/v1/jobs", [this](const Request& request, Response& response) {

@@ -70,8 +70,8 @@ void append_downloads(std::string& text, const MetricsSources& sources) {
   append_header(text, "rbee_download_errors_total", "counter",
                 "Files and downloads that failed, by kind of error.");
   for (const auto& [kind, count] : stats.errors_by_kind) {
-    text += fmt::format("rbee_download_errors_total{{kind=\"{}\"}} {}\n", escape_label(kind),
-                        count);
+    text +=
+        fmt::format("rbee_download_errors_total{{kind=\"{}\"}} {}\n", escape_label(kind), count);
   }
 }
 
@@ -85,8 +85,8 @@ void append_catalog(std::string& text, const MetricsSources& sources) {
   }
   append_header(text, "rbee_catalog_models", "gauge", "Models in the catalog, by status.");
   for (const auto& [status, count] : models) {
-    text += fmt::format("rbee_catalog_models{{status=\"{}\"}} {}\n", catalog::to_string(status),
-                        count);
+    text +=
+        fmt::format("rbee_catalog_models{{status=\"{}\"}} {}\n", catalog::to_string(status), count);
   }
   append_header(text, "rbee_catalog_ready_bytes", "gauge", "Bytes of the ready models.");
   text += fmt::format("rbee_catalog_ready_bytes {}\n", ready_bytes);
@@ -124,7 +124,8 @@ void HttpMetrics::append_to(std::string& text) const {
                 "Time from routing to the last byte of the answer (for an SSE stream: how long "
                 "the watcher stayed).");
   for (const auto& [key, histogram] : latency_) {
-    const auto labels = fmt::format("method=\"{}\",route=\"{}\"", escape_label(key.first), key.second);
+    const auto labels =
+        fmt::format("method=\"{}\",route=\"{}\"", escape_label(key.first), key.second);
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < kBuckets.size(); ++i) {
       cumulative += histogram.buckets[i];
@@ -134,8 +135,8 @@ void HttpMetrics::append_to(std::string& text) const {
     text += fmt::format("rbee_http_request_duration_seconds_bucket{{{},le=\"+Inf\"}} {}\n", labels,
                         histogram.count);
     text += fmt::format("rbee_http_request_duration_seconds_sum{{{}}} {}\n", labels, histogram.sum);
-    text += fmt::format("rbee_http_request_duration_seconds_count{{{}}} {}\n", labels,
-                        histogram.count);
+    text +=
+        fmt::format("rbee_http_request_duration_seconds_count{{{}}} {}\n", labels, histogram.count);
   }
 }
 

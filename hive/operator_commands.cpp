@@ -115,7 +115,8 @@ FollowResult follow_job(HiveClient& client, const std::string& job_id, ProgressV
       });
       return result;
     } catch (const ClientError& error) {
-      if (error.kind() != ClientErrorKind::unreachable || stopping || ++failures > kReconnectAttempts)
+      if (error.kind() != ClientErrorKind::unreachable || stopping ||
+          ++failures > kReconnectAttempts)
         throw;
       const auto delay = std::chrono::milliseconds(std::min(5000, 250 << std::min(failures, 5)));
       view.note(fmt::format("Lost the stream of {} ({}); reconnecting in {:.1f} s", job_id,
@@ -189,8 +190,9 @@ OperatorCommands::OperatorCommands(CLI::App& app) {
   pull_->add_option("--revision", options_.revision, "Branch, tag or commit (default main)");
   pull_->add_option("--include", options_.include, "Only files matching this glob (repeatable)");
   pull_->add_option("--exclude", options_.exclude, "Skip files matching this glob (repeatable)");
-  pull_->add_option("--connections", options_.connections,
-                    "Connections per large file for this job (1-64; default: the hive's)")
+  pull_
+      ->add_option("--connections", options_.connections,
+                   "Connections per large file for this job (1-64; default: the hive's)")
       ->check(CLI::Range(1, 64));
 
   watch_ = app.add_subcommand("watch", "Show a job's events from the start, live, to its end");
@@ -256,8 +258,8 @@ int OperatorCommands::pull() {
     std::lock_guard lock(job_mutex);
     job_id = client.submit(job).at("job_id").get<std::string>();
   }
-  view.note(fmt::format("Pulling {} on {} as {} (Ctrl+C cancels)", options_.model,
-                        client.url(), job_id));
+  view.note(
+      fmt::format("Pulling {} on {} as {} (Ctrl+C cancels)", options_.model, client.url(), job_id));
   FollowResult result;
   {
     Repainter repainter(view);
@@ -303,7 +305,8 @@ int OperatorCommands::jobs() {
     std::cout << answer.dump(2) << '\n';
     return 0;
   }
-  std::vector<std::vector<std::string>> rows = {{"JOB", "OPERATION", "TARGET", "STATE", "CREATED", "ERROR"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"JOB", "OPERATION", "TARGET", "STATE", "CREATED", "ERROR"}};
   for (const auto& job : answer.value("jobs", json::array())) {
     const json request = job.value("request", json::object());
     rows.push_back({text_or(job, "job_id"), text_or(job, "operation"),
@@ -330,7 +333,8 @@ int OperatorCommands::models_list() {
     std::cout << answer.dump(2) << '\n';
     return 0;
   }
-  std::vector<std::vector<std::string>> rows = {{"MODEL", "STATUS", "SIZE", "DONE", "COMMIT", "ERROR"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"MODEL", "STATUS", "SIZE", "DONE", "COMMIT", "ERROR"}};
   for (const auto& model : answer.value("models", json::array())) {
     rows.push_back({text_or(model, "id"), text_or(model, "status"),
                     format_bytes(model.value("bytes_total", std::uint64_t{0})),
@@ -371,8 +375,7 @@ int OperatorCommands::models_get() {
 int OperatorCommands::models_rm() {
   HiveClient client(options_.hive_url, options_.token);
   const std::string job_id =
-      client
-          .submit({{"operation", "model_delete"}, {"hive_id", "localhost"}, {"id", options_.id}})
+      client.submit({{"operation", "model_delete"}, {"hive_id", "localhost"}, {"id", options_.id}})
           .at("job_id")
           .get<std::string>();
   std::ostringstream quiet;  // the deletion's narration only matters when it fails

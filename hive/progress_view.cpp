@@ -79,9 +79,9 @@ void ProgressView::update_files_locked(const nlohmann::json& files, Clock::time_
     if (const auto before = files_.find(path); before != files_.end()) {
       const double seconds = std::chrono::duration<double>(now - before->second.updated).count();
       const double instant =
-          seconds > 0 ? static_cast<double>(bar.done - std::min(bar.done, before->second.done)) /
-                            seconds
-                      : before->second.bytes_per_sec;
+          seconds > 0
+              ? static_cast<double>(bar.done - std::min(bar.done, before->second.done)) / seconds
+              : before->second.bytes_per_sec;
       bar.bytes_per_sec = before->second.bytes_per_sec == 0
                               ? instant
                               : 0.6 * before->second.bytes_per_sec + 0.4 * instant;
@@ -149,15 +149,15 @@ std::vector<std::string> ProgressView::bar_lines_locked(Clock::time_point now) c
   }
   const double elapsed = std::chrono::duration<double>(now - started_).count();
   if (!has_total_) {
-    lines.push_back(fit(fmt::format("Waiting for the first progress report... ({})",
-                                    short_duration(elapsed))));
+    lines.push_back(
+        fit(fmt::format("Waiting for the first progress report... ({})", short_duration(elapsed))));
     return lines;
   }
-  lines.push_back(fit(fmt::format(
-      "{} {} {} {:>10} / {:<10} {}{}", name_column("Total"), bar(total_done_, total_bytes_),
-      percent(total_done_, total_bytes_), format_bytes(total_done_), format_bytes(total_bytes_),
-      speed(bytes_per_sec_),
-      eta_s_ && total_done_ < total_bytes_ ? "  ETA " + short_duration(*eta_s_) : "")));
+  lines.push_back(fit(
+      fmt::format("{} {} {} {:>10} / {:<10} {}{}", name_column("Total"),
+                  bar(total_done_, total_bytes_), percent(total_done_, total_bytes_),
+                  format_bytes(total_done_), format_bytes(total_bytes_), speed(bytes_per_sec_),
+                  eta_s_ && total_done_ < total_bytes_ ? "  ETA " + short_duration(*eta_s_) : "")));
   return lines;
 }
 

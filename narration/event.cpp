@@ -56,7 +56,8 @@ nlohmann::json to_json(const NarrationEvent& event) {
     json["model_bytes_total"] = p.model_bytes_total;
     auto& files = json["files"] = nlohmann::json::array();
     for (const auto& f : p.in_flight)
-      files.push_back({{"file", f.file}, {"bytes_done", f.bytes_done}, {"bytes_total", f.bytes_total}});
+      files.push_back(
+          {{"file", f.file}, {"bytes_done", f.bytes_done}, {"bytes_total", f.bytes_total}});
   }
   return json;
 }

@@ -162,7 +162,8 @@ class ProgressReporter {
  private:
   narration::Progress snapshot_locked(const ModelFile& file, std::uint64_t bytes) const {
     const std::uint64_t done = done_locked();
-    narration::Progress progress{file.path, bytes, file.size, speed_, std::nullopt, done, total_, {}};
+    narration::Progress progress{file.path,    bytes, file.size, speed_,
+                                 std::nullopt, done,  total_,    {}};
     for (const auto& [path, in_flight] : in_flight_) progress.in_flight.push_back(in_flight);
     if (speed_ > 0) progress.eta_s = static_cast<double>(total_ - std::min(total_, done)) / speed_;
     return progress;
@@ -326,8 +327,8 @@ std::unique_ptr<catalog::FileLock> ModelProvisioner::acquire_model_lock(
   while (!(lock = catalog::FileLock::try_acquire(path))) {
     if (auto entry = catalog_.get(id); entry && entry->bytes_done != last_reported) {
       last_reported = entry->bytes_done;
-      narration::Progress progress{
-          "", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total, {}};
+      narration::Progress progress{"", 0, 0, 0, std::nullopt, entry->bytes_done, entry->bytes_total,
+                                   {}};
       narrator_.emit(
           {kActor, "download_progress", id.str(),
            fmt::format("{} of {} (another job's download)", format_bytes(entry->bytes_done),

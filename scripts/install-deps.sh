@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Installs everything rbee-hive needs to build and test, from Debian 12 packages only.
-# Idempotent: when every package is already present it does nothing (no apt-get update).
+# Installs everything rbee-hive needs to build (and, with --for-tests, to test), from Debian 12
+# packages and, for the browser test, the npm registry. Idempotent: when everything is present
+# it does nothing (no apt-get update, no npm).
+#
+#   bash scripts/install-deps.sh              # build and run
+#   bash scripts/install-deps.sh --for-tests  # also tmux, Chromium, node and playwright-core
 set -euo pipefail
+
+for_tests=false
+[ "${1:-}" = "--for-tests" ] && for_tests=true
 
 packages=(
   build-essential cmake pkg-config
@@ -9,20 +16,30 @@ packages=(
   libyaml-cpp-dev libfmt-dev libasio-dev doctest-dev nlohmann-json3-dev libcli11-dev
   curl
 )
+if $for_tests; then
+  packages+=(tmux chromium)  # `pull` on a real terminal; the dashboard in a real browser
+  command -v node >/dev/null || packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-sudo_cmd=()
-if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
-
-echo "install-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# playwright-core drives Debian's Chromium in the dashboard test; it downloads no browser.
+if $for_tests; then
+  browser_tests="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
+    echo "install-deps: npm ci in tests/browser" >&2
+    npm ci --prefix "$browser_tests" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+fi

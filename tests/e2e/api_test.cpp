@@ -225,6 +225,43 @@ TEST_CASE("with an API token, every route but /health needs it") {
   CHECK(hive->log().find(token) == std::string::npos);
 }
 
+TEST_CASE("with a token, the dashboard page is public and a stream ticket opens one job's stream") {
+  const std::string token = "tok-0123456789abcdef";
+  HiveUnderTest hive({"--api-token", token}, token);
+  httplib::Client anonymous("127.0.0.1", hive->port());
+  const auto page = anonymous.Get("/");
+  REQUIRE(page);
+  CHECK(page->status == 200);
+  CHECK(page->get_header_value("Content-Type") == "text/html; charset=utf-8");
+  CHECK(page->get_header_value("Content-Security-Policy").find("default-src 'none'") !=
+        std::string::npos);
+  CHECK(page->body.find("<title>rbee-hive</title>") != std::string::npos);
+
+  const std::string job_id = hive->submit_job({{"operation", "model_list"}});
+  const std::string other_job = hive->submit_job({{"operation", "model_list"}});
+  const std::string ticket_path = "/v1/jobs/" + job_id + "/stream-ticket";
+  CHECK(anonymous.Post(ticket_path, "", "application/json")->status == 401);
+  const auto issued = hive->client()->Post(ticket_path, "", "application/json");
+  REQUIRE(issued);
+  REQUIRE(issued->status == 200);
+  const json ticket = json::parse(issued->body);
+  CHECK(ticket["expires_in_s"] == 60);
+  CHECK(ticket["stream_url"] ==
+        "/v1/jobs/" + job_id + "/stream?ticket=" + ticket["ticket"].get<std::string>());
+
+  const auto stream = read_sse({hive->port(), ticket["stream_url"].get<std::string>(), {}, {}});
+  CHECK(stream.terminal() == "[DONE]");
+  const auto elsewhere =
+      read_sse({hive->port(),
+                "/v1/jobs/" + other_job + "/stream?ticket=" + ticket["ticket"].get<std::string>(),
+                {},
+                {}});
+  CHECK(elsewhere.status == 401);  // a ticket opens its own job's stream only
+  CHECK(anonymous.Get("/v1/jobs?ticket=" + ticket["ticket"].get<std::string>())->status == 401);
+  CHECK(hive->client()->Post("/v1/jobs/job-nope/stream-ticket", "", "application/json")->status ==
+        404);
+}
+
 TEST_CASE("the catalog is served as JSON, a corrupted entry shows as failed with the reason") {
   HiveUnderTest hive;
   seed_model(hive.cache, "org/good");

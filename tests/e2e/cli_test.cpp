@@ -42,7 +42,8 @@ class TmuxPane {
     std::string text;
     if (FILE* pipe = ::popen(fmt::format("tmux -L {} capture-pane -p -J", socket_).c_str(), "r")) {
       char buffer[4096];
-      for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) text.append(buffer, n);
+      for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;)
+        text.append(buffer, n);
       ::pclose(pipe);
     }
     return text;
@@ -126,12 +127,14 @@ TEST_CASE("client commands send RBEE_API_TOKEN and explain a refused one") {
 TEST_CASE("jobs, watch, models list/get/rm and cancel work on a real hive") {
   HiveWithHub h;
   h.hub.add_repo(tiny_repo("acme/tiny"));
-  const std::string job_id = h.hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}});
+  const std::string job_id =
+      h.hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}});
   REQUIRE(wait_for_state(*h.hive.hive, job_id, "completed") == "completed");
 
   const auto jobs = client(h, {"jobs"});
   CHECK(jobs.exit_code == 0);
-  CHECK(std::regex_search(jobs.out, std::regex(job_id + R"( +model_download +acme/tiny +completed)")));
+  CHECK(std::regex_search(jobs.out,
+                          std::regex(job_id + R"( +model_download +acme/tiny +completed)")));
   CHECK(json::parse(client(h, {"jobs", "--json"}).out)["jobs"][0]["job_id"] == job_id);
 
   const auto watched = client(h, {"watch", job_id});  // a finished job replays from the start

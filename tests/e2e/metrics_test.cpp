@@ -54,14 +54,18 @@ TEST_CASE("/metrics counts jobs, bytes, errors, models and requests after real d
   CHECK(sample(text, "rbee_sse_watchers") == 0);
   CHECK(sample(text, R"(rbee_http_requests_total{method="POST",route="/v1/jobs",status="202"})") ==
         2);
+  CHECK(
+      sample(
+          text,
+          R"(rbee_http_requests_total{method="GET",route="/v1/jobs/{id}/stream",status="200"})") ==
+      2);
   CHECK(sample(text,
-               R"(rbee_http_requests_total{method="GET",route="/v1/jobs/{id}/stream",status="200"})") ==
-        2);
-  CHECK(sample(text, R"(rbee_http_request_duration_seconds_count{method="POST",route="/v1/jobs"})") ==
-        2);
-  CHECK(sample(text,
-               R"(rbee_http_request_duration_seconds_bucket{method="POST",route="/v1/jobs",le="+Inf"})") ==
-        2);
+               R"(rbee_http_request_duration_seconds_count{method="POST",route="/v1/jobs"})") == 2);
+  CHECK(
+      sample(
+          text,
+          R"(rbee_http_request_duration_seconds_bucket{method="POST",route="/v1/jobs",le="+Inf"})") ==
+      2);
   // Every family is announced with its type, as scrapers expect.
   for (const auto* family : {"rbee_jobs gauge", "rbee_download_bytes_total counter",
                              "rbee_http_request_duration_seconds histogram"}) {

@@ -3,14 +3,17 @@
 
 #include <sstream>
 
-using rbee::hive::ProgressView;
 using nlohmann::json;
+using rbee::hive::ProgressView;
 
 namespace {
 
 json narration(const std::string& action, const std::string& human, std::string level = "info") {
-  return {{"type", "narration"}, {"action", action},           {"human", human},
-          {"level", level},      {"emitted_at_ms", 1795383181260}};
+  return {{"type", "narration"},
+          {"action", action},
+          {"human", human},
+          {"level", level},
+          {"emitted_at_ms", 1795383181260}};
 }
 
 json progress(std::uint64_t done, std::uint64_t total, json files) {
@@ -36,7 +39,9 @@ TEST_CASE("off a terminal every event is one plain timestamped line, warnings ta
   std::ostringstream out;
   ProgressView view(out, 0);
   view.on_event(narration("file_started", "Downloading a.gguf (2.0 MiB)"));
-  view.on_event(progress(1024, 2048, json::array({{{"file", "a.gguf"}, {"bytes_done", 1024}, {"bytes_total", 2048}}})));
+  view.on_event(
+      progress(1024, 2048,
+               json::array({{{"file", "a.gguf"}, {"bytes_done", 1024}, {"bytes_total", 2048}}})));
   view.on_event(narration("download_retry", "Retrying a.gguf", "warn"));
   view.close();
   const auto lines = lines_of(out.str());
@@ -51,8 +56,10 @@ TEST_CASE("off a terminal every event is one plain timestamped line, warnings ta
 TEST_CASE("on a terminal, bars per file in flight and a total are repainted in place") {
   std::ostringstream out;
   ProgressView view(out, 100);
-  view.on_event(progress(512, 4096, json::array({{{"file", "a.gguf"}, {"bytes_done", 256}, {"bytes_total", 1024}},
-                                                 {{"file", "b.gguf"}, {"bytes_done", 256}, {"bytes_total", 3072}}})));
+  view.on_event(
+      progress(512, 4096,
+               json::array({{{"file", "a.gguf"}, {"bytes_done", 256}, {"bytes_total", 1024}},
+                            {{"file", "b.gguf"}, {"bytes_done", 256}, {"bytes_total", 3072}}})));
   std::string first = out.str();
   CHECK(first.find("a.gguf") != std::string::npos);
   CHECK(first.find(" 25%") != std::string::npos);  // a.gguf
@@ -63,8 +70,8 @@ TEST_CASE("on a terminal, bars per file in flight and a total are repainted in p
   view.on_event(narration("file_verified", "Verified a.gguf"));
   const std::string second = out.str();
   CHECK(second.starts_with("\x1b[3A\r\x1b[J"));  // up over the three bars, erase them
-  CHECK(second.find("Verified a.gguf\n") != std::string::npos);  // the line goes above
-  CHECK(second.find("b.gguf") != std::string::npos);              // and the bars below again
+  CHECK(second.find("Verified a.gguf\n") != std::string::npos);        // the line goes above
+  CHECK(second.find("b.gguf") != std::string::npos);                   // and the bars below again
   for (const auto& line : lines_of(second)) CHECK(line.size() < 100);  // never wraps
 }
 

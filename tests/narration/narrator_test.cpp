@@ -29,14 +29,15 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
   narrator.add_sink(first);
   narrator.add_sink(second);
 
-  NarrationEvent event{"hive",
-                       "auth",
-                       "target tok-123456",
-                       "used tok-123456",
-                       "job-1",
-                       Level::warn,
-                       0,
-                       Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt, 1, 2, {{"b-tok-123456", 1, 2}}}};
+  NarrationEvent event{
+      "hive",
+      "auth",
+      "target tok-123456",
+      "used tok-123456",
+      "job-1",
+      Level::warn,
+      0,
+      Progress{"file-tok-123456", 1, 2, 3.0, std::nullopt, 1, 2, {{"b-tok-123456", 1, 2}}}};
   narrator.emit(event);
 
   REQUIRE(first->events.size() == 1);
@@ -51,8 +52,14 @@ TEST_CASE("narrator stamps, redacts and fans out to every sink") {
 
 TEST_CASE("event JSON has the SSE fields and flat progress") {
   NarrationEvent event{
-      "provisioner", "download_progress", "org/m", "50%",
-      "job-1",       Level::info,         42,      Progress{"a.bin", 5, 10, 2.5, 2.0, 50, 100, {{"a.bin", 5, 10}, {"b.bin", 7, 9}}}};
+      "provisioner",
+      "download_progress",
+      "org/m",
+      "50%",
+      "job-1",
+      Level::info,
+      42,
+      Progress{"a.bin", 5, 10, 2.5, 2.0, 50, 100, {{"a.bin", 5, 10}, {"b.bin", 7, 9}}}};
   const auto json = to_json(event);
   CHECK(json["type"] == "narration");
   CHECK(json["actor"] == "provisioner");
@@ -63,7 +70,8 @@ TEST_CASE("event JSON has the SSE fields and flat progress") {
   CHECK(json["bytes_total"] == 10);
   CHECK(json["eta_s"] == 2.0);
   CHECK(json["files"].size() == 2);
-  CHECK(json["files"][1] == nlohmann::json{{"file", "b.bin"}, {"bytes_done", 7}, {"bytes_total", 9}});
+  CHECK(json["files"][1] ==
+        nlohmann::json{{"file", "b.bin"}, {"bytes_done", 7}, {"bytes_total", 9}});
 
   event.progress.reset();
   CHECK_FALSE(to_json(event).contains("bytes_done"));

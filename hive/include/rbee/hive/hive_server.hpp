@@ -14,6 +14,7 @@
 
 #include "rbee/hive/config.hpp"
 #include "rbee/hive/metrics.hpp"
+#include "rbee/hive/stream_tickets.hpp"
 
 namespace rbee::hive {
 
@@ -56,6 +57,7 @@ class HiveServer {
   bool draining_ = false;
   std::map<std::string, std::uint64_t> jobs_submitted_;  // by operation; under submit_mutex_
   HttpMetrics http_metrics_;
+  StreamTickets stream_tickets_;
   std::once_flag shutdown_once_;
   std::atomic<int> open_streams_{0};
 };

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark harness (bench/README.md): rbee-hive against curl, wget and aria2c, all
+# The benchmark harness (bench/README.md): rbee-hive against curl, wget, aria2c and the official
+# JS client (@huggingface/hub), all
 # downloading the same bytes from the same nginx serving a static Hub mirror on loopback.
 # Installs what it needs (Debian), builds Release, generates data, runs every scenario with the
 # tools alternating, and writes bench/results/results.md and bench/results/chart.png.
@@ -37,10 +38,15 @@ install_tools() {
   command -v wget >/dev/null || missing+=(wget)
   command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
   command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [[ ! -d $ROOT/bench/tools/node_modules/@huggingface/hub ]]; then
+    log "installing @huggingface/hub (bench/tools/package-lock.json)"
+    npm ci --prefix "$ROOT/bench/tools" --no-audit --no-fund --loglevel=error >/dev/null
   fi
 }
 
@@ -110,6 +116,9 @@ make_data() {
   for repo in large onegig huge many; do
     [[ -f $WORK/www/api/models/bench/$repo/revision/main ]] || write_listing "$repo"
   done
+  # The JS client lists the tree and asks paths-info for every file.
+  [[ -f $WORK/www/api/models/bench/many/tree/$COMMIT ]] ||
+    node "$ROOT/bench/tools/mirror_api.mjs" "$WORK/www" bench/many "$COMMIT" >/dev/null
   # aria2c's input list for the repo scenario: every file with its path.
   : >"$WORK/many.list"
   while IFS= read -r file; do
@@ -201,6 +210,10 @@ hive_time() {  # json-extra
 fresh_out() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; }
 curl_time() { fresh_out; local s; s=$(now); curl -sf -o "$WORK/out/f" "$1"; since "$s"; }
 wget_time() { fresh_out; local s; s=$(now); wget -q -O "$WORK/out/f" "$1"; since "$s"; }
+js_time() {  # repo: the official JS client's snapshotDownload, one file after another
+  rm -rf "$WORK/js-cache"
+  node "$ROOT/bench/tools/js_snapshot.mjs" "http://127.0.0.1:$PORT_FAST" "$1" "$WORK/js-cache" | tail -1
+}
 aria_time() {  # args...
   fresh_out
   local s
@@ -249,6 +262,7 @@ scenario_3() {
   for _ in $(seq "$REPS"); do
     record s3_hive "$(hive_time '"model":"bench/many"')"
     record s3_aria2c "$(aria_time -j16 -i "$WORK/many.list")"
+    record s3_js "$(js_time bench/many)"
   done
 }
 
@@ -299,8 +313,9 @@ report() {
     echo "| 2: ${large_mib} MiB, $CAP/connection | rbee-hive (16 connections, like aria2c) | ${M[s2_hive]} s | $(mbps $SIZE_LARGE "${M[s2_hive]}") MiB/s | $(ratio "${M[s2_aria2c]}" "${M[s2_hive]}")× aria2c (≥ 0.9), $(ratio "${M[s2_curl]}" "${M[s2_hive]}")× one connection (≥ 8) |"
     echo "| | aria2c -x16 -s16 | ${M[s2_aria2c]} s | $(mbps $SIZE_LARGE "${M[s2_aria2c]}") MiB/s | |"
     echo "| | curl (one connection, 1 run) | ${M[s2_curl]} s | $(mbps $SIZE_LARGE "${M[s2_curl]}") MiB/s | |"
-    echo "| 3: 200 small files + 3×64 MiB | rbee-hive | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1) |"
+    echo "| 3: 200 small files + 3×64 MiB | rbee-hive | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1), $(ratio "${M[s3_js]}" "${M[s3_hive]}")× the JS client (≥ 4) |"
     echo "| | aria2c -j16 -i list | ${M[s3_aria2c]} s | $(mbps "$many_bytes" "${M[s3_aria2c]}") MiB/s | |"
+    echo "| | @huggingface/hub $(node -p 'require(process.argv[1]).version' "$ROOT/bench/tools/node_modules/@huggingface/hub/package.json") snapshotDownload (not verified) | ${M[s3_js]} s | $(mbps "$many_bytes" "${M[s3_js]}") MiB/s | |"
     echo "| 4: peak RSS | rbee-hive, 1 GiB file | ${RSS[onegig]} MiB | | target < 64 MiB, flat |"
     echo "| | rbee-hive, $((SIZE_HUGE / GIB)) GiB file | ${RSS[huge]} MiB | | |"
     echo "| 5: control plane, $(field watchers) SSE watchers, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 5 ms |"
@@ -311,7 +326,7 @@ report() {
     echo "![chart](chart.png)"
   } >"$RESULTS/results.md"
   {
-    for key in s1_hive s1_curl s1_wget s2_hive s2_aria2c s2_curl s3_hive s3_aria2c; do
+    for key in s1_hive s1_curl s1_wget s2_hive s2_aria2c s2_curl s3_hive s3_aria2c s3_js; do
       printf '"%s" %s\n' "${key/_/ }" "${M[$key]}"
     done
   } >"$WORK/chart.dat"

@@ -1,7 +1,9 @@
 #include "rbee/provisioner/model_provisioner.hpp"
 
 #include <fnmatch.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -81,6 +83,18 @@ std::string format_duration(double seconds) {
   if (total < 60) return fmt::format("{} s", total);
   if (total < 3600) return fmt::format("{} min {:02} s", total / 60, total % 60);
   return fmt::format("{} h {:02} min", total / 3600, total % 3600 / 60);
+}
+
+// Download threads run at this nice value: on a machine busy hashing and writing, the hive's
+// HTTP threads (nice 0) still answer /health and job submissions in milliseconds (DESIGN §8);
+// with nothing else to run, downloads get every cycle as before.
+constexpr int kDownloadNice = 10;
+
+// Linux keeps the nice value per thread and a new thread inherits its creator's, so the range
+// workers and hash threads a file worker starts run at it too. Best effort: a thread that may
+// not change it (a seccomp sandbox, say) downloads at normal priority.
+void lower_priority_of_this_thread() {
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kDownloadNice);
 }
 
 // Some files of a job failed; /metrics counted each one by its kind already.
@@ -448,6 +462,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
   std::vector<std::string> failures;
   std::atomic<std::size_t> next{0};
   auto work = [&] {
+    lower_priority_of_this_thread();
     for (std::size_t i = next++; i < files.size(); i = next++) {
       ModelFile& file = files[i];
       if (file.state == "verified") {  // counted as done from the start

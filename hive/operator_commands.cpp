@@ -154,6 +154,20 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// `--json`: the API's answer as it came; otherwise the table (header first), or `empty` when
+// it has no rows.
+int print_listing(const json& answer, bool as_json,
+                  const std::vector<std::vector<std::string>>& rows, const std::string& empty) {
+  if (as_json) {
+    std::cout << answer.dump(2) << '\n';
+  } else if (rows.size() <= 1) {
+    std::cout << empty << '\n';
+  } else {
+    print_table(rows);
+  }
+  return 0;
+}
+
 std::string text_or(const json& value, const char* key, std::string fallback = "") {
   return value.contains(key) && value[key].is_string() ? value[key].get<std::string>() : fallback;
 }
@@ -301,10 +315,6 @@ int OperatorCommands::watch() {
 
 int OperatorCommands::jobs() {
   const json answer = HiveClient(options_.hive_url, options_.token).get("/v1/jobs");
-  if (options_.json) {
-    std::cout << answer.dump(2) << '\n';
-    return 0;
-  }
   std::vector<std::vector<std::string>> rows = {
       {"JOB", "OPERATION", "TARGET", "STATE", "CREATED", "ERROR"}};
   for (const auto& job : answer.value("jobs", json::array())) {
@@ -313,12 +323,7 @@ int OperatorCommands::jobs() {
                     text_or(request, "model", text_or(request, "id", "-")), text_or(job, "state"),
                     age(job.value("created_at_ms", json())), text_or(job, "error", "")});
   }
-  if (rows.size() == 1) {
-    std::cout << "No jobs on " << options_.hive_url << '\n';
-    return 0;
-  }
-  print_table(rows);
-  return 0;
+  return print_listing(answer, options_.json, rows, "No jobs on " + options_.hive_url);
 }
 
 int OperatorCommands::cancel() {
@@ -329,10 +334,6 @@ int OperatorCommands::cancel() {
 
 int OperatorCommands::models_list() {
   const json answer = HiveClient(options_.hive_url, options_.token).get("/v1/models");
-  if (options_.json) {
-    std::cout << answer.dump(2) << '\n';
-    return 0;
-  }
   std::vector<std::vector<std::string>> rows = {
       {"MODEL", "STATUS", "SIZE", "DONE", "COMMIT", "ERROR"}};
   for (const auto& model : answer.value("models", json::array())) {
@@ -341,12 +342,8 @@ int OperatorCommands::models_list() {
                     fmt::format("{:.0f}%", 100 * model.value("progress", 0.0)),
                     text_or(model, "commit").substr(0, 12), text_or(model, "error")});
   }
-  if (rows.size() == 1) {
-    std::cout << "No models in the catalog of " << options_.hive_url << '\n';
-    return 0;
-  }
-  print_table(rows);
-  return 0;
+  return print_listing(answer, options_.json, rows,
+                       "No models in the catalog of " + options_.hive_url);
 }
 
 int OperatorCommands::models_get() {

@@ -6,6 +6,7 @@
 # tools alternating, and writes bench/results/results.md and bench/results/chart.png.
 #
 #   bash bench/run.sh            # REPS=3 by default; BENCH_WORK=/tmp/rbee-bench holds the data
+#   ONLY="3 3_remote" REPS=1 bash bench/run.sh   # some scenarios, samples in the log only
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +19,8 @@ SIZE_HUGE=${SIZE_HUGE:-$((8 * GIB))}    # scenario 4
 CAP=${CAP:-50m}                         # nginx limit_rate per connection, scenario 2
 PORT_FAST=18080
 PORT_CAPPED=18081
+PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAST, scenario 3r
+RTT_MS=${RTT_MS:-20}
 COMMIT=0123456789abcdef0123456789abcdef01234567
 SUDO=$([[ $EUID -eq 0 ]] && echo "" || echo sudo)
 PIDS=()
@@ -210,9 +213,9 @@ hive_time() {  # json-extra
 fresh_out() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; }
 curl_time() { fresh_out; local s; s=$(now); curl -sf -o "$WORK/out/f" "$1"; since "$s"; }
 wget_time() { fresh_out; local s; s=$(now); wget -q -O "$WORK/out/f" "$1"; since "$s"; }
-js_time() {  # repo: the official JS client's snapshotDownload, one file after another
+js_time() {  # repo [port]: the official JS client's snapshotDownload, one file after another
   rm -rf "$WORK/js-cache"
-  node "$ROOT/bench/tools/js_snapshot.mjs" "http://127.0.0.1:$PORT_FAST" "$1" "$WORK/js-cache" | tail -1
+  node "$ROOT/bench/tools/js_snapshot.mjs" "http://127.0.0.1:${2:-$PORT_FAST}" "$1" "$WORK/js-cache" | tail -1
 }
 aria_time() {  # args...
   fresh_out
@@ -266,6 +269,23 @@ scenario_3() {
   done
 }
 
+scenario_3_remote() {
+  log "scenario 3r: the same repo with a ${RTT_MS} ms round trip (latency_proxy.mjs)"
+  node "$ROOT/bench/tools/latency_proxy.mjs" "$PORT_REMOTE" "$PORT_FAST" "$RTT_MS" >/dev/null &
+  local proxy=$!
+  PIDS+=("$proxy")
+  until curl -sf "http://127.0.0.1:$PORT_REMOTE/api/models/bench/many/revision/main" >/dev/null; do sleep 0.1; done
+  sed "s/:$PORT_FAST\//:$PORT_REMOTE\//" "$WORK/many.list" >"$WORK/many-remote.list"
+  start_hive $PORT_REMOTE
+  for _ in $(seq "$REPS"); do
+    record s3r_hive "$(hive_time '"model":"bench/many"')"
+    record s3r_aria2c "$(aria_time -j16 -i "$WORK/many-remote.list")"
+    record s3r_js "$(js_time bench/many $PORT_REMOTE)"
+  done
+  stop_hive
+  kill "$proxy"
+}
+
 scenario_4() {
   log "scenario 4: peak RSS of the hive for 1 GiB and $((SIZE_HUGE / GIB)) GiB"
   for repo in onegig huge; do
@@ -316,6 +336,9 @@ report() {
     echo "| 3: 200 small files + 3×64 MiB | rbee-hive | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1), $(ratio "${M[s3_js]}" "${M[s3_hive]}")× the JS client (≥ 4) |"
     echo "| | aria2c -j16 -i list | ${M[s3_aria2c]} s | $(mbps "$many_bytes" "${M[s3_aria2c]}") MiB/s | |"
     echo "| | @huggingface/hub $(node -p 'require(process.argv[1]).version' "$ROOT/bench/tools/node_modules/@huggingface/hub/package.json") snapshotDownload (not verified) | ${M[s3_js]} s | $(mbps "$many_bytes" "${M[s3_js]}") MiB/s | |"
+    echo "| 3r: the same, ${RTT_MS} ms round trip | rbee-hive | ${M[s3r_hive]} s | $(mbps "$many_bytes" "${M[s3r_hive]}") MiB/s | $(ratio "${M[s3r_aria2c]}" "${M[s3r_hive]}")× aria2c (≥ 1), $(ratio "${M[s3r_js]}" "${M[s3r_hive]}")× the JS client (≥ 4) |"
+    echo "| | aria2c -j16 -i list | ${M[s3r_aria2c]} s | $(mbps "$many_bytes" "${M[s3r_aria2c]}") MiB/s | |"
+    echo "| | @huggingface/hub snapshotDownload | ${M[s3r_js]} s | $(mbps "$many_bytes" "${M[s3r_js]}") MiB/s | |"
     echo "| 4: peak RSS | rbee-hive, 1 GiB file | ${RSS[onegig]} MiB | | target < 64 MiB, flat |"
     echo "| | rbee-hive, $((SIZE_HUGE / GIB)) GiB file | ${RSS[huge]} MiB | | |"
     echo "| 5: control plane, $(field watchers) SSE watchers, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 5 ms |"
@@ -351,9 +374,14 @@ install_tools
 build_release
 make_data
 start_nginx
+if [[ -n ${ONLY:-} ]]; then  # ONLY="3 3_remote": just those, their samples in the log, no report
+  for scenario in $ONLY; do "scenario_$scenario"; done
+  exit 0
+fi
 scenario_1
 scenario_2
 scenario_3
+scenario_3_remote
 scenario_4
 scenario_5
 stop_hive

@@ -113,10 +113,10 @@ class PartFile {
 
 // One GET of the rest of the file into the part. Returns normally when the body ended; throws
 // HubError for HTTP and transport failures.
-void transfer(const HubClient& hub, const ResolvedFile& source, const FileToFetch& file,
-              const DownloadPolicy& policy, PartFile& part, const std::stop_token& stop,
-              const DownloadEvents& events) {
-  auto client = hub.client_for(source.url);
+void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedFile& source,
+              const FileToFetch& file, const DownloadPolicy& policy, PartFile& part,
+              const std::stop_token& stop, const DownloadEvents& events) {
+  auto client = connections.take(source.url);
   client->set_read_timeout(policy.stall_timeout);  // no byte at all for this long: stalled
   httplib::Headers headers = hub.headers_for(source.send_token);
   const std::uint64_t start = part.size();
@@ -178,6 +178,10 @@ void transfer(const HubClient& hub, const ResolvedFile& source, const FileToFetc
     throw HubError(HubErrorKind::protocol,
                    fmt::format("{}: the server sent more than {} bytes", what, file.size));
   }
+  if (is_redirect(status)) {  // the caller resolves the redirect by hand (never followed blind)
+    throw HubError(HubErrorKind::protocol, fmt::format("{}: redirected ({})", what, status),
+                   status);
+  }
   if (status == 206 && !content_range.starts_with(fmt::format("bytes {}-", start))) {
     throw HubError(HubErrorKind::protocol, fmt::format("{}: asked for bytes from {}, got '{}'",
                                                        what, start, content_range));
@@ -212,6 +216,7 @@ void transfer(const HubClient& hub, const ResolvedFile& source, const FileToFetc
         fmt::format("{}: connection lost at {} of {} bytes ({})", what, part.size(), file.size,
                     result ? "the body ended early" : httplib::to_string(result.error())));
   }
+  client.keep();  // the whole body arrived: the next file may use this connection
 }
 
 }  // namespace
@@ -234,7 +239,7 @@ bool verify_on_disk(const FileToFetch& file, const fs::path& path) {
 }
 
 FileDownloader::FileDownloader(const HubClient& hub, DownloadPolicy policy)
-    : hub_(hub), policy_(policy) {}
+    : hub_(hub), policy_(policy), connections_(hub) {}
 
 void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& commit,
                            const FileToFetch& file, const fs::path& destination,
@@ -274,6 +279,10 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
   if (events.progress) events.progress(part.size());
 
   std::optional<ResolvedFile> source;
+  // A regular file is served by the Hub itself: GET its resolve URL at once, skipping the HEAD
+  // that finds an LFS file's CDN (a round trip per file). Redirected instead (a renamed repo,
+  // a Hub that sends even small files to a CDN), it is resolved like an LFS file.
+  bool must_resolve = !file.sha256.empty();
   int failures = 0;
   int url_refreshes = 0;
   bool retried_mismatch = false;
@@ -292,10 +301,16 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
     }
     const std::uint64_t before = part.size();
     try {
-      if (!source) source = hub_.resolve(repo, commit, file.path);
-      transfer(hub_, *source, file, policy_, part, stop, events);
+      if (!source && must_resolve) source = hub_.resolve(repo, commit, file.path, &connections_);
+      if (!source) source = ResolvedFile{hub_.resolve_url(repo, commit, file.path), true, ""};
+      transfer(hub_, connections_, *source, file, policy_, part, stop, events);
     } catch (const HubError& error) {
       if (stop.stop_requested()) throw DownloadCancelled();
+      if (is_redirect(error.status()) && !must_resolve) {
+        must_resolve = true;
+        source.reset();
+        continue;
+      }
       if (part.size() > before) failures = 0;  // bytes flowed: this is a new run of failures
       const bool from_cdn = source && !source->send_token;
       if (error.kind() == HubErrorKind::forbidden && from_cdn && url_refreshes < 3) {

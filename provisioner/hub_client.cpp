@@ -1,5 +1,7 @@
 #include "rbee/provisioner/hub_client.hpp"
 
+#include "rbee/provisioner/connection_pool.hpp"
+
 #include <cstdlib>
 #include <fstream>
 
@@ -38,11 +40,11 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) 
   return std::chrono::seconds(std::min(seconds, 3600L));
 }
 
+}  // namespace
+
 bool is_redirect(int status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
-
-}  // namespace
 
 std::string_view to_string(HubErrorKind kind) {
   switch (kind) {
@@ -191,15 +193,19 @@ HubClient::HubClient(HubSettings settings) : settings_(std::move(settings)) {
 
 std::unique_ptr<httplib::Client> HubClient::client_for(const Url& url) const {
   auto client = std::make_unique<httplib::Client>(url.origin());
-  client->set_connection_timeout(settings_.connect_timeout);
-  client->set_read_timeout(settings_.read_timeout);
-  client->set_follow_location(false);  // it would forward Authorization to other hosts
-  client->set_keep_alive(true);
+  configure(*client);
   if (url.scheme == "https") {
     client->enable_server_certificate_verification(true);
     if (!settings_.ca_bundle.empty()) client->set_ca_cert_path(settings_.ca_bundle);
   }
   return client;
+}
+
+void HubClient::configure(httplib::Client& client) const {
+  client.set_connection_timeout(settings_.connect_timeout);
+  client.set_read_timeout(settings_.read_timeout);
+  client.set_follow_location(false);  // it would forward Authorization to other hosts
+  client.set_keep_alive(true);
 }
 
 httplib::Headers HubClient::headers_for(bool send_token) const {
@@ -248,19 +254,28 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
   return info;
 }
 
-ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string& revision,
-                                const std::string& path) const {
-  const std::string what = fmt::format("{}/{}", repo.str(), path);
+Url HubClient::resolve_url(const catalog::ModelId& repo, const std::string& revision,
+                           const std::string& path) const {
   Url url = endpoint_;
   const std::string target = fmt::format(
       "/{}/{}/resolve/{}/{}", percent_encode(repo.org, false), percent_encode(repo.name, false),
       percent_encode(revision, false), percent_encode(path, true));
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
+  return url;
+}
+
+ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string& revision,
+                                const std::string& path, ConnectionPool* pool) const {
+  ConnectionPool own_connections(*this);
+  ConnectionPool& connections = pool ? *pool : own_connections;
+  const std::string what = fmt::format("{}/{}", repo.str(), path);
+  Url url = resolve_url(repo, revision, path);
   ResolvedFile resolved;
   resolved.send_token = true;
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
-    auto client = client_for(url);
+    auto client = connections.take(url);
     auto res = client->Head(url.target, headers_for(resolved.send_token));
+    if (res) client.keep();  // a HEAD answer has no body: the connection is ready for more
     if (!res) {
       throw HubError(HubErrorKind::network, fmt::format("cannot reach {} for {}: {}", url.origin(),
                                                         what, httplib::to_string(res.error())));

@@ -453,6 +453,31 @@ TEST_CASE("a repo of many small files downloads several at once, within the job'
   }
 }
 
+TEST_CASE("regular files are fetched with one GET each, over reused keep-alive connections") {
+  HiveWithHub h(fast_flags({"--parallel-files", "2"}));
+  FixtureRepo repo;
+  repo.id = "acme/shards";
+  for (int i = 0; i < 20; ++i)
+    repo.files.push_back({fmt::format("shard-{:02}.json", i), 1000u + i, false, 500u + i});
+  h.hub.add_repo(repo);
+
+  const SseStream stream = h.download({{"model", "acme/shards"}});
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  std::set<int> connections;
+  std::size_t file_requests = 0;
+  for (const auto& r : h.hub.requests()) {
+    if (r.listener != "hub" || r.path.find("/resolve/") == std::string::npos) continue;
+    ++file_requests;
+    connections.insert(r.client_port);
+  }
+  CHECK(file_requests == 20);  // one GET per regular file: no HEAD to resolve it first
+  // Two files at a time: a connection or two each, not one per request.
+  CHECK_MESSAGE(connections.size() <= 4, connections.size() << " connections");
+  for (const auto& file : repo.files)
+    CHECK(read_text(h.hive.cache / "acme/shards" / file.path) ==
+          h.hub.content("acme/shards", file.path));
+}
+
 TEST_CASE("with parallel files, one failing file fails clearly and the others still finish") {
   HiveWithHub h;
   FixtureRepo repo;

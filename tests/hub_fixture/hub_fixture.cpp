@@ -197,7 +197,7 @@ std::optional<Faults> HubFixture::take_faults(const std::string& file_path) {
 void HubFixture::record(const std::string& listener, const httplib::Request& request, int status) {
   std::lock_guard lock(mutex_);
   requests_.push_back({listener, request.method, request.path, request.get_header_value("Range"),
-                       request.get_header_value("Authorization"), status});
+                       request.get_header_value("Authorization"), status, request.remote_port});
 }
 
 void HubFixture::install_hub_routes() {

@@ -57,6 +57,7 @@ struct RecordedRequest {
   std::string range;  // the Range header, if any
   std::string authorization;
   int status = 0;
+  int client_port = 0;  // the client's port: requests on one connection share it
 };
 
 std::string generated_bytes(std::uint64_t seed, std::uint64_t offset, std::size_t length);

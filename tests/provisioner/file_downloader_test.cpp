@@ -209,3 +209,24 @@ TEST_CASE("cancellation stops a stalled download at once and keeps the part for 
   canceller.join();
   CHECK(std::filesystem::file_size(s.dir / "big.gguf.part") >= 1'000'000);
 }
+
+TEST_CASE("a regular file is one GET; redirected (a renamed repo), it is resolved and fetched") {
+  Setup s;
+  s.fetch("small.json");
+  std::size_t heads = 0;
+  for (const auto& r : s.hub.requests()) heads += r.method == "HEAD" ? 1 : 0;
+  CHECK(heads == 0);
+  CHECK(s.content_requests("hub").size() == 1);
+
+  FixtureRepo renamed;
+  renamed.id = "neworg/m";
+  renamed.renamed_from = "oldorg/m";
+  renamed.files = {{"small.json", 1000, false, 8}};
+  s.hub.add_repo(renamed);
+  const std::string content = s.hub.content("neworg/m", "small.json");
+  const FileToFetch file{"small.json", content.size(), "", s.file("small.json").git_sha1};
+  FileDownloader(s.client, s.policy)
+      .fetch(parse_model_id("oldorg/m"), "main", file, s.dir / "old.json", {}, {});
+  CHECK(read_text(s.dir / "old.json") == content);
+  CHECK(s.retries.empty());  // a redirect is not a failure
+}

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "rbee/provisioner/connection_budget.hpp"
+#include "rbee/provisioner/connection_pool.hpp"
 #include "rbee/provisioner/hub_client.hpp"
 
 namespace rbee::provisioner {
@@ -89,6 +90,8 @@ class FileDownloader {
 
   const HubClient& hub_;
   DownloadPolicy policy_;
+  // Resolves and single-connection transfers of this downloader's files share connections.
+  mutable ConnectionPool connections_;
 };
 
 }  // namespace rbee::provisioner

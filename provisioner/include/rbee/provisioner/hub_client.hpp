@@ -16,6 +16,8 @@
 
 namespace rbee::provisioner {
 
+class ConnectionPool;
+
 struct HubSettings {
   std::string endpoint = "https://huggingface.co";  // no trailing '/'
   std::string token;                                // empty: anonymous
@@ -42,6 +44,8 @@ enum class HubErrorKind {
 };
 
 std::string_view to_string(HubErrorKind kind);
+
+bool is_redirect(int status);  // 301, 302, 303, 307, 308
 
 class HubError : public std::runtime_error {
  public:
@@ -98,12 +102,18 @@ class HubClient {
   // GET {ep}/api/models/{repo}/revision/{rev}?blobs=true. Throws HubError.
   RepoInfo model_info(const catalog::ModelId& repo, const std::string& revision) const;
   // HEAD {ep}/{repo}/resolve/{rev}/{path}, following at most 10 redirects by hand. Throws HubError.
+  // {ep}/{repo}/resolve/{rev}/{path}, where the Hub serves a regular file itself.
+  Url resolve_url(const catalog::ModelId& repo, const std::string& revision,
+                  const std::string& path) const;
+  // Its HEAD requests reuse `pool`'s connections when given.
   ResolvedFile resolve(const catalog::ModelId& repo, const std::string& revision,
-                       const std::string& path) const;
+                       const std::string& path, ConnectionPool* pool = nullptr) const;
 
   // A client for `url`'s origin with the configured timeouts and TLS verification, and the
   // headers to send: the token only when `send_token` (never after a cross-host redirect).
   std::unique_ptr<httplib::Client> client_for(const Url& url) const;
+  // Sets the timeouts, redirect policy and TLS verification client_for gives a new client.
+  void configure(httplib::Client& client) const;
   httplib::Headers headers_for(bool send_token) const;
 
  private:

@@ -1,0 +1,45 @@
+#include "rbee/provisioner/connection_pool.hpp"
+
+#include "rbee/provisioner/hub_client.hpp"
+
+namespace rbee::provisioner {
+
+ConnectionPool::Lease::~Lease() {
+  if (pool_ && client_ && keep_) pool_->put(origin_, std::move(client_));
+}
+
+ConnectionPool::ConnectionPool(const HubClient& hub, std::size_t max_idle,
+                               std::chrono::milliseconds max_idle_time)
+    : hub_(hub), max_idle_(max_idle), max_idle_time_(max_idle_time) {}
+
+ConnectionPool::Lease ConnectionPool::take(const Url& url) {
+  const std::string origin = url.origin();
+  std::unique_ptr<httplib::Client> reused;
+  {
+    std::lock_guard lock(mutex_);
+    const auto now = Clock::now();
+    std::erase_if(idle_, [&](const auto& entry) { return now - entry.second.since > max_idle_time_; });
+    if (const auto found = idle_.find(origin); found != idle_.end()) {
+      reused = std::move(found->second.client);
+      idle_.erase(found);
+    }
+  }
+  if (reused) {
+    hub_.configure(*reused);  // a previous user may have changed its timeouts
+    return Lease(this, origin, std::move(reused));
+  }
+  return Lease(this, origin, hub_.client_for(url));
+}
+
+void ConnectionPool::put(const std::string& origin, std::unique_ptr<httplib::Client> client) {
+  std::lock_guard lock(mutex_);
+  if (idle_.size() >= max_idle_) return;  // enough kept: this one closes
+  idle_.emplace(origin, Idle{std::move(client), Clock::now()});
+}
+
+std::size_t ConnectionPool::idle() const {
+  std::lock_guard lock(mutex_);
+  return idle_.size();
+}
+
+}  // namespace rbee::provisioner

@@ -21,6 +21,7 @@ PORT_FAST=18080
 PORT_CAPPED=18081
 PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAST, scenario 3r
 RTT_MS=${RTT_MS:-20}
+FILES=${FILES:-16}                      # the hive's files at once in scenario 3, like aria2c -j16
 COMMIT=0123456789abcdef0123456789abcdef01234567
 SUDO=$([[ $EUID -eq 0 ]] && echo "" || echo sudo)
 PIDS=()
@@ -178,11 +179,11 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 
 HIVE_PID=
 HIVE_URL=
-start_hive() {  # endpoint_port
+start_hive() {  # endpoint_port [daemon flags...]
   stop_hive
   rm -rf "$WORK/hive-cache"
   HF_ENDPOINT=http://127.0.0.1:$1 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$WORK/hive-cache" \
-    --disk-reserve-mb 0 2>"$WORK/hive.log" &
+    --disk-reserve-mb 0 "${@:2}" 2>"$WORK/hive.log" &
   HIVE_PID=$!
   PIDS+=("$HIVE_PID")
   until grep -q 'Listening on' "$WORK/hive.log" 2>/dev/null; do sleep 0.05; done
@@ -212,6 +213,13 @@ hive_time() {  # json-extra
 }
 fresh_out() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; }
 curl_time() { fresh_out; local s; s=$(now); curl -sf -o "$WORK/out/f" "$1"; since "$s"; }
+curl_verified_time() {  # what the hive does, with curl: download, hash, make durable
+  fresh_out
+  local s
+  s=$(now)
+  curl -sf -o "$WORK/out/f" "$1" && sha256sum "$WORK/out/f" >/dev/null && sync "$WORK/out/f"
+  since "$s"
+}
 wget_time() { fresh_out; local s; s=$(now); wget -q -O "$WORK/out/f" "$1"; since "$s"; }
 js_time() {  # repo [port]: the official JS client's snapshotDownload, one file after another
   rm -rf "$WORK/js-cache"
@@ -245,6 +253,7 @@ scenario_1() {
     record s1_hive "$(hive_time '"model":"bench/large","connections":1')"
     record s1_curl "$(curl_time "$url")"
     record s1_wget "$(wget_time "$url")"
+    record s1_curl_verified "$(curl_verified_time "$url")"
   done
 }
 
@@ -261,9 +270,9 @@ scenario_2() {
 
 scenario_3() {
   log "scenario 3: a repo of 200 small files and 3 GGUFs of 64 MiB"
-  start_hive $PORT_FAST
+  start_hive $PORT_FAST --parallel-files "$FILES"
   for _ in $(seq "$REPS"); do
-    record s3_hive "$(hive_time '"model":"bench/many"')"
+    record s3_hive "$(hive_time '"model":"bench/many","connections":'"$FILES")"
     record s3_aria2c "$(aria_time -j16 -i "$WORK/many.list")"
     record s3_js "$(js_time bench/many)"
   done
@@ -276,9 +285,9 @@ scenario_3_remote() {
   PIDS+=("$proxy")
   until curl -sf "http://127.0.0.1:$PORT_REMOTE/api/models/bench/many/revision/main" >/dev/null; do sleep 0.1; done
   sed "s/:$PORT_FAST\//:$PORT_REMOTE\//" "$WORK/many.list" >"$WORK/many-remote.list"
-  start_hive $PORT_REMOTE
+  start_hive $PORT_REMOTE --parallel-files "$FILES"
   for _ in $(seq "$REPS"); do
-    record s3r_hive "$(hive_time '"model":"bench/many"')"
+    record s3r_hive "$(hive_time '"model":"bench/many","connections":'"$FILES")"
     record s3r_aria2c "$(aria_time -j16 -i "$WORK/many-remote.list")"
     record s3r_js "$(js_time bench/many $PORT_REMOTE)"
   done
@@ -330,10 +339,11 @@ report() {
     echo "| 1: ${large_mib} MiB, 1 connection | rbee-hive (SHA-256 verified, fsync) | ${M[s1_hive]} s | $(mbps $SIZE_LARGE "${M[s1_hive]}") MiB/s | $(ratio "${M[s1_curl]}" "${M[s1_hive]}")× curl's speed (target ≥ 1) |"
     echo "| | curl -o | ${M[s1_curl]} s | $(mbps $SIZE_LARGE "${M[s1_curl]}") MiB/s | |"
     echo "| | wget | ${M[s1_wget]} s | $(mbps $SIZE_LARGE "${M[s1_wget]}") MiB/s | |"
+    echo "| | curl -o, then sha256sum and sync (like for like) | ${M[s1_curl_verified]} s | $(mbps $SIZE_LARGE "${M[s1_curl_verified]}") MiB/s | hive $(ratio "${M[s1_curl_verified]}" "${M[s1_hive]}")× its speed |"
     echo "| 2: ${large_mib} MiB, $CAP/connection | rbee-hive (16 connections, like aria2c) | ${M[s2_hive]} s | $(mbps $SIZE_LARGE "${M[s2_hive]}") MiB/s | $(ratio "${M[s2_aria2c]}" "${M[s2_hive]}")× aria2c (≥ 0.9), $(ratio "${M[s2_curl]}" "${M[s2_hive]}")× one connection (≥ 8) |"
     echo "| | aria2c -x16 -s16 | ${M[s2_aria2c]} s | $(mbps $SIZE_LARGE "${M[s2_aria2c]}") MiB/s | |"
     echo "| | curl (one connection, 1 run) | ${M[s2_curl]} s | $(mbps $SIZE_LARGE "${M[s2_curl]}") MiB/s | |"
-    echo "| 3: 200 small files + 3×64 MiB | rbee-hive | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1), $(ratio "${M[s3_js]}" "${M[s3_hive]}")× the JS client (≥ 4) |"
+    echo "| 3: 200 small files + 3×64 MiB | rbee-hive ($FILES files at once) | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1), $(ratio "${M[s3_js]}" "${M[s3_hive]}")× the JS client (≥ 4) |"
     echo "| | aria2c -j16 -i list | ${M[s3_aria2c]} s | $(mbps "$many_bytes" "${M[s3_aria2c]}") MiB/s | |"
     echo "| | @huggingface/hub $(node -p 'require(process.argv[1]).version' "$ROOT/bench/tools/node_modules/@huggingface/hub/package.json") snapshotDownload (not verified) | ${M[s3_js]} s | $(mbps "$many_bytes" "${M[s3_js]}") MiB/s | |"
     echo "| 3r: the same, ${RTT_MS} ms round trip | rbee-hive | ${M[s3r_hive]} s | $(mbps "$many_bytes" "${M[s3r_hive]}") MiB/s | $(ratio "${M[s3r_aria2c]}" "${M[s3r_hive]}")× aria2c (≥ 1), $(ratio "${M[s3r_js]}" "${M[s3r_hive]}")× the JS client (≥ 4) |"
@@ -349,14 +359,14 @@ report() {
     echo "![chart](chart.png)"
   } >"$RESULTS/results.md"
   {
-    for key in s1_hive s1_curl s1_wget s2_hive s2_aria2c s2_curl s3_hive s3_aria2c s3_js; do
+    for key in s1_hive s1_curl s1_wget s1_curl_verified s2_hive s2_aria2c s2_curl s3_hive s3_aria2c s3_js s3r_hive s3r_aria2c s3r_js; do
       printf '"%s" %s\n' "${key/_/ }" "${M[$key]}"
     done
   } >"$WORK/chart.dat"
   gnuplot <<EOF
-set terminal pngcairo size 900,420 noenhanced
+set terminal pngcairo size 1100,440 noenhanced
 set output "$RESULTS/chart.png"
-set title "Median wall time in s, lower is better (s1: one connection, s2: $CAP per connection, s3: 200 small files)"
+set title "Median wall time in s, lower is better (s2: $CAP per connection; s3r: s3 at ${RTT_MS} ms round trip)"
 set style fill solid 0.8
 set boxwidth 0.6
 set ylabel "seconds"

@@ -61,6 +61,10 @@ try {
   const hive = start(args.hive, [
     "serve", "--port", "0", "--cache-dir", join(work, "models"), "--api-token", TOKEN,
     "--disk-reserve-mb", "0", "--progress-interval-ms", "250",
+    // One connection per file: the 128 MiB file then takes 32 s at the fixture's 4 MiB/s per
+    // connection, so the cancel button is clicked mid-download even on a loaded machine (over 8
+    // ranges it once finished in 4.6 s, before a sanitizer run's browser clicked).
+    "--connections", "1",
   ], cleanEnv({ HF_ENDPOINT: endpoint, HF_HOME: join(work, "hf-home") }), /Listening on (http:\/\/\S+)/);
   processes.push(hive);
   const hiveUrl = await hive.found;

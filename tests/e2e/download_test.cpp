@@ -380,7 +380,8 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
 
 TEST_CASE("two hives sharing a cache download a model once, the second job follows the first") {
   HiveWithHub first;
-  first.hub.add_repo(one_file_repo("acme/shared", 8 * 1024 * 1024, 61));
+  // 2 s of download: time for the second hive's job to find the first one's lock.
+  first.hub.add_repo(one_file_repo("acme/shared", 16 * 1024 * 1024, 61));
   first.hub.set_rate_limit(8 * 1024 * 1024);
   HiveProcess second(HiveOptions{
       first.hive.cache,
@@ -403,8 +404,9 @@ TEST_CASE("two hives sharing a cache download a model once, the second job follo
 
 TEST_CASE("downloads over the concurrency limit are queued and say so") {
   HiveWithHub h(fast_flags({"--max-concurrent-downloads", "1"}));
-  for (const std::string id : {"acme/q1", "acme/q2"})
-    h.hub.add_repo(one_file_repo(id, 4 * 1024 * 1024, 71));
+  // The first takes 2 s, so the second is submitted while it runs even on a loaded machine.
+  h.hub.add_repo(one_file_repo("acme/q1", 16 * 1024 * 1024, 71));
+  h.hub.add_repo(one_file_repo("acme/q2", 4 * 1024 * 1024, 71));
   h.hub.set_rate_limit(8 * 1024 * 1024);
   const std::string first = start_download(*h.hive.hive, "acme/q1");
   REQUIRE(wait_for_bytes(h.hive.cache / "acme/q1/model.gguf.part", 1));

@@ -13,6 +13,7 @@ SIZE=${1:-1073741824}
 RUNS=${2:-3}
 CONNECTIONS=${CONNECTIONS:-1}  # the hive's connections for the file (curl has one)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BUILD=${BUILD_DIR:-$ROOT/build}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbee-bench.XXXXXX")
 PIDS=()
@@ -61,7 +62,6 @@ curl_run() {
   sha256sum "$WORK/curl.bin" >/dev/null
   echo "$fetched $(elapsed "$start")"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mib_s() { awk -v s="$SIZE" -v t="$1" 'BEGIN {printf "%.0f", s / 1048576 / t}'; }
 
 echo "file: $SIZE bytes from $URL (generated, loopback); $RUNS runs, alternating"

@@ -10,6 +10,7 @@ SIZE=${1:-1073741824}
 RUNS=${2:-5}
 PORT=${PORT:-18090}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbee-floor.XXXXXX")
 cleanup() {
   [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
@@ -51,7 +52,6 @@ curl -sf -o /dev/null -r 0-0 "http://127.0.0.1:$PORT/file.bin" ||
   { echo "nginx does not serve the file:" >&2; cat "$WORK/error.log" >&2; exit 1; }
 cat "$WORK/www/file.bin" >/dev/null  # both read it from the page cache
 
-median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 : >"$WORK/curl.times"
 : >"$WORK/httplib.times"
 for ((run = 1; run <= RUNS; run++)); do
@@ -65,4 +65,4 @@ done
 curl_median=$(median <"$WORK/curl.times")
 httplib_median=$(median <"$WORK/httplib.times")
 echo "median of $RUNS, $SIZE bytes: curl -o /dev/null $curl_median s, cpp-httplib $httplib_median s" \
-  "($(awk -v a="$httplib_median" -v b="$curl_median" 'BEGIN {printf "%.2f", a / b}')x curl)"
+  "($(ratio "$httplib_median" "$curl_median")x curl)"

@@ -10,6 +10,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 RESULTS=$ROOT/bench/results
 WORK=${BENCH_WORK:-/tmp/rbee-bench}
 REPS=${REPS:-3}
@@ -241,9 +242,7 @@ record() {
   SAMPLES[$1]+="$2 "
   log "  $1: $2 s"
 }
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mbps() { awk -v s="$1" -v t="$2" 'BEGIN {printf "%.0f", s / 1048576 / t}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 scenario_1() {
   log "scenario 1: one $((SIZE_LARGE / 1048576)) MiB file, one connection, to disk"
@@ -322,7 +321,7 @@ scenario_5() {
 report() {
   mkdir -p "$RESULTS"
   local m; declare -A M
-  for key in "${!SAMPLES[@]}"; do M[$key]=$(median "${SAMPLES[$key]}"); done
+  for key in "${!SAMPLES[@]}"; do M[$key]=$(tr ' ' '\n' <<<"${SAMPLES[$key]}" | median); done
   local large_mib=$((SIZE_LARGE / 1048576))
   local many_bytes
   many_bytes=$(du -sbL "$WORK/www/bench/many/resolve/main" | cut -f1)

@@ -1,0 +1,7 @@
+# Helpers the bench scripts share; sourced, not run.
+
+# The median of numbers read one per line from stdin (empty lines ignored).
+median() { sort -g | awk 'NF {a[++n] = $1} END {print (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2}'; }
+
+# a / b with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }

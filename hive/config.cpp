@@ -1,9 +1,12 @@
 #include "rbee/hive/config.hpp"
 
 #include <pwd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -41,9 +44,33 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
       ->envname("RBEE_MAX_CONCURRENT_JOBS")
       ->check(CLI::Range(1, 256));
   app.add_option("--max-connections", config.max_connections,
-                 "HTTP connections served at once, SSE watchers included (default 1024)")
+                 "HTTP connections open at once, SSE watchers included (default 1024)")
       ->envname("RBEE_MAX_CONNECTIONS")
       ->check(CLI::Range(8, 16384));
+  app.add_option("--max-connections-per-client", config.max_connections_per_client,
+                 "HTTP connections open at once from one client address (default 512)")
+      ->envname("RBEE_MAX_CONNECTIONS_PER_CLIENT")
+      ->check(CLI::Range(1, 16384));
+  app.add_option_function<int>(
+         "--request-head-timeout-ms",
+         [&config](int ms) { config.head_timeout = std::chrono::milliseconds(ms); },
+         "A request's whole head must arrive within this (default 10000)")
+      ->check(CLI::Range(100, 600000));
+  app.add_option("--allowed-host", config.allowed_hosts,
+                 "A Host name served without an API token besides 127.0.0.1, localhost and [::1] "
+                 "(repeatable), e.g. the name of a reverse proxy")
+      ->envname("RBEE_ALLOWED_HOSTS")
+      ->delimiter(',');
+  app.add_option("--max-queued-jobs", config.max_queued_jobs,
+                 "Jobs queued or running at once; more are answered 429 (default 1000)")
+      ->envname("RBEE_MAX_QUEUED_JOBS")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--max-events-per-job", config.retention.max_events_per_job,
+                 "Events kept per job for replay; progress is compacted first (default 10000)")
+      ->check(CLI::Range(16, 10000000));
+  app.add_option("--max-stream-tickets", config.max_stream_tickets,
+                 "Unexpired stream tickets held at once (default 10000)")
+      ->check(CLI::Range(1, 1000000));
   app.add_option_function<int>(
          "--sse-heartbeat-ms",
          [&config](int ms) { config.sse_heartbeat = std::chrono::milliseconds(ms); },
@@ -106,6 +133,26 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
 
 bool is_loopback_address(const std::string& host) {
   return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+std::size_t fit_descriptor_limit(HiveConfig& config) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  const auto descriptors = static_cast<std::size_t>(
+      std::min<rlim_t>(limit.rlim_cur, std::numeric_limits<std::size_t>::max()));
+  // Downloads, part files, sidecars, catalog writes and the epoll loop keep a quarter (at least
+  // 256 descriptors) that connections can never take.
+  const std::size_t reserve = std::max<std::size_t>(256, descriptors / 4);
+  const std::size_t for_connections = descriptors > reserve + 8 ? descriptors - reserve : 8;
+  config.max_connections = std::min(config.max_connections, for_connections);
+  config.max_connections_per_client =
+      std::min(config.max_connections_per_client, config.max_connections);
+  return descriptors;
 }
 
 void finalize_config(HiveConfig& config) {

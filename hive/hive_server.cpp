@@ -7,11 +7,12 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <rbee/narration/sanitize.hpp>
 
 #include "rbee/hive/api_json.hpp"
 #include "rbee/hive/dashboard.hpp"
-#include "rbee/hive/elastic_task_queue.hpp"
 #include "rbee/hive/model_operations.hpp"
+#include "rbee/hive/request_checks.hpp"
 
 namespace rbee::hive {
 namespace {
@@ -19,31 +20,29 @@ namespace {
 using httplib::Request;
 using httplib::Response;
 
-constexpr std::size_t kMaxRequestBody = 1024 * 1024;
-constexpr int kListenBacklog = 1024;
 constexpr auto kStreamDrainTimeout = std::chrono::seconds(3);
+constexpr auto kStreamWaitSlice = std::chrono::milliseconds(250);
 constexpr std::string_view kHeartbeat = ": ping\n\n";
+constexpr int kRetryAfterSeconds = 5;
 
 void send_json(Response& response, int status, const nlohmann::json& body) {
   response.status = status;
-  response.set_content(body.dump(), "application/json");
+  response.set_content(narration::dump_json(body), "application/json");
 }
 
 void send_error(Response& response, int status, std::string_view code, std::string_view message) {
   send_json(response, status, error_body(code, message));
 }
 
-// cpp-httplib answers some failures itself (no route, body too large, bad request line) with
-// an empty body; give those the API's JSON error shape too.
+// cpp-httplib answers some failures itself (no route, bad request line) with an empty body;
+// give those the API's JSON error shape too. The path is outside text: sanitised.
 std::pair<std::string_view, std::string> default_error(const Request& request, int status) {
   switch (status) {
     case 404:
-      return {"not_found", fmt::format("no route for {} {}", request.method, request.path)};
+      return {"not_found", fmt::format("no route for {} {}", narration::sanitize(request.method, 16),
+                                       narration::sanitize(request.path, 256))};
     case 405:
-      return {"method_not_allowed", fmt::format("{} is not allowed here", request.method)};
-    case 413:
-      return {"payload_too_large",
-              fmt::format("the request body is larger than {} bytes", kMaxRequestBody)};
+      return {"method_not_allowed", "this method is not allowed here"};
     case 414:
       return {"uri_too_long", "the request URI is too long"};
     default:
@@ -56,17 +55,20 @@ bool is_json_content_type(const std::string& value) {
   return media_type == "application/json";
 }
 
-// Last-Event-ID: the sequence number of the last event the client saw (0 = none).
-std::optional<std::uint64_t> parse_event_id(const std::string& text) {
-  std::uint64_t value = 0;
-  const auto* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (text.empty() || ec != std::errc() || ptr != end) return std::nullopt;
-  return value;
+bool is_state_changing(const std::string& method) {
+  return method != "GET" && method != "HEAD" && method != "OPTIONS";
 }
 
 std::string format_sse(const jobs::LogEntry& entry) {
   return fmt::format("id: {}\ndata: {}\n\n", entry.seq, entry.data);
+}
+
+ConnectionLimits connection_limits(const HiveConfig& config) {
+  ConnectionLimits limits;
+  limits.max_connections = config.max_connections;
+  limits.max_connections_per_client = config.max_connections_per_client;
+  limits.head_timeout = config.head_timeout;
+  return limits;
 }
 
 int http_status_of(catalog::CatalogErrorCode code) {
@@ -84,17 +86,9 @@ HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
       router_(router),
       catalog_(catalog),
       provisioner_(provisioner),
-      narrator_(narrator) {
-  const std::size_t max_threads = config_.max_connections;
-  server_.new_task_queue = [max_threads] { return new ElasticTaskQueue(max_threads); };
-  server_.set_tcp_nodelay(true);
-  server_.set_keep_alive_max_count(1000);
-  server_.set_payload_max_length(kMaxRequestBody);
-  server_.set_socket_options([this](socket_t fd) {
-    const int yes = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    listen_fd_ = fd;  // kept to raise the listen backlog after bind (DESIGN §9)
-  });
+      narrator_(narrator),
+      server_(connection_limits(config)),
+      stream_tickets_(config.max_stream_tickets) {
   install_routes();
   install_instrumentation();
 }
@@ -104,24 +98,11 @@ HiveServer::~HiveServer() {
 }
 
 int HiveServer::bind() {
-  int port = config_.port;
-  if (port == 0) {
-    port = server_.bind_to_any_port(config_.bind);
-    if (port < 0) port = 0;
-  } else if (!server_.bind_to_port(config_.bind, port)) {
-    port = 0;
-  }
-  if (port == 0) {
-    throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", config_.bind, config_.port,
-                                         std::strerror(errno)));
-  }
-  // cpp-httplib listens with a compiled-in backlog of 5; a burst of watchers would be dropped.
-  if (listen_fd_ >= 0) ::listen(listen_fd_, kListenBacklog);
-  return port;
+  return server_.bind(config_.bind, config_.port);
 }
 
 bool HiveServer::serve() {
-  return server_.listen_after_bind();
+  return server_.serve();
 }
 
 void HiveServer::shutdown() {
@@ -136,13 +117,16 @@ void HiveServer::shutdown() {
     while (open_streams_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));  // wait for streams to flush
     }
+    stopping_ = true;  // streams still open (a watcher that reads nothing) end now
     server_.stop();
   });
 }
 
 bool HiveServer::authorized(const Request& request) const {
   // The dashboard page holds no data: it asks for the token and sends it on every call.
-  if (config_.api_token.empty() || request.path == "/health" || request.path == "/") return true;
+  const bool public_route = (request.method == "GET" || request.method == "HEAD") &&
+                            (request.path == "/health" || request.path == "/");
+  if (config_.api_token.empty() || public_route) return true;
   if (request.method == "GET" && request.has_param("ticket")) {
     static constexpr std::string_view kJobs = "/v1/jobs/", kStream = "/stream";
     const std::string_view path = request.path;
@@ -172,15 +156,40 @@ void HiveServer::install_instrumentation() {
   });
 }
 
+// Who may ask anything at all; runs before the body is read (GuardedServer closes the
+// connection after any answer given here).
+httplib::Server::HandlerResponse HiveServer::admit(const Request& request, Response& response) {
+  t_request_started = std::chrono::steady_clock::now();
+  using Outcome = httplib::Server::HandlerResponse;
+  const std::string host = request.get_header_value("Host");
+  if (request.get_header_value_count("Host") > 1) {
+    send_error(response, 400, "bad_request", "the request has more than one Host header");
+    return Outcome::Handled;
+  }
+  // Without a token, a web page could reach the hive through DNS rebinding: serve only names
+  // that cannot be rebound.
+  if (config_.api_token.empty() && !is_allowed_host(host, config_.allowed_hosts)) {
+    send_error(response, 403, "host_not_allowed",
+               "without an API token the hive answers only to 127.0.0.1, localhost and [::1]; "
+               "start it with --allowed-host NAME to serve another name");
+    return Outcome::Handled;
+  }
+  if (is_state_changing(request.method) &&
+      !is_same_origin(request.get_header_value("Origin"), host)) {
+    send_error(response, 403, "origin_not_allowed",
+               "requests from another web origin may not change the hive's state");
+    return Outcome::Handled;
+  }
+  if (authorized(request)) return Outcome::Unhandled;
+  response.set_header("WWW-Authenticate", "Bearer");
+  send_error(response, 401, "unauthorized",
+             "a valid API token is required: send 'Authorization: Bearer <token>'");
+  return Outcome::Handled;
+}
+
 void HiveServer::install_routes() {
-  server_.set_pre_routing_handler([this](const Request& request, Response& response) {
-    t_request_started = std::chrono::steady_clock::now();
-    if (authorized(request)) return httplib::Server::HandlerResponse::Unhandled;
-    response.set_header("WWW-Authenticate", "Bearer");
-    send_error(response, 401, "unauthorized",
-               "a valid API token is required: send 'Authorization: Bearer <token>'");
-    return httplib::Server::HandlerResponse::Handled;
-  });
+  server_.set_request_guard(
+      [this](const Request& request, Response& response) { return admit(request, response); });
   server_.set_error_handler([](const Request& request, Response& response) {
     if (!response.body.empty()) return;
     auto [code, message] = default_error(request, response.status);
@@ -214,11 +223,16 @@ void HiveServer::install_routes() {
                  const std::string job_id = request.matches[1].str();
                  if (!registry_.get(job_id))
                    return send_error(response, 404, "job_not_found", "no job with that id");
-                 const std::string ticket = stream_tickets_.issue(job_id);
+                 const auto ticket = stream_tickets_.issue(job_id);
+                 if (!ticket) {
+                   response.set_header("Retry-After", std::to_string(kRetryAfterSeconds));
+                   return send_error(response, 429, "too_many_stream_tickets",
+                                     "too many stream tickets are outstanding; retry later");
+                 }
                  send_json(response, 200,
-                           {{"ticket", ticket},
+                           {{"ticket", *ticket},
                             {"expires_in_s", StreamTickets::kLifetime.count()},
-                            {"stream_url", sse_url(job_id) + "?ticket=" + ticket}});
+                            {"stream_url", sse_url(job_id) + "?ticket=" + *ticket}});
                });
   server_.Get("/metrics", [this](const Request&, Response& response) {
     std::map<std::string, std::uint64_t> submitted;
@@ -226,8 +240,8 @@ void HiveServer::install_routes() {
       std::lock_guard lock(submit_mutex_);
       submitted = jobs_submitted_;
     }
-    const MetricsSources sources{registry_,     catalog_,  provisioner_,
-                                 http_metrics_, submitted, open_streams_.load()};
+    const MetricsSources sources{registry_, catalog_,  provisioner_,        http_metrics_,
+                                 submitted, open_streams_.load(), server_.stats()};
     response.set_content(render_metrics(sources), "text/plain; version=0.0.4");
   });
   server_.Post("/v1/jobs", [this](const Request& request, Response& response) {
@@ -286,6 +300,13 @@ void HiveServer::handle_submit(const Request& request, Response& response) {
   if (draining_) {
     return send_error(response, 503, "shutting_down", "the hive is shutting down");
   }
+  if (registry_.unfinished() >= config_.max_queued_jobs) {
+    response.set_header("Retry-After", std::to_string(kRetryAfterSeconds));
+    return send_error(response, 429, "too_many_jobs",
+                      fmt::format("{} jobs are queued or running, the most this hive holds; "
+                                  "retry when some have finished",
+                                  config_.max_queued_jobs));
+  }
   auto job = registry_.create(std::move(operation));
   ++jobs_submitted_[std::string(job->operation_name())];
   router_.submit(job);
@@ -298,11 +319,17 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
 
   std::uint64_t cursor = 0;
   if (request.has_header("Last-Event-ID")) {
-    const auto last_seen = parse_event_id(request.get_header_value("Last-Event-ID"));
-    if (!last_seen || *last_seen > job->events().last_seq()) {
+    const auto last_seen = parse_last_event_id(request.get_header_value("Last-Event-ID"));
+    const std::uint64_t last_seq = job->events().last_seq();
+    if (!last_seen || *last_seen > last_seq) {
       return send_error(response, 400, "invalid_last_event_id",
                         fmt::format("Last-Event-ID must be an event id of this job (0 to {})",
-                                    job->events().last_seq()));
+                                    last_seq));
+    }
+    // Reconnecting after the terminal event: 204 tells a standard EventSource to stop.
+    if (*last_seen == last_seq && job->events().closed()) {
+      response.status = 204;
+      return;
     }
     cursor = *last_seen;
   }
@@ -314,11 +341,18 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
   response.set_chunked_content_provider(
       "text/event-stream",
       [this, job, cursor](std::size_t, httplib::DataSink& sink) mutable {
-        // Waits at most one heartbeat interval, so every call writes something: events, the
-        // end of the stream, or a ping that also detects a watcher who has gone.
-        auto batch = job->events().read_after(cursor, config_.sse_heartbeat);
-        if (batch.entries.empty() && !batch.finished)
-          return sink.write(kHeartbeat.data(), kHeartbeat.size());
+        // Waits at most one heartbeat interval, in slices so that shutdown is never kept
+        // waiting, and every call writes something: events, the end, or a ping (which also
+        // finds a watcher who has gone).
+        const auto heartbeat_due = std::chrono::steady_clock::now() + config_.sse_heartbeat;
+        jobs::EventLog::Batch batch;
+        while (batch.entries.empty() && !batch.finished) {
+          if (stopping_) return false;
+          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+              heartbeat_due - std::chrono::steady_clock::now());
+          if (left.count() <= 0) return sink.write(kHeartbeat.data(), kHeartbeat.size());
+          batch = job->events().read_after(cursor, std::min(left, kStreamWaitSlice));
+        }
         std::string chunk;
         for (const auto& entry : batch.entries) {
           chunk += format_sse(entry);

@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <thread>
 
@@ -23,6 +25,9 @@
 namespace {
 
 using namespace rbee;
+
+// Within this after SIGTERM the process has exited, whatever its clients or the Hub do.
+constexpr std::chrono::seconds kShutdownDeadline{4};
 
 sigset_t shutdown_signals() {
   sigset_t signals;
@@ -44,6 +49,7 @@ int run_daemon(hive::HiveConfig& config) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   hive::finalize_config(config);
+  const std::size_t descriptors = hive::fit_descriptor_limit(config);
 
   narration::Narrator narrator;
   provisioner::HubSettings hub = provisioner::hub_settings_from_environment();
@@ -74,9 +80,11 @@ int run_daemon(hive::HiveConfig& config) {
   hive::HiveServer server(config, registry, router, catalog, provisioner, narrator);
   const int port = server.bind();
   narrate(narrator, "hive_listening",
-          fmt::format("Listening on http://{}:{} (catalog {}{}; Hub {}{})", config.bind, port,
-                      config.cache_dir.string(), config.api_token.empty() ? "" : ", token required",
-                      endpoint, has_token ? " with a token" : ""));
+          fmt::format("Listening on http://{}:{} (catalog {}{}; Hub {}{}; up to {} connections, "
+                      "{} descriptors)",
+                      config.bind, port, config.cache_dir.string(),
+                      config.api_token.empty() ? "" : ", token required", endpoint,
+                      has_token ? " with a token" : "", config.max_connections, descriptors));
 
   std::atomic<bool> serve_failed{false};
   std::thread http([&] {
@@ -91,8 +99,27 @@ int run_daemon(hive::HiveConfig& config) {
             fmt::format("Received {}; cancelling jobs and stopping",
                         signal == SIGINT ? "SIGINT" : "SIGTERM"));
   }
+  // Stopping is bounded: should a job not end (a Hub that drips bytes into a read that
+  // cannot be interrupted), the process still exits; part files and the catalog are crash-safe.
+  std::mutex stopped_mutex;
+  std::condition_variable stopped_changed;
+  bool stopped = false;
+  std::thread deadline([&] {
+    std::unique_lock lock(stopped_mutex);
+    if (stopped_changed.wait_for(lock, kShutdownDeadline, [&] { return stopped; })) return;
+    narrate(narrator, "hive_forced_exit",
+            "Stopping took too long; exiting now (part files stay for resume)",
+            narration::Level::error);
+    std::_Exit(1);
+  });
   server.shutdown();
   http.join();
+  {
+    std::lock_guard lock(stopped_mutex);
+    stopped = true;
+  }
+  stopped_changed.notify_one();
+  deadline.join();
   if (serve_failed) {
     narrate(narrator, "hive_failed", "The HTTP server stopped unexpectedly",
             narration::Level::error);

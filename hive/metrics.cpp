@@ -164,6 +164,18 @@ std::string render_metrics(const MetricsSources& sources) {
   append_catalog(text, sources);
   append_header(text, "rbee_sse_watchers", "gauge", "Job event streams open now.");
   text += fmt::format("rbee_sse_watchers {}\n", sources.sse_watchers);
+  const ConnectionStats& connections = sources.connections;
+  append_header(text, "rbee_http_connections", "gauge",
+                "HTTP connections open now: waiting for a request head, or being served.");
+  text += fmt::format("rbee_http_connections{{state=\"waiting\"}} {}\n", connections.waiting);
+  text += fmt::format("rbee_http_connections{{state=\"served\"}} {}\n", connections.served);
+  append_header(text, "rbee_http_connections_closed_total", "counter",
+                "Connections the hive closed to protect itself, by reason.");
+  for (const auto& [reason, count] :
+       {std::pair{"evicted", connections.evicted}, std::pair{"refused", connections.refused},
+        std::pair{"head_timeout", connections.timed_out}}) {
+    text += fmt::format("rbee_http_connections_closed_total{{reason=\"{}\"}} {}\n", reason, count);
+  }
   sources.http.append_to(text);
   return text;
 }

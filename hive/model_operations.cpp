@@ -114,12 +114,15 @@ void register_model_operations(jobs::JobRouter& router, catalog::ModelCatalog& c
   router.route("model_delete", [&catalog, &registry](JobContext& context) {
     model_delete(context, catalog, registry);
   });
-  router.route("model_download", [&provisioner](JobContext& context) {
-    const auto& op = std::get<jobs::ModelDownload>(context.operation());
-    provisioner.download(
-        {op.model, op.revision, op.include, op.exclude, context.job_id(), op.connections},
-        context.cancellation().stop_token());
-  });
+  router.route(
+      "model_download",
+      [&provisioner](JobContext& context) {
+        const auto& op = std::get<jobs::ModelDownload>(context.operation());
+        provisioner.download(
+            {op.model, op.revision, op.include, op.exclude, context.job_id(), op.connections},
+            context.cancellation().stop_token());
+      },
+      jobs::Lane::long_running);
 }
 
 }  // namespace rbee::hive

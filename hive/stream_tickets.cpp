@@ -22,10 +22,12 @@ std::string random_ticket() {
 
 }  // namespace
 
-std::string StreamTickets::issue(const std::string& job_id, Clock::time_point now) {
+std::optional<std::string> StreamTickets::issue(const std::string& job_id,
+                                                Clock::time_point now) {
   std::string ticket = random_ticket();
   std::lock_guard lock(mutex_);
   std::erase_if(tickets_, [now](const auto& entry) { return entry.second.expires <= now; });
+  if (tickets_.size() >= max_tickets_) return std::nullopt;
   tickets_[ticket] = {job_id, now + kLifetime};
   return ticket;
 }

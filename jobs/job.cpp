@@ -27,8 +27,8 @@ bool is_finished(JobState state) {
   return state == JobState::completed || state == JobState::failed || state == JobState::cancelled;
 }
 
-Job::Job(std::string id, Operation operation)
-    : id_(std::move(id)), operation_(std::move(operation)) {
+Job::Job(std::string id, Operation operation, std::size_t max_events)
+    : id_(std::move(id)), operation_(std::move(operation)), events_(max_events) {
   status_.created_at_ms = narration::now_unix_ms();
 }
 

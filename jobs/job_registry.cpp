@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
+#include <rbee/narration/sanitize.hpp>
 
 namespace rbee::jobs {
 
@@ -10,7 +11,7 @@ JobRegistry::JobRegistry(RetentionPolicy policy) : policy_(policy) {}
 
 std::shared_ptr<Job> JobRegistry::create(Operation operation) {
   prune();
-  auto job = std::make_shared<Job>(make_job_id(), std::move(operation));
+  auto job = std::make_shared<Job>(make_job_id(), std::move(operation), policy_.max_events_per_job);
   std::lock_guard lock(mutex_);
   jobs_.push_back(job);
   by_id_.emplace(job->id(), job);
@@ -26,6 +27,13 @@ std::shared_ptr<Job> JobRegistry::get(std::string_view id) const {
 std::vector<std::shared_ptr<Job>> JobRegistry::list() const {
   std::lock_guard lock(mutex_);
   return jobs_;
+}
+
+std::size_t JobRegistry::unfinished() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<std::size_t>(std::count_if(jobs_.begin(), jobs_.end(), [](const auto& job) {
+    return !is_finished(job->status().state);
+  }));
 }
 
 JobRegistry::CancelResult JobRegistry::cancel(std::string_view id) {
@@ -61,13 +69,18 @@ void JobRegistry::prune() {
 
 namespace {
 
+constexpr std::string_view kProgressAction = "download_progress";
+
 class JobEventSink : public narration::Sink {
  public:
   explicit JobEventSink(const JobRegistry& registry) : registry_(registry) {}
   void consume(const narration::NarrationEvent& event) override {
     if (event.job_id.empty()) return;
     if (auto job = registry_.get(event.job_id)) {
-      job->events().append(narration::to_json(event).dump());
+      // A progress report only matters until the next one: a day-long download keeps one.
+      const auto retention = event.action == kProgressAction ? Retention::superseded
+                                                             : Retention::kept;
+      job->events().append(narration::dump_json(narration::to_json(event)), retention);
     }
   }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <asio/post.hpp>
+#include <rbee/narration/sanitize.hpp>
 
 namespace rbee::jobs {
 
@@ -21,29 +22,55 @@ void JobContext::narrate(std::string actor, std::string action, std::string targ
 
 void JobContext::emit_data(std::string_view action, nlohmann::json payload) const {
   nlohmann::json line = {{"type", "data"}, {"action", action}, {"payload", std::move(payload)}};
-  job_.events().append(line.dump());
+  job_.events().append(narration::dump_json(line));
 }
 
 JobRouter::JobRouter(const narration::Narrator& narrator, std::size_t max_concurrent_jobs)
-    : narrator_(narrator), pool_(max_concurrent_jobs == 0 ? 1 : max_concurrent_jobs) {}
+    : narrator_(narrator),
+      quick_pool_(kQuickThreads),
+      long_pool_(max_concurrent_jobs == 0 ? 1 : max_concurrent_jobs) {}
 
 JobRouter::~JobRouter() {
   shutdown();
 }
 
-void JobRouter::route(std::string operation_name, JobHandler handler) {
-  handlers_.insert_or_assign(std::move(operation_name), std::move(handler));
+namespace {
+
+void fail(const JobContext& context, Job& job, const std::string& reason) {
+  const std::string name(job.operation_name());
+  context.narrate("hive", "job_failed", name, fmt::format("{} failed: {}", name, reason),
+                  Level::error);
+  job.fail(reason);
+}
+
+}  // namespace
+
+void JobRouter::route(std::string operation_name, JobHandler handler, Lane lane) {
+  routes_.insert_or_assign(std::move(operation_name), Route{std::move(handler), lane});
 }
 
 void JobRouter::submit(std::shared_ptr<Job> job) {
-  asio::post(pool_, [this, job = std::move(job)] { run(*job); });
+  const auto found = routes_.find(job->operation_name());
+  const bool long_running = found != routes_.end() && found->second.lane == Lane::long_running;
+  asio::post(long_running ? long_pool_ : quick_pool_, [this, job = std::move(job)] { run(*job); });
 }
 
 void JobRouter::shutdown() {
-  pool_.join();
+  quick_pool_.join();
+  long_pool_.join();
 }
 
-void JobRouter::run(Job& job) const {
+// The boundary of every job: nothing a handler throws, of any type, leaves this function
+// (an exception escaping a pool thread would end the daemon).
+void JobRouter::run(Job& job) const noexcept {
+  try {
+    run_handler(job);
+  } catch (...) {
+    job.fail("the hive failed while running this job");
+  }
+}
+
+void JobRouter::run_handler(Job& job) const {
   if (!job.start()) return;  // cancelled while queued: already finished with [CANCELLED]
   JobContext context(job, narrator_);
   const std::string name(job.operation_name());
@@ -53,12 +80,12 @@ void JobRouter::run(Job& job) const {
     context.narrate("hive", "job_cancelled", name, fmt::format("Cancelled {}", name), Level::warn);
     job.finish_cancelled();
   };
-  auto handler = handlers_.find(name);
+  auto route = routes_.find(name);
   try {
-    if (handler == handlers_.end()) {
+    if (route == routes_.end()) {
       throw JobError("no_handler", fmt::format("no handler is registered for '{}'", name));
     }
-    handler->second(context);
+    route->second.handler(context);
     job.cancellation().throw_if_cancelled();
     context.narrate("hive", "job_completed", name, fmt::format("Completed {}", name));
     job.complete();
@@ -68,10 +95,10 @@ void JobRouter::run(Job& job) const {
     // The boundary: every handler failure ends here, once, as the job's error. A handler
     // that fails because it was cancelled (an aborted transfer) ends as cancelled.
     if (job.cancellation().cancelled()) return end_cancelled();
-    const std::string reason = narrator_.redact(error.what());
-    context.narrate("hive", "job_failed", name, fmt::format("{} failed: {}", name, reason),
-                    Level::error);
-    job.fail(reason);
+    fail(context, job, narrator_.clean(error.what()));
+  } catch (...) {
+    if (job.cancellation().cancelled()) return end_cancelled();
+    fail(context, job, "the handler failed with an unknown error");
   }
 }
 

@@ -88,22 +88,25 @@ TEST_CASE("cancelling a running job stops its handler promptly and ends it [CANC
   CHECK(f.lines(*job).back() == "[CANCELLED]");
 }
 
-TEST_CASE("at most max_concurrent_jobs handlers run at once, the rest stay queued") {
+TEST_CASE("at most max_concurrent_jobs long-running handlers run at once, the rest stay queued") {
   Fixture f;
   JobRouter router(f.narrator, 2);
   std::atomic<int> running{0};
   std::atomic<int> peak{0};
   std::latch release(1);
-  router.route("model_list", [&](JobContext&) {
-    const int now = ++running;
-    for (int seen = peak.load(); now > seen && !peak.compare_exchange_weak(seen, now);) {
-    }
-    release.wait();
-    --running;
-  });
+  router.route(
+      "model_download",
+      [&](JobContext&) {
+        const int now = ++running;
+        for (int seen = peak.load(); now > seen && !peak.compare_exchange_weak(seen, now);) {
+        }
+        release.wait();
+        --running;
+      },
+      Lane::long_running);
   std::vector<std::shared_ptr<Job>> jobs;
   for (int i = 0; i < 5; ++i) {
-    jobs.push_back(f.registry.create(ModelList{"h"}));
+    jobs.push_back(f.registry.create(ModelDownload{"h", "org/m"}));
     router.submit(jobs.back());
   }
   while (running.load() < 2) std::this_thread::sleep_for(1ms);
@@ -113,4 +116,24 @@ TEST_CASE("at most max_concurrent_jobs handlers run at once, the rest stay queue
   release.count_down();
   for (auto& job : jobs) CHECK(f.wait_finished(job) == JobState::completed);
   CHECK(peak.load() == 2);
+}
+
+TEST_CASE("quick operations run while every long-running slot is taken and more wait queued") {
+  Fixture f;
+  JobRouter router(f.narrator, 1);
+  std::latch release(1);
+  router.route(
+      "model_download", [&](JobContext&) { release.wait(); }, Lane::long_running);
+  router.route("model_list", [](JobContext&) {});
+  std::vector<std::shared_ptr<Job>> downloads;
+  for (int i = 0; i < 3; ++i) {
+    downloads.push_back(f.registry.create(ModelDownload{"h", "org/m"}));
+    router.submit(downloads.back());
+  }
+  auto list = f.registry.create(ModelList{"h"});
+  router.submit(list);
+  CHECK(f.wait_finished(list) == JobState::completed);
+  CHECK(downloads.back()->status().state == JobState::queued);
+  release.count_down();
+  for (auto& job : downloads) CHECK(f.wait_finished(job) == JobState::completed);
 }

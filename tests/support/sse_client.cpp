@@ -75,6 +75,8 @@ SseStream read_sse(const SseRequest& request) {
         }
         return !stop;
       });
+  // cpp-httplib calls no response handler for a body-less answer (204).
+  if (result && stream.status == 0) stream.status = result->status;
   // Stopping on purpose ends the request with a "canceled" error; only others count.
   stream.transport_error = !result && !stop;
   return stream;

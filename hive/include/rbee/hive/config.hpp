@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <rbee/jobs/job_registry.hpp>
@@ -22,7 +23,12 @@ struct HiveConfig {
   std::string api_token;            // empty: no token required (loopback only)
   narration::Level log_level = narration::Level::info;
   std::size_t max_concurrent_jobs = 4;
-  std::size_t max_connections = 1024;  // HTTP threads; each SSE watcher holds one
+  std::size_t max_connections = 1024;  // HTTP connections; each SSE watcher holds one
+  std::size_t max_connections_per_client = 512;
+  std::chrono::milliseconds head_timeout{10000};  // a whole request head must arrive in this
+  std::vector<std::string> allowed_hosts;  // Host names served without a token, beyond loopback
+  std::size_t max_queued_jobs = 1000;      // unfinished jobs; more are answered 429
+  std::size_t max_stream_tickets = 10000;
   std::chrono::milliseconds sse_heartbeat{15000};
   jobs::RetentionPolicy retention;
   provisioner::ProvisionerSettings downloads;
@@ -37,5 +43,9 @@ void add_config_options(CLI::App& app, HiveConfig& config);
 void finalize_config(HiveConfig& config);
 
 bool is_loopback_address(const std::string& host);
+
+// Raises the soft RLIMIT_NOFILE to the hard limit and caps the connection limits below it, so
+// that part files and catalog writes never meet EMFILE. Returns the descriptor limit.
+std::size_t fit_descriptor_limit(HiveConfig& config);
 
 }  // namespace rbee::hive

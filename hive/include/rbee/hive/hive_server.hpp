@@ -13,6 +13,7 @@
 #include <rbee/provisioner/model_provisioner.hpp>
 
 #include "rbee/hive/config.hpp"
+#include "rbee/hive/guarded_server.hpp"
 #include "rbee/hive/metrics.hpp"
 #include "rbee/hive/stream_tickets.hpp"
 
@@ -42,6 +43,8 @@ class HiveServer {
   void handle_submit(const httplib::Request& request, httplib::Response& response);
   void handle_stream(const httplib::Request& request, httplib::Response& response);
   void handle_cancel(const httplib::Request& request, httplib::Response& response);
+  httplib::Server::HandlerResponse admit(const httplib::Request& request,
+                                         httplib::Response& response);
   bool authorized(const httplib::Request& request) const;
 
   const HiveConfig& config_;
@@ -50,8 +53,8 @@ class HiveServer {
   catalog::ModelCatalog& catalog_;
   const provisioner::ModelProvisioner& provisioner_;
   const narration::Narrator& narrator_;
-  httplib::Server server_;
-  int listen_fd_ = -1;
+  GuardedServer server_;
+  std::atomic<bool> stopping_{false};  // open streams end at their next slice
 
   std::mutex submit_mutex_;  // orders job submission against the start of shutdown
   bool draining_ = false;

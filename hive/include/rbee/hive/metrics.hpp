@@ -15,6 +15,8 @@
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/provisioner/model_provisioner.hpp>
 
+#include "rbee/hive/guarded_server.hpp"
+
 namespace rbee::hive {
 
 // Requests served, by method, route and status, with a latency histogram. Thread-safe.
@@ -51,6 +53,7 @@ struct MetricsSources {
   const HttpMetrics& http;
   const std::map<std::string, std::uint64_t>& jobs_submitted;  // by operation
   int sse_watchers;
+  ConnectionStats connections;
 };
 
 std::string render_metrics(const MetricsSources& sources);

@@ -6,18 +6,24 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace rbee::hive {
 
 // Thread-safe. A ticket opens the stream of its job only, any number of times (EventSource
-// reconnects by itself) until it expires; expired tickets are forgotten.
+// reconnects by itself) until it expires; expired tickets are forgotten. At most
+// `max_tickets` are held: beyond that issue() refuses until some expire.
 class StreamTickets {
  public:
   using Clock = std::chrono::steady_clock;
   static constexpr std::chrono::seconds kLifetime{60};
 
-  std::string issue(const std::string& job_id, Clock::time_point now = Clock::now());
+  explicit StreamTickets(std::size_t max_tickets = 10000) : max_tickets_(max_tickets) {}
+
+  // nullopt when max_tickets unexpired tickets are held already.
+  std::optional<std::string> issue(const std::string& job_id,
+                                   Clock::time_point now = Clock::now());
   bool admits(const std::string& ticket, const std::string& job_id,
               Clock::time_point now = Clock::now()) const;
 
@@ -26,6 +32,7 @@ class StreamTickets {
     std::string job_id;
     Clock::time_point expires;
   };
+  const std::size_t max_tickets_;
   mutable std::mutex mutex_;
   std::map<std::string, Grant> tickets_;
 };

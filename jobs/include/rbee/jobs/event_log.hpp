@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <deque>
 #include <vector>
 
 namespace rbee::jobs {
@@ -21,11 +22,23 @@ struct LogEntry {
   std::string data;  // one line: a JSON object or a terminal marker
 };
 
+// How an entry is kept.
+enum class Retention {
+  kept,        // until the log holds more than its cap, then the oldest go first
+  superseded,  // a progress report: the next superseded entry replaces it (the latest is kept)
+};
+
 // Thread-safe. Appends never block on readers; readers wait on a condition variable.
+// Memory is bounded: superseded entries are compacted to the latest one, and beyond
+// `max_entries` the oldest entries are dropped. Sequence numbers stay increasing (and may
+// skip), so replay and Last-Event-ID work across compaction.
 class EventLog {
  public:
+  static constexpr std::size_t kDefaultMaxEntries = 10000;
+  explicit EventLog(std::size_t max_entries = kDefaultMaxEntries);
+
   // Returns the entry's sequence number, or 0 when the log is already closed (dropped).
-  std::uint64_t append(std::string data);
+  std::uint64_t append(std::string data, Retention retention = Retention::kept);
   // Appends the terminal line; false when the log was closed already (the first close wins).
   bool close(std::string terminal);
 
@@ -37,13 +50,19 @@ class EventLog {
   // `timeout` for one (an empty, unfinished batch means the wait timed out).
   Batch read_after(std::uint64_t after, std::chrono::milliseconds timeout) const;
 
-  std::uint64_t last_seq() const;
+  std::uint64_t last_seq() const;  // 0 while empty
   bool closed() const;
+  std::size_t size() const;  // entries held now
 
  private:
+  void drop_superseded_locked();
+
+  const std::size_t max_entries_;
   mutable std::mutex mutex_;
   mutable std::condition_variable appended_;
-  std::vector<LogEntry> entries_;
+  std::deque<LogEntry> entries_;  // increasing seq
+  std::uint64_t last_seq_ = 0;
+  std::uint64_t superseded_seq_ = 0;  // the superseded entry held now, 0 for none
   bool closed_ = false;
 };
 

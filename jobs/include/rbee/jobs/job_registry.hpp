@@ -18,6 +18,7 @@ namespace rbee::jobs {
 struct RetentionPolicy {
   std::size_t max_finished_jobs = 1000;  // the oldest finished jobs beyond this are dropped
   std::chrono::seconds max_finished_age{std::chrono::hours(1)};
+  std::size_t max_events_per_job = EventLog::kDefaultMaxEntries;  // progress compacted first
 };
 
 // Thread-safe. Pruning happens on create(), so retention needs no thread of its own;
@@ -29,6 +30,7 @@ class JobRegistry {
   std::shared_ptr<Job> create(Operation operation);
   std::shared_ptr<Job> get(std::string_view id) const;  // nullptr when unknown
   std::vector<std::shared_ptr<Job>> list() const;       // oldest first
+  std::size_t unfinished() const;                       // queued or running
 
   enum class CancelResult { cancelled, not_found, already_finished };
   CancelResult cancel(std::string_view id);

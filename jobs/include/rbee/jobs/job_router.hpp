@@ -52,28 +52,40 @@ class JobContext {
 // token was cancelled ends it as cancelled; a normal return completes it.
 using JobHandler = std::function<void(JobContext&)>;
 
-// Owns its worker threads: at most `max_concurrent_jobs` handlers run at once, the rest wait
-// queued. shutdown() (or the destructor) cancels nothing by itself: it waits for every job.
+// Which pool runs an operation. Quick operations (catalog reads, deletes) have threads of their
+// own, so they answer in milliseconds however many long ones (downloads) run or wait queued.
+enum class Lane { quick, long_running };
+
+// Owns its worker threads: at most `max_concurrent_jobs` long-running handlers run at once and
+// `kQuickThreads` quick ones; the rest wait queued, holding no thread. shutdown() (or the
+// destructor) cancels nothing by itself: it waits for every job.
 class JobRouter {
  public:
+  static constexpr std::size_t kQuickThreads = 4;
   JobRouter(const narration::Narrator& narrator, std::size_t max_concurrent_jobs);
   ~JobRouter();
   JobRouter(const JobRouter&) = delete;
   JobRouter& operator=(const JobRouter&) = delete;
 
   // Register before the first submit(); not thread-safe with submit().
-  void route(std::string operation_name, JobHandler handler);
+  void route(std::string operation_name, JobHandler handler, Lane lane = Lane::quick);
   // Returns at once; the job runs on the pool. Keeps the job alive until it finishes.
   void submit(std::shared_ptr<Job> job);
   // Waits until every submitted job has finished, then stops the pool.
   void shutdown();
 
  private:
-  void run(Job& job) const;
+  struct Route {
+    JobHandler handler;
+    Lane lane;
+  };
+  void run(Job& job) const noexcept;
+  void run_handler(Job& job) const;
 
   const narration::Narrator& narrator_;
-  std::map<std::string, JobHandler, std::less<>> handlers_;
-  asio::thread_pool pool_;
+  std::map<std::string, Route, std::less<>> routes_;
+  asio::thread_pool quick_pool_;
+  asio::thread_pool long_pool_;
 };
 
 }  // namespace rbee::jobs

@@ -25,9 +25,12 @@ class Narrator {
   void add_sink(std::shared_ptr<Sink> sink);
   Redactor& redactor() { return redactor_; }
   std::string redact(std::string_view text) const { return redactor_.redact(text); }
+  // sanitize() then redact(): what any outside text needs before it is shown or stored.
+  std::string clean(std::string_view text) const;
 
-  // Stamps emitted_at_ms when it is 0, redacts every text field, then fans out.
-  void emit(NarrationEvent event) const;
+  // Stamps emitted_at_ms when it is 0, sanitises and redacts every text field, then fans out.
+  // Never throws: a failing sink is reported on stderr and the others still get the event.
+  void emit(NarrationEvent event) const noexcept;
 
  private:
   Redactor redactor_;

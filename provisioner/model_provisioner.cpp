@@ -520,7 +520,7 @@ void ModelProvisioner::record_failure(const ModelId& id, const DownloadRequest& 
     if (e.endpoint.empty()) e.endpoint = hub_.settings().endpoint;  // a fresh entry
     if (e.revision.empty()) e.revision = request.revision;
     e.status = ModelStatus::failed;
-    e.error = narrator_.redact(reason);
+    e.error = narrator_.clean(reason);  // outside text (a Hub message) may be in it
     e.last_job_id = request.job_id;
   });
 }

@@ -59,6 +59,13 @@ void error_response(httplib::Response& response, int status, const std::string& 
   response.set_content(nlohmann::json({{"error", message}}).dump(), "application/json");
 }
 
+// An error answer whose message is raw bytes, as a hostile or broken Hub may send them.
+void raw_error_response(httplib::Response& response, int status, const std::string& message) {
+  response.status = status;
+  response.set_header("X-Error-Message", message);
+  response.set_content("{\"error\":\"" + message + "\"}", "application/json");
+}
+
 // "bytes=N-" or "bytes=N-M" → {N, M or size-1}; nullopt when absent or not understood.
 std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_range(const std::string& header,
                                                                    std::uint64_t size) {
@@ -206,7 +213,11 @@ void HubFixture::install_hub_routes() {
     const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
     const std::string revision = request.matches[3].str();
     if (auto faults = take_faults("/api/models/" + id); faults && faults->error_status) {
-      error_response(response, faults->error_status, "", "injected failure");
+      if (!faults->error_message.empty()) {
+        raw_error_response(response, faults->error_status, faults->error_message);
+      } else {
+        error_response(response, faults->error_status, "", "injected failure");
+      }
       if (faults->retry_after_s >= 0) {
         response.set_header("Retry-After", std::to_string(faults->retry_after_s));
       }
@@ -337,6 +348,9 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
     if (faults->retry_after_s >= 0) {
       response.set_header("Retry-After", std::to_string(faults->retry_after_s));
     }
+    if (!faults->error_message.empty()) {
+      return raw_error_response(response, faults->error_status, faults->error_message);
+    }
     response.set_content("injected failure", "text/plain");
     return;
   }
@@ -352,7 +366,10 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
     first = range->first;
     last = range->second;
     response.status = 206;
-    response.set_header("Content-Range", fmt::format("bytes {}-{}/{}", first, last, size));
+    response.set_header("Content-Range",
+                        faults && !faults->content_range.empty()
+                            ? faults->content_range
+                            : fmt::format("bytes {}-{}/{}", first, last, size));
   }
   const std::uint64_t length = size == 0 ? 0 : last - first + 1;
   std::uint64_t rate;

@@ -48,6 +48,9 @@ struct Faults {
   std::optional<std::uint64_t> stall_after_bytes;  // send N bytes, then nothing until dropped
   bool ignore_range = false;                       // answer 200 with the whole file
   bool expire_signed_url = false;                  // the CDN answers 403: the URL expired
+  std::string content_range;  // a 206 answer carries this Content-Range instead of the truth
+  std::string error_message;  // raw bytes (any, even invalid UTF-8) in an error answer's
+                              // JSON "error" and X-Error-Message header
 };
 
 struct RecordedRequest {

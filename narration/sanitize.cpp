@@ -46,6 +46,7 @@ std::string sanitize(std::string_view text, std::size_t max_bytes) {
   std::string out;
   out.reserve(std::min(text.size(), max_bytes) + kEllipsis.size());
   const std::size_t limit = max_bytes > kEllipsis.size() ? max_bytes - kEllipsis.size() : 0;
+  std::size_t cut = 0;  // the longest prefix of `out` that leaves room for the ellipsis
   std::size_t pos = 0;
   while (pos < text.size()) {
     auto [c, length] = decode(text, pos);
@@ -58,15 +59,13 @@ std::string sanitize(std::string_view text, std::size_t max_bytes) {
     } else if (is_unsafe(c)) {
       piece = kReplacement;
     }
-    if (out.size() + piece.size() > limit && pos + length < text.size()) {
-      out.append(kEllipsis);
-      return out;
-    }
-    if (out.size() + piece.size() > max_bytes) {
+    if (out.size() + piece.size() > max_bytes) {  // it does not fit whole: cut and mark
+      out.resize(cut);
       out.append(kEllipsis);
       return out;
     }
     out.append(piece);
+    if (out.size() <= limit) cut = out.size();
     pos += length;
   }
   return out;

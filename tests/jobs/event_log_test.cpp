@@ -80,3 +80,35 @@ TEST_CASE("concurrent readers each see every entry in order") {
 TEST_CASE("an error marker stays on one line") {
   CHECK(error_marker("bad\nthing\r") == "[ERROR] bad thing ");
 }
+
+TEST_CASE("progress entries are compacted to the latest; sequence numbers keep increasing") {
+  EventLog log;
+  log.append("started");
+  for (int i = 0; i < 100; ++i) log.append("progress " + std::to_string(i), Retention::superseded);
+  log.append("file done");
+  log.append("progress 100", Retention::superseded);
+  const auto all = log.read_after(0, 0ms).entries;
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].data == "started");
+  CHECK(all[1].data == "file done");
+  CHECK(all[2].data == "progress 100");
+  CHECK(all[2].seq == 103);
+  CHECK(log.last_seq() == 103);
+  // A watcher that saw progress 50 (seq 52) resumes with what is still held after it.
+  const auto resumed = log.read_after(52, 0ms).entries;
+  REQUIRE(resumed.size() == 2);
+  CHECK(resumed[0].data == "file done");
+}
+
+TEST_CASE("beyond its cap the log drops its oldest entries, never the terminal line") {
+  EventLog log(16);
+  for (int i = 0; i < 1000; ++i) log.append("event " + std::to_string(i));
+  CHECK(log.size() == 16);
+  CHECK(log.close("[DONE]"));
+  const auto all = log.read_after(0, 0ms);
+  CHECK(all.entries.size() == 17);
+  CHECK(all.entries.front().data == "event 984");
+  CHECK(all.entries.back().data == "[DONE]");
+  CHECK(all.entries.back().seq == 1001);
+  CHECK(all.finished);
+}

@@ -135,7 +135,8 @@ int exit_code_of(const FollowResult& result, const std::string& job_id,
     return kExitInterrupted;
   }
   std::string reason = result.terminal.substr(std::min<std::size_t>(result.terminal.size(), 8));
-  std::cerr << fmt::format("rbee-hive: {} failed: {}\n", job_id, reason.empty() ? "?" : reason);
+  std::cerr << fmt::format("rbee-hive: {} failed: {}\n", job_id,
+                           reason.empty() ? "?" : terminal_safe(reason));
   return kExitFailed;
 }
 
@@ -150,7 +151,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
     std::string line;
     for (std::size_t i = 0; i < row.size(); ++i)
       line += i + 1 == row.size() ? row[i] : fmt::format("{:<{}}  ", row[i], widths[i]);
-    std::cout << line << '\n';
+    std::cout << terminal_safe(line) << '\n';
   }
 }
 
@@ -159,7 +160,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 int print_listing(const json& answer, bool as_json,
                   const std::vector<std::vector<std::string>>& rows, const std::string& empty) {
   if (as_json) {
-    std::cout << answer.dump(2) << '\n';
+    std::cout << terminal_json(answer) << '\n';
   } else if (rows.size() <= 1) {
     std::cout << empty << '\n';
   } else {
@@ -185,7 +186,7 @@ int guarded(const std::function<int()>& body) {
   try {
     return body();
   } catch (const ClientError& error) {
-    std::cerr << "rbee-hive: " << error.what() << '\n';
+    std::cerr << "rbee-hive: " << terminal_safe(error.what()) << '\n';
     return kExitFailed;
   }
 }
@@ -281,7 +282,8 @@ int OperatorCommands::pull() {
   }
   view.close();
   if (result.terminal == "[DONE]") {
-    std::cout << "Done: " << (result.last_info.empty() ? job_id : result.last_info) << '\n';
+    std::cout << "Done: " << terminal_safe(result.last_info.empty() ? job_id : result.last_info)
+              << '\n';
   }
   const std::string model = options_.model.substr(0, options_.model.find(':'));
   return exit_code_of(result, job_id,
@@ -349,7 +351,7 @@ int OperatorCommands::models_list() {
 int OperatorCommands::models_get() {
   const json model = HiveClient(options_.hive_url, options_.token).get("/v1/models/" + options_.id);
   if (options_.json) {
-    std::cout << model.dump(2) << '\n';
+    std::cout << terminal_json(model) << '\n';
     return 0;
   }
   print_table({{"id:", text_or(model, "id")},

@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include <fmt/format.h>
+#include <rbee/narration/sanitize.hpp>
 #include <rbee/provisioner/model_provisioner.hpp>
 
 namespace rbee::hive {
@@ -59,7 +60,23 @@ std::string ProgressView::fit(std::string line) const {
   return line;
 }
 
-void ProgressView::print_line_locked(const std::string& text) {
+std::string terminal_safe(std::string_view text) {
+  std::string out;
+  for (std::size_t start = 0; start <= text.size();) {
+    const auto end = std::min(text.find('\n', start), text.size());
+    if (start > 0) out += '\n';
+    out += narration::sanitize(text.substr(start, end - start), 64 * 1024);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string terminal_json(const nlohmann::json& value) {
+  return value.dump(2, ' ', true, nlohmann::json::error_handler_t::replace);
+}
+
+void ProgressView::print_line_locked(const std::string& line) {
+  const std::string text = terminal_safe(line);
   if (!live()) {
     out_ << text << '\n';
     return;
@@ -73,7 +90,7 @@ void ProgressView::print_line_locked(const std::string& text) {
 void ProgressView::update_files_locked(const nlohmann::json& files, Clock::time_point now) {
   std::map<std::string, FileBar> next;
   for (const auto& file : files) {
-    const std::string path = file.value("file", "");
+    const std::string path = terminal_safe(file.value("file", ""));
     FileBar bar{file.value("bytes_done", std::uint64_t{0}),
                 file.value("bytes_total", std::uint64_t{0}), 0, now};
     if (const auto before = files_.find(path); before != files_.end()) {
@@ -112,7 +129,7 @@ void ProgressView::on_event(const nlohmann::json& event, Clock::time_point now) 
   const bool progress = action == "download_progress";
   if (progress && live()) return repaint_locked(now);  // the bars say it
   if (event.value("type", "") == "data") {
-    print_line_locked(event.contains("payload") ? event["payload"].dump(2) : event.dump());
+    print_line_locked(terminal_json(event.contains("payload") ? event["payload"] : event));
     return;
   }
   const std::string tag = level == "info" ? "" : fmt::format("{}: ", level);

@@ -87,3 +87,16 @@ TEST_CASE("closing leaves the last bars on screen and repaints nothing after") {
   view.on_event(narration("job_completed", "Completed"));
   CHECK(out.str() == closed);
 }
+
+TEST_CASE("text from the hive reaches the terminal without control characters") {
+  std::ostringstream out;
+  ProgressView view(out, 0);
+  view.on_event(narration("file_failed", "model\x1b]0;pwned\x07.gguf \x1b[2Jfailed\xff"));
+  json data = {{"type", "data"}, {"payload", {{"name", "a\x1b[31mb\x9b"}}}};
+  view.on_event(data);
+  const std::string text = out.str();
+  CHECK(text.find('\x1b') == std::string::npos);
+  CHECK(text.find('\x07') == std::string::npos);
+  CHECK(text.find("failed") != std::string::npos);
+  CHECK(rbee::hive::terminal_safe("two\nlines\x1b") == "two\nlines\xef\xbf\xbd");
+}

@@ -16,6 +16,13 @@
 
 namespace rbee::hive {
 
+// What the terminal client prints of anything the hive sent: each line sanitised (no ESC, C0 or
+// C1 controls, valid UTF-8), so a hostile hive or Hub cannot drive the operator's terminal.
+std::string terminal_safe(std::string_view text);
+// JSON for a person's terminal: indented, every non-ASCII character escaped, never throws.
+std::string terminal_json(const nlohmann::json& value);
+
+
 class ProgressView {
  public:
   using Clock = std::chrono::steady_clock;

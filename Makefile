@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: deps test-deps build run test test-asan test-tsan format bench clean
+.PHONY: deps test-deps build run test test-asan test-tsan fuzz format bench clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -32,6 +32,11 @@ test-tsan:
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" \
 	  $(MAKE) test BUILD_DIR=build-tsan CMAKE_FLAGS="-DRBEE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug"
 
+# libFuzzer targets for every parser of outside input (tests/fuzz), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 120
+fuzz: test-deps
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
 # The benchmark harness (bench/README.md): installs nginx, aria2, gnuplot; a few minutes.
 bench:
 	bash bench/run.sh
@@ -41,4 +46,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

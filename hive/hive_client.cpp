@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "rbee/hive/sse_parser.hpp"
+
 namespace rbee::hive {
 namespace {
 
@@ -19,37 +21,6 @@ std::string message_of(const std::string& body) {
     return json["error"].value("message", body);
   return body.empty() ? "no details" : body;
 }
-
-// Splits the SSE byte stream into messages; keeps a partial message for the next chunk.
-class SseParser {
- public:
-  template <typename OnMessage>
-  void feed(std::string_view chunk, OnMessage&& on_message) {
-    buffer_.append(chunk);
-    for (std::size_t end; (end = buffer_.find("\n\n")) != std::string::npos;) {
-      StreamMessage message;
-      bool has_data = false;
-      std::string_view block(buffer_.data(), end);
-      while (!block.empty()) {
-        const auto newline = block.find('\n');
-        const auto line = block.substr(0, newline);
-        block = newline == std::string_view::npos ? std::string_view() : block.substr(newline + 1);
-        if (line.starts_with("id: ")) {
-          const auto value = line.substr(4);
-          std::from_chars(value.data(), value.data() + value.size(), message.id);
-        } else if (line.starts_with("data: ")) {
-          message.data.append(line.substr(6));
-          has_data = true;
-        }  // ": ping" heartbeats and unknown fields are skipped
-      }
-      buffer_.erase(0, end + 2);
-      if (has_data) on_message(message);
-    }
-  }
-
- private:
-  std::string buffer_;
-};
 
 }  // namespace
 
@@ -146,10 +117,10 @@ std::string HiveClient::stream(const std::string& job_id, std::uint64_t& last_id
     }
   } unregister{*this};
 
-  httplib::Headers headers;
+  httplib::Headers headers = {{"Accept", "text/event-stream"}};
   if (last_id > 0) headers.emplace("Last-Event-ID", std::to_string(last_id));
   int status = 0;
-  std::string error_body, terminal;
+  std::string error_body, terminal, protocol_error;
   SseParser parser;
   const auto result = client->Get(
       "/v1/jobs/" + job_id + "/stream", headers,
@@ -162,13 +133,19 @@ std::string HiveClient::stream(const std::string& job_id, std::uint64_t& last_id
           error_body.append(data, length);
           return true;
         }
-        parser.feed({data, length}, [&](const StreamMessage& message) {
-          if (message.id > 0) last_id = message.id;
-          if (is_terminal_line(message.data)) terminal = message.data;
-          on_message(message);
-        });
+        try {
+          parser.feed({data, length}, [&](const StreamMessage& message) {
+            if (message.id > 0) last_id = message.id;
+            if (is_terminal_line(message.data)) terminal = message.data;
+            on_message(message);
+          });
+        } catch (const std::length_error& error) {
+          protocol_error = error.what();
+          return false;
+        }
         return terminal.empty();
       });
+  if (!protocol_error.empty()) throw ClientError(ClientErrorKind::protocol, protocol_error);
   if (!terminal.empty()) return terminal;
   if (result && status != 200) throw_for_status(status, error_body, job_id);
   if (aborted_) throw ClientError(ClientErrorKind::unreachable, "stopped");

@@ -18,6 +18,7 @@ packages=(
 )
 if $for_tests; then
   packages+=(tmux chromium)  # `pull` on a real terminal; the dashboard in a real browser
+  packages+=(clang libclang-rt-14-dev)  # libFuzzer (make fuzz); -fsanitize=fuzzer needs the rt
   command -v node >/dev/null || packages+=(nodejs npm)
 fi
 
@@ -35,10 +36,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# playwright-core drives Debian's Chromium in the dashboard test; it downloads no browser.
+# playwright-core drives Debian's Chromium in the dashboard test (it downloads no browser);
+# eventsource is a standard SSE client for the stream test.
 if $for_tests; then
   browser_tests="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
-  if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
+  if [ ! -d "$browser_tests/node_modules/playwright-core" ] ||
+     [ ! -d "$browser_tests/node_modules/eventsource" ]; then
     echo "install-deps: npm ci in tests/browser" >&2
     npm ci --prefix "$browser_tests" --no-audit --no-fund --loglevel=error >/dev/null
   fi

@@ -13,6 +13,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "rbee/hive/sse_parser.hpp"
+
 namespace rbee::hive {
 
 enum class ClientErrorKind {
@@ -33,11 +35,6 @@ class ClientError : public std::runtime_error {
   ClientErrorKind kind_;
 };
 
-// One message of a job's event stream that carries data.
-struct StreamMessage {
-  std::uint64_t id = 0;
-  std::string data;  // a JSON object, or the terminal line ([DONE], [ERROR] …, [CANCELLED])
-};
 
 bool is_terminal_line(const std::string& data);
 

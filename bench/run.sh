@@ -22,6 +22,7 @@ PORT_FAST=18080
 PORT_CAPPED=18081
 PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAST, scenario 3r
 RTT_MS=${RTT_MS:-20}
+SLOW_CLIENTS=${SLOW_CLIENTS:-1500}         # slowloris connections, scenario 5s
 FILES=${FILES:-16}                      # the hive's files at once in scenario 3, like aria2c -j16
 COMMIT=0123456789abcdef0123456789abcdef01234567
 SUDO=$([[ $EUID -eq 0 ]] && echo "" || echo sudo)
@@ -316,6 +317,17 @@ scenario_5() {
   wait_done "$job"
 }
 
+scenario_5_slowloris() {
+  log "scenario 5s: the same during a slowloris flood of $SLOW_CLIENTS connections"
+  start_hive $PORT_CAPPED
+  rm -rf "$WORK/hive-cache/bench"
+  local job
+  job=$(submit_download '"model":"bench/large"')
+  CONTROL_SLOW=$(node "$ROOT/bench/tools/control_plane.mjs" "$HIVE_URL" "$job" 0 500 "$SLOW_CLIENTS")
+  log "  $CONTROL_SLOW"
+  wait_done "$job"
+}
+
 # ---- report --------------------------------------------------------------------------------
 
 report() {
@@ -352,6 +364,9 @@ report() {
     echo "| | rbee-hive, $((SIZE_HUGE / GIB)) GiB file | ${RSS[huge]} MiB | | |"
     echo "| 5: control plane, $(field watchers) SSE watchers, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 5 ms |"
     echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | |"
+    CONTROL=$CONTROL_SLOW
+    echo "| 5s: control plane during a slowloris flood of $(field slow_clients) connections, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 50 ms |"
+    echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | |"
     echo
     echo "Every watcher saw between $(field watcher_events_min) and $(field watcher_events_max) events while the measurement ran."
     echo
@@ -379,6 +394,7 @@ EOF
 
 declare -A RSS
 CONTROL='{}'
+CONTROL_SLOW='{}'
 install_tools
 build_release
 make_data
@@ -393,6 +409,7 @@ scenario_3
 scenario_3_remote
 scenario_4
 scenario_5
+scenario_5_slowloris
 stop_hive
 report
 cat "$RESULTS/results.md"

@@ -1,5 +1,7 @@
 #include "rbee/hive/metrics.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace rbee::hive {
@@ -96,6 +98,11 @@ void append_catalog(std::string& text, const MetricsSources& sources) {
 
 void HttpMetrics::observe(std::string_view method, std::string_view route, int status,
                           std::optional<std::chrono::duration<double>> latency) {
+  // Labels from outside are bounded: a client inventing methods must not grow the metrics.
+  static constexpr std::array<std::string_view, 7> kMethods = {"GET",    "HEAD",    "POST", "PUT",
+                                                               "DELETE", "OPTIONS", "PATCH"};
+  if (std::find(kMethods.begin(), kMethods.end(), method) == kMethods.end()) method = "other";
+  if (status < 100 || status > 599) status = 0;
   std::lock_guard lock(mutex_);
   ++requests_[{std::string(method), std::string(route), status}];
   if (!latency) return;

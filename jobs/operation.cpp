@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <rbee/narration/sanitize.hpp>
 
 namespace rbee::jobs {
 namespace {
@@ -140,7 +141,8 @@ Operation parse_object(const nlohmann::json& body) {
   throw error(
       is_rbee ? OperationErrorCode::unsupported_operation : OperationErrorCode::unknown_operation,
       fmt::format("{} operation '{}'; this hive supports: {}",
-                  is_rbee ? "this hive does not serve the" : "unknown", name, supported_list()));
+                  is_rbee ? "this hive does not serve the" : "unknown",
+                  narration::sanitize(name, 64), supported_list()));
 }
 
 }  // namespace

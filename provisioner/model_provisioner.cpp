@@ -477,16 +477,20 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
         return;
       } catch (const std::exception& error) {
         stats_.add_error(error_kind(error));
-        const std::string reason = narrator_.redact(error.what());
+        const std::string reason = narrator_.clean(error.what());
         narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
                 reporter.file_failed(file));
         try {
           set_state(file, "failed");
-        } catch (const catalog::CatalogError&) {
+        } catch (const std::exception&) {
           // The job fails below with the reason; the entry is marked failed there too.
         }
         std::lock_guard lock(failures_mutex);
         failures.push_back(fmt::format("{}: {}", file.path, reason));
+      } catch (...) {
+        // A thread body must never let anything escape (std::terminate ends every job).
+        std::lock_guard lock(failures_mutex);
+        failures.push_back(fmt::format("{}: failed with an unknown error", file.path));
       }
     }
   };

@@ -423,8 +423,10 @@ void GuardedServer::accept_connections() {
   }
 }
 
-// Evicts the connection that has waited longest for its head: of `client` when that client is
-// at its cap, else of anyone. False when nothing is waiting (everything is being served).
+// Evicts a waiting connection (of `client` when that client is at its cap, else of anyone),
+// the least likely to be a real client first: one that has sent part of a head and not the rest
+// (a slowloris), then one that has sent nothing yet, then an idle keep-alive connection that
+// has completed requests; the oldest of its kind. False when nothing is waiting.
 bool GuardedServer::make_room_for(const std::string& client) {
   ConnectionPtr victim;
   {
@@ -432,11 +434,11 @@ bool GuardedServer::make_room_for(const std::string& client) {
     const bool client_full =
         !client.empty() && per_client_.count(client) != 0 &&
         per_client_[client] >= limits_.max_connections_per_client;
+    auto suspicion = [](const Connection& c) { return c.head_started ? 0 : c.requests == 0 ? 1 : 2; };
     for (const auto& candidate : waiting_) {
-      if (!client_full || candidate->client == client) {
-        victim = candidate;
-        break;
-      }
+      if (client_full && candidate->client != client) continue;
+      if (!victim || suspicion(*candidate) < suspicion(*victim)) victim = candidate;
+      if (suspicion(*victim) == 0) break;  // the oldest partial head: none is more suspect
     }
     if (!victim) return false;
     ++stats_.evicted;

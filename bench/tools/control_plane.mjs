@@ -1,14 +1,10 @@
-// Control-plane latency under load: opens N SSE watchers on a job's stream and, optionally, a
-// slowloris flood (connections that send a header byte a second and never finish their head,
-// reopened when the hive drops them), then times sequential GET /health and POST /v1/jobs
-// (model_list) requests. Prints JSON with p50/p99 (ms).
+// Control-plane latency under load: opens N SSE watchers on a job's stream, then times
+// sequential GET /health and POST /v1/jobs (model_list) requests. Prints JSON with p50/p99 (ms).
 //
-//   node control_plane.mjs <hive_url> <job_id> [watchers=200] [requests=500] [slow_clients=0]
+//   node control_plane.mjs <hive_url> <job_id> [watchers=200] [requests=500]
 import http from "node:http";
-import net from "node:net";
 
-const [hiveUrl, jobId, watchersArg = "200", requestsArg = "500", slowArg = "0"] =
-  process.argv.slice(2);
+const [hiveUrl, jobId, watchersArg = "200", requestsArg = "500"] = process.argv.slice(2);
 const hive = new URL(hiveUrl);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
@@ -44,26 +40,6 @@ function percentile(values, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-let slowDropped = 0;
-let flooding = true;
-function openSlowClient() {
-  const socket = net.connect(Number(hive.port), hive.hostname);
-  socket.setNoDelay(true);
-  socket.on("connect", () => socket.write("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "));
-  const drip = setInterval(() => socket.write("a"), 1000);
-  socket.on("data", () => {});
-  socket.on("error", () => {});
-  socket.on("close", () => {
-    clearInterval(drip);
-    if (!flooding) return;
-    slowDropped += 1;
-    setTimeout(openSlowClient, 50);  // keep the flood at strength
-  });
-  return socket;
-}
-const slowClients = Array.from({ length: Number(slowArg) }, openSlowClient);
-if (slowClients.length) await new Promise((resolve) => setTimeout(resolve, 2000));
-
 const watchers = (await Promise.all(Array.from({ length: Number(watchersArg) }, openWatcher))).filter(Boolean);
 const health = [];
 const submit = [];
@@ -77,9 +53,6 @@ console.log(JSON.stringify({
   health_p50_ms: percentile(health, 50), health_p99_ms: percentile(health, 99),
   submit_p50_ms: percentile(submit, 50), submit_p99_ms: percentile(submit, 99),
   watcher_events_min: Math.min(...eventsSeen), watcher_events_max: Math.max(...eventsSeen),
-  slow_clients: slowClients.length, slow_dropped_by_hive: slowDropped,
 }));
-flooding = false;
-for (const socket of slowClients) socket.destroy();
 for (const w of watchers) w.res.destroy();
 agent.destroy();

@@ -18,7 +18,11 @@ nlohmann::json to_json(const catalog::ModelEntry& entry) {
                      {"etag", file.etag},
                      {"state", file.state}});
   }
+  // rbee's programs read name, size_bytes and loaded (its UI shows "NaN GB" without them).
   return {{"id", entry.id.str()},
+          {"name", entry.id.str()},
+          {"size_bytes", entry.bytes_total},
+          {"loaded", false},
           {"source", entry.source},
           {"endpoint", entry.endpoint},
           {"revision", entry.revision},

@@ -13,6 +13,7 @@
 #include "rbee/hive/dashboard.hpp"
 #include "rbee/hive/model_operations.hpp"
 #include "rbee/hive/request_checks.hpp"
+#include "rbee/hive/stream_profiles.hpp"
 
 namespace rbee::hive {
 namespace {
@@ -22,7 +23,6 @@ using httplib::Response;
 
 constexpr auto kStreamDrainTimeout = std::chrono::seconds(3);
 constexpr auto kStreamWaitSlice = std::chrono::milliseconds(250);
-constexpr std::string_view kHeartbeat = ": ping\n\n";
 constexpr int kRetryAfterSeconds = 5;
 
 void send_json(Response& response, int status, const nlohmann::json& body) {
@@ -57,10 +57,6 @@ bool is_json_content_type(const std::string& value) {
 
 bool is_state_changing(const std::string& method) {
   return method != "GET" && method != "HEAD" && method != "OPTIONS";
-}
-
-std::string format_sse(const jobs::LogEntry& entry) {
-  return fmt::format("id: {}\ndata: {}\n\n", entry.seq, entry.data);
 }
 
 ConnectionLimits connection_limits(const HiveConfig& config) {
@@ -334,28 +330,39 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
     cursor = *last_seen;
   }
 
+  std::string accept;
+  for (std::size_t i = 0; i < request.get_header_value_count("Accept"); ++i) {
+    accept += request.get_header_value("Accept", i) + ",";
+  }
+  const StreamProfile profile = stream_profile_for(accept);
+  const auto idle_interval =
+      profile == StreamProfile::rbee ? kRbeeIdleInterval : config_.sse_heartbeat;
+
   ++open_streams_;
   response.set_header("Cache-Control", "no-cache");
   response.set_header("X-Accel-Buffering", "no");
   // Exactly text/event-stream: any other type is compressed and buffered by cpp-httplib.
   response.set_chunked_content_provider(
       "text/event-stream",
-      [this, job, cursor](std::size_t, httplib::DataSink& sink) mutable {
-        // Waits at most one heartbeat interval, in slices so that shutdown is never kept
-        // waiting, and every call writes something: events, the end, or a ping (which also
+      [this, job, cursor, profile, idle_interval](std::size_t, httplib::DataSink& sink) mutable {
+        // Waits at most one idle interval, in slices so that shutdown is never kept waiting,
+        // and every call writes something: events, the end, or the idle line (which also
         // finds a watcher who has gone).
-        const auto heartbeat_due = std::chrono::steady_clock::now() + config_.sse_heartbeat;
+        const auto idle_due = std::chrono::steady_clock::now() + idle_interval;
         jobs::EventLog::Batch batch;
         while (batch.entries.empty() && !batch.finished) {
           if (stopping_) return false;
           const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-              heartbeat_due - std::chrono::steady_clock::now());
-          if (left.count() <= 0) return sink.write(kHeartbeat.data(), kHeartbeat.size());
+              idle_due - std::chrono::steady_clock::now());
+          if (left.count() <= 0) {
+            const std::string idle = format_idle(profile, *job);
+            return sink.write(idle.data(), idle.size());
+          }
           batch = job->events().read_after(cursor, std::min(left, kStreamWaitSlice));
         }
         std::string chunk;
         for (const auto& entry : batch.entries) {
-          chunk += format_sse(entry);
+          chunk += format_event(profile, entry);
           cursor = entry.seq;
         }
         if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) return false;

@@ -33,7 +33,8 @@ ModelId model_id_of(const jobs::Operation& operation) {
         using T = std::decay_t<decltype(op)>;
         if constexpr (std::is_same_v<T, jobs::ModelDownload>) {
           return catalog::parse_model_reference(op.model).id;
-        } else if constexpr (std::is_same_v<T, jobs::ModelList>) {
+        } else if constexpr (std::is_same_v<T, jobs::ModelList> ||
+                             std::is_same_v<T, jobs::UnservedOperation>) {
           return {};
         } else {
           return catalog::parse_model_id(op.id);

@@ -82,6 +82,9 @@ void JobRouter::run_handler(Job& job) const {
   };
   auto route = routes_.find(name);
   try {
+    if (std::holds_alternative<UnservedOperation>(job.operation())) {
+      throw JobError("unsupported_operation", unserved_message(name));
+    }
     if (route == routes_.end()) {
       throw JobError("no_handler", fmt::format("no handler is registered for '{}'", name));
     }

@@ -13,25 +13,39 @@ namespace {
 constexpr std::array<std::string_view, 4> kSupported = {"model_download", "model_list", "model_get",
                                                         "model_delete"};
 
-// Operations other rbee components (queen, workers, keeper) speak. A hive asked for one of
-// these answers "unsupported" rather than "unknown", so a caller knows it reached rbee.
-constexpr std::array<std::string_view, 30> kOtherRbeeOperations = {
+// Operations of rbee's contract (bin/97_contracts/operations-contract, and the names older rbee
+// releases used) that this hive does not serve: accepted, then failed with a clear reason.
+constexpr std::array<std::string_view, 40> kOtherRbeeOperations = {
     "status",
     "infer",
-    "queen_check",
-    "hive_check",
+    "image_generation",
+    "image_transform",
+    "image_inpaint",
+    "rhai_script_save",
+    "rhai_script_test",
+    "rhai_script_get",
+    "rhai_script_list",
+    "rhai_script_delete",
+    "worker_catalog_list",
+    "worker_catalog_get",
+    "worker_list_installed",
+    "worker_installed_get",
+    "worker_install",
+    "worker_remove",
     "worker_spawn",
-    "worker_list",
-    "worker_get",
-    "worker_delete",
     "worker_process_list",
     "worker_process_get",
     "worker_process_delete",
+    "model_load",
+    "model_unload",
+    "queen_check",
+    "hive_check",
+    "worker_list",
+    "worker_get",
+    "worker_delete",
     "active_worker_list",
     "active_worker_get",
     "active_worker_retire",
-    "model_load",
-    "model_unload",
     "hive_start",
     "hive_stop",
     "hive_list",
@@ -39,13 +53,9 @@ constexpr std::array<std::string_view, 30> kOtherRbeeOperations = {
     "hive_status",
     "hive_install",
     "hive_uninstall",
-    "hive_create",
     "hive_update",
-    "hive_delete",
     "hive_refresh_capabilities",
-    "rhai_script_save",
-    "rhai_script_get",
-    "rhai_script_list",
+    "hive_delete",
 };
 
 OperationError error(OperationErrorCode code, std::string message) {
@@ -136,13 +146,13 @@ Operation parse_object(const nlohmann::json& body) {
   if (name == "model_get") return ModelGet{hive_id(body), required_string(body, "id")};
   if (name == "model_delete") return ModelDelete{hive_id(body), required_string(body, "id")};
 
-  const bool is_rbee = std::find(kOtherRbeeOperations.begin(), kOtherRbeeOperations.end(), name) !=
-                       kOtherRbeeOperations.end();
-  throw error(
-      is_rbee ? OperationErrorCode::unsupported_operation : OperationErrorCode::unknown_operation,
-      fmt::format("{} operation '{}'; this hive supports: {}",
-                  is_rbee ? "this hive does not serve the" : "unknown",
-                  narration::sanitize(name, 64), supported_list()));
+  if (std::find(kOtherRbeeOperations.begin(), kOtherRbeeOperations.end(), name) !=
+      kOtherRbeeOperations.end()) {
+    return UnservedOperation{std::string(name)};
+  }
+  throw error(OperationErrorCode::unknown_operation,
+              fmt::format("unknown operation '{}'; this hive supports: {}",
+                          narration::sanitize(name, 64), supported_list()));
 }
 
 }  // namespace
@@ -157,8 +167,6 @@ std::string_view to_string(OperationErrorCode code) {
       return "invalid_field";
     case OperationErrorCode::unknown_operation:
       return "unknown_operation";
-    case OperationErrorCode::unsupported_operation:
-      return "unsupported_operation";
   }
   return "invalid_request";
 }
@@ -167,11 +175,17 @@ std::span<const std::string_view> supported_operations() {
   return kSupported;
 }
 
-static_assert(std::variant_size_v<Operation> == kSupported.size(),
-              "kSupported lists the Operation alternatives in variant order");
+static_assert(std::variant_size_v<Operation> == kSupported.size() + 1,
+              "kSupported lists the served Operation alternatives in variant order");
 
 std::string_view operation_name(const Operation& operation) {
+  if (const auto* unserved = std::get_if<UnservedOperation>(&operation)) return unserved->name;
   return kSupported[operation.index()];
+}
+
+std::string unserved_message(std::string_view name) {
+  return fmt::format("this hive does not serve the operation '{}'; it serves: {}", name,
+                     supported_list());
 }
 
 Operation parse_operation(std::string_view body) {
@@ -190,17 +204,21 @@ nlohmann::json to_json(const Operation& operation) {
   return std::visit(
       [&](const auto& op) -> nlohmann::json {
         using T = std::decay_t<decltype(op)>;
-        nlohmann::json json = {{"operation", operation_name(operation)}, {"hive_id", op.hive_id}};
-        if constexpr (std::is_same_v<T, ModelDownload>) {
-          json["model"] = op.model;
-          json["revision"] = op.revision;
-          json["include"] = op.include;
-          json["exclude"] = op.exclude;
-          if (op.connections) json["connections"] = *op.connections;
-        } else if constexpr (std::is_same_v<T, ModelGet> || std::is_same_v<T, ModelDelete>) {
-          json["id"] = op.id;
+        if constexpr (std::is_same_v<T, UnservedOperation>) {
+          return {{"operation", op.name}};
+        } else {
+          nlohmann::json json = {{"operation", operation_name(operation)}, {"hive_id", op.hive_id}};
+          if constexpr (std::is_same_v<T, ModelDownload>) {
+            json["model"] = op.model;
+            json["revision"] = op.revision;
+            json["include"] = op.include;
+            json["exclude"] = op.exclude;
+            if (op.connections) json["connections"] = *op.connections;
+          } else if constexpr (std::is_same_v<T, ModelGet> || std::is_same_v<T, ModelDelete>) {
+            json["id"] = op.id;
+          }
+          return json;
         }
-        return json;
       },
       operation);
 }

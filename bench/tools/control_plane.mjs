@@ -26,7 +26,8 @@ function request(method, path, body) {
 
 function openWatcher() {
   return new Promise((resolve) => {
-    const req = http.get({ host: hive.hostname, port: hive.port, path: `/v1/jobs/${jobId}/stream` }, (res) => {
+    const req = http.get({ host: hive.hostname, port: hive.port, path: `/v1/jobs/${jobId}/stream`,
+                          headers: { Accept: "text/event-stream" } }, (res) => {
       let events = 0;
       res.on("data", (chunk) => { events += (chunk.toString().match(/^id: /gm) || []).length; });
       resolve({ res, count: () => events });

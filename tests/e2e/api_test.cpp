@@ -121,8 +121,6 @@ TEST_CASE(
       {"missing operation", R"({"model":"org/name"})", "application/json", 400, "missing_field"},
       {"unknown operation", R"({"operation":"make_coffee"})", "application/json", 400,
        "unknown_operation"},
-      {"unsupported rbee operation", R"({"operation":"worker_spawn"})", "application/json", 400,
-       "unsupported_operation"},
       {"missing model", R"({"operation":"model_download"})", "application/json", 400,
        "missing_field"},
       {"empty model", R"({"operation":"model_download","model":""})", "application/json", 400,

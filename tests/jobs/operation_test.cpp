@@ -60,11 +60,14 @@ TEST_CASE("malformed bodies are refused with the matching code") {
   CHECK(error_code_of(R"({"operation":"model_get"})") == OperationErrorCode::missing_field);
 }
 
-TEST_CASE("rbee operations this hive does not serve differ from unknown ones") {
-  CHECK(error_code_of(R"({"operation":"worker_spawn"})") ==
-        OperationErrorCode::unsupported_operation);
-  CHECK(error_code_of(R"({"operation":"model_load"})") ==
-        OperationErrorCode::unsupported_operation);
+TEST_CASE("rbee operations this hive does not serve parse as unserved; unknown ones are errors") {
+  for (const char* name : {"worker_spawn", "model_load", "model_unload", "infer", "hive_check"}) {
+    CAPTURE(name);
+    const Operation operation = parse_operation(std::string(R"({"operation":")") + name + "\"}");
+    REQUIRE(std::holds_alternative<UnservedOperation>(operation));
+    CHECK(operation_name(operation) == name);
+  }
+  CHECK(unserved_message("worker_spawn").find("model_download") != std::string::npos);
   CHECK(error_code_of(R"({"operation":"make_coffee"})") == OperationErrorCode::unknown_operation);
 }
 

@@ -55,8 +55,11 @@ SseStream read_sse(const SseRequest& request) {
   client.set_read_timeout(request.read_timeout);
   std::string buffer;
   bool stop = false;
+  // A standard SSE client names the stream's type; without it the hive speaks rbee's profile.
+  httplib::Headers headers = request.headers;
+  if (headers.find("Accept") == headers.end()) headers.emplace("Accept", "text/event-stream");
   auto result = client.Get(
-      request.path, request.headers,
+      request.path, headers,
       [&](const httplib::Response& response) {
         stream.status = response.status;
         stream.content_type = response.get_header_value("Content-Type");

@@ -34,14 +34,21 @@ struct ModelDelete {
   std::string id;
 };
 
-using Operation = std::variant<ModelDownload, ModelList, ModelGet, ModelDelete>;
+// An operation of rbee's contract that this hive does not serve (worker_spawn, model_load, …).
+// It is accepted as a job that fails at once with unserved_message(): rbee's clients read only
+// a job's stream, never the status of POST /v1/jobs, so a 400 would reach their users as
+// "missing field `job_id`" instead of the reason.
+struct UnservedOperation {
+  std::string name;
+};
+
+using Operation = std::variant<ModelDownload, ModelList, ModelGet, ModelDelete, UnservedOperation>;
 
 enum class OperationErrorCode {
   invalid_json,           // not JSON, or not a JSON object
   missing_field,          // a required field is absent or empty
   invalid_field,          // a field has the wrong type or an unusable value
-  unknown_operation,      // no rbee component knows this operation
-  unsupported_operation,  // an rbee operation this hive does not serve
+  unknown_operation,  // no rbee component knows this operation
 };
 
 std::string_view to_string(OperationErrorCode code);
@@ -60,6 +67,9 @@ class OperationError : public std::runtime_error {
 std::span<const std::string_view> supported_operations();
 
 std::string_view operation_name(const Operation& operation);
+
+// "this hive does not serve the operation 'x'; it serves: model_download, …"
+std::string unserved_message(std::string_view name);
 
 // Throws OperationError. Checks structure and types only; the hive validates model ids.
 Operation parse_operation(std::string_view body);

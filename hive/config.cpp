@@ -68,6 +68,16 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
   app.add_option("--max-events-per-job", config.retention.max_events_per_job,
                  "Events kept per job for replay; progress is compacted first (default 10000)")
       ->check(CLI::Range(16, 10000000));
+  app.add_option("--max-listing-files", config.listing.max_entries,
+                 "Files a Hub listing may hold; a larger one is refused (default 250000)")
+      ->envname("RBEE_MAX_LISTING_FILES")
+      ->check(CLI::Range(1, 100000000));
+  app.add_option_function<std::size_t>(
+         "--max-listing-mb",
+         [&config](std::size_t mb) { config.listing.max_bytes = mb << 20; },
+         "MiB a Hub listing may take, after any decompression (default 64)")
+      ->envname("RBEE_MAX_LISTING_MB")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--max-stream-tickets", config.max_stream_tickets,
                  "Unexpired stream tickets held at once (default 10000)")
       ->check(CLI::Range(1, 1000000));

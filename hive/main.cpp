@@ -53,6 +53,7 @@ int run_daemon(hive::HiveConfig& config) {
 
   narration::Narrator narrator;
   provisioner::HubSettings hub = provisioner::hub_settings_from_environment();
+  hub.listing = config.listing;
   narrator.redactor().add_secret(config.api_token);
   narrator.redactor().add_secret(hub.token);
   for (const char* variable : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}) {

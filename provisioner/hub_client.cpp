@@ -2,6 +2,7 @@
 
 #include "rbee/provisioner/connection_pool.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -90,6 +91,22 @@ HubSettings hub_settings_from_environment() {
   }
   settings.ca_bundle = env_or("RBEE_CA_BUNDLE", "");
   return settings;
+}
+
+std::optional<Url> resolve_location(const Url& base, std::string_view location) {
+  constexpr std::size_t kMaxLocation = 8192;
+  if (location.empty() || location.size() > kMaxLocation) return std::nullopt;
+  const bool printable = std::all_of(location.begin(), location.end(), [](char c) {
+    return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+  });
+  if (!printable) return std::nullopt;
+  if (location.front() == '/') {
+    if (location.starts_with("//")) return std::nullopt;  // scheme-relative: another host
+    Url next = base;
+    next.target = std::string(location);
+    return next;
+  }
+  return parse_url(std::string(location));
 }
 
 std::string Url::origin() const {
@@ -223,35 +240,62 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
                   percent_encode(repo.name, false), percent_encode(revision, false));
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
-  auto client = client_for(url);
-  auto res = client->Get(url.target, headers_for(true));
-  if (!res) {
-    throw HubError(HubErrorKind::network, fmt::format("cannot reach {}: {}", settings_.endpoint,
-                                                      httplib::to_string(res.error())));
-  }
-  if (res->status != 200) {
-    throw hub_error_for(res->status, res->get_header_value("X-Error-Code"), what,
-                        res->get_header_value("Retry-After"), !settings_.token.empty());
-  }
-  const auto json = nlohmann::json::parse(res->body, nullptr, false);
-  if (json.is_discarded() || !json.contains("siblings") || !json["siblings"].is_array()) {
-    throw HubError(HubErrorKind::protocol,
-                   fmt::format("{}: the Hub's listing is not valid JSON", what));
-  }
-  RepoInfo info;
-  info.commit = json.value("sha", "");
-  for (const auto& item : json["siblings"]) {
-    Sibling sibling;
-    sibling.path = item.value("rfilename", "");
-    sibling.size = item.value("size", std::uint64_t{0});
-    sibling.blob_id = item.value("blobId", "");
-    if (item.contains("lfs") && item["lfs"].is_object()) {
-      sibling.lfs_sha256 = item["lfs"].value("sha256", "");
-      sibling.size = item["lfs"].value("size", sibling.size);
+  bool send_token = true;
+  for (int hop = 0; hop <= kMaxRedirects; ++hop) {
+    auto client = client_for(url);
+    int status = 0;
+    std::string body;
+    bool too_large = false;
+    // The body is bounded as it arrives: cpp-httplib would otherwise keep all of it, and
+    // inflate an unrequested gzip body without limit.
+    auto res = client->Get(
+        url.target, headers_for(send_token),
+        [&](const httplib::Response& response) {
+          status = response.status;
+          return true;
+        },
+        [&](const char* data, std::size_t length) {
+          if (status != 200) return true;  // an error's body: not kept
+          if (body.size() + length > settings_.listing.max_bytes) {
+            too_large = true;
+            return false;
+          }
+          body.append(data, length);
+          return true;
+        });
+    if (too_large) {
+      throw HubError(HubErrorKind::protocol,
+                     fmt::format("{}: the Hub's listing is larger than {} bytes", what,
+                                 settings_.listing.max_bytes));
     }
-    info.siblings.push_back(std::move(sibling));
+    if (!res) {
+      throw HubError(HubErrorKind::network, fmt::format("cannot reach {}: {}", url.origin(),
+                                                        httplib::to_string(res.error())));
+    }
+    if (is_redirect(res->status)) {
+      const auto next = resolve_location(url, res->get_header_value("Location"));
+      if (!next) {
+        throw HubError(HubErrorKind::protocol,
+                       fmt::format("{}: redirect to an unusable location", what));
+      }
+      // A renamed repo redirects its API calls too. The token stays only on the endpoint's
+      // own origin, and once dropped it is never sent again.
+      send_token = send_token && next->origin() == endpoint_.origin();
+      url = *next;
+      continue;
+    }
+    if (res->status != 200) {
+      throw hub_error_for(res->status, res->get_header_value("X-Error-Code"), what,
+                          res->get_header_value("Retry-After"), !settings_.token.empty());
+    }
+    try {
+      return parse_listing(body, settings_.listing);
+    } catch (const HubError& error) {
+      throw HubError(HubErrorKind::protocol, fmt::format("{}: {}", what, error.what()));
+    }
   }
-  return info;
+  throw HubError(HubErrorKind::protocol,
+                 fmt::format("{}: more than {} redirects", what, kMaxRedirects));
 }
 
 Url HubClient::resolve_url(const catalog::ModelId& repo, const std::string& revision,
@@ -289,21 +333,18 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
       throw hub_error_for(res->status, res->get_header_value("X-Error-Code"), what,
                           res->get_header_value("Retry-After"), !settings_.token.empty());
     }
-    const std::string location = res->get_header_value("Location");
-    if (location.starts_with("/")) {
-      url.target = location;  // relative (a renamed repo): same origin, the token stays
-    } else if (auto next = parse_url(location)) {
-      url = *next;
-      // The token goes only to the endpoint's own origin; never to a CDN, never downgraded.
-      // Another origin (the LFS CDN's signed URL) is where the bytes are: fetch it directly.
-      resolved.send_token = resolved.send_token && url.origin() == endpoint_.origin();
-      if (!resolved.send_token) {
-        resolved.url = url;
-        return resolved;
-      }
-    } else {
+    const auto next = resolve_location(url, res->get_header_value("Location"));
+    if (!next) {
       throw HubError(HubErrorKind::protocol,
                      fmt::format("{}: redirect to an unusable location", what));
+    }
+    url = *next;
+    // The token goes only to the endpoint's own origin; never to a CDN, never downgraded.
+    // Another origin (the LFS CDN's signed URL) is where the bytes are: fetch it directly.
+    resolved.send_token = resolved.send_token && url.origin() == endpoint_.origin();
+    if (!resolved.send_token) {
+      resolved.url = url;
+      return resolved;
     }
   }
   throw HubError(HubErrorKind::protocol,

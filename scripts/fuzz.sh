@@ -14,7 +14,8 @@ cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DRBEE_SANITIZE=fuzz \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j2 --target fuzz_targets >/dev/null
 
-for target in fuzz_operation fuzz_model_id fuzz_request_headers fuzz_sse_parser fuzz_sanitize; do
+for target in fuzz_operation fuzz_model_id fuzz_request_headers fuzz_sse_parser fuzz_sanitize \
+              fuzz_hub_listing; do
   work="$build/corpus/$target"
   mkdir -p "$work"
   echo "fuzz: $target for ${seconds}s" >&2

@@ -225,6 +225,17 @@ void HubFixture::install_hub_routes() {
     }
     std::unique_lock lock(mutex_);
     const StoredRepo* repo = find_repo(id);
+    if (!repo) {
+      for (const auto& [other_id, other] : repos_) {
+        if (other.repo.renamed_from == id) {  // the Hub redirects a renamed repo's API calls
+          response.status = 307;
+          response.set_header("Location", "/api/models/" + other_id + "/revision/" + revision +
+                                              (request.params.empty() ? "" : "?blobs=true"));
+          lock.unlock();
+          return record("hub", request, 307);
+        }
+      }
+    }
     const bool bad_token = request.has_header("Authorization") &&
                            request.get_header_value("Authorization") != "Bearer " + valid_token_;
     if (bad_token) {
@@ -238,6 +249,17 @@ void HubFixture::install_hub_routes() {
                std::find(repo->repo.revisions.begin(), repo->repo.revisions.end(), revision) ==
                    repo->repo.revisions.end()) {
       error_response(response, 404, "RevisionNotFound", "Invalid rev id: " + revision);
+    } else if (repo->repo.raw_listing) {
+      const std::string body = *repo->repo.raw_listing;
+      if (!repo->repo.raw_listing_encoding.empty()) {
+        response.set_header("Content-Encoding", repo->repo.raw_listing_encoding);
+      }
+      // Sent as it is (set_content would compress or pick a type by itself).
+      response.set_content_provider(
+          body.size(), "application/json",
+          [body](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+            return sink.write(body.data() + offset, std::min(length, body.size() - offset));
+          });
     } else {
       nlohmann::json siblings = nlohmann::json::array();
       for (const auto& [path, file] : repo->files) {

@@ -34,7 +34,9 @@ struct FixtureRepo {
   std::vector<std::string> revisions = {"main"};  // the commit itself is always accepted too
   RepoAccess access = RepoAccess::open;
   std::vector<FixtureFile> files;
-  std::optional<std::string> renamed_from;  // the old id answers 307 to this one
+  std::optional<std::string> renamed_from;  // the old id answers 307 to this one (API too)
+  std::optional<std::string> raw_listing;   // served as the listing's body instead of the truth
+  std::string raw_listing_encoding;         // its Content-Encoding (e.g. "gzip"), unrequested
 };
 
 // Faults for one file (by repo path), each applied to the next `times` matching requests. The

@@ -32,6 +32,7 @@ struct HiveConfig {
   std::chrono::milliseconds sse_heartbeat{15000};
   jobs::RetentionPolicy retention;
   provisioner::ProvisionerSettings downloads;
+  provisioner::ListingLimits listing;  // what a Hub listing may hold
 };
 
 // Registers the daemon's flags (each with its environment variable) on `app`, writing into

@@ -14,6 +14,8 @@
 #include <httplib.h>
 #include <rbee/catalog/model_id.hpp>
 
+#include "rbee/provisioner/listing.hpp"
+
 namespace rbee::provisioner {
 
 class ConnectionPool;
@@ -24,6 +26,7 @@ struct HubSettings {
   std::string ca_bundle;  // a PEM file to verify HTTPS with; empty: the system's CA store
   std::chrono::seconds connect_timeout{10};
   std::chrono::seconds read_timeout{30};
+  ListingLimits listing;
 };
 
 // HF_ENDPOINT (trailing '/' dropped), then the token from HF_TOKEN, HUGGING_FACE_HUB_TOKEN, or
@@ -64,17 +67,6 @@ class HubError : public std::runtime_error {
   std::optional<std::chrono::seconds> retry_after_;
 };
 
-struct Sibling {
-  std::string path;  // rfilename
-  std::uint64_t size = 0;
-  std::string blob_id;     // git blob sha1
-  std::string lfs_sha256;  // empty for regular (non-LFS) files
-};
-
-struct RepoInfo {
-  std::string commit;
-  std::vector<Sibling> siblings;
-};
 
 // An absolute http(s) URL split into what an HTTP client needs.
 struct Url {
@@ -85,6 +77,9 @@ struct Url {
   std::string origin() const;  // scheme://host:port
 };
 std::optional<Url> parse_url(const std::string& text);
+// Where a redirect's Location points from `base`: an absolute http(s) URL, or a path on the
+// same origin ("/..."). nullopt for anything else (scheme-relative, relative paths, garbage).
+std::optional<Url> resolve_location(const Url& base, std::string_view location);
 
 // Where a file's bytes are, after the Hub's redirects.
 struct ResolvedFile {
@@ -99,7 +94,10 @@ class HubClient {
   explicit HubClient(HubSettings settings);
   const HubSettings& settings() const { return settings_; }
 
-  // GET {ep}/api/models/{repo}/revision/{rev}?blobs=true. Throws HubError.
+  // GET {ep}/api/models/{repo}/revision/{rev}?blobs=true, following redirects by hand (a
+  // renamed repo answers 307; the token goes only to the endpoint's origin), the body capped
+  // at settings().listing.max_bytes after any decompression, then parse_listing(). Throws
+  // HubError.
   RepoInfo model_info(const catalog::ModelId& repo, const std::string& revision) const;
   // HEAD {ep}/{repo}/resolve/{rev}/{path}, following at most 10 redirects by hand. Throws HubError.
   // {ep}/{repo}/resolve/{rev}/{path}, where the Hub serves a regular file itself.

@@ -1,0 +1,130 @@
+// End to end: a Hub that lies (DESIGN §12, "The Hub is not trusted either"): every hostile
+// listing ends in a clean [ERROR] with a reason, nothing is written, memory stays bounded, and
+// the daemon serves on.
+
+#include <zlib.h>
+
+#include <yaml-cpp/yaml.h>
+
+#include "e2e/helpers.hpp"
+#include "e2e/hive_with_hub.hpp"
+#include "hub_fixture/hub_fixture.hpp"
+#include "support/raw_connection.hpp"
+
+using namespace rbee::testing;
+using nlohmann::json;
+
+namespace {
+
+std::string listing_of(const std::string& siblings) {
+  return R"({"id":"org/m","sha":"0123456789abcdef0123456789abcdef01234567","siblings":[)" +
+         siblings + "]}";
+}
+
+// `prefix` then `filler` bytes of spaces, gzip-compressed: a small body that inflates hugely.
+std::string gzip_bomb(const std::string& prefix, std::size_t filler) {
+  z_stream stream{};
+  REQUIRE(deflateInit2(&stream, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) == Z_OK);
+  std::string out(1 << 20, '\0');
+  std::size_t used = 0;
+  auto pump = [&](const std::string& in, int flush) {
+    stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    stream.avail_in = static_cast<uInt>(in.size());
+    do {
+      if (out.size() - used < 65536) out.resize(out.size() * 2);
+      stream.next_out = reinterpret_cast<Bytef*>(out.data() + used);
+      stream.avail_out = static_cast<uInt>(out.size() - used);
+      deflate(&stream, flush);
+      used = out.size() - stream.avail_out;
+    } while (stream.avail_in > 0 || (flush == Z_FINISH && stream.avail_out == 0));
+  };
+  pump(prefix, Z_NO_FLUSH);
+  const std::string spaces(1 << 20, ' ');
+  for (std::size_t sent = 0; sent < filler; sent += spaces.size()) pump(spaces, Z_NO_FLUSH);
+  pump("", Z_FINISH);
+  deflateEnd(&stream);
+  out.resize(used);
+  return out;
+}
+
+std::size_t files_under(const std::filesystem::path& folder) {
+  std::size_t count = 0;
+  if (!std::filesystem::exists(folder)) return 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(folder)) {
+    count += entry.is_regular_file() && entry.path().filename() != "metadata.yaml" ? 1 : 0;
+  }
+  return count;
+}
+
+}  // namespace
+
+TEST_CASE("hostile listings end in a clean [ERROR] that says what was wrong; nothing is written") {
+  HiveWithHub setup;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"rfilename":"a.gguf","size":-1})", "negative size"},
+      {R"({"rfilename":"a.gguf","size":2.5})", "not a whole number"},
+      {R"({"rfilename":"a.gguf","size":1e30})", "not a whole number"},
+      {R"({"rfilename":"a.gguf","size":99999999999999999999})", "not a whole number"},
+      {R"({"rfilename":"a.gguf","size":1},{"rfilename":"a.gguf","size":1})", "listed twice"},
+      {R"({"rfilename":"a.gguf","size":"1"})", "not a number"},
+      {R"("a.gguf")", "not an object"},
+  };
+  int n = 0;
+  for (const auto& [siblings, reason] : cases) {
+    CAPTURE(siblings);
+    FixtureRepo repo;
+    repo.id = "org/hostile" + std::to_string(n++);
+    repo.raw_listing = listing_of(siblings);
+    setup.hub.add_repo(repo);
+    const SseStream stream = setup.download({{"model", repo.id}});
+    CHECK(stream.terminal().starts_with("[ERROR]"));
+    CHECK_MESSAGE(stream.terminal().find(reason) != std::string::npos, stream.terminal());
+    CHECK(files_under(setup.hive.cache / repo.id) == 0);
+  }
+  CHECK(setup.hive->client()->Get("/health")->status == 200);
+}
+
+TEST_CASE("an unrequested gzip listing that inflates past the cap is refused, memory bounded") {
+  HiveWithHub setup(fast_flags({"--max-listing-mb", "8"}));
+  FixtureRepo repo;
+  repo.id = "org/bomb";
+  repo.raw_listing = gzip_bomb(R"({"sha":"x","siblings":[)", 512u << 20);  // 512 MiB inflated
+  repo.raw_listing_encoding = "gzip";
+  setup.hub.add_repo(repo);
+  const auto before = resident_bytes(setup.hive->pid());
+  const SseStream stream = setup.download({{"model", "org/bomb"}});
+  CHECK(stream.terminal().starts_with("[ERROR]"));
+  CHECK(stream.terminal().find("larger than 8388608 bytes") != std::string::npos);
+  CHECK(resident_bytes(setup.hive->pid()) < before + (48u << 20));
+}
+
+TEST_CASE("a listing with more files than the cap is refused before it is all read") {
+  HiveWithHub setup(fast_flags({"--max-listing-files", "1000"}));
+  std::string siblings;
+  for (int i = 0; i < 1001; ++i) {
+    if (i) siblings += ",";
+    siblings += R"({"rfilename":"f)" + std::to_string(i) + R"(.bin","size":1})";
+  }
+  FixtureRepo repo;
+  repo.id = "org/crowded";
+  repo.raw_listing = listing_of(siblings);
+  setup.hub.add_repo(repo);
+  const SseStream stream = setup.download({{"model", "org/crowded"}});
+  CHECK(stream.terminal().find("more than 1000 files") != std::string::npos);
+}
+
+TEST_CASE("a renamed repo's listing answers 307: followed on the same origin, model downloads") {
+  HiveWithHub setup;
+  FixtureRepo repo = tiny_repo("org/new-name");
+  repo.renamed_from = "org/old-name";
+  setup.hub.add_repo(repo);
+  const SseStream stream = setup.download({{"model", "org/old-name"}});
+  CHECK(stream.terminal() == "[DONE]");
+  bool redirected = false;
+  for (const auto& request : setup.hub.requests()) {
+    redirected = redirected || (request.path.starts_with("/api/models/org/old-name") &&
+                                request.status == 307);
+  }
+  CHECK(redirected);
+  CHECK(setup.catalog_entry("org/old-name")["status"].as<std::string>() == "ready");
+}

@@ -8,9 +8,11 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <rbee/narration/sanitize.hpp>
 
 #include "file_hash.hpp"
 #include "ranged_download.hpp"
+#include "rbee/provisioner/content_range.hpp"
 #include "retry.hpp"
 
 namespace fs = std::filesystem;
@@ -144,7 +146,7 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
         error_code = response.get_header_value("X-Error-Code");
         retry_after = response.get_header_value("Retry-After");
         content_range = response.get_header_value("Content-Range");
-        if (status == 206) return content_range.starts_with(fmt::format("bytes {}-", start));
+        if (status == 206) return content_range_matches(content_range, start, std::nullopt, file.size);
         if (status == 200 && start > 0) part.restart();  // the server ignored Range: start over
         return status == 200;
       },
@@ -182,9 +184,12 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
     throw HubError(HubErrorKind::protocol, fmt::format("{}: redirected ({})", what, status),
                    status);
   }
-  if (status == 206 && !content_range.starts_with(fmt::format("bytes {}-", start))) {
-    throw HubError(HubErrorKind::protocol, fmt::format("{}: asked for bytes from {}, got '{}'",
-                                                       what, start, content_range));
+  if (status == 206 && !content_range_matches(content_range, start, std::nullopt, file.size)) {
+    // The header is outside text: sanitised, and bounded, before it reaches any message.
+    throw HubError(HubErrorKind::protocol,
+                   fmt::format("{}: asked for bytes {}-{} of {}, the server answered '{}'", what,
+                               start, file.size - 1, file.size,
+                               narration::sanitize(content_range, 100)));
   }
   if (status == 416) {
     // The part is stale (longer than the server's file): start over.

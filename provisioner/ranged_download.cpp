@@ -18,6 +18,7 @@
 
 #include "file_hash.hpp"
 #include "retry.hpp"
+#include "rbee/provisioner/content_range.hpp"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -407,8 +408,8 @@ class RangedDownload {
             return false;
           }
           if (status != 206) return false;
-          wrong_range = !response.get_header_value("Content-Range")
-                             .starts_with(fmt::format("bytes {}-", from));
+          wrong_range = !content_range_matches(response.get_header_value("Content-Range"), from,
+                                               to - 1, file_.size);
           return !wrong_range;
         },
         [&](const char* data, std::size_t length) {
@@ -447,7 +448,7 @@ class RangedDownload {
     const std::string what = fmt::format("{} (bytes {}-{})", file_.path, from, to - 1);
     if (wrong_range) {
       throw HubError(HubErrorKind::protocol,
-                     fmt::format("{}: the server sent another range", what));
+                     fmt::format("{}: the server answered another range or file size", what));
     }
     if (status != 0 && status != 206) {
       throw hub_error_for(status, error_code, what, retry_after,

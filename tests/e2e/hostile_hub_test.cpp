@@ -128,3 +128,20 @@ TEST_CASE("a renamed repo's listing answers 307: followed on the same origin, mo
   CHECK(redirected);
   CHECK(setup.catalog_entry("org/old-name")["status"].as<std::string>() == "ready");
 }
+
+TEST_CASE("a Content-Range that names another range or file size fails the file, nothing wrong is kept") {
+  HiveWithHub setup(fast_flags({"--min-range-mb", "1", "--download-attempts", "2"}));
+  FixtureRepo repo;
+  repo.id = "org/liar";
+  repo.files = {{"model.gguf", 3 * 1024 * 1024, true, 31}};
+  setup.hub.add_repo(repo);
+  setup.hub.set_faults("model.gguf", {.times = 1000, .content_range = "bytes 0-99/999999"});
+  const SseStream stream = setup.download({{"model", "org/liar"}});
+  CHECK(stream.terminal().starts_with("[ERROR]"));
+  CHECK(stream.terminal().find("another range or file size") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(setup.hive.cache / "org/liar/model.gguf"));
+  setup.hub.set_faults("model.gguf", {.times = 0});
+  CHECK(setup.download({{"model", "org/liar"}}).terminal() == "[DONE]");  // an honest Hub later
+  CHECK(read_text(setup.hive.cache / "org/liar/model.gguf") ==
+        setup.hub.content("org/liar", "model.gguf"));
+}

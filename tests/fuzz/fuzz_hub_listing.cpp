@@ -1,6 +1,7 @@
-// libFuzzer: the Hub's repo listing JSON and the Location of a redirect, as a hostile Hub may
-// send them. Whatever parse_listing accepts obeys its promises: no duplicate path, no size
+// libFuzzer: the Hub's repo listing JSON, the Location of a redirect and a Content-Range, as
+// a hostile Hub may send them. Whatever parse_listing accepts obeys its promises: no duplicate path, no size
 // past kMaxFileBytes, sums within kMaxRepoBytes; a Location is only ever http(s).
+#include <rbee/provisioner/content_range.hpp>
 #include <rbee/provisioner/hub_client.hpp>
 #include <rbee/provisioner/listing.hpp>
 
@@ -28,6 +29,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (const auto next = rbee::provisioner::resolve_location(*base, text)) {
     if (next->scheme != "http" && next->scheme != "https") std::abort();
     if (next->host.empty() || next->target.empty()) std::abort();
+  }
+  if (const auto range = rbee::provisioner::parse_content_range(text)) {
+    if (range->first > range->last) std::abort();
+    if (range->total && range->last >= *range->total) std::abort();
   }
   return 0;
 }

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 #include <rbee/provisioner/hub_client.hpp>
+#include <rbee/provisioner/content_range.hpp>
 #include <rbee/provisioner/listing.hpp>
 
 #include <string>
@@ -97,4 +98,25 @@ TEST_CASE("a redirect's Location is followed only to an http(s) URL or a path on
   CHECK_FALSE(resolve_location(base, "/a b"));
   CHECK_FALSE(resolve_location(base, ""));
   CHECK_FALSE(resolve_location(base, "http://user@host/x"));
+}
+
+TEST_CASE("Content-Range is read strictly: the asked range of a file of the listed size") {
+  const auto range = parse_content_range("bytes 100-199/1000");
+  REQUIRE(range);
+  CHECK(range->first == 100);
+  CHECK(range->last == 199);
+  CHECK(range->total == 1000u);
+  CHECK(parse_content_range("bytes 0-9/*")->total == std::nullopt);
+  for (const char* bad : {"", "bytes", "bytes 5-4/10", "bytes 0-10/10", "bytes -1-5/10",
+                          "bytes 0-5/10 ", "bytes 0-5/1x", "items 0-5/10", "bytes 0x1-5/10",
+                          "bytes 0-99999999999999999999/100000000000000000000",
+                          "bytes \xff\x1b[2J-/x"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(parse_content_range(bad));
+  }
+  CHECK(content_range_matches("bytes 100-999/1000", 100, std::nullopt, 1000));
+  CHECK_FALSE(content_range_matches("bytes 100-999/2000", 100, std::nullopt, 1000));  // size lie
+  CHECK_FALSE(content_range_matches("bytes 0-999/1000", 100, std::nullopt, 1000));    // offset
+  CHECK_FALSE(content_range_matches("bytes 100-499/1000", 100, std::nullopt, 1000));  // short
+  CHECK(content_range_matches("bytes 100-499/1000", 100, 499, 1000));
 }

@@ -73,8 +73,7 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
       ->envname("RBEE_MAX_LISTING_FILES")
       ->check(CLI::Range(1, 100000000));
   app.add_option_function<std::size_t>(
-         "--max-listing-mb",
-         [&config](std::size_t mb) { config.listing.max_bytes = mb << 20; },
+         "--max-listing-mb", [&config](std::size_t mb) { config.listing.max_bytes = mb << 20; },
          "MiB a Hub listing may take, after any decompression (default 64)")
       ->envname("RBEE_MAX_LISTING_MB")
       ->check(CLI::Range(1, 4096));

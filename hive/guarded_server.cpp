@@ -50,7 +50,8 @@ const std::string& refused_at_capacity() {
 constexpr std::string_view kHeadTimedOut =
     "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 constexpr std::string_view kHeadTooLarge =
-    "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: "
+    "0\r\n\r\n";
 constexpr std::string_view kNotHttp =
     "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
@@ -244,13 +245,15 @@ GuardedServer::GuardedServer(ConnectionLimits limits)
     const int yes = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
-  set_pre_routing_handler(
-      [this](const Request& request, Response& response) { return guard_request(request, response); });
+  set_pre_routing_handler([this](const Request& request, Response& response) {
+    return guard_request(request, response);
+  });
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (epoll_fd_ < 0 || wake_fd_ < 0) {
-    throw std::runtime_error(fmt::format("cannot set up the HTTP server: {}", std::strerror(errno)));
+    throw std::runtime_error(
+        fmt::format("cannot set up the HTTP server: {}", std::strerror(errno)));
   }
 }
 
@@ -291,7 +294,8 @@ ConnectionStats GuardedServer::stats() const {
   return stats;
 }
 
-httplib::Server::HandlerResponse GuardedServer::guard_request(const Request& request, Response& response) {
+httplib::Server::HandlerResponse GuardedServer::guard_request(const Request& request,
+                                                              Response& response) {
   HandlerResponse outcome = HandlerResponse::Unhandled;
   if (auto refusal = refuse_body(request, limits_.max_body_bytes)) {
     response.status = refusal->status;
@@ -431,10 +435,11 @@ bool GuardedServer::make_room_for(const std::string& client) {
   ConnectionPtr victim;
   {
     std::lock_guard lock(mutex_);
-    const bool client_full =
-        !client.empty() && per_client_.count(client) != 0 &&
-        per_client_[client] >= limits_.max_connections_per_client;
-    auto suspicion = [](const Connection& c) { return c.head_started ? 0 : c.requests == 0 ? 1 : 2; };
+    const bool client_full = !client.empty() && per_client_.count(client) != 0 &&
+                             per_client_[client] >= limits_.max_connections_per_client;
+    auto suspicion = [](const Connection& c) {
+      return c.head_started ? 0 : c.requests == 0 ? 1 : 2;
+    };
     for (const auto& candidate : waiting_) {
       if (client_full && candidate->client != client) continue;
       if (!victim || suspicion(*candidate) < suspicion(*victim)) victim = candidate;
@@ -461,8 +466,7 @@ void GuardedServer::check_head(const ConnectionPtr& connection) {
   ::setsockopt(connection->fd, IPPROTO_TCP, TCP_QUICKACK, &yes, sizeof(yes));
   thread_local std::vector<char> peeked;
   peeked.resize(limits_.max_head_bytes + 1);
-  const ssize_t n =
-      ::recv(connection->fd, peeked.data(), peeked.size(), MSG_PEEK | MSG_DONTWAIT);
+  const ssize_t n = ::recv(connection->fd, peeked.data(), peeked.size(), MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
   if (n <= 0) return close_connection(connection);  // gone, or failed
   const std::string_view bytes(peeked.data(), static_cast<std::size_t>(n));

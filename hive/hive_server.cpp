@@ -39,8 +39,9 @@ void send_error(Response& response, int status, std::string_view code, std::stri
 std::pair<std::string_view, std::string> default_error(const Request& request, int status) {
   switch (status) {
     case 404:
-      return {"not_found", fmt::format("no route for {} {}", narration::sanitize(request.method, 16),
-                                       narration::sanitize(request.path, 256))};
+      return {"not_found",
+              fmt::format("no route for {} {}", narration::sanitize(request.method, 16),
+                          narration::sanitize(request.path, 256))};
     case 405:
       return {"method_not_allowed", "this method is not allowed here"};
     case 414:
@@ -236,8 +237,9 @@ void HiveServer::install_routes() {
       std::lock_guard lock(submit_mutex_);
       submitted = jobs_submitted_;
     }
-    const MetricsSources sources{registry_, catalog_,  provisioner_,        http_metrics_,
-                                 submitted, open_streams_.load(), server_.stats()};
+    const MetricsSources sources{registry_,      catalog_,  provisioner_,
+                                 http_metrics_,  submitted, open_streams_.load(),
+                                 server_.stats()};
     response.set_content(render_metrics(sources), "text/plain; version=0.0.4");
   });
   server_.Post("/v1/jobs", [this](const Request& request, Response& response) {
@@ -318,9 +320,9 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
     const auto last_seen = parse_last_event_id(request.get_header_value("Last-Event-ID"));
     const std::uint64_t last_seq = job->events().last_seq();
     if (!last_seen || *last_seen > last_seq) {
-      return send_error(response, 400, "invalid_last_event_id",
-                        fmt::format("Last-Event-ID must be an event id of this job (0 to {})",
-                                    last_seq));
+      return send_error(
+          response, 400, "invalid_last_event_id",
+          fmt::format("Last-Event-ID must be an event id of this job (0 to {})", last_seq));
     }
     // Reconnecting after the terminal event: 204 tells a standard EventSource to stop.
     if (*last_seen == last_seq && job->events().closed()) {

@@ -6,8 +6,8 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <mutex>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>

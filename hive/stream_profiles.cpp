@@ -52,8 +52,7 @@ std::string format_rbee(const jobs::LogEntry& entry) {
                                  {"payload", event.value("payload", nlohmann::json::object())}};
     return fmt::format("event: data\ndata: {}\n\n", narration::dump_json(data));
   }
-  return rbee_narration(event.value("actor", "hive"), event.value("action", ""),
-                        rbee_human(event));
+  return rbee_narration(event.value("actor", "hive"), event.value("action", ""), rbee_human(event));
 }
 
 }  // namespace

@@ -22,8 +22,7 @@ std::string random_ticket() {
 
 }  // namespace
 
-std::optional<std::string> StreamTickets::issue(const std::string& job_id,
-                                                Clock::time_point now) {
+std::optional<std::string> StreamTickets::issue(const std::string& job_id, Clock::time_point now) {
   std::string ticket = random_ticket();
   std::lock_guard lock(mutex_);
   std::erase_if(tickets_, [now](const auto& entry) { return entry.second.expires <= now; });

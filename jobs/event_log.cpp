@@ -35,9 +35,9 @@ std::uint64_t EventLog::append(std::string data, Retention retention) {
 
 void EventLog::drop_superseded_locked() {
   if (superseded_seq_ == 0) return;
-  const auto found = std::lower_bound(
-      entries_.begin(), entries_.end(), superseded_seq_,
-      [](const LogEntry& entry, std::uint64_t seq) { return entry.seq < seq; });
+  const auto found =
+      std::lower_bound(entries_.begin(), entries_.end(), superseded_seq_,
+                       [](const LogEntry& entry, std::uint64_t seq) { return entry.seq < seq; });
   if (found != entries_.end() && found->seq == superseded_seq_) entries_.erase(found);
   superseded_seq_ = 0;
 }
@@ -58,9 +58,9 @@ EventLog::Batch EventLog::read_after(std::uint64_t after, std::chrono::milliseco
   std::unique_lock lock(mutex_);
   appended_.wait_for(lock, timeout, [&] { return closed_ || last_seq_ > after; });
   Batch batch;
-  const auto first = std::upper_bound(
-      entries_.begin(), entries_.end(), after,
-      [](std::uint64_t seq, const LogEntry& entry) { return seq < entry.seq; });
+  const auto first =
+      std::upper_bound(entries_.begin(), entries_.end(), after,
+                       [](std::uint64_t seq, const LogEntry& entry) { return seq < entry.seq; });
   batch.entries.assign(first, entries_.end());
   batch.finished = closed_;
   return batch;

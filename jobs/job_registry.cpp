@@ -78,8 +78,8 @@ class JobEventSink : public narration::Sink {
     if (event.job_id.empty()) return;
     if (auto job = registry_.get(event.job_id)) {
       // A progress report only matters until the next one: a day-long download keeps one.
-      const auto retention = event.action == kProgressAction ? Retention::superseded
-                                                             : Retention::kept;
+      const auto retention =
+          event.action == kProgressAction ? Retention::superseded : Retention::kept;
       job->events().append(narration::dump_json(narration::to_json(event)), retention);
     }
   }

@@ -36,7 +36,7 @@ std::pair<char32_t, std::size_t> decode(std::string_view text, std::size_t pos) 
 }
 
 bool is_unsafe(char32_t c) {
-  return c < 0x20 || c == 0x7F || (c >= 0x80 && c <= 0x9F) ||  // C0, DEL, C1 (ESC, CSI…)
+  return c < 0x20 || c == 0x7F || (c >= 0x80 && c <= 0x9F) ||           // C0, DEL, C1 (ESC, CSI…)
          (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);  // bidi overrides
 }
 

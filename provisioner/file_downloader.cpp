@@ -146,7 +146,8 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
         error_code = response.get_header_value("X-Error-Code");
         retry_after = response.get_header_value("Retry-After");
         content_range = response.get_header_value("Content-Range");
-        if (status == 206) return content_range_matches(content_range, start, std::nullopt, file.size);
+        if (status == 206)
+          return content_range_matches(content_range, start, std::nullopt, file.size);
         if (status == 200 && start > 0) part.restart();  // the server ignored Range: start over
         return status == 200;
       },
@@ -186,10 +187,10 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
   }
   if (status == 206 && !content_range_matches(content_range, start, std::nullopt, file.size)) {
     // The header is outside text: sanitised, and bounded, before it reaches any message.
-    throw HubError(HubErrorKind::protocol,
-                   fmt::format("{}: asked for bytes {}-{} of {}, the server answered '{}'", what,
-                               start, file.size - 1, file.size,
-                               narration::sanitize(content_range, 100)));
+    throw HubError(
+        HubErrorKind::protocol,
+        fmt::format("{}: asked for bytes {}-{} of {}, the server answered '{}'", what, start,
+                    file.size - 1, file.size, narration::sanitize(content_range, 100)));
   }
   if (status == 416) {
     // The part is stale (longer than the server's file): start over.

@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "file_hash.hpp"
-#include "retry.hpp"
 #include "rbee/provisioner/content_range.hpp"
+#include "retry.hpp"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;

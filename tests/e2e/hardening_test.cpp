@@ -19,8 +19,9 @@ namespace {
 
 std::string head(int port, std::string_view method, std::string_view path,
                  std::string_view more_headers = "") {
-  return std::string(method) + " " + std::string(path) + " HTTP/1.1\r\nHost: 127.0.0.1:" +
-         std::to_string(port) + "\r\n" + std::string(more_headers) + "\r\n";
+  return std::string(method) + " " + std::string(path) +
+         " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n" +
+         std::string(more_headers) + "\r\n";
 }
 
 std::size_t count_responses(const std::string& bytes) {
@@ -62,8 +63,9 @@ TEST_CASE("a chunked body is refused before it is read: 411, closed, memory flat
   for (const std::string path : {"/v1/jobs", "/health", "/no/such/route"}) {
     CAPTURE(path);
     RawConnection connection(hive->port());
-    REQUIRE(connection.send(head(hive->port(), "POST", path,
-                                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n")));
+    REQUIRE(
+        connection.send(head(hive->port(), "POST", path,
+                             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n")));
     std::thread body = send_chunked_body(connection, 128u << 20);
     const std::string answer = connection.read_until_closed();
     body.join();
@@ -98,8 +100,8 @@ TEST_CASE("a declared body over 1 MiB is answered 413 before a byte of it is sen
 
 TEST_CASE("a request hidden in the body behind an early 401 is never parsed") {
   HiveUnderTest hive({"--api-token", "the-right-token"}, "the-right-token");
-  const std::string smuggled = head(hive->port(), "GET", "/v1/models",
-                                    "Authorization: Bearer the-right-token\r\n");
+  const std::string smuggled =
+      head(hive->port(), "GET", "/v1/models", "Authorization: Bearer the-right-token\r\n");
   RawConnection connection(hive->port());
   REQUIRE(connection.send(head(hive->port(), "POST", "/v1/jobs",
                                "Authorization: Bearer wrong\r\nContent-Type: application/json\r\n"

@@ -122,14 +122,15 @@ TEST_CASE("a renamed repo's listing answers 307: followed on the same origin, mo
   CHECK(stream.terminal() == "[DONE]");
   bool redirected = false;
   for (const auto& request : setup.hub.requests()) {
-    redirected = redirected || (request.path.starts_with("/api/models/org/old-name") &&
-                                request.status == 307);
+    redirected = redirected ||
+                 (request.path.starts_with("/api/models/org/old-name") && request.status == 307);
   }
   CHECK(redirected);
   CHECK(setup.catalog_entry("org/old-name")["status"].as<std::string>() == "ready");
 }
 
-TEST_CASE("a Content-Range that names another range or file size fails the file, nothing wrong is kept") {
+TEST_CASE(
+    "a Content-Range that names another range or file size fails the file, nothing wrong is kept") {
   HiveWithHub setup(fast_flags({"--min-range-mb", "1", "--download-attempts", "2"}));
   FixtureRepo repo;
   repo.id = "org/liar";

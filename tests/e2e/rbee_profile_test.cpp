@@ -44,38 +44,37 @@ RbeeRun rbee_submit_and_stream(const HiveProcess& hive, const json& operation) {
 
   std::string buffer;
   bool finished = false;
-  client.Get(
-      "/v1/jobs/" + run.job_id + "/stream", {{"Accept", "*/*"}},
-      [&](const char* data, std::size_t length) {
-        buffer.append(data, length);
-        for (auto newline = buffer.find('\n'); newline != std::string::npos && !finished;
-             newline = buffer.find('\n')) {
-          const std::string line = trim(std::string_view(buffer).substr(0, newline));
-          buffer.erase(0, newline + 1);
-          std::string_view payload = line;
-          if (payload.starts_with("data: ")) {
-            payload.remove_prefix(6);
-          } else if (payload.starts_with("data:")) {
-            payload.remove_prefix(5);
-          }
-          if (payload.empty()) continue;
-          run.printed.emplace_back(payload);
-          run.arrived.push_back(std::chrono::steady_clock::now());
-          if (payload == "[DONE]") {
-            run.result = "ok";
-            finished = true;
-          } else if (payload == "[CANCELLED]") {
-            run.result = "Job was cancelled";
-            finished = true;
-          } else if (payload.starts_with("[ERROR]")) {
-            payload.remove_prefix(7);
-            if (payload.starts_with(' ')) payload.remove_prefix(1);
-            run.result = "Job failed: " + std::string(payload);
-            finished = true;
-          }
-        }
-        return !finished;
-      });
+  client.Get("/v1/jobs/" + run.job_id + "/stream", {{"Accept", "*/*"}},
+             [&](const char* data, std::size_t length) {
+               buffer.append(data, length);
+               for (auto newline = buffer.find('\n'); newline != std::string::npos && !finished;
+                    newline = buffer.find('\n')) {
+                 const std::string line = trim(std::string_view(buffer).substr(0, newline));
+                 buffer.erase(0, newline + 1);
+                 std::string_view payload = line;
+                 if (payload.starts_with("data: ")) {
+                   payload.remove_prefix(6);
+                 } else if (payload.starts_with("data:")) {
+                   payload.remove_prefix(5);
+                 }
+                 if (payload.empty()) continue;
+                 run.printed.emplace_back(payload);
+                 run.arrived.push_back(std::chrono::steady_clock::now());
+                 if (payload == "[DONE]") {
+                   run.result = "ok";
+                   finished = true;
+                 } else if (payload == "[CANCELLED]") {
+                   run.result = "Job was cancelled";
+                   finished = true;
+                 } else if (payload.starts_with("[ERROR]")) {
+                   payload.remove_prefix(7);
+                   if (payload.starts_with(' ')) payload.remove_prefix(1);
+                   run.result = "Job failed: " + std::string(payload);
+                   finished = true;
+                 }
+               }
+               return !finished;
+             });
   return run;
 }
 
@@ -97,10 +96,11 @@ void check_rbee_printout(const RbeeRun& run) {
 
 }  // namespace
 
-TEST_CASE("rbee's JobClient runs model_list: narration lines, event: data with the models, [DONE]") {
+TEST_CASE(
+    "rbee's JobClient runs model_list: narration lines, event: data with the models, [DONE]") {
   HiveUnderTest hive;
-  const RbeeRun run = rbee_submit_and_stream(*hive.hive, {{"operation", "model_list"},
-                                                          {"hive_id", "localhost"}});
+  const RbeeRun run =
+      rbee_submit_and_stream(*hive.hive, {{"operation", "model_list"}, {"hive_id", "localhost"}});
   check_rbee_printout(run);
   CHECK(run.result == "ok");
   CHECK(run.printed.back() == "[DONE]");
@@ -125,7 +125,8 @@ TEST_CASE("rbee's JobClient runs model_download, model_get and model_delete") {
   CHECK(std::any_of(download.printed.begin(), download.printed.end(),
                     [](const std::string& line) { return line.starts_with("✅ "); }));
 
-  const RbeeRun get = rbee_submit_and_stream(hive, {{"operation", "model_get"}, {"id", "org/tiny"}});
+  const RbeeRun get =
+      rbee_submit_and_stream(hive, {{"operation", "model_get"}, {"id", "org/tiny"}});
   CHECK(get.result == "ok");
   const auto data = std::find(get.printed.begin(), get.printed.end(), "event: data");
   REQUIRE(data != get.printed.end());
@@ -148,8 +149,8 @@ TEST_CASE("an rbee operation this hive does not serve: 202, then Job failed: <wh
     CAPTURE(name);
     const RbeeRun run = rbee_submit_and_stream(
         *hive.hive, {{"operation", name}, {"hive_id", "localhost"}, {"model", "org/x"}});
-    CHECK(run.result == std::string("Job failed: this hive does not serve the operation '") +
-                            name + "'; it serves: model_download, model_list, model_get, " +
+    CHECK(run.result == std::string("Job failed: this hive does not serve the operation '") + name +
+                            "'; it serves: model_download, model_list, model_get, " +
                             "model_delete");
   }
   // Not a request at all keeps its 4xx and makes no job.
@@ -158,7 +159,8 @@ TEST_CASE("an rbee operation this hive does not serve: 202, then Job failed: <wh
   CHECK(hive->submit({{"operation", "model_get"}, {"id", "../etc"}})->status == 400);
 }
 
-TEST_CASE("in rbee's profile a waiting job narrates every second, so the queen's timer never fires") {
+TEST_CASE(
+    "in rbee's profile a waiting job narrates every second, so the queen's timer never fires") {
   HiveUnderTest hive;
   ModelLockHolder held(hive.cache, "org", "held");
   std::thread release([&held] {

@@ -1,6 +1,6 @@
 // libFuzzer: the Hub's repo listing JSON, the Location of a redirect and a Content-Range, as
-// a hostile Hub may send them. Whatever parse_listing accepts obeys its promises: no duplicate path, no size
-// past kMaxFileBytes, sums within kMaxRepoBytes; a Location is only ever http(s).
+// a hostile Hub may send them. Whatever parse_listing accepts obeys its promises: no duplicate
+// path, no size past kMaxFileBytes, sums within kMaxRepoBytes; a Location is only ever http(s).
 #include <rbee/provisioner/content_range.hpp>
 #include <rbee/provisioner/hub_client.hpp>
 #include <rbee/provisioner/listing.hpp>

@@ -9,7 +9,8 @@
 namespace {
 
 void require_contained(std::string_view path) {
-  if (path.empty() || path.front() == '/' || path.find('\0') != std::string_view::npos) std::abort();
+  if (path.empty() || path.front() == '/' || path.find('\0') != std::string_view::npos)
+    std::abort();
   for (std::size_t start = 0; start <= path.size();) {
     const auto end = std::min(path.find('/', start), path.size());
     const auto part = path.substr(start, end - start);

@@ -1,8 +1,8 @@
 // libFuzzer: the job body of POST /v1/jobs, as the hive reads it (parse, then validate the ids,
 // globs and revision the way the API does before a job exists).
+#include <nlohmann/json.hpp>
 #include <rbee/catalog/model_id.hpp>
 #include <rbee/jobs/operation.hpp>
-#include <nlohmann/json.hpp>
 #include <rbee/narration/sanitize.hpp>
 
 #include <cstdint>

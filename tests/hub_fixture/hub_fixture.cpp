@@ -388,10 +388,9 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
     first = range->first;
     last = range->second;
     response.status = 206;
-    response.set_header("Content-Range",
-                        faults && !faults->content_range.empty()
-                            ? faults->content_range
-                            : fmt::format("bytes {}-{}/{}", first, last, size));
+    response.set_header("Content-Range", faults && !faults->content_range.empty()
+                                             ? faults->content_range
+                                             : fmt::format("bytes {}-{}/{}", first, last, size));
   }
   const std::uint64_t length = size == 0 ? 0 : last - first + 1;
   std::uint64_t rate;

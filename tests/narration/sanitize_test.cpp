@@ -12,14 +12,20 @@ TEST_CASE("sanitize keeps printable UTF-8 as it is") {
 }
 
 TEST_CASE("sanitize replaces invalid UTF-8, overlong forms and surrogates with U+FFFD") {
-  CHECK(sanitize("a\xff" "b") == "a\xef\xbf\xbd" "b");
-  CHECK(sanitize("\xc0\xaf") == "\xef\xbf\xbd\xef\xbf\xbd");   // overlong '/'
+  CHECK(sanitize("a\xff"
+                 "b") ==
+        "a\xef\xbf\xbd"
+        "b");
+  CHECK(sanitize("\xc0\xaf") == "\xef\xbf\xbd\xef\xbf\xbd");                  // overlong '/'
   CHECK(sanitize("\xed\xa0\x80") == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");  // a surrogate
-  CHECK(sanitize("\xe2\x82") == "\xef\xbf\xbd\xef\xbf\xbd");  // cut short
+  CHECK(sanitize("\xe2\x82") == "\xef\xbf\xbd\xef\xbf\xbd");                  // cut short
 }
 
 TEST_CASE("sanitize removes terminal control: C0, DEL, C1, ESC sequences and bidi overrides") {
-  const std::string out = sanitize("red\x1b[31m\x07\x7f\xc2\x9b" "x\xe2\x80\xae" "y");
+  const std::string out = sanitize(
+      "red\x1b[31m\x07\x7f\xc2\x9b"
+      "x\xe2\x80\xae"
+      "y");
   CHECK(out.find('\x1b') == std::string::npos);
   CHECK(out.find('\x07') == std::string::npos);
   CHECK(out.find('\x7f') == std::string::npos);
@@ -33,7 +39,7 @@ TEST_CASE("sanitize bounds the length at a character boundary and marks the cut"
   const std::string out = sanitize(long_text, 100);
   CHECK(out.size() <= 100);
   CHECK(out.ends_with("\xe2\x80\xa6"));
-  const std::string accents = sanitize(std::string(300, 'a') + std::string(200, '\xc3') , 10);
+  const std::string accents = sanitize(std::string(300, 'a') + std::string(200, '\xc3'), 10);
   CHECK(accents.size() <= 10);
   CHECK(sanitize("exactly", 7) == "exactly");
 }

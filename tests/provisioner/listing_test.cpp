@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
-#include <rbee/provisioner/hub_client.hpp>
 #include <rbee/provisioner/content_range.hpp>
+#include <rbee/provisioner/hub_client.hpp>
 #include <rbee/provisioner/listing.hpp>
 
 #include <string>
@@ -53,8 +53,8 @@ TEST_CASE("hostile sizes are refused: negative, fractional, huge, textual, missi
   CHECK(rejection(listing_of(R"({"rfilename":"a","size":"12"})")).find("not a number") !=
         std::string::npos);
   CHECK(rejection(listing_of(R"({"rfilename":"a"})")).find("no \"size\"") != std::string::npos);
-  CHECK(rejection(listing_of(R"({"rfilename":"a","size":1,"lfs":{"size":-5}})"))
-            .find("negative") != std::string::npos);
+  CHECK(rejection(listing_of(R"({"rfilename":"a","size":1,"lfs":{"size":-5}})")).find("negative") !=
+        std::string::npos);
 }
 
 TEST_CASE("sizes that add up past any repo are refused, never wrapped") {
@@ -107,10 +107,10 @@ TEST_CASE("Content-Range is read strictly: the asked range of a file of the list
   CHECK(range->last == 199);
   CHECK(range->total == 1000u);
   CHECK(parse_content_range("bytes 0-9/*")->total == std::nullopt);
-  for (const char* bad : {"", "bytes", "bytes 5-4/10", "bytes 0-10/10", "bytes -1-5/10",
-                          "bytes 0-5/10 ", "bytes 0-5/1x", "items 0-5/10", "bytes 0x1-5/10",
-                          "bytes 0-99999999999999999999/100000000000000000000",
-                          "bytes \xff\x1b[2J-/x"}) {
+  for (const char* bad :
+       {"", "bytes", "bytes 5-4/10", "bytes 0-10/10", "bytes -1-5/10", "bytes 0-5/10 ",
+        "bytes 0-5/1x", "items 0-5/10", "bytes 0x1-5/10",
+        "bytes 0-99999999999999999999/100000000000000000000", "bytes \xff\x1b[2J-/x"}) {
     CAPTURE(bad);
     CHECK_FALSE(parse_content_range(bad));
   }

@@ -34,11 +34,11 @@ namespace rbee::hive {
 class ElasticTaskQueue;
 
 struct ConnectionLimits {
-  std::size_t max_connections = 1024;            // open at once, waiting and served
-  std::size_t max_connections_per_client = 512;  // from one client address
-  std::chrono::milliseconds head_timeout{10000};  // a request head must arrive within this
-  std::chrono::milliseconds idle_timeout{5000};   // keep-alive wait for the next request
-  std::chrono::milliseconds body_timeout{30000};  // a (small) body must arrive within this
+  std::size_t max_connections = 1024;              // open at once, waiting and served
+  std::size_t max_connections_per_client = 512;    // from one client address
+  std::chrono::milliseconds head_timeout{10000};   // a request head must arrive within this
+  std::chrono::milliseconds idle_timeout{5000};    // keep-alive wait for the next request
+  std::chrono::milliseconds body_timeout{30000};   // a (small) body must arrive within this
   std::chrono::milliseconds write_timeout{15000};  // a client that reads nothing for this long
   std::size_t max_head_bytes = 64 * 1024;
   std::size_t max_body_bytes = 1024 * 1024;
@@ -109,10 +109,10 @@ class GuardedServer : public httplib::Server {
 
   mutable std::mutex mutex_;
   bool stopping_ = false;
-  std::map<int, ConnectionPtr> connections_;        // every open connection, by descriptor
-  std::map<std::string, std::size_t> per_client_;   // open connections by client address
-  std::list<ConnectionPtr> waiting_;                // waiting for a head, oldest first
-  std::vector<ConnectionPtr> returned_;             // keep-alive connections back from workers
+  std::map<int, ConnectionPtr> connections_;       // every open connection, by descriptor
+  std::map<std::string, std::size_t> per_client_;  // open connections by client address
+  std::list<ConnectionPtr> waiting_;               // waiting for a head, oldest first
+  std::vector<ConnectionPtr> returned_;            // keep-alive connections back from workers
   ConnectionStats stats_;
   std::once_flag stop_once_;
 };

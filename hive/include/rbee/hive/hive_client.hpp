@@ -35,7 +35,6 @@ class ClientError : public std::runtime_error {
   ClientErrorKind kind_;
 };
 
-
 bool is_terminal_line(const std::string& data);
 
 // Thread-safe except that one stream() runs at a time; abort() may come from any thread.

@@ -22,7 +22,6 @@ std::string terminal_safe(std::string_view text);
 // JSON for a person's terminal: indented, every non-ASCII character escaped, never throws.
 std::string terminal_json(const nlohmann::json& value);
 
-
 class ProgressView {
  public:
   using Clock = std::chrono::steady_clock;

@@ -27,11 +27,12 @@ class SseParser {
   void feed(std::string_view chunk, const std::function<void(const StreamMessage&)>& on_message);
 
  private:
-  void take_line(std::string_view line, const std::function<void(const StreamMessage&)>& on_message);
+  void take_line(std::string_view line,
+                 const std::function<void(const StreamMessage&)>& on_message);
 
-  std::string line_;        // the line being received
-  bool after_cr_ = false;   // the last byte was CR: an LF now ends nothing new
-  StreamMessage message_;   // the message being assembled
+  std::string line_;       // the line being received
+  bool after_cr_ = false;  // the last byte was CR: an LF now ends nothing new
+  StreamMessage message_;  // the message being assembled
   bool has_data_ = false;
   std::size_t message_bytes_ = 0;
 };

@@ -22,8 +22,7 @@ class StreamTickets {
   explicit StreamTickets(std::size_t max_tickets = 10000) : max_tickets_(max_tickets) {}
 
   // nullopt when max_tickets unexpired tickets are held already.
-  std::optional<std::string> issue(const std::string& job_id,
-                                   Clock::time_point now = Clock::now());
+  std::optional<std::string> issue(const std::string& job_id, Clock::time_point now = Clock::now());
   bool admits(const std::string& ticket, const std::string& job_id,
               Clock::time_point now = Clock::now()) const;
 

@@ -5,9 +5,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
-#include <deque>
 #include <vector>
 
 namespace rbee::jobs {

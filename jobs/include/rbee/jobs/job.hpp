@@ -33,8 +33,7 @@ struct JobStatus {
 // matching terminal marker, so the log and the state never disagree.
 class Job {
  public:
-  Job(std::string id, Operation operation,
-      std::size_t max_events = EventLog::kDefaultMaxEntries);
+  Job(std::string id, Operation operation, std::size_t max_events = EventLog::kDefaultMaxEntries);
 
   const std::string& id() const { return id_; }
   const Operation& operation() const { return operation_; }

@@ -45,9 +45,9 @@ struct UnservedOperation {
 using Operation = std::variant<ModelDownload, ModelList, ModelGet, ModelDelete, UnservedOperation>;
 
 enum class OperationErrorCode {
-  invalid_json,           // not JSON, or not a JSON object
-  missing_field,          // a required field is absent or empty
-  invalid_field,          // a field has the wrong type or an unusable value
+  invalid_json,       // not JSON, or not a JSON object
+  missing_field,      // a required field is absent or empty
+  invalid_field,      // a field has the wrong type or an unusable value
   unknown_operation,  // no rbee component knows this operation
 };
 

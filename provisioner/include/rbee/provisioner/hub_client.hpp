@@ -67,7 +67,6 @@ class HubError : public std::runtime_error {
   std::optional<std::chrono::seconds> retry_after_;
 };
 
-
 // An absolute http(s) URL split into what an HTTP client needs.
 struct Url {
   std::string scheme;  // "http" or "https"

@@ -24,7 +24,7 @@ struct RepoInfo {
 };
 
 struct ListingLimits {
-  std::size_t max_entries = 250000;       // siblings in one listing
+  std::size_t max_entries = 250000;          // siblings in one listing
   std::size_t max_bytes = 64 * 1024 * 1024;  // of the listing's JSON, after any decompression
 };
 

@@ -1,9 +1,7 @@
 #include "rbee/hive/hive_server.hpp"
 
 #include <openssl/crypto.h>
-#include <sys/socket.h>
 
-#include <charconv>
 #include <thread>
 
 #include <fmt/format.h>

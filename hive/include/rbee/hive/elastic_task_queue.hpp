@@ -1,7 +1,8 @@
 #pragma once
-// ElasticTaskQueue: the HTTP server's thread pool. Each keep-alive connection and each SSE
-// watcher holds a thread for its lifetime, so a fixed pool of 8 (cpp-httplib's default) starves
-// every other request; this one grows to a cap as connections arrive and keeps idle threads.
+// ElasticTaskQueue: the HTTP server's worker threads. A connection being served holds one (an
+// SSE watcher for its lifetime; an idle keep-alive connection goes back to GuardedServer's
+// epoll loop), so a fixed pool starves every other request; this one grows to a cap as
+// connections need it and keeps idle threads.
 
 #include <condition_variable>
 #include <deque>

@@ -307,7 +307,9 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
     }
     const std::uint64_t before = part.size();
     try {
-      if (!source && must_resolve) source = hub_.resolve(repo, commit, file.path, &connections_);
+      if (!source && must_resolve) {
+        source = hub_.resolve(repo, commit, file.path, &connections_, stop);
+      }
       if (!source) source = ResolvedFile{hub_.resolve_url(repo, commit, file.path), true, ""};
       transfer(hub_, connections_, *source, file, policy_, part, stop, events);
     } catch (const HubError& error) {

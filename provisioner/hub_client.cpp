@@ -233,7 +233,8 @@ httplib::Headers HubClient::headers_for(bool send_token) const {
   return headers;
 }
 
-RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& revision) const {
+RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& revision,
+                               std::stop_token stop) const {
   const std::string what = fmt::format("model {} at revision {}", repo.str(), revision);
   const std::string target =
       fmt::format("/api/models/{}/{}/revision/{}?blobs=true", percent_encode(repo.org, false),
@@ -243,6 +244,7 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
   bool send_token = true;
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
     auto client = client_for(url);
+    std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
     int status = 0;
     std::string body;
     bool too_large = false;
@@ -309,7 +311,8 @@ Url HubClient::resolve_url(const catalog::ModelId& repo, const std::string& revi
 }
 
 ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string& revision,
-                                const std::string& path, ConnectionPool* pool) const {
+                                const std::string& path, ConnectionPool* pool,
+                                std::stop_token stop) const {
   ConnectionPool own_connections(*this);
   ConnectionPool& connections = pool ? *pool : own_connections;
   const std::string what = fmt::format("{}/{}", repo.str(), path);
@@ -318,7 +321,12 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
   resolved.send_token = true;
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
     auto client = connections.take(url);
-    auto res = client->Head(url.target, headers_for(resolved.send_token));
+    std::optional<httplib::Result> answer;
+    {
+      std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
+      answer.emplace(client->Head(url.target, headers_for(resolved.send_token)));
+    }
+    auto& res = *answer;
     if (res) client.keep();  // a HEAD answer has no body: the connection is ready for more
     if (!res) {
       throw HubError(HubErrorKind::network, fmt::format("cannot reach {} for {}: {}", url.origin(),

@@ -359,8 +359,9 @@ RepoInfo ModelProvisioner::list_repo(const DownloadRequest& request, const Model
                                      const std::stop_token& stop) {
   for (int failures = 1;; ++failures) {
     try {
-      return hub_.model_info(id, request.revision);
+      return hub_.model_info(id, request.revision, stop);
     } catch (const HubError& error) {
+      if (stop.stop_requested()) throw DownloadCancelled();
       if (!error.retryable() || failures >= settings_.download.max_attempts) throw;
       const auto delay = backoff_delay(settings_.download, failures, error.retry_after());
       stats_.add_retry();

@@ -478,7 +478,7 @@ class RangedDownload {
   ResolvedFile current_source(int& generation) {
     std::lock_guard lock(source_mutex_);
     if (!source_) {
-      source_ = hub_.resolve(repo_, commit_, file_.path);
+      source_ = hub_.resolve(repo_, commit_, file_.path, nullptr, group_stop_.get_token());
       ++source_generation_;
     }
     generation = source_generation_;

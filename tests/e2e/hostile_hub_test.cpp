@@ -146,3 +146,24 @@ TEST_CASE(
   CHECK(read_text(setup.hive.cache / "org/liar/model.gguf") ==
         setup.hub.content("org/liar", "model.gguf"));
 }
+
+TEST_CASE("a Hub that never answers the listing: DELETE ends the job at once, SIGTERM exits") {
+  HiveWithHub setup;
+  setup.hub.add_repo(tiny_repo("org/silent"));
+  setup.hub.set_faults("/api/models/org/silent", {.times = 1000, .stall_after_bytes = 0});
+  const auto& hive = *setup.hive.hive;
+  const std::string job =
+      hive.submit_job({{"operation", "model_download"}, {"model", "org/silent"}});
+  REQUIRE(wait_for_state(hive, job, "running") == "running");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the listing request is out
+  const auto asked = std::chrono::steady_clock::now();
+  CHECK(hive.client()->Delete("/v1/jobs/" + job)->status == 200);
+  CHECK(watch(hive, job).terminal() == "[CANCELLED]");
+  // The read timeout is 30 s: only an abort of the request in flight ends it this soon.
+  CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds(5));
+
+  const std::string second =
+      hive.submit_job({{"operation", "model_download"}, {"model", "org/silent"}});
+  REQUIRE(wait_for_state(hive, second, "running") == "running");
+  CHECK(setup.hive->stop(SIGTERM, std::chrono::seconds(5)) == 0);
+}

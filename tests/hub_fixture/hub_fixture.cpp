@@ -212,7 +212,15 @@ void HubFixture::install_hub_routes() {
                                                                   httplib::Response& response) {
     const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
     const std::string revision = request.matches[3].str();
-    if (auto faults = take_faults("/api/models/" + id); faults && faults->error_status) {
+    auto listing_faults = take_faults("/api/models/" + id);
+    if (listing_faults && listing_faults->stall_after_bytes) {
+      // A Hub that takes the request and never answers (its head never completes).
+      for (int i = 0; i < 600 && !g_stopping; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      return;
+    }
+    if (auto faults = listing_faults; faults && faults->error_status) {
       if (!faults->error_message.empty()) {
         raw_error_response(response, faults->error_status, faults->error_message);
       } else {

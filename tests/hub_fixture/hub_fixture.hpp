@@ -40,7 +40,8 @@ struct FixtureRepo {
 };
 
 // Faults for one file (by repo path), each applied to the next `times` matching requests. The
-// key "/api/models/<org>/<name>" targets the repo's listing instead (error_status only).
+// key "/api/models/<org>/<name>" targets the repo's listing instead (error_status with
+// error_message and retry_after_s, or stall_after_bytes: no answer at all for 30 s).
 struct Faults {
   int times = 1;
   std::optional<std::uint64_t> drop_after_bytes;   // close the connection after N body bytes

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -96,15 +97,18 @@ class HubClient {
   // GET {ep}/api/models/{repo}/revision/{rev}?blobs=true, following redirects by hand (a
   // renamed repo answers 307; the token goes only to the endpoint's origin), the body capped
   // at settings().listing.max_bytes after any decompression, then parse_listing(). Throws
-  // HubError.
-  RepoInfo model_info(const catalog::ModelId& repo, const std::string& revision) const;
+  // HubError. `stop` aborts the request in flight at once (a Hub that never answers, or
+  // drips its headers, is not waited for); the caller sees a HubError and checks `stop`.
+  RepoInfo model_info(const catalog::ModelId& repo, const std::string& revision,
+                      std::stop_token stop = {}) const;
   // HEAD {ep}/{repo}/resolve/{rev}/{path}, following at most 10 redirects by hand. Throws HubError.
   // {ep}/{repo}/resolve/{rev}/{path}, where the Hub serves a regular file itself.
   Url resolve_url(const catalog::ModelId& repo, const std::string& revision,
                   const std::string& path) const;
-  // Its HEAD requests reuse `pool`'s connections when given.
+  // Its HEAD requests reuse `pool`'s connections when given; `stop` aborts them at once.
   ResolvedFile resolve(const catalog::ModelId& repo, const std::string& revision,
-                       const std::string& path, ConnectionPool* pool = nullptr) const;
+                       const std::string& path, ConnectionPool* pool = nullptr,
+                       std::stop_token stop = {}) const;
 
   // A client for `url`'s origin with the configured timeouts and TLS verification, and the
   // headers to send: the token only when `send_token` (never after a cross-host redirect).

@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <rbee/narration/sanitize.hpp>
 
 #include "rbee/hive/api_json.hpp"
 #include "rbee/hive/elastic_task_queue.hpp"
@@ -38,8 +39,8 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 // The answers the accept loop gives without a worker: the connection closes right after.
 const std::string& refused_at_capacity() {
   static const std::string response = [] {
-    const std::string body =
-        error_body("too_many_connections", "the hive is at its connection limit").dump();
+    const std::string body = narration::dump_json(
+        error_body("too_many_connections", "the hive is at its connection limit"));
     return fmt::format(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: "
         "1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
@@ -299,7 +300,8 @@ httplib::Server::HandlerResponse GuardedServer::guard_request(const Request& req
   HandlerResponse outcome = HandlerResponse::Unhandled;
   if (auto refusal = refuse_body(request, limits_.max_body_bytes)) {
     response.status = refusal->status;
-    response.set_content(error_body(refusal->code, refusal->message).dump(), "application/json");
+    response.set_content(narration::dump_json(error_body(refusal->code, refusal->message)),
+                         "application/json");
     outcome = HandlerResponse::Handled;
   } else if (request_guard_) {
     outcome = request_guard_(request, response);

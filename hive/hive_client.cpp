@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include <fmt/format.h>
+#include <rbee/narration/sanitize.hpp>
 
 #include "rbee/hive/sse_parser.hpp"
 
@@ -87,7 +88,9 @@ nlohmann::json HiveClient::get(const std::string& path) const {
 }
 
 nlohmann::json HiveClient::submit(const nlohmann::json& job) const {
-  const auto result = make_client()->Post("/v1/jobs", job.dump(), "application/json");
+  // Arguments from the command line may hold any bytes: never let dump() throw on them.
+  const auto result =
+      make_client()->Post("/v1/jobs", narration::dump_json(job), "application/json");
   const auto json =
       nlohmann::json::parse(expect(result, 202, "the job was refused").body, nullptr, false);
   if (!json.is_object() || !json.contains("job_id"))

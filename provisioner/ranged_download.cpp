@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <rbee/narration/sanitize.hpp>
 
 #include "file_hash.hpp"
 #include "rbee/provisioner/content_range.hpp"
@@ -88,7 +89,7 @@ void save_sidecar(const fs::path& path, const FileToFetch& file, const std::stri
   const fs::path temp = path.string() + ".tmp";
   {
     std::ofstream out(temp, std::ios::trunc);
-    out << json.dump();
+    out << narration::dump_json(json);
     if (!out.flush()) throw_disk_error("write", temp, errno);
   }
   if (::rename(temp.c_str(), path.c_str()) != 0) throw_disk_error("rename", path, errno);

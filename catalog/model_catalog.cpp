@@ -3,11 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -26,67 +23,13 @@ std::int64_t now_unix_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-[[noreturn]] void throw_io(std::string_view what, const fs::path& path, int error) {
-  throw CatalogError(CatalogErrorCode::io_error,
-                     fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(error)));
-}
-
-void write_all(int fd, std::string_view data, const fs::path& path) {
-  while (!data.empty()) {
-    const ssize_t written = ::write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      throw_io("write", path, errno);
-    }
-    data.remove_prefix(static_cast<std::size_t>(written));
-  }
-}
-
-void fsync_folder(const fs::path& folder) {
-  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw_io("open folder", folder, errno);
-  const int result = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  if (result != 0) throw_io("fsync folder", folder, error);
-}
-
-// Temp file, fsync, rename over the target, fsync the folder: after a crash the target is the
-// old or the new document, never a mix.
-void replace_file_atomically(const fs::path& target, std::string_view content) {
-  static std::atomic<unsigned> counter{0};
-  const fs::path temp =
-      target.parent_path() /
-      fmt::format(".{}.{}.{}.tmp", target.filename().string(), ::getpid(), counter++);
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) throw_io("create", temp, errno);
-  try {
-    write_all(fd, content, temp);
-    if (::fsync(fd) != 0) throw_io("fsync", temp, errno);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(temp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    const int error = errno;
-    ::unlink(temp.c_str());
-    throw_io("close", temp, error);
-  }
-  if (::rename(temp.c_str(), target.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(temp.c_str());
-    throw_io("rename into", target, error);
-  }
-  fsync_folder(target.parent_path());
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("cannot open: {}", std::strerror(errno)));
-  std::ostringstream content;
-  content << in.rdbuf();
-  return content.str();
+ModelEntry unreadable_entry(const ModelId& id, const fs::path& dir, std::string_view reason) {
+  ModelEntry broken;
+  broken.id = id;
+  broken.path = dir.string();
+  broken.status = ModelStatus::failed;
+  broken.error = fmt::format("metadata.yaml is unreadable: {}", reason);
+  return broken;
 }
 
 }  // namespace
@@ -98,34 +41,38 @@ fs::path ModelCatalog::model_dir(const ModelId& id) const {
   return root_ / id.org / id.name;
 }
 
-fs::path ModelCatalog::metadata_path(const ModelId& id) const {
-  return model_dir(id) / kMetadataFile;
-}
 
-// Locks live outside the model folder so that remove() can delete the folder while holding one.
+// Locks live outside the model folder so that remove() can delete the folder while holding one,
+// in a folder per model so that no model's lock name is another's ("x.download" vs "x").
 fs::path ModelCatalog::lock_path(const ModelId& id) const {
-  return root_ / kLockFolder / id.org / (id.name + ".lock");
+  return root_ / kLockFolder / id.org / id.name / "catalog.lock";
 }
 
 fs::path ModelCatalog::download_lock_path(const ModelId& id) const {
-  return root_ / kLockFolder / id.org / (id.name + ".download.lock");
+  return root_ / kLockFolder / id.org / id.name / "download.lock";
 }
 
-ModelEntry ModelCatalog::read_entry(const ModelId& id, const fs::path& file) const {
+std::optional<Directory> ModelCatalog::open_model_dir(const ModelId& id, bool create) const {
+  std::error_code ec;
+  if (!create && !fs::exists(root_, ec)) return std::nullopt;
+  return Directory::open(root_, create).descend(id.org + "/" + id.name, create);
+}
+
+// nullopt when the model has no entry.
+std::optional<ModelEntry> ModelCatalog::read_entry(const ModelId& id) const {
   try {
-    ModelEntry entry = parse_model_entry(read_file(file));
+    const auto dir = open_model_dir(id, false);
+    if (!dir) return std::nullopt;
+    const auto text = dir->read_file(kMetadataFile, kMaxMetadataBytes);
+    if (!text) return std::nullopt;
+    ModelEntry entry = parse_model_entry(*text);
     if (entry.id != id) {
       throw std::runtime_error(
           fmt::format("it names model '{}', not the folder's '{}'", entry.id.str(), id.str()));
     }
     return entry;
   } catch (const std::exception& error) {
-    ModelEntry broken;
-    broken.id = id;
-    broken.path = model_dir(id).string();
-    broken.status = ModelStatus::failed;
-    broken.error = fmt::format("metadata.yaml is unreadable: {}", error.what());
-    return broken;
+    return unreadable_entry(id, model_dir(id), error.what());
   }
 }
 
@@ -136,11 +83,10 @@ std::vector<ModelEntry> ModelCatalog::list() const {
     const std::string org_name = org.path().filename().string();
     if (org_name.starts_with('.') || !org.is_directory(ec)) continue;
     for (const auto& model : fs::directory_iterator(org.path(), ec)) {
-      const fs::path metadata = model.path() / kMetadataFile;
-      if (!model.is_directory(ec) || !fs::exists(metadata, ec)) continue;
+      if (!model.is_directory(ec)) continue;
       try {
         const ModelId id = parse_model_id(org_name + "/" + model.path().filename().string());
-        entries.push_back(read_entry(id, metadata));
+        if (auto entry = read_entry(id)) entries.push_back(std::move(*entry));
       } catch (const CatalogError&) {
         // A folder whose name is no model id was not made by the catalog: not ours to list.
       }
@@ -152,20 +98,17 @@ std::vector<ModelEntry> ModelCatalog::list() const {
 }
 
 std::optional<ModelEntry> ModelCatalog::get(const ModelId& id) const {
-  const fs::path metadata = metadata_path(id);
-  std::error_code ec;
-  if (!fs::exists(metadata, ec)) return std::nullopt;
-  return read_entry(id, metadata);
+  return read_entry(id);
 }
 
+// The temp file lives in the working folder: a repo file can never have its name.
 void ModelCatalog::write_entry(ModelEntry& entry) const {
   entry.updated_at_ms = now_unix_ms();
   if (entry.added_at_ms == 0) entry.added_at_ms = entry.updated_at_ms;
   if (entry.path.empty()) entry.path = model_dir(entry.id).string();
-  std::error_code ec;
-  fs::create_directories(model_dir(entry.id), ec);
-  if (ec) throw_io("create folder", model_dir(entry.id), ec.value());
-  replace_file_atomically(metadata_path(entry.id), to_yaml(entry));
+  const Directory dir = *open_model_dir(entry.id, true);
+  const Directory work = *dir.descend(kWorkFolder, true);
+  dir.replace_file(kMetadataFile, to_yaml(entry), work);
 }
 
 void ModelCatalog::put(ModelEntry entry, std::stop_token stop) {
@@ -185,6 +128,7 @@ ModelEntry ModelCatalog::update(const ModelId& id, const std::function<void(Mode
 
 bool ModelCatalog::update_progress(const ModelId& id, std::uint64_t bytes_done,
                                    std::uint64_t bytes_total, std::stop_token stop) {
+  if (!get(id)) return false;  // deleted meanwhile: a progress write never re-creates an entry
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(throttle_mutex_);
@@ -206,17 +150,58 @@ bool ModelCatalog::update_progress(const ModelId& id, std::uint64_t bytes_done,
 
 bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
   FileLock lock(lock_path(id), std::move(stop));
-  const fs::path folder = model_dir(id);
+  const auto dir = open_model_dir(id, false);  // throws for a symlinked folder: never followed
+  if (!dir) return false;
+  const auto entry = get(id);
+  if (entry) {
+    ModelEntry deleting = *entry;
+    deleting.status = ModelStatus::deleting;
+    deleting.error.clear();
+    write_entry(deleting);
+  }
+  // Everything but the entry, then the entry, then the folder. remove_all never follows a
+  // symlink: it removes the link itself.
   std::error_code ec;
-  if (!fs::exists(folder, ec)) return false;
-  fs::remove_all(folder, ec);
-  if (ec) throw_io("remove", folder, ec.value());
-  fs::remove(folder.parent_path(), ec);  // only succeeds when the org folder is now empty
+  for (const auto& child : fs::directory_iterator(dir->path(), ec)) {
+    if (child.path().filename() == kMetadataFile) continue;
+    fs::remove_all(child.path(), ec);
+    if (ec) throw FileSystemError("remove", child.path(), ec.value());
+  }
+  if (ec) throw FileSystemError("list", dir->path(), ec.value());
+  dir->remove_file(kMetadataFile);
+  dir->sync();
+  const Directory org = *Directory::open(root_, false).descend(id.org, false);
+  if (::unlinkat(org.fd(), id.name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    throw FileSystemError("remove", dir->path(), errno);
+  }
+  ::unlinkat(Directory::open(root_, false).fd(), id.org.c_str(), AT_REMOVEDIR);  // when empty
+  fs::remove_all(root_ / kLockFolder / id.org / id.name, ec);  // a held lock stays valid
   {
     std::lock_guard throttle(throttle_mutex_);
     last_progress_write_.erase(id.str());
   }
-  return true;
+  return entry.has_value();
+}
+
+std::size_t ModelCatalog::remove_stale_temp_files() const {
+  std::size_t removed = 0;
+  for (const auto& entry : list()) {
+    const auto writer = FileLock::try_acquire(lock_path(entry.id));
+    const auto downloader = FileLock::try_acquire(download_lock_path(entry.id));
+    if (!writer || !downloader) continue;  // being written right now
+    try {
+      const auto work = open_model_dir(entry.id, false)->descend(kWorkFolder, false);
+      if (!work) continue;
+      std::error_code ec;
+      for (const auto& file : fs::directory_iterator(work->path(), ec)) {
+        const std::string name = file.path().filename().string();
+        if (name.ends_with(".tmp") && work->remove_file(name)) ++removed;
+      }
+    } catch (const CatalogError&) {
+      // A folder we cannot clean is left as it is; the next write reports it if it matters.
+    }
+  }
+  return removed;
 }
 
 }  // namespace rbee::catalog

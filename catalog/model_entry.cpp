@@ -13,8 +13,8 @@
 namespace rbee::catalog {
 namespace {
 
-constexpr std::array<std::string_view, 5> kStatusNames = {"downloading", "ready", "failed",
-                                                          "cancelled", "interrupted"};
+constexpr std::array<std::string_view, 6> kStatusNames = {
+    "downloading", "ready", "failed", "cancelled", "interrupted", "deleting"};
 
 // Timestamps are RFC 3339 UTC strings with milliseconds, readable by people and every language.
 std::string format_time(std::int64_t unix_ms) {

@@ -110,16 +110,11 @@ void validate_repo_path(std::string_view path) {
     if (segment.empty()) invalid_path(path, "empty path segments are not allowed");
     if (segment == "." || segment == "..")
       invalid_path(path, "'.' and '..' segments are not allowed");
-    if ((segment.size() > 5 && segment.ends_with(".part")) || segment.ends_with(".part.ranges")) {
-      invalid_path(path,
-                   "names ending in '.part' or '.part.ranges' are kept for partial downloads");
-    }
     start = end + 1;
   }
-  if (path.starts_with("metadata.yaml") || path.starts_with(".metadata.yaml")) {
-    if (path.find('/') == std::string_view::npos) {
-      invalid_path(path, "'metadata.yaml' and its temp files are the catalog's own");
-    }
+  const auto top = path.substr(0, path.find('/'));
+  if (top == "metadata.yaml" || top == ".rbee") {
+    invalid_path(path, "'metadata.yaml' and '.rbee' at the top of a model are the hive's own");
   }
 }
 

@@ -68,10 +68,12 @@ int run_daemon(hive::HiveConfig& config) {
   catalog::ModelCatalog catalog(config.cache_dir);
   provisioner::ModelProvisioner provisioner(provisioner::HubClient(std::move(hub)), catalog,
                                             narrator, config.downloads);
+  catalog.remove_stale_temp_files();  // a killed writer's: never a document anyone reads
   if (const auto interrupted = provisioner.mark_interrupted_downloads(); interrupted > 0) {
     narrate(narrator, "downloads_interrupted",
-            fmt::format("{} download{} left unfinished by an earlier run marked interrupted; a new "
-                        "model_download resumes from the part files",
+            fmt::format("{} model{} left unfinished by an earlier run: downloads marked "
+                        "interrupted (a new model_download resumes them from their part files), "
+                        "deletes completed",
                         interrupted, interrupted == 1 ? "" : "s"),
             narration::Level::warn);
   }

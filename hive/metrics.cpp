@@ -30,9 +30,10 @@ constexpr std::array<jobs::JobState, 5> kJobStates = {
     jobs::JobState::queued, jobs::JobState::running, jobs::JobState::completed,
     jobs::JobState::failed, jobs::JobState::cancelled};
 
-constexpr std::array<catalog::ModelStatus, 5> kModelStatuses = {
-    catalog::ModelStatus::downloading, catalog::ModelStatus::ready, catalog::ModelStatus::failed,
-    catalog::ModelStatus::cancelled, catalog::ModelStatus::interrupted};
+constexpr std::array<catalog::ModelStatus, 6> kModelStatuses = {
+    catalog::ModelStatus::downloading, catalog::ModelStatus::ready,
+    catalog::ModelStatus::failed,      catalog::ModelStatus::cancelled,
+    catalog::ModelStatus::interrupted, catalog::ModelStatus::deleting};
 
 void append_jobs(std::string& text, const MetricsSources& sources) {
   std::map<std::pair<std::string, jobs::JobState>, std::uint64_t> jobs_by;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <fmt/format.h>
+#include <rbee/catalog/file_lock.hpp>
 
 #include "rbee/hive/api_json.hpp"
 
@@ -84,6 +85,15 @@ void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
     throw JobError("model_busy", fmt::format("model {} is being downloaded by {}; cancel that "
                                              "job first (DELETE /v1/jobs/{})",
                                              id.str(), download->id(), download->id()));
+  }
+  // The download lock, held for the whole delete: no download of this hive or another (sharing
+  // the cache) can write the folder while it goes, nor start before the entry is gone.
+  const auto download_lock = catalog::FileLock::try_acquire(catalog.download_lock_path(id));
+  if (!download_lock) {
+    throw JobError("model_busy",
+                   fmt::format("model {} is being downloaded (by another hive sharing the cache, "
+                               "or a job of this one); try again when it has finished",
+                               id.str()));
   }
   context.narrate("hive", "model_delete", id.str(), fmt::format("Deleting {}", id.str()));
   const auto entry = catalog.get(id);

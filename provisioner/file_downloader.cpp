@@ -14,6 +14,7 @@
 #include "ranged_download.hpp"
 #include "rbee/provisioner/content_range.hpp"
 #include "retry.hpp"
+#include "staging.hpp"
 
 namespace fs = std::filesystem;
 
@@ -22,18 +23,13 @@ namespace {
 
 constexpr std::size_t kWriteBatch = 1 << 20;  // the client reads 4 KiB pieces: write in 1 MiB
 
-// The part file: an fd positioned at its end, with the bytes so far fed through the hash.
+// The part file: written at its end, with the bytes so far fed through the hash.
 class PartFile {
  public:
-  PartFile(fs::path path, std::uint64_t expected_size, FileHash& hash)
-      : path_(std::move(path)), hash_(hash) {
-    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw_disk_error("open", path_, errno);
+  PartFile(const StagedFile& staged, std::uint64_t expected_size, FileHash& hash)
+      : staged_(staged), path_(staged.part_path()), hash_(hash), fd_(staged.open_part()) {
     rehash_prefix(expected_size);
     pipeline_.emplace(hash_);
-  }
-  ~PartFile() {
-    if (fd_ >= 0) ::close(fd_);
   }
   PartFile(const PartFile&) = delete;
   PartFile& operator=(const PartFile&) = delete;
@@ -44,7 +40,7 @@ class PartFile {
     pipeline_->update(data, length);
     for (std::size_t written = 0; written < length;) {
       const ssize_t n =
-          ::pwrite(fd_, data + written, length - written, static_cast<off_t>(size_ + written));
+          ::pwrite(fd_.get(), data + written, length - written, static_cast<off_t>(size_ + written));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) throw_disk_error("write", path_, errno);
       written += static_cast<std::size_t>(n);
@@ -55,7 +51,7 @@ class PartFile {
 
   void restart() {
     if (pipeline_) pipeline_->drain();
-    if (::ftruncate(fd_, 0) != 0) throw_disk_error("truncate", path_, errno);
+    if (::ftruncate(fd_.get(), 0) != 0) throw_disk_error("truncate", path_, errno);
     size_ = 0;
     written_back_ = 0;
     hash_.reset();
@@ -67,31 +63,18 @@ class PartFile {
     return hash_.hex_digest();
   }
 
-  // fsync, then rename over `destination` and fsync the folder: the verified file appears
-  // whole or not at all.
-  void commit_to(const fs::path& destination) {
-    if (::fsync(fd_) != 0) throw_disk_error("fsync", path_, errno);
-    ::close(fd_);
-    fd_ = -1;
-    if (::rename(path_.c_str(), destination.c_str()) != 0)
-      throw_disk_error("rename", destination, errno);
-    const int folder =
-        ::open(destination.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (folder >= 0) {
-      ::fsync(folder);
-      ::close(folder);
-    }
-  }
+  // The verified file appears at its repo path whole or not at all.
+  void publish() { staged_.publish(fd_.get()); }
 
  private:
   void rehash_prefix(std::uint64_t expected_size) {
-    const off_t length = ::lseek(fd_, 0, SEEK_END);
+    const off_t length = ::lseek(fd_.get(), 0, SEEK_END);
     if (length < 0) throw_disk_error("seek", path_, errno);
     if (static_cast<std::uint64_t>(length) > expected_size) {  // not a prefix of this file
       restart();
       return;
     }
-    hash_file_range(fd_, path_, 0, static_cast<std::uint64_t>(length), hash_);
+    hash_file_range(fd_.get(), path_, 0, static_cast<std::uint64_t>(length), hash_);
     size_ = static_cast<std::uint64_t>(length);
   }
 
@@ -100,14 +83,15 @@ class PartFile {
   void start_writeback() {
     constexpr std::uint64_t kWritebackChunk = 16 << 20;
     if (size_ - written_back_ < kWritebackChunk) return;
-    ::sync_file_range(fd_, static_cast<off_t>(written_back_),
+    ::sync_file_range(fd_.get(), static_cast<off_t>(written_back_),
                       static_cast<off_t>(size_ - written_back_), SYNC_FILE_RANGE_WRITE);
     written_back_ = size_;
   }
 
+  const StagedFile& staged_;
   fs::path path_;
   FileHash& hash_;
-  int fd_ = -1;
+  catalog::UniqueFd fd_;
   std::uint64_t size_ = 0;
   std::uint64_t written_back_ = 0;
   std::optional<HashPipeline> pipeline_;  // last: destroyed (joined) first
@@ -227,39 +211,41 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
 
 }  // namespace
 
-bool verify_on_disk(const FileToFetch& file, const fs::path& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) != file.size || ec) return false;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  FileHash hash(file);
-  bool matches = false;
+bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file) {
   try {
-    hash_file_range(fd, path, 0, file.size, hash);
-    matches = hash.hex_digest() == hash.expected();
-  } catch (const DownloadError&) {
-    matches = false;  // unreadable: not verified, so it is downloaded again
+    const auto slash = file.path.rfind('/');
+    const auto folder =
+        slash == std::string::npos ? model.descend("", false) : model.descend(file.path.substr(0, slash), false);
+    if (!folder) return false;
+    const std::string name = slash == std::string::npos ? file.path : file.path.substr(slash + 1);
+    const catalog::UniqueFd fd = folder->open_file(name, O_RDONLY);
+    struct stat info {};
+    if (!fd || ::fstat(fd.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
+        static_cast<std::uint64_t>(info.st_size) != file.size) {
+      return false;
+    }
+    FileHash hash(file);
+    hash_file_range(fd.get(), folder->path() / name, 0, file.size, hash);
+    return hash.hex_digest() == hash.expected();
+  } catch (const std::exception&) {
+    return false;  // unreadable, or a symlink: not verified, so it is downloaded (and replaced)
   }
-  ::close(fd);
-  return matches;
 }
 
 FileDownloader::FileDownloader(const HubClient& hub, DownloadPolicy policy)
     : hub_(hub), policy_(policy), connections_(hub) {}
 
 void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& commit,
-                           const FileToFetch& file, const fs::path& destination,
+                           const FileToFetch& file, const catalog::Directory& model,
                            std::stop_token stop, const DownloadEvents& events,
                            ConnectionBudget* extra_connections) const {
-  std::error_code ec;
-  fs::create_directories(destination.parent_path(), ec);
-  if (ec) throw_disk_error("create folder", destination.parent_path(), ec.value());
-  if (!fs::exists(destination.string() + ".part", ec)) fs::remove(ranges_path(destination), ec);
-  if (wants_ranges(policy_, file, destination)) {
+  const StagedFile staged(model, file);
+  if (!staged.has_part()) staged.remove_sidecar();
+  if (wants_ranges(policy_, file, staged)) {
     for (int attempt = 1;; ++attempt) {
       std::string mismatch;
-      const auto outcome = fetch_in_ranges(hub_, policy_, repo, commit, file, destination, stop,
-                                           events, extra_connections, mismatch);
+      const auto outcome = fetch_in_ranges(hub_, policy_, repo, commit, file, staged, stop, events,
+                                           extra_connections, mismatch);
       if (outcome == RangedOutcome::verified) return;
       if (outcome == RangedOutcome::ranges_refused) {
         if (events.retrying) {
@@ -272,16 +258,16 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
       if (events.retrying) events.retrying(1, mismatch + "; downloading again from zero", {});
     }
   }
-  fetch_over_one_connection(repo, commit, file, destination, stop, events);
+  fetch_over_one_connection(repo, commit, file, staged, stop, events);
 }
 
 void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
                                                const std::string& commit, const FileToFetch& file,
-                                               const fs::path& destination,
+                                               const StagedFile& staged,
                                                const std::stop_token& stop,
                                                const DownloadEvents& events) const {
   FileHash hash(file);
-  PartFile part(fs::path(destination.string() + ".part"), file.size, hash);
+  PartFile part(staged, file.size, hash);
   if (events.progress) events.progress(part.size());
 
   std::optional<ResolvedFile> source;
@@ -296,7 +282,7 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
     if (stop.stop_requested()) throw DownloadCancelled();
     if (part.size() == file.size) {
       const std::string actual = part.digest();
-      if (actual == hash.expected()) return part.commit_to(destination);
+      if (actual == hash.expected()) return part.publish();
       part.restart();
       const std::string reason = fmt::format("{} mismatch for {}: expected {}, got {}",
                                              hash.algorithm(), file.path, hash.expected(), actual);

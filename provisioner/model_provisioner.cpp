@@ -14,6 +14,7 @@
 #include <rbee/catalog/file_lock.hpp>
 
 #include "retry.hpp"
+#include "staging.hpp"
 
 namespace fs = std::filesystem;
 
@@ -49,15 +50,15 @@ std::uint64_t free_bytes(fs::path folder) {
   return static_cast<std::uint64_t>(stats.f_bavail) * stats.f_frsize;
 }
 
-std::uint64_t part_size(const fs::path& file) {
-  std::error_code ec;
-  const auto size = fs::file_size(fs::path(file.string() + ".part"), ec);
-  return ec ? 0 : size;
+FileToFetch to_fetch(const ModelFile& file) {
+  return FileToFetch{file.path, file.size, file.sha256, file.etag};
 }
 
+// A regular file (not a symlink) of this size at the path.
 bool on_disk_with_size(const fs::path& file, std::uint64_t size) {
   std::error_code ec;
-  return fs::is_regular_file(file, ec) && fs::file_size(file, ec) == size && !ec;
+  return fs::symlink_status(file, ec).type() == fs::file_type::regular &&
+         fs::file_size(file, ec) == size && !ec;
 }
 
 ModelFile catalog_file(const Sibling& sibling) {
@@ -280,9 +281,13 @@ std::size_t ModelProvisioner::active_downloads() const {
 std::size_t ModelProvisioner::mark_interrupted_downloads() {
   std::size_t marked = 0;
   for (const auto& entry : catalog_.list()) {
-    if (entry.status != ModelStatus::downloading) continue;
+    if (entry.status != ModelStatus::downloading && entry.status != ModelStatus::deleting) continue;
     auto lock = catalog::FileLock::try_acquire(catalog_.download_lock_path(entry.id));
-    if (!lock) continue;  // a live download in another process
+    if (!lock) continue;  // a live download (or delete) in another process
+    if (entry.status == ModelStatus::deleting) {
+      marked += catalog_.remove(entry.id) ? 1 : 0;
+      continue;
+    }
     catalog_.update(entry.id, [](ModelEntry& e) {
       if (e.status != ModelStatus::downloading) return;
       e.status = ModelStatus::interrupted;
@@ -390,7 +395,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
   for (const auto& file : files) verified += file.state == "verified" ? file.size : 0;
   ProgressReporter reporter(narrator_, request.job_id, id.str(), total, verified,
                             settings_.progress_interval);
-  const fs::path dir = catalog_.model_dir(id);
+  const catalog::Directory model = *catalog_.open_model_dir(id, true);
   // File events carry the files in flight, so a watcher's bars follow them.
   auto narrate = [&](std::string action, std::string human, Level level = Level::info,
                      std::optional<narration::Progress> progress = std::nullopt) {
@@ -423,8 +428,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
   };
 
   auto download_one = [&](ModelFile& file) {
-    const FileToFetch wanted{file.path, file.size, file.sha256, file.etag};
-    if (verify_on_disk(wanted, dir / file.path)) {
+    const FileToFetch wanted = to_fetch(file);
+    if (verify_on_disk(model, wanted)) {
       const auto progress = reporter.file_done(file);
       narrate("file_skipped",
               fmt::format("{} is already on disk and its {} matches", file.path,
@@ -450,7 +455,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
                                          delay.count() / 1000.0, attempt + 1, reason),
               Level::warn);
     };
-    downloader.fetch(id, commit, wanted, dir / file.path, stop, events, &job_connections);
+    downloader.fetch(id, commit, wanted, model, stop, events, &job_connections);
     const auto progress = reporter.file_done(file);
     set_state(file, "verified");
     narrate("file_verified",
@@ -559,9 +564,13 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   }
 
   const fs::path dir = catalog_.model_dir(id);
+  const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
   const auto previous = catalog_.get(id);
   const ModelEntry* before =
-      previous && previous->status != ModelStatus::failed ? &*previous : nullptr;
+      previous && previous->status != ModelStatus::failed &&
+              previous->status != ModelStatus::deleting
+          ? &*previous
+          : nullptr;
   std::vector<ModelFile> files;
   std::uint64_t total = 0, verified_bytes = 0, remaining = 0;
   for (const auto& sibling : selected) {
@@ -570,7 +579,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
       file.state = "verified";
       verified_bytes += file.size;
     } else {
-      remaining += file.size - std::min(file.size, part_size(dir / file.path));
+      const FileToFetch wanted = to_fetch(file);
+      remaining += file.size - std::min(file.size, StagedFile(model, wanted).part_size());
     }
     total += file.size;
     files.push_back(file);

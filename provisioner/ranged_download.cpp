@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <condition_variable>
 #include <exception>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -34,11 +33,7 @@ constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder un
 constexpr auto kTick = 100ms;                      // hashing and progress cadence
 constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadence
 
-struct Range {
-  std::uint64_t begin = 0;
-  std::uint64_t end = 0;  // one past the last byte
-  bool operator==(const Range&) const = default;
-};
+using Range = ByteRange;
 
 // Sorted, overlapping or touching ranges merged, empty ones dropped.
 std::vector<Range> merged(std::vector<Range> ranges) {
@@ -56,43 +51,12 @@ std::vector<Range> merged(std::vector<Range> ranges) {
   return out;
 }
 
-// The sidecar names the file it belongs to (size and checksum): one left by another revision
-// of the file is ignored rather than trusted.
-std::optional<std::vector<Range>> load_sidecar(const fs::path& path, const FileToFetch& file,
-                                               const std::string& checksum) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  const auto json = nlohmann::json::parse(in, nullptr, false);
-  if (json.is_discarded() || !json.is_object() || json.value("version", 0) != 1 ||
-      json.value("size", std::uint64_t{0}) != file.size || json.value("checksum", "") != checksum ||
-      !json.contains("done") || !json["done"].is_array()) {
-    return std::nullopt;
-  }
-  std::vector<Range> done;
-  for (const auto& pair : json["done"]) {
-    if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_unsigned() ||
-        !pair[1].is_number_unsigned()) {
-      return std::nullopt;
-    }
-    const Range range{pair[0].get<std::uint64_t>(), pair[1].get<std::uint64_t>()};
-    if (range.begin > range.end || range.end > file.size) return std::nullopt;
-    done.push_back(range);
-  }
-  return merged(std::move(done));
-}
-
-void save_sidecar(const fs::path& path, const FileToFetch& file, const std::string& checksum,
-                  const std::vector<Range>& done) {
+std::string sidecar_json(const FileToFetch& file, const std::string& checksum,
+                         const std::vector<Range>& done) {
   nlohmann::json json = {{"version", 1}, {"size", file.size}, {"checksum", checksum}};
   json["done"] = nlohmann::json::array();
   for (const auto& range : done) json["done"].push_back({range.begin, range.end});
-  const fs::path temp = path.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << narration::dump_json(json);
-    if (!out.flush()) throw_disk_error("write", temp, errno);
-  }
-  if (::rename(temp.c_str(), path.c_str()) != 0) throw_disk_error("rename", path, errno);
+  return narration::dump_json(json);
 }
 
 // One piece of the file, fetched by one connection at a time.
@@ -114,7 +78,7 @@ struct Connection {
 class RangedDownload {
  public:
   RangedDownload(const HubClient& hub, const DownloadPolicy& policy, const catalog::ModelId& repo,
-                 const std::string& commit, const FileToFetch& file, const fs::path& destination,
+                 const std::string& commit, const FileToFetch& file, const StagedFile& staged,
                  const std::stop_token& stop, const DownloadEvents& events,
                  ConnectionBudget* extra_connections)
       : extra_connections_(extra_connections),
@@ -123,16 +87,11 @@ class RangedDownload {
         repo_(repo),
         commit_(commit),
         file_(file),
-        destination_(destination),
-        part_path_(destination.string() + ".part"),
-        sidecar_path_(ranges_path(destination)),
+        staged_(staged),
+        part_path_(staged.part_path()),
         stop_(stop),
         events_(events),
         hash_(file) {}
-
-  ~RangedDownload() {
-    if (fd_ >= 0) ::close(fd_);
-  }
 
   RangedOutcome run(std::string& mismatch_reason) {
     prepare_part();
@@ -162,31 +121,37 @@ class RangedDownload {
  private:
   // Opens (or creates) the part, learns what is already on disk, and preallocates the rest.
   void prepare_part() {
-    fd_ = ::open(part_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw_disk_error("open", part_path_, errno);
-    const off_t length = ::lseek(fd_, 0, SEEK_END);
+    fd_ = staged_.open_part();
+    const off_t length = ::lseek(fd_.get(), 0, SEEK_END);
     if (length < 0) throw_disk_error("seek", part_path_, errno);
     std::vector<Range> done;
-    if (auto loaded = load_sidecar(sidecar_path_, file_, hash_.expected())) {
-      done = *loaded;
+    const auto sidecar = staged_.read_sidecar();
+    if (sidecar) {
+      // A sidecar that is not valid for this file leaves the part's layout unknown (it may be
+      // preallocated, full of holes): start over rather than trust any of it.
+      done = parse_range_sidecar(*sidecar, file_.size, hash_.expected()).value_or(done);
+      if (done.empty() && ::ftruncate(fd_.get(), 0) != 0) {
+        throw_disk_error("truncate", part_path_, errno);
+      }
     } else if (static_cast<std::uint64_t>(length) <= file_.size) {
-      done = merged({{0, static_cast<std::uint64_t>(length)}});  // a single connection's prefix
-    } else if (::ftruncate(fd_, 0) != 0) {
+      // No sidecar: a single connection's part, which is always a contiguous prefix.
+      done = merged({{0, static_cast<std::uint64_t>(length)}});
+    } else if (::ftruncate(fd_.get(), 0) != 0) {
       throw_disk_error("truncate", part_path_, errno);
     }
-    // The sidecar exists before the part is preallocated, so a part full of holes is never
+    // The sidecar is durable before the part is preallocated, so a part full of holes is never
     // mistaken for a contiguous prefix after a crash.
-    save_sidecar(sidecar_path_, file_, hash_.expected(), done);
+    staged_.write_sidecar(sidecar_json(file_, hash_.expected(), done));
     persisted_ = done;
     preallocate();
     plan_segments(done);
   }
 
   void preallocate() {
-    const int error = ::posix_fallocate(fd_, 0, static_cast<off_t>(file_.size));
+    const int error = ::posix_fallocate(fd_.get(), 0, static_cast<off_t>(file_.size));
     if (error == 0) return;
     if (error == EOPNOTSUPP || error == EINVAL) {  // e.g. some network file systems
-      if (::ftruncate(fd_, static_cast<off_t>(file_.size)) == 0) return;
+      if (::ftruncate(fd_.get(), static_cast<off_t>(file_.size)) == 0) return;
       throw_disk_error("extend", part_path_, errno);
     }
     throw_disk_error("allocate space for", part_path_, error);
@@ -468,7 +433,7 @@ class RangedDownload {
   void write_at(const char* data, std::size_t length, std::uint64_t offset) {
     for (std::size_t done = 0; done < length;) {
       const ssize_t n =
-          ::pwrite(fd_, data + done, length - done, static_cast<off_t>(offset + done));
+          ::pwrite(fd_.get(), data + done, length - done, static_cast<off_t>(offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) throw_disk_error("write", part_path_, errno);
       done += static_cast<std::size_t>(n);
@@ -533,7 +498,7 @@ class RangedDownload {
       }
     }
     if (prefix > hashed_) {
-      hash_file_range(fd_, part_path_, hashed_, prefix, hash_);
+      hash_file_range(fd_.get(), part_path_, hashed_, prefix, hash_);
       hashed_ = prefix;
     }
   }
@@ -556,35 +521,23 @@ class RangedDownload {
     }
     done = merged(std::move(done));
     if (done == persisted_) return;
-    if (::fdatasync(fd_) != 0) throw_disk_error("sync", part_path_, errno);
-    save_sidecar(sidecar_path_, file_, hash_.expected(), done);
+    if (::fdatasync(fd_.get()) != 0) {
+      const int error = errno;
+      // The kernel may have dropped the pages it failed to write: which ranges hold data is
+      // unknown, so none are trusted.
+      discard_part();
+      throw_disk_error("sync", part_path_, error);
+    }
+    staged_.write_sidecar(sidecar_json(file_, hash_.expected(), done));
     persisted_ = done;
   }
 
   void discard_part() {
-    std::error_code ec;
-    ::close(fd_);
-    fd_ = -1;
-    fs::remove(sidecar_path_, ec);
-    fs::remove(part_path_, ec);
+    fd_ = catalog::UniqueFd();
+    staged_.discard();
   }
 
-  void commit_part() {
-    if (::fsync(fd_) != 0) throw_disk_error("fsync", part_path_, errno);
-    ::close(fd_);
-    fd_ = -1;
-    if (::rename(part_path_.c_str(), destination_.c_str()) != 0) {
-      throw_disk_error("rename", destination_, errno);
-    }
-    std::error_code ec;
-    fs::remove(sidecar_path_, ec);
-    const int folder =
-        ::open(destination_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (folder >= 0) {
-      ::fsync(folder);
-      ::close(folder);
-    }
-  }
+  void commit_part() { staged_.publish(fd_.get()); }
 
   ConnectionBudget* extra_connections_;
   const HubClient& hub_;
@@ -592,14 +545,15 @@ class RangedDownload {
   const catalog::ModelId& repo_;
   const std::string& commit_;
   const FileToFetch& file_;
-  const fs::path destination_, part_path_, sidecar_path_;
+  const StagedFile& staged_;
+  const fs::path part_path_;
   const std::stop_token& stop_;
   const DownloadEvents& events_;
 
   FileHash hash_;  // the coordinator's thread only
   std::uint64_t hashed_ = 0;
   std::vector<Range> persisted_;
-  int fd_ = -1;
+  catalog::UniqueFd fd_;
   int workers_wanted_ = 1;
 
   std::mutex mutex_;  // guards what follows
@@ -623,14 +577,34 @@ class RangedDownload {
 
 }  // namespace
 
-fs::path ranges_path(const fs::path& destination) {
-  return destination.string() + ".part.ranges";
+std::optional<std::vector<ByteRange>> parse_range_sidecar(std::string_view text,
+                                                           std::uint64_t file_size,
+                                                           std::string_view checksum) {
+  const auto json = nlohmann::json::parse(text, nullptr, false);
+  if (json.is_discarded() || !json.is_object()) return std::nullopt;
+  const auto version = json.find("version"), size = json.find("size"),
+             sum = json.find("checksum"), done = json.find("done");
+  if (version == json.end() || *version != 1 || size == json.end() ||
+      !size->is_number_unsigned() || size->get<std::uint64_t>() != file_size ||
+      sum == json.end() || !sum->is_string() || sum->get<std::string>() != checksum ||
+      done == json.end() || !done->is_array()) {
+    return std::nullopt;
+  }
+  std::vector<ByteRange> ranges;
+  for (const auto& pair : *done) {
+    if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_unsigned() ||
+        !pair[1].is_number_unsigned()) {
+      return std::nullopt;
+    }
+    const ByteRange range{pair[0].get<std::uint64_t>(), pair[1].get<std::uint64_t>()};
+    if (range.begin > range.end || range.end > file_size) return std::nullopt;
+    ranges.push_back(range);
+  }
+  return merged(std::move(ranges));
 }
 
-bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file,
-                  const fs::path& destination) {
-  std::error_code ec;
-  if (fs::exists(ranges_path(destination), ec) && fs::exists(destination.string() + ".part", ec)) {
+bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file, const StagedFile& staged) {
+  if (staged.read_sidecar() && staged.has_part()) {
     return true;  // a ranged download to resume, whatever the policy says now
   }
   return policy.connections > 1 && file.size >= 2 * policy.min_range_bytes;
@@ -638,10 +612,10 @@ bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file,
 
 RangedOutcome fetch_in_ranges(const HubClient& hub, const DownloadPolicy& policy,
                               const catalog::ModelId& repo, const std::string& commit,
-                              const FileToFetch& file, const fs::path& destination,
+                              const FileToFetch& file, const StagedFile& staged,
                               const std::stop_token& stop, const DownloadEvents& events,
                               ConnectionBudget* extra_connections, std::string& mismatch_reason) {
-  RangedDownload download(hub, policy, repo, commit, file, destination, stop, events,
+  RangedDownload download(hub, policy, repo, commit, file, staged, stop, events,
                           extra_connections);
   return download.run(mismatch_reason);
 }

@@ -1,30 +1,43 @@
 #pragma once
 // Ranged downloads (internal): one large file over several connections, each fetching a byte
-// range into a preallocated "<destination>.part" with pwrite. The ranges already on disk are
-// persisted beside it in "<destination>.part.ranges" (JSON, replaced atomically after an
-// fdatasync of the part), so a restart resumes every range, not just the first.
+// range into a preallocated part file (staging.hpp) with pwrite. The ranges already on disk are
+// persisted beside it in a sidecar (JSON, replaced atomically and durably after an fdatasync
+// of the part), so a restart resumes every range, not just the first.
 //
 // Verification stays one pass: the caller's thread hashes the contiguous prefix as ranges
 // complete, re-reading freshly written data from the page cache, so the hash is ready moments
 // after the last byte. A connection that finishes its range splits the largest remaining one
 // (work stealing), so one slow connection never holds the tail of the file.
 
-#include <filesystem>
+#include <cstdint>
+#include <optional>
 #include <stop_token>
+#include <string_view>
+#include <vector>
 
 #include "rbee/provisioner/file_downloader.hpp"
+#include "staging.hpp"
 
 namespace rbee::provisioner {
 
-// The sidecar of a part file downloaded in ranges.
-std::filesystem::path ranges_path(const std::filesystem::path& destination);
+struct ByteRange {
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;  // one past the last byte
+  bool operator==(const ByteRange&) const = default;
+};
+
+// The done ranges a sidecar records, merged and sorted; nullopt when the text is not a sidecar
+// of this very file (version 1, its size and checksum, every range within the file). The sidecar
+// is outside input after a crash or on a shared cache: whatever it holds, this never throws.
+std::optional<std::vector<ByteRange>> parse_range_sidecar(std::string_view text,
+                                                           std::uint64_t file_size,
+                                                           std::string_view checksum);
 
 // True when `file` should be (or already is being) fetched in ranges.
-bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file,
-                  const std::filesystem::path& destination);
+bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file, const StagedFile& staged);
 
 enum class RangedOutcome {
-  verified,        // <destination> holds the verified file
+  verified,        // the file is verified and published at its repo path
   hash_mismatch,   // every byte arrived, the checksum did not match; the part and sidecar are gone
   ranges_refused,  // the server answered 200 to a Range request; part and sidecar are gone
 };
@@ -33,7 +46,7 @@ enum class RangedOutcome {
 // its sidecar stay for resume.
 RangedOutcome fetch_in_ranges(const HubClient& hub, const DownloadPolicy& policy,
                               const catalog::ModelId& repo, const std::string& commit,
-                              const FileToFetch& file, const std::filesystem::path& destination,
+                              const FileToFetch& file, const StagedFile& staged,
                               const std::stop_token& stop, const DownloadEvents& events,
                               ConnectionBudget* extra_connections, std::string& mismatch_reason);
 

@@ -97,6 +97,9 @@ TEST_CASE("update applies a change under the lock, progress writes are throttled
   TempDir root;
   ModelCatalog catalog(root.path(), 1h);
   const ModelId id = parse_model_id("org/m");
+  CHECK_FALSE(catalog.update_progress(id, 10, 100));  // never creates an entry (a deleted model)
+  CHECK_FALSE(catalog.get(id));
+  catalog.update(id, [](ModelEntry&) {});
   CHECK(catalog.update_progress(id, 10, 100));        // the first write always happens
   CHECK_FALSE(catalog.update_progress(id, 20, 100));  // within the interval: skipped
   CHECK(catalog.get(id)->bytes_done == 10);

@@ -62,7 +62,7 @@ TEST_CASE("rbee's org/name:file form splits off a validated file path") {
 TEST_CASE("repo paths that could escape or clash are refused") {
   for (std::string_view bad :
        {"", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", "a\\b", "a\nb",
-        "metadata.yaml", ".metadata.yaml.1.tmp", "x.part", "dir/x.part", "x.part.ranges"}) {
+        "metadata.yaml", "metadata.yaml/x", ".rbee", ".rbee/x.part"}) {
     CAPTURE(bad);
     CHECK(path_refused(bad));
   }
@@ -71,7 +71,10 @@ TEST_CASE("repo paths that could escape or clash are refused") {
 
 TEST_CASE("ordinary repo paths are accepted") {
   for (std::string_view good : {"config.json", "sub/dir/model.safetensors", ".gitattributes",
-                                "a b.txt", "sub/metadata.yaml", "ünïcode.txt"}) {
+                                "a b.txt", "sub/metadata.yaml", "ünïcode.txt",
+                                // the hive's working files live in .rbee/, so these are free
+                                "x.part", "dir/x.part", "x.part.ranges", "X.part.ranges.tmp",
+                                ".metadata.yaml.1.tmp", "sub/.rbee"}) {
     CAPTURE(good);
     CHECK_NOTHROW(validate_repo_path(good));
   }

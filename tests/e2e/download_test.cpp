@@ -38,21 +38,6 @@ std::set<std::string> files_in(const std::filesystem::path& dir) {
   return files;
 }
 
-std::uint64_t size_or_zero(const std::filesystem::path& file) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(file, ec);
-  return ec ? 0 : size;
-}
-
-// Waits (up to 20 s) until `file` has at least `bytes`.
-bool wait_for_bytes(const std::filesystem::path& file, std::uint64_t bytes) {
-  for (int i = 0; i < 2000; ++i) {
-    if (size_or_zero(file) >= bytes) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
-}
-
 std::vector<RecordedRequest> cdn_gets(const HubFixture& hub) {
   std::vector<RecordedRequest> gets;
   for (const auto& r : hub.requests()) {
@@ -269,11 +254,11 @@ TEST_CASE(
   hub.set_rate_limit(8 * 1024 * 1024);
 
   HiveUnderTest hive(fast_flags({"--connections", "1"}), "", {{"HF_ENDPOINT", hub.endpoint()}});
-  const auto part = hive.cache / "acme/big/model.gguf.part";
+  const auto model_dir = hive.cache / "acme/big";
   start_download(*hive.hive, "acme/big");
-  REQUIRE(wait_for_bytes(part, 2 * 1024 * 1024));
+  REQUIRE(wait_for_part(model_dir, 2 * 1024 * 1024));
   CHECK_FALSE(hive->stop(SIGKILL).has_value());
-  const std::uint64_t kept = size_or_zero(part);
+  const std::uint64_t kept = part_bytes(model_dir);
   CHECK(kept < size);
 
   hub.set_rate_limit(0);
@@ -306,12 +291,12 @@ TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifie
   hub.set_rate_limit(2 * 1024 * 1024);  // per connection
   const auto flags = fast_flags({"--connections", "8", "--min-range-mb", "1"});
   HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
-  const auto sidecar = hive.cache / "acme/ranged/model.gguf.part.ranges";
+  const auto sidecar = [&] { return working_file(hive.cache / "acme/ranged", ".ranges"); };
   start_download(*hive.hive, "acme/ranged");
 
   auto kept_ranges = [&] {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> kept;
-    const auto json = json::parse(read_text(sidecar), nullptr, false);
+    const auto json = json::parse(read_text(sidecar()), nullptr, false);
     if (json.is_discarded() || !json.contains("done")) return kept;
     for (const auto& range : json["done"]) kept.emplace_back(range[0], range[1]);
     return kept;
@@ -334,7 +319,7 @@ TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifie
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK(read_text(hive.cache / "acme/ranged/model.gguf") ==
         hub.content("acme/ranged", "model.gguf"));
-  CHECK_FALSE(std::filesystem::exists(sidecar));
+  CHECK_FALSE(std::filesystem::exists(sidecar()));
   std::set<std::uint64_t> resumed_at;
   for (const auto& get : cdn_gets(hub)) {
     const std::uint64_t start = range_start(get);
@@ -351,10 +336,10 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   h.hub.add_repo(one_file_repo("acme/slow", 32 * 1024 * 1024, 51));
   h.hub.set_rate_limit(8 * 1024 * 1024);
 
-  const auto part = h.hive.cache / "acme/slow/model.gguf.part";
+  const auto model_dir = h.hive.cache / "acme/slow";
   const std::string job_id = h.hive->submit_job(  // one connection, for this job only
       {{"operation", "model_download"}, {"model", "acme/slow"}, {"connections", 1}});
-  REQUIRE(wait_for_bytes(part, 1024 * 1024));
+  REQUIRE(wait_for_part(model_dir, 1024 * 1024));
   const auto started = std::chrono::steady_clock::now();
   auto res = h.hive->client()->Delete("/v1/jobs/" + job_id);
   REQUIRE(res);
@@ -362,7 +347,7 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   CHECK(watch(*h.hive.hive, job_id).terminal() == "[CANCELLED]");
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
   CHECK(h.catalog_entry("acme/slow")["status"].as<std::string>() == "cancelled");
-  const std::uint64_t kept = size_or_zero(part);
+  const std::uint64_t kept = part_bytes(model_dir);
   CHECK(kept > 0);
 
   h.hub.set_rate_limit(0);
@@ -389,7 +374,7 @@ TEST_CASE("two hives sharing a cache download a model once, the second job follo
       {{"HF_ENDPOINT", first.hub.endpoint()}, {"HF_HOME", (first.hive.dir / "hf").string()}}});
 
   const std::string job_a = start_download(*first.hive.hive, "acme/shared");
-  REQUIRE(wait_for_bytes(first.hive.cache / "acme/shared/model.gguf.part", 1));
+  REQUIRE(wait_for_part(first.hive.cache / "acme/shared", 1));
   const std::string job_b = start_download(second, "acme/shared");
   const SseStream stream_b = watch(second, job_b);
   const SseStream stream_a = watch(*first.hive.hive, job_a);
@@ -409,7 +394,7 @@ TEST_CASE("downloads over the concurrency limit are queued and say so") {
   h.hub.add_repo(one_file_repo("acme/q2", 4 * 1024 * 1024, 71));
   h.hub.set_rate_limit(8 * 1024 * 1024);
   const std::string first = start_download(*h.hive.hive, "acme/q1");
-  REQUIRE(wait_for_bytes(h.hive.cache / "acme/q1/model.gguf.part", 1));
+  REQUIRE(wait_for_part(h.hive.cache / "acme/q1", 1));
   const SseStream second = h.download({{"model", "acme/q2"}});
   CHECK(second.terminal() == "[DONE]");
   CHECK(has_action(second, "download_queued"));

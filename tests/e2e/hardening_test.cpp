@@ -280,15 +280,16 @@ TEST_CASE("model_list answers at once while downloads run and wait queued") {
 
 TEST_CASE("queued jobs are capped: beyond the cap POST /v1/jobs answers 429 with Retry-After") {
   HiveUnderTest hive({"--max-queued-jobs", "2"});
-  ModelLockHolder held(hive.cache, "org", "held");
+  ModelLockHolder held(hive.cache, "org", "held"), held2(hive.cache, "org", "held2");
   start_blocked_job(*hive.hive, "org/held");
-  start_blocked_job(*hive.hive, "org/held");
+  start_blocked_job(*hive.hive, "org/held2");
   const auto refused = hive->submit({{"operation", "model_list"}});
   REQUIRE(refused);
   CHECK(refused->status == 429);
   CHECK_FALSE(refused->get_header_value("Retry-After").empty());
   CHECK(json::parse(refused->body)["error"]["code"] == "too_many_jobs");
   held.release();
+  held2.release();
 }
 
 TEST_CASE("a flood of short jobs keeps memory bounded and retention at its cap") {

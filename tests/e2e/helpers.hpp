@@ -31,6 +31,34 @@ struct HiveUnderTest {
   HiveProcess* operator->() const { return hive.get(); }
 };
 
+// The hive's working file of a one-file model with this extension (".part", or ".ranges" for
+// the sidecar of a ranged download), in <model>/.rbee/; a path that does not exist while there
+// is none.
+inline std::filesystem::path working_file(const std::filesystem::path& model_dir,
+                                          std::string_view extension) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(model_dir / ".rbee", ec)) {
+    if (entry.path().extension() == extension) return entry.path();
+  }
+  return model_dir / ".rbee" / ("none" + std::string(extension));
+}
+
+// Bytes in the model's part file; 0 without one.
+inline std::uint64_t part_bytes(const std::filesystem::path& model_dir) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(working_file(model_dir, ".part"), ec);
+  return ec ? 0 : size;
+}
+
+// Waits (up to 20 s) until the model's part file has at least `bytes`.
+inline bool wait_for_part(const std::filesystem::path& model_dir, std::uint64_t bytes) {
+  for (int i = 0; i < 2000; ++i) {
+    if (part_bytes(model_dir) >= bytes) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 inline nlohmann::json get_json(const HiveProcess& hive, const std::string& path,
                                int expected = 200) {
   auto res = hive.client()->Get(path);
@@ -63,7 +91,7 @@ class ModelLockHolder {
  public:
   ModelLockHolder(const std::filesystem::path& cache, const std::string& org,
                   const std::string& name)
-      : lock_(std::in_place, cache / ".locks" / org / (name + ".lock")) {}
+      : lock_(std::in_place, cache / ".locks" / org / name / "catalog.lock") {}
   void release() { lock_.reset(); }
 
  private:

@@ -136,17 +136,20 @@ TEST_CASE("DELETE cancels a running job promptly, its stream ends with [CANCELLE
 
 TEST_CASE("a queued job can be cancelled before it runs") {
   HiveUnderTest hive;
-  ModelLockHolder held(hive.cache, "org", "held");
-  // Every thread of the quick lane waits for the held model's catalog lock.
+  // Every thread of the quick lane waits for a held model's catalog lock (one model each: a
+  // delete holds its model's download lock too).
+  std::vector<std::unique_ptr<ModelLockHolder>> held;
   std::vector<std::string> running;
   for (std::size_t i = 0; i < rbee::jobs::JobRouter::kQuickThreads; ++i) {
-    running.push_back(start_blocked_job(*hive.hive, "org/held"));
+    const std::string name = "held" + std::to_string(i);
+    held.push_back(std::make_unique<ModelLockHolder>(hive.cache, "org", name));
+    running.push_back(start_blocked_job(*hive.hive, "org/" + name));
   }
   const std::string queued = hive->submit_job({{"operation", "model_list"}});
   CHECK(get_json(*hive.hive, "/v1/jobs/" + queued)["state"] == "queued");
   CHECK(hive->client()->Delete("/v1/jobs/" + queued)->status == 200);
   const SseStream stream = watch(*hive.hive, queued);
   CHECK(data_lines(stream) == std::vector<std::string>{"[CANCELLED]"});
-  held.release();
+  for (auto& holder : held) holder->release();
   for (const auto& job : running) CHECK(wait_for_state(*hive.hive, job, "failed") == "failed");
 }

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "hub_fixture/hub_fixture.hpp"
+#include "staging.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace rbee::provisioner;
@@ -52,8 +53,15 @@ struct Setup {
       retries.push_back(reason);
     };
     FileDownloader(client, policy)
-        .fetch(parse_model_id("org/m"), "main", file(path), dir / path, stop, events);
+        .fetch(parse_model_id("org/m"), "main", file(path), rbee::catalog::Directory::open(dir.path(), true), stop,
+                events);
   }
+  // Where the working part of `path` lives (in the model's .rbee/ folder).
+  std::filesystem::path part(const std::string& path) {
+    std::filesystem::create_directories(dir / ".rbee");
+    return dir / ".rbee" / part_file_name(file(path));
+  }
+  rbee::catalog::Directory model() const { return rbee::catalog::Directory::open(dir.path(), true); }
   std::vector<RecordedRequest> content_requests(const std::string& listener) {
     std::vector<RecordedRequest> result;
     for (auto& r : hub.requests()) {
@@ -72,7 +80,8 @@ TEST_CASE("an LFS and a regular file arrive byte-exact, verified, with no part l
   s.fetch("small.json");
   CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
   CHECK(read_text(s.dir / "small.json") == s.hub.content("org/m", "small.json"));
-  CHECK_FALSE(std::filesystem::exists(s.dir / "big.gguf.part"));
+  CHECK_FALSE(std::filesystem::exists(s.part("big.gguf")));
+  CHECK(std::filesystem::is_empty(s.dir / ".rbee"));
   CHECK(s.retries.empty());
 }
 
@@ -90,7 +99,7 @@ TEST_CASE("a dropped connection resumes with a Range request from where it stopp
 TEST_CASE("an existing part file is rehashed and resumed, not fetched again") {
   Setup s;
   const std::string content = s.hub.content("org/m", "big.gguf");
-  write_text(s.dir / "big.gguf.part", content.substr(0, 2'000'000));
+  write_text(s.part("big.gguf"), content.substr(0, 2'000'000));
   s.fetch("big.gguf");
   CHECK(read_text(s.dir / "big.gguf") == content);
   const auto gets = s.content_requests("cdn");
@@ -100,7 +109,7 @@ TEST_CASE("an existing part file is rehashed and resumed, not fetched again") {
 
 TEST_CASE("a part longer than the file is discarded and the file fetched whole") {
   Setup s;
-  write_text(s.dir / "small.json.part", std::string(5000, 'x'));
+  write_text(s.part("small.json"), std::string(5000, 'x'));
   s.fetch("small.json");
   CHECK(read_text(s.dir / "small.json") == s.hub.content("org/m", "small.json"));
 }
@@ -143,7 +152,7 @@ TEST_CASE("5xx and 429 answers are retried, honouring Retry-After") {
     reported = delay;
   };
   FileDownloader(s.client, s.policy)
-      .fetch(parse_model_id("org/m"), "main", s.file("big.gguf"), s.dir / "big.gguf", {}, events);
+      .fetch(parse_model_id("org/m"), "main", s.file("big.gguf"), s.model(), {}, events);
   CHECK(reported >= 1000ms);  // the server's Retry-After, not the 1 ms backoff
 }
 
@@ -160,14 +169,14 @@ TEST_CASE("a 404 is not retried") {
   FileToFetch missing{"absent.bin", 10, "", "0000000000000000000000000000000000000000"};
   CHECK_THROWS_AS(
       FileDownloader(s.client, s.policy)
-          .fetch(parse_model_id("org/m"), "main", missing, s.dir / "absent.bin", {}, {}),
+          .fetch(parse_model_id("org/m"), "main", missing, s.model(), {}, {}),
       HubError);
 }
 
 TEST_CASE("a server that ignores Range answers 200: the part restarts from zero, still exact") {
   Setup s;
   const std::string content = s.hub.content("org/m", "big.gguf");
-  write_text(s.dir / "big.gguf.part", content.substr(0, 1'000'000));
+  write_text(s.part("big.gguf"), content.substr(0, 1'000'000));
   s.hub.set_faults("big.gguf", Faults{.times = 1, .ignore_range = true});
   s.fetch("big.gguf");
   CHECK(read_text(s.dir / "big.gguf") == content);
@@ -198,16 +207,17 @@ TEST_CASE("cancellation stops a stalled download at once and keeps the part for 
   s.policy.stall_timeout = 60s;
   s.hub.set_faults("big.gguf", Faults{.times = 1, .stall_after_bytes = 1'100'000});
   std::stop_source stop;
+  const auto part = s.part("big.gguf");
   std::thread canceller([&] {
-    while (!std::filesystem::exists(s.dir / "big.gguf.part") ||
-           std::filesystem::file_size(s.dir / "big.gguf.part") < 1'000'000) {
+    while (!std::filesystem::exists(part) ||
+           std::filesystem::file_size(part) < 1'000'000) {
       std::this_thread::sleep_for(5ms);
     }
     stop.request_stop();
   });
   CHECK_THROWS_AS(s.fetch("big.gguf", stop.get_token()), DownloadCancelled);
   canceller.join();
-  CHECK(std::filesystem::file_size(s.dir / "big.gguf.part") >= 1'000'000);
+  CHECK(std::filesystem::file_size(part) >= 1'000'000);
 }
 
 TEST_CASE("a regular file is one GET; redirected (a renamed repo), it is resolved and fetched") {
@@ -226,7 +236,8 @@ TEST_CASE("a regular file is one GET; redirected (a renamed repo), it is resolve
   const std::string content = s.hub.content("neworg/m", "small.json");
   const FileToFetch file{"small.json", content.size(), "", s.file("small.json").git_sha1};
   FileDownloader(s.client, s.policy)
-      .fetch(parse_model_id("oldorg/m"), "main", file, s.dir / "old.json", {}, {});
-  CHECK(read_text(s.dir / "old.json") == content);
+      .fetch(parse_model_id("oldorg/m"), "main", file,
+             rbee::catalog::Directory::open(s.dir / "old", true), {}, {});
+  CHECK(read_text(s.dir / "old" / "small.json") == content);
   CHECK(s.retries.empty());  // a redirect is not a failure
 }

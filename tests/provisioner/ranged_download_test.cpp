@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hub_fixture/hub_fixture.hpp"
+#include "staging.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace rbee::provisioner;
@@ -57,7 +58,8 @@ struct RangedSetup {
       retries.push_back(reason);
     };
     FileDownloader(client, policy)
-        .fetch(parse_model_id("org/m"), "main", file(path), dir / path, stop, events);
+        .fetch(parse_model_id("org/m"), "main", file(path), rbee::catalog::Directory::open(dir.path(), true), stop,
+                events);
   }
   bool exact(const std::string& path) {
     return read_text(dir / path) == hub.content("org/m", path);
@@ -76,8 +78,11 @@ struct RangedSetup {
     return text;
   }
   bool no_leftovers(const std::string& path) {
-    return !std::filesystem::exists(dir / (path + ".part")) &&
-           !std::filesystem::exists(dir / (path + ".part.ranges"));
+    return !std::filesystem::exists(dir / ".rbee" / part_file_name(file(path))) &&
+           !std::filesystem::exists(sidecar(path));
+  }
+  std::filesystem::path sidecar(const std::string& path) {
+    return dir / ".rbee" / sidecar_file_name(file(path));
   }
 };
 
@@ -169,15 +174,15 @@ TEST_CASE("a cancelled ranged download persists its ranges and the next fetch re
     // Wait until the sidecar says a few ranges have progressed, then cancel.
     for (int i = 0; i < 500 && !stop.stop_requested(); ++i) {
       std::this_thread::sleep_for(10ms);
-      std::ifstream in(s.dir / "big.bin.part.ranges");
+      std::ifstream in(s.sidecar("big.bin"));
       const auto json = nlohmann::json::parse(in, nullptr, false);
       if (!json.is_discarded() && json["done"].size() >= 2) stop.request_stop();
     }
   });
   CHECK_THROWS_AS(s.fetch("big.bin", stop.get_token()), DownloadCancelled);
   canceller.join();
-  REQUIRE(std::filesystem::exists(s.dir / "big.bin.part.ranges"));
-  std::ifstream in(s.dir / "big.bin.part.ranges");
+  REQUIRE(std::filesystem::exists(s.sidecar("big.bin")));
+  std::ifstream in(s.sidecar("big.bin"));
   const auto sidecar = nlohmann::json::parse(in);
   CHECK(sidecar["size"] == size);
   std::vector<std::pair<std::uint64_t, std::uint64_t>> kept;

@@ -1,10 +1,15 @@
 #pragma once
 // ModelCatalog: the models on this machine, one metadata.yaml per model, under a root folder:
-//   <root>/<org>/<name>/metadata.yaml   and the model's files beside it at their repo paths.
+//   <root>/<org>/<name>/metadata.yaml   and the model's files beside it at their repo paths;
+//   <root>/<org>/<name>/.rbee/          the hive's working files (temp files, parts, sidecars);
+//   <root>/.locks/<org>/<name>/         catalog.lock and download.lock.
+// Repo paths may not use the names metadata.yaml and .rbee at the top (validate_repo_path),
+// and org names never start with '.', so no repo file or model id collides with the hive's own.
 //
 // Safe for many threads and processes at once: writers serialise on a per-model advisory lock
-// (<root>/.locks/<org>/<name>.lock) and replace metadata.yaml atomically (temp file, fsync,
-// rename, fsync of the folder), so readers never take a lock and never see a torn file.
+// and replace metadata.yaml atomically (temp file, fsync, rename, fsync of the folder), so
+// readers never take a lock and never see a torn file. The folders below the root are reached
+// without following symlinks (see Directory): a symlinked org or model folder is refused.
 
 #include <chrono>
 #include <filesystem>
@@ -15,6 +20,7 @@
 #include <stop_token>
 #include <vector>
 
+#include "rbee/catalog/directory.hpp"
 #include "rbee/catalog/errors.hpp"
 #include "rbee/catalog/model_entry.hpp"
 #include "rbee/catalog/model_id.hpp"
@@ -29,8 +35,17 @@ class ModelCatalog {
   explicit ModelCatalog(std::filesystem::path root,
                         std::chrono::milliseconds progress_interval = kDefaultProgressInterval);
 
+  // The hive's working folder inside every model folder.
+  static constexpr std::string_view kWorkFolder = ".rbee";
+  // metadata.yaml is at most this large (100 000 files take about 20 MiB); a larger one is
+  // reported as unreadable rather than read into memory.
+  static constexpr std::size_t kMaxMetadataBytes = 256u << 20;
+
   const std::filesystem::path& root() const { return root_; }
   std::filesystem::path model_dir(const ModelId& id) const;
+  // The model's folder, reached without following a symlink; nullopt when missing and not
+  // `create`. Throws FileSystemError (a symlinked folder, a refusing disk).
+  std::optional<Directory> open_model_dir(const ModelId& id, bool create) const;
   // The lock a downloader of `id` holds for the whole download, so two downloads of one model
   // (in one process or two) never write the same files.
   std::filesystem::path download_lock_path(const ModelId& id) const;
@@ -52,13 +67,18 @@ class ModelCatalog {
   // write of this model was less than the interval ago, unless done == total.
   bool update_progress(const ModelId& id, std::uint64_t bytes_done, std::uint64_t bytes_total,
                        std::stop_token stop = {});
-  // Deletes the model's folder with its files and entry; false when there was none.
+  // Deletes the model's folder with its files and entry; false when there was none. The entry
+  // is marked deleting first and removed last, so a crash on the way leaves "deleting" (which
+  // a later remove finishes), never "ready" over missing files. The caller holds the model's
+  // download lock, so no download (of this hive or another) writes the folder meanwhile.
   bool remove(const ModelId& id, std::stop_token stop = {});
+  // Removes the temp files a killed writer left in the working folders of models nobody is
+  // writing now; returns how many.
+  std::size_t remove_stale_temp_files() const;
 
  private:
-  std::filesystem::path metadata_path(const ModelId& id) const;
   std::filesystem::path lock_path(const ModelId& id) const;
-  ModelEntry read_entry(const ModelId& id, const std::filesystem::path& file) const;
+  std::optional<ModelEntry> read_entry(const ModelId& id) const;
   void write_entry(ModelEntry& entry) const;
 
   std::filesystem::path root_;

@@ -13,8 +13,9 @@ namespace rbee::catalog {
 inline constexpr int kSchemaVersion = 1;
 
 // rbee's Ready / Downloading{progress} / Failed{error}, plus cancelled, and interrupted for a
-// download a crashed hive left behind (resumable).
-enum class ModelStatus { downloading, ready, failed, cancelled, interrupted };
+// download a crashed hive left behind (resumable), and deleting while model_delete removes the
+// files (the entry goes last, so a crash never leaves "ready" over missing files).
+enum class ModelStatus { downloading, ready, failed, cancelled, interrupted, deleting };
 
 std::string_view to_string(ModelStatus status);
 ModelStatus parse_model_status(std::string_view text);  // throws std::invalid_argument

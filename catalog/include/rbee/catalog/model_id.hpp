@@ -34,9 +34,9 @@ struct ModelReference {
 ModelReference parse_model_reference(std::string_view text);
 
 // A relative path inside a model directory: '/'-separated, no empty, "." or ".." segments, no
-// leading '/', no backslash, no control characters, at most kMaxRepoPathLength, and none of
-// the names the catalog keeps for itself: metadata.yaml (and its temp files) at the top, and
-// names ending in ".part". Throws CatalogError (invalid_path).
+// leading '/', no backslash, no control characters, at most kMaxRepoPathLength, and not under
+// the two names the hive keeps at the top of a model folder: metadata.yaml and .rbee (its
+// working folder). Throws CatalogError (invalid_path).
 void validate_repo_path(std::string_view path);
 
 }  // namespace rbee::catalog

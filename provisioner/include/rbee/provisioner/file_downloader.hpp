@@ -1,8 +1,9 @@
 #pragma once
 // FileDownloader: one file from the Hub onto disk, verified, resumable, in constant memory.
 //
-// Bytes stream into "<destination>.part" and through the file's hash in the same pass; the part
-// is renamed to <destination> only when size and hash match. An existing part is resumed with
+// Bytes stream into a part file in the model's working folder (.rbee/, see staging.hpp) and
+// through the file's hash in the same pass; the part is published at the file's repo path only
+// when size and hash match. An existing part is resumed with
 // `Range: bytes=N-` after rehashing its prefix (cheaper than it sounds: ~2 GB/s with SHA-NI, and
 // it needs no hash state on disk that could disagree with the bytes).
 
@@ -13,6 +14,8 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+
+#include <rbee/catalog/directory.hpp>
 
 #include "rbee/provisioner/connection_budget.hpp"
 #include "rbee/provisioner/connection_pool.hpp"
@@ -65,9 +68,12 @@ class DownloadCancelled : public std::runtime_error {
   DownloadCancelled() : std::runtime_error("download cancelled") {}
 };
 
-// True when `path` holds exactly `file` (size and checksum), read once from disk. For files
-// whose catalog record was lost (the hive died between the rename and the catalog write).
-bool verify_on_disk(const FileToFetch& file, const std::filesystem::path& path);
+// True when the model folder holds exactly `file` at its repo path (size and checksum), read
+// once from disk, never through a symlink. For files whose catalog record was lost (the hive
+// died between the publish and the catalog write).
+bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file);
+
+class StagedFile;  // the part and sidecar of one file (internal)
 
 // Thread-safe; one call per file, any number at once. Large files go over several connections
 // in byte ranges (see ranged_download.hpp); a server that ignores Range gets one connection.
@@ -75,17 +81,18 @@ class FileDownloader {
  public:
   FileDownloader(const HubClient& hub, DownloadPolicy policy);
 
-  // Blocks until <destination> holds the verified file. Throws HubError (not retryable, or
-  // retries exhausted), DownloadError, or DownloadCancelled within moments of `stop`.
+  // Blocks until `model` holds the verified file at its repo path. Throws HubError (not
+  // retryable, or retries exhausted), DownloadError, or DownloadCancelled within moments of
+  // `stop`.
   // The caller holds one connection for the file; a ranged download opens more while
   // `extra_connections` allows (null: up to DownloadPolicy::connections, unbudgeted).
   void fetch(const catalog::ModelId& repo, const std::string& commit, const FileToFetch& file,
-             const std::filesystem::path& destination, std::stop_token stop,
-             const DownloadEvents& events, ConnectionBudget* extra_connections = nullptr) const;
+             const catalog::Directory& model, std::stop_token stop, const DownloadEvents& events,
+             ConnectionBudget* extra_connections = nullptr) const;
 
  private:
   void fetch_over_one_connection(const catalog::ModelId& repo, const std::string& commit,
-                                 const FileToFetch& file, const std::filesystem::path& destination,
+                                 const FileToFetch& file, const StagedFile& staged,
                                  const std::stop_token& stop, const DownloadEvents& events) const;
 
   const HubClient& hub_;

@@ -60,7 +60,8 @@ class ModelProvisioner {
   void download(const DownloadRequest& request, std::stop_token stop);
 
   // At start-up: entries left `downloading` by a hive that died are marked `interrupted`
-  // (unless a live download in another process holds them). Returns how many.
+  // (unless a live download in another process holds them), and deletes a dead hive left
+  // half done (`deleting`) are finished. Returns how many entries were marked or removed.
   std::size_t mark_interrupted_downloads();
 
   const DownloadStats& stats() const { return stats_; }

@@ -80,7 +80,16 @@ std::optional<Directory> Directory::descend(std::string_view relative, bool crea
       }
       next = UniqueFd(::openat(current.get(), segment.c_str(), flags));
     }
-    if (!next) throw FileSystemError("open folder", path, errno);
+    if (!next) {
+      int error = errno;
+      struct stat info {};
+      // O_DIRECTORY reports a symlink as ENOTDIR: say what it is.
+      if (::fstatat(current.get(), segment.c_str(), &info, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISLNK(info.st_mode)) {
+        error = ELOOP;
+      }
+      throw FileSystemError("open folder", path, error);
+    }
     current = std::move(next);
   }
   return Directory(std::move(current), std::move(path));

@@ -108,6 +108,9 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
   const std::uint64_t start = part.size();
   if (start > 0) headers.emplace("Range", fmt::format("bytes={}-", start));
   std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
+  // A stop that came before the request was in flight closed nothing: a Hub that then drips
+  // its headers would hold this thread for the whole read timeout.
+  if (stop.stop_requested()) throw DownloadCancelled();
 
   int status = 0;
   std::string error_code, retry_after, content_range;

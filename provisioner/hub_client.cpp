@@ -41,6 +41,13 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) 
   return std::chrono::seconds(std::min(seconds, 3600L));
 }
 
+// A stop that came before a request was in flight aborted nothing (cpp-httplib's stop() only
+// shuts a socket in use): without this check, a Hub that drips its headers would hold the
+// thread for the whole read timeout. The caller sees the stop token and reports a cancel.
+void throw_if_stopped(const std::stop_token& stop) {
+  if (stop.stop_requested()) throw HubError(HubErrorKind::network, "cancelled");
+}
+
 }  // namespace
 
 bool is_redirect(int status) {
@@ -245,6 +252,7 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
     auto client = client_for(url);
     std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
+    throw_if_stopped(stop);
     int status = 0;
     std::string body;
     bool too_large = false;
@@ -324,6 +332,7 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
     std::optional<httplib::Result> answer;
     {
       std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
+      throw_if_stopped(stop);
       answer.emplace(client->Head(url.target, headers_for(resolved.send_token)));
     }
     auto& res = *answer;

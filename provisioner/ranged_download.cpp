@@ -342,6 +342,7 @@ class RangedDownload {
     }
     httplib::Client& client = *connection.client;
     std::stop_callback abort_on_stop(group_stop_.get_token(), [&client] { client.stop(); });
+    if (group_stop_.stop_requested()) return;  // before the request: nothing in flight to abort
     httplib::Headers headers = hub_.headers_for(source.send_token);
     headers.emplace("Range", fmt::format("bytes={}-{}", from, to - 1));
 

@@ -115,6 +115,16 @@ void StagedFile::publish(int part_fd) const {
     discard();
     throw_disk_error("fsync", part_path(), error);
   }
+  struct stat verified {};
+  if (::fstat(part_fd, &verified) != 0) throw_disk_error("inspect", part_path(), errno);
+  if (verified.st_nlink == 0) {
+    // Someone removed or renamed over the part while we wrote it: what its name holds now is
+    // not what was verified, and the verified bytes have no name left to publish.
+    throw DownloadError(DownloadErrorKind::disk,
+                        fmt::format("{} was removed or replaced by another process during the "
+                                    "download; nothing was published",
+                                    part_path().string()));
+  }
   as_download_error([&] {
     const auto [parent, name] = split_parent(file_.path);
     const Directory folder = *model_.descend(parent, true);
@@ -127,12 +137,13 @@ void StagedFile::publish(int part_fd) const {
     } else {
       // No /proc: rename the part by name, then check it is still the file we verified.
       work_.rename_to(key_ + ".part", folder, name);
-      struct stat verified {};
       const auto placed = folder.status_of(name);
-      if (::fstat(part_fd, &verified) != 0 || !placed || placed->st_ino != verified.st_ino ||
-          placed->st_dev != verified.st_dev) {
+      if (!placed || placed->st_ino != verified.st_ino || placed->st_dev != verified.st_dev) {
         folder.remove_file(name);
-        throw FileSystemError("publish", destination(), ESTALE);
+        throw DownloadError(DownloadErrorKind::disk,
+                            fmt::format("{} was replaced by another process during the "
+                                        "download; nothing was published",
+                                        part_path().string()));
       }
     }
     work_.remove_file(key_ + ".ranges");

@@ -1,9 +1,12 @@
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <rbee/catalog/file_lock.hpp>
 #include <rbee/catalog/model_catalog.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "support/temp_dir.hpp"
@@ -173,4 +176,66 @@ TEST_CASE("a write the disk refuses is reported as io_error and the old entry st
     CHECK(std::string(error.what()).find("other") != std::string::npos);
   }
   CHECK(catalog.get(parse_model_id("org/a"))->status == ModelStatus::ready);
+}
+
+TEST_CASE("a symlinked model folder is refused: nothing is written or read through it") {
+  TempDir root, outside;
+  ModelCatalog catalog(root.path());
+  std::filesystem::create_directories(root / "org");
+  std::filesystem::create_symlink(outside.path(), root / "org" / "m");
+  const ModelId id = parse_model_id("org/m");
+  CHECK_THROWS_AS(catalog.update(id, [](ModelEntry&) {}), CatalogError);
+  CHECK(std::filesystem::is_empty(outside.path()));
+  const auto entry = catalog.get(id);
+  REQUIRE(entry);
+  CHECK(entry->status == ModelStatus::failed);
+  CHECK(entry->error.find("symlink") != std::string::npos);
+}
+
+TEST_CASE("the download lock of org/x is not the catalog lock of org/x.download") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  FileLock download(catalog.download_lock_path(parse_model_id("org/x")));
+  std::stop_source give_up;
+  std::jthread timer([&](std::stop_token done) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait_for(lock, done, std::chrono::seconds(5), [] { return false; });
+    give_up.request_stop();
+  });
+  CHECK_NOTHROW(
+      catalog.update(parse_model_id("org/x.download"), [](ModelEntry&) {}, give_up.get_token()));
+}
+
+TEST_CASE("remove marks the entry deleting before the files go, and the entry goes last") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  const ModelId id = parse_model_id("org/m");
+  catalog.update(id, [](ModelEntry& e) { e.status = ModelStatus::ready; });
+  write_text(root / "org/m/a.bin", "x");
+  // A folder that cannot be emptied stops the delete half way, as a crash would.
+  std::filesystem::create_directories(root / "org/m/locked/inner");
+  std::filesystem::permissions(root / "org/m/locked", std::filesystem::perms::owner_read |
+                                                          std::filesystem::perms::owner_exec);
+  const bool root_user = ::geteuid() == 0;  // root ignores permissions: nothing stops it
+  if (!root_user) {
+    CHECK_THROWS(catalog.remove(id));
+    CHECK(catalog.get(id)->status == ModelStatus::deleting);
+    std::filesystem::permissions(root / "org/m/locked", std::filesystem::perms::owner_all);
+  }
+  CHECK(catalog.remove(id));
+  CHECK_FALSE(catalog.get(id));
+  CHECK_FALSE(std::filesystem::exists(root / "org"));
+}
+
+TEST_CASE("temp files a killed writer left are removed at start, live documents are not") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  const ModelId id = parse_model_id("org/m");
+  catalog.update(id, [](ModelEntry& e) { e.status = ModelStatus::ready; });
+  write_text(root / "org/m/.rbee/metadata.yaml.4242.0.tmp", "half a document");
+  CHECK(catalog.remove_stale_temp_files() == 1);
+  CHECK_FALSE(std::filesystem::exists(root / "org/m/.rbee/metadata.yaml.4242.0.tmp"));
+  CHECK(catalog.get(id)->status == ModelStatus::ready);
 }

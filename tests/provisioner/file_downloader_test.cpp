@@ -26,7 +26,9 @@ struct Setup {
   Setup() : client(settings(hub)) {
     FixtureRepo repo;
     repo.id = "org/m";
-    repo.files = {{"big.gguf", kSize, true, 7}, {"small.json", 1000, false, 8}};
+    repo.files = {{"big.gguf", kSize, true, 7},
+                  {"small.json", 1000, false, 8},
+                  {"sub/nested.json", 500, false, 9}};
     hub.add_repo(repo);
     policy.backoff_base = 1ms;
     policy.backoff_max = 5ms;
@@ -240,4 +242,67 @@ TEST_CASE("a regular file is one GET; redirected (a renamed repo), it is resolve
              rbee::catalog::Directory::open(s.dir / "old", true), {}, {});
   CHECK(read_text(s.dir / "old" / "small.json") == content);
   CHECK(s.retries.empty());  // a redirect is not a failure
+}
+
+// The cache may be shared with other users (DESIGN §12): a symlink is never followed, whoever
+// planted it, and what is published is the file that was verified.
+
+TEST_CASE("a symlink planted at the part is refused and its target is never touched") {
+  Setup s;
+  TempDir outside;
+  write_text(outside / "precious", "keep me");
+  std::filesystem::create_symlink(outside / "precious", s.part("small.json"));
+  try {
+    s.fetch("small.json");
+    FAIL("a symlinked part was followed");
+  } catch (const DownloadError& error) {
+    CHECK(error.kind() == DownloadErrorKind::disk);
+    CHECK(std::string(error.what()).find("symlink") != std::string::npos);
+  }
+  CHECK(read_text(outside / "precious") == "keep me");
+  CHECK_FALSE(std::filesystem::exists(s.dir / "small.json"));
+}
+
+TEST_CASE("a symlink at the file's path is replaced by the verified file, its target untouched") {
+  Setup s;
+  TempDir outside;
+  write_text(outside / "precious", "keep me");
+  std::filesystem::create_symlink(outside / "precious", s.dir / "small.json");
+  s.fetch("small.json");
+  CHECK_FALSE(std::filesystem::is_symlink(s.dir / "small.json"));
+  CHECK(read_text(s.dir / "small.json") == s.hub.content("org/m", "small.json"));
+  CHECK(read_text(outside / "precious") == "keep me");
+}
+
+TEST_CASE("a symlinked folder on the way to a file is refused, nothing is written through it") {
+  Setup s;
+  TempDir outside;
+  std::filesystem::create_symlink(outside.path(), s.dir / "sub");
+  CHECK_THROWS_AS(s.fetch("sub/nested.json"), DownloadError);
+  CHECK(std::filesystem::is_empty(outside.path()));
+}
+
+TEST_CASE("a part swapped during the download is never published") {
+  Setup s;
+  s.hub.set_faults("big.gguf", Faults{.times = 1, .stall_after_bytes = 1'100'000});
+  const auto part = s.part("big.gguf");
+  std::jthread swapper([&] {
+    while (!std::filesystem::exists(part) || std::filesystem::file_size(part) < 1'000'000) {
+      std::this_thread::sleep_for(5ms);
+    }
+    // While the connection stalls, someone renames their own file over the part.
+    write_text(s.dir / "forged", std::string(kSize, 'F'));
+    std::filesystem::rename(s.dir / "forged", part);
+  });
+  try {
+    s.fetch("big.gguf");
+    FAIL("a swapped part was published");
+  } catch (const DownloadError& error) {
+    CHECK(error.kind() == DownloadErrorKind::disk);
+    CHECK(std::string(error.what()).find("replaced") != std::string::npos);
+  }
+  CHECK_FALSE(std::filesystem::exists(s.dir / "big.gguf"));
+  // The next attempt does not trust the forged part either: it fails the hash and starts over.
+  s.fetch("big.gguf");
+  CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
 }

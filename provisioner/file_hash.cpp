@@ -101,7 +101,8 @@ void hash_file_range(int fd, const std::filesystem::path& path, std::uint64_t fr
 
 void throw_disk_error(std::string_view what, const std::filesystem::path& path, int error) {
   throw DownloadError(DownloadErrorKind::disk,
-                      fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(error)));
+                      fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(error)),
+                      error);
 }
 
 }  // namespace rbee::provisioner

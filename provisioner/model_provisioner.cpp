@@ -78,6 +78,22 @@ bool already_verified(const ModelEntry* entry, const ModelFile& wanted, const fs
   return false;
 }
 
+// The errno of a disk error (a part, a sidecar or the catalog), or 0.
+int disk_error_number(const std::exception& error) {
+  if (const auto* download = dynamic_cast<const DownloadError*>(&error)) {
+    return download->error_number();
+  }
+  if (const auto* file_system = dynamic_cast<const catalog::FileSystemError*>(&error)) {
+    return file_system->error_number();
+  }
+  return 0;
+}
+
+// A full disk, a full quota, or a file size limit: space must be freed before a retry helps.
+bool is_out_of_space(int error_number) {
+  return error_number == ENOSPC || error_number == EDQUOT || error_number == EFBIG;
+}
+
 // "42 s", "3 min 05 s", "2 h 10 min": an ETA a person reads at a glance.
 std::string format_duration(double seconds) {
   const auto total = static_cast<std::uint64_t>(std::max(0.0, seconds) + 0.5);
@@ -315,20 +331,41 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
   try {
     download_listed(request, id, info, stop);
   } catch (const DownloadCancelled&) {
-    catalog_.update(id, [&](ModelEntry& e) {
-      e.status = ModelStatus::cancelled;
-      e.error.clear();
-      e.last_job_id = request.job_id;
-    });
+    try {
+      catalog_.update(id, [&](ModelEntry& e) {
+        e.status = ModelStatus::cancelled;
+        e.error.clear();
+        e.last_job_id = request.job_id;
+      });
+    } catch (const catalog::CatalogError&) {
+      // The cancel stands; the entry says downloading until the next start marks it interrupted.
+    }
     throw;
   } catch (const FilesFailed& error) {
     record_failure(id, request, error.what());  // each file's error is counted already
     throw;
   } catch (const std::exception& error) {
     stats_.add_error(error_kind(error));
-    record_failure(id, request, error.what());  // where workers look; the job says the same
+    const auto entry = catalog_.get(id);
+    const std::uint64_t needed =
+        entry ? entry->bytes_total - std::min(entry->bytes_total, entry->bytes_done) : 0;
+    const std::string reason = explain_out_of_space(error, id, needed);
+    record_failure(id, request, reason);  // where workers look; the job says the same
+    if (reason != error.what()) throw ProvisionError(reason);
     throw;
   }
+}
+
+std::string ModelProvisioner::explain_out_of_space(const std::exception& error, const ModelId& id,
+                                                   std::uint64_t still_needed) const {
+  const int error_number = disk_error_number(error);
+  if (!is_out_of_space(error_number)) return error.what();
+  const fs::path dir = catalog_.model_dir(id);
+  return fmt::format(
+      "{}; disk full: {} has {} free, {} still to download plus {} kept free; free some space "
+      "and run model_download again, it resumes where it stopped",
+      error.what(), dir.string(), format_bytes(free_bytes(dir)), format_bytes(still_needed),
+      format_bytes(settings_.disk_reserve_bytes));
 }
 
 // One download per model at a time, across threads and processes. A later job follows the
@@ -483,7 +520,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
         return;
       } catch (const std::exception& error) {
         stats_.add_error(error_kind(error));
-        const std::string reason = narrator_.clean(error.what());
+        const std::string reason =
+            narrator_.clean(explain_out_of_space(error, id, total - std::min(total, reporter.done())));
         narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
                 reporter.file_failed(file));
         try {
@@ -526,13 +564,21 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
 
 void ModelProvisioner::record_failure(const ModelId& id, const DownloadRequest& request,
                                       const std::string& reason) {
-  catalog_.update(id, [&](ModelEntry& e) {
-    if (e.endpoint.empty()) e.endpoint = hub_.settings().endpoint;  // a fresh entry
-    if (e.revision.empty()) e.revision = request.revision;
-    e.status = ModelStatus::failed;
-    e.error = narrator_.clean(reason);  // outside text (a Hub message) may be in it
-    e.last_job_id = request.job_id;
-  });
+  try {
+    catalog_.update(id, [&](ModelEntry& e) {
+      if (e.endpoint.empty()) e.endpoint = hub_.settings().endpoint;  // a fresh entry
+      if (e.revision.empty()) e.revision = request.revision;
+      e.status = ModelStatus::failed;
+      e.error = narrator_.clean(reason);  // outside text (a Hub message) may be in it
+      e.last_job_id = request.job_id;
+    });
+  } catch (const catalog::CatalogError& error) {
+    // A full disk may refuse this write too. The job still fails with the first reason; the
+    // previous document stays readable, and the next start marks the entry interrupted.
+    narrator_.emit({kActor, "catalog_write_failed", id.str(),
+                    fmt::format("Could not record the failure in the catalog: {}", error.what()),
+                    request.job_id, Level::warn, 0, std::nullopt});
+  }
 }
 
 void ModelProvisioner::download_listed(const DownloadRequest& request, const ModelId& id,

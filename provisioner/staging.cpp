@@ -28,7 +28,7 @@ auto as_download_error(Call&& call) {
   try {
     return call();
   } catch (const FileSystemError& error) {
-    throw DownloadError(DownloadErrorKind::disk, error.what());
+    throw DownloadError(DownloadErrorKind::disk, error.what(), error.error_number());
   }
 }
 

@@ -416,7 +416,7 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
   };
   response.set_content_provider(
       length, "application/octet-stream",
-      [stored, first, faults, rate, started, length, uncount](
+      [this, stored, first, faults, rate, started, length, uncount](
           std::size_t offset, std::size_t wanted, httplib::DataSink& sink) {
         const std::uint64_t sent = offset;
         if (faults && faults->drop_after_bytes && sent >= *faults->drop_after_bytes) return false;
@@ -443,6 +443,7 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
           std::this_thread::sleep_until(due);
         }
         if (offset + n >= length) uncount();  // before the client can see the last byte
+        content_bytes_sent_ += piece.size();
         return sink.write(piece.data(), piece.size());
       },
       [uncount](bool) { uncount(); });
@@ -451,6 +452,10 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
   int seen = max_content_responses_.load();
   while (open > seen && !max_content_responses_.compare_exchange_weak(seen, open)) {
   }
+}
+
+std::uint64_t HubFixture::content_bytes_sent() const {
+  return content_bytes_sent_.load();
 }
 
 int HubFixture::max_concurrent_content() const {

@@ -87,6 +87,8 @@ class HubFixture {
   std::string content(const std::string& repo_id, const std::string& file_path) const;
   std::vector<RecordedRequest> requests() const;
   void clear_requests();
+  // File body bytes (hub and CDN) handed to connections so far.
+  std::uint64_t content_bytes_sent() const;
   // The most file bodies (hub and CDN) being sent at once since the last reset.
   int max_concurrent_content() const;
   void reset_max_concurrent_content();
@@ -120,6 +122,7 @@ class HubFixture {
   std::uint64_t rate_limit_ = 0;
   std::atomic<int> content_responses_{0};
   std::atomic<int> max_content_responses_{0};
+  std::atomic<std::uint64_t> content_bytes_sent_{0};
 
   httplib::Server hub_;
   httplib::Server cdn_;

@@ -54,12 +54,14 @@ enum class DownloadErrorKind { hash_mismatch, disk, gave_up };
 
 class DownloadError : public std::runtime_error {
  public:
-  DownloadError(DownloadErrorKind kind, const std::string& message)
-      : std::runtime_error(message), kind_(kind) {}
+  DownloadError(DownloadErrorKind kind, const std::string& message, int error_number = 0)
+      : std::runtime_error(message), kind_(kind), error_number_(error_number) {}
   DownloadErrorKind kind() const { return kind_; }
+  int error_number() const { return error_number_; }  // the errno of a disk error, or 0
 
  private:
   DownloadErrorKind kind_;
+  int error_number_;
 };
 
 // Thrown when the stop token ends a download; the part file stays for resume.

@@ -79,6 +79,9 @@ class ModelProvisioner {
   void download_files(const DownloadRequest& request, const catalog::ModelId& id,
                       const std::string& commit, std::vector<catalog::ModelFile>& files,
                       const std::stop_token& stop);
+  // The error's message, with the free space and the bytes still needed when it is a full disk.
+  std::string explain_out_of_space(const std::exception& error, const catalog::ModelId& id,
+                                   std::uint64_t still_needed) const;
   void record_failure(const catalog::ModelId& id, const DownloadRequest& request,
                       const std::string& reason);
 

@@ -31,9 +31,20 @@ std::int64_t parse_time(const std::string& text) {
                   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &millis) != 7) {
     throw std::runtime_error(fmt::format("bad timestamp '{}'", text));
   }
+  // Years past 2262 overflow the nanosecond clocks some formatters convert through.
+  if (tm.tm_year < 1970 || tm.tm_year > 2200 || tm.tm_mon < 1 || tm.tm_mon > 12 ||
+      tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 ||
+      tm.tm_hour < 0 || tm.tm_min < 0 || tm.tm_sec < 0 || millis < 0 || millis > 999) {
+    throw std::runtime_error(fmt::format("timestamp '{}' is out of range", text));
+  }
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
-  return static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
+  const std::int64_t unix_ms = static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
+  // timegm normalises (February 31 becomes March 3): only a canonical timestamp is a real one.
+  if (format_time(unix_ms) != text) {
+    throw std::runtime_error(fmt::format("timestamp '{}' is not a valid date", text));
+  }
+  return unix_ms;
 }
 
 void emit_string(YAML::Emitter& out, std::string_view key, const std::string& value) {
@@ -66,6 +77,28 @@ ModelFile parse_file(const YAML::Node& node) {
                  field<std::string>(node, "state")};
   validate_repo_path(file.path);
   return file;
+}
+
+// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
+bool is_valid_utf8(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    const std::size_t length = byte < 0x80 ? 1 : byte >= 0xC2 && byte <= 0xDF ? 2
+                               : byte >= 0xE0 && byte <= 0xEF               ? 3
+                               : byte >= 0xF0 && byte <= 0xF4               ? 4
+                                                                            : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    for (std::size_t k = 1; k < length; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return false;
+    }
+    const auto second = static_cast<unsigned char>(length > 1 ? text[i + 1] : 0);
+    if ((byte == 0xE0 && second < 0xA0) || (byte == 0xED && second > 0x9F) ||
+        (byte == 0xF0 && second < 0x90) || (byte == 0xF4 && second > 0x8F)) {
+      return false;
+    }
+    i += length;
+  }
+  return true;
 }
 
 }  // namespace
@@ -125,6 +158,9 @@ std::string to_yaml(const ModelEntry& entry) {
 }
 
 ModelEntry parse_model_entry(std::string_view yaml) {
+  // YAML is UTF-8; yaml-cpp would read a stray byte as a Latin-1 character and write it back
+  // as another, so an entry with one could never be written back unchanged.
+  if (!is_valid_utf8(yaml)) throw std::runtime_error("not valid UTF-8");
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));

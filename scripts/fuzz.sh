@@ -15,7 +15,7 @@ cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DRBEE_SANITIZE=fuzz \
 cmake --build "$build" -j2 --target fuzz_targets >/dev/null
 
 for target in fuzz_operation fuzz_model_id fuzz_request_headers fuzz_sse_parser fuzz_sanitize \
-              fuzz_hub_listing; do
+              fuzz_hub_listing fuzz_range_sidecar fuzz_catalog_entry; do
   work="$build/corpus/$target"
   mkdir -p "$work"
   echo "fuzz: $target for ${seconds}s" >&2

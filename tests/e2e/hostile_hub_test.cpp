@@ -8,6 +8,7 @@
 
 #include "e2e/helpers.hpp"
 #include "e2e/hive_with_hub.hpp"
+#include "hub_fixture/header_drip_server.hpp"
 #include "hub_fixture/hub_fixture.hpp"
 #include "support/raw_connection.hpp"
 
@@ -166,4 +167,35 @@ TEST_CASE("a Hub that never answers the listing: DELETE ends the job at once, SI
       hive.submit_job({{"operation", "model_download"}, {"model", "org/silent"}});
   REQUIRE(wait_for_state(hive, second, "running") == "running");
   CHECK(setup.hive->stop(SIGTERM, std::chrono::seconds(5)) == 0);
+}
+
+TEST_CASE("a CDN that drips its headers a byte at a time: DELETE ends the job at once, SIGTERM exits") {
+  HeaderDripServer drip;
+  HiveWithHub setup;
+  FixtureRepo repo;
+  repo.id = "org/drip";
+  repo.files = {{"model.gguf", 1024 * 1024, true, 7, drip.url()}};
+  setup.hub.add_repo(repo);
+  const auto& hive = *setup.hive.hive;
+  auto wait_for_drip = [&](int connection) {
+    for (int i = 0; i < 1000 && drip.connections() < connection; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(drip.connections() >= connection);
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // a few bytes have dripped
+  };
+
+  const std::string job = hive.submit_job({{"operation", "model_download"}, {"model", "org/drip"}});
+  wait_for_drip(1);
+  const auto asked = std::chrono::steady_clock::now();
+  CHECK(hive.client()->Delete("/v1/jobs/" + job)->status == 200);
+  CHECK(watch(hive, job).terminal() == "[CANCELLED]");
+  // Every byte resets a read timeout: only an abort of the transfer ends it this soon.
+  CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds(2));
+
+  hive.submit_job({{"operation", "model_download"}, {"model", "org/drip"}});
+  wait_for_drip(2);
+  const auto signalled = std::chrono::steady_clock::now();
+  CHECK(setup.hive->stop(SIGTERM, std::chrono::seconds(5)) == 0);
+  CHECK(std::chrono::steady_clock::now() - signalled < std::chrono::seconds(2));
 }

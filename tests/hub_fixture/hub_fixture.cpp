@@ -326,9 +326,11 @@ void HubFixture::install_hub_routes() {
           response.set_header("X-Linked-Size", std::to_string(file->second.file.size));
           response.set_header("ETag", "\"" + file->second.sha256 + "\"");
           response.status = 302;
-          response.set_header("Location",
-                              fmt::format("http://127.0.0.1:{}/blobs/{}?expires=9999999999&sig=x",
-                                          cdn_port_, file->second.sha256));
+          response.set_header(
+              "Location", !file->second.file.cdn_location.empty()
+                              ? file->second.file.cdn_location
+                              : fmt::format("http://127.0.0.1:{}/blobs/{}?expires=9999999999&sig=x",
+                                            cdn_port_, file->second.sha256));
         } else {
           response.set_header("ETag", "\"" + file->second.git_sha1 + "\"");
           const StoredFile stored = file->second;

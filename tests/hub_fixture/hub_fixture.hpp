@@ -24,6 +24,7 @@ struct FixtureFile {
   std::uint64_t size = 0;
   bool lfs = false;        // LFS files are served by the CDN and verified by SHA-256
   std::uint64_t seed = 1;  // content: generated_bytes(seed, offset, n)
+  std::string cdn_location;  // LFS: the resolve redirects here instead of the fixture's CDN
 };
 
 enum class RepoAccess { open, gated, private_repo };

@@ -24,6 +24,8 @@ PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAS
 RTT_MS=${RTT_MS:-20}
 SLOW_CLIENTS=${SLOW_CLIENTS:-1500}         # slowloris connections, scenario 5s
 FILES=${FILES:-16}                      # the hive's files at once in scenario 3, like aria2c -j16
+MANY_FILES=${MANY_FILES:-100000}        # small files of the repo of scenario 6
+MODELS=${MODELS:-1000}                  # catalog entries of scenario 7
 COMMIT=0123456789abcdef0123456789abcdef01234567
 SUDO=$([[ $EUID -eq 0 ]] && echo "" || echo sudo)
 PIDS=()
@@ -122,6 +124,11 @@ make_data() {
   for repo in large onegig huge many; do
     [[ -f $WORK/www/api/models/bench/$repo/revision/main ]] || write_listing "$repo"
   done
+  if [[ ! -f $WORK/www/bench/tiny$MANY_FILES/.complete ]]; then
+    log "  writing $MANY_FILES small files (once)"
+    node "$ROOT/bench/tools/many_files.mjs" "$WORK/www" "tiny$MANY_FILES" "$COMMIT" "$MANY_FILES"
+    touch "$WORK/www/bench/tiny$MANY_FILES/.complete"
+  fi
   # The JS client lists the tree and asks paths-info for every file.
   [[ -f $WORK/www/api/models/bench/many/tree/$COMMIT ]] ||
     node "$ROOT/bench/tools/mirror_api.mjs" "$WORK/www" bench/many "$COMMIT" >/dev/null
@@ -334,6 +341,43 @@ scenario_5_slowloris() {
   wait_done "$job"
 }
 
+scenario_6() {
+  log "scenario 6: a repo of $MANY_FILES small files: time, catalog writes, peak RSS"
+  start_hive $PORT_FAST --parallel-files "$FILES"
+  local seconds writes rss
+  seconds=$(hive_time '"model":"bench/tiny'"$MANY_FILES"'"')
+  writes=$(curl -s "$HIVE_URL/metrics" | awk '/^rbee_catalog_writes_total/ {print $2}')
+  rss=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$HIVE_PID/status")
+  MANY_RESULT=$(awk -v n="$MANY_FILES" -v t="$seconds" -v w="$writes" -v r="$rss" \
+    'BEGIN {printf "%d files in %.1f s (%.0f files/s), %d catalog writes (%.1f/s), peak RSS %s MiB", n, t, n / t, w, w / t, r}')
+  log "  $MANY_RESULT"
+  stop_hive
+}
+
+scenario_7() {
+  log "scenario 7: model_list and GET /v1/models with $MODELS models in the catalog"
+  start_hive $PORT_FAST
+  local template=$ROOT/catalog/SCHEMA.md i
+  for i in $(seq -w 1 "$MODELS"); do
+    mkdir -p "$WORK/hive-cache/org$i/model"
+    sed -n '/^```yaml/,/^```/p' "$template" | sed '1d;$d' |
+      sed "s|acme/tiny-chat-GGUF|org$i/model|; s|/home/me/.cache/rbee/models|$WORK/hive-cache|" \
+        >"$WORK/hive-cache/org$i/model/metadata.yaml"
+  done
+  local start job list_s get_s count
+  start=$(now)
+  job=$(curl -sf -X POST "$HIVE_URL/v1/jobs" -H 'Content-Type: application/json' \
+    -d '{"operation":"model_list"}' | sed 's/.*"job_id":"\([^"]*\)".*/\1/')
+  wait_done "$job"
+  list_s=$(since "$start")
+  start=$(now)
+  count=$(curl -sf "$HIVE_URL/v1/models" | grep -o '"id":"org[0-9]*/model"' | wc -l)
+  get_s=$(since "$start")
+  LIST_RESULT="$count models: model_list job $list_s s (submit to [DONE]), GET /v1/models $get_s s"
+  log "  $LIST_RESULT"
+  stop_hive
+}
+
 # ---- report --------------------------------------------------------------------------------
 
 report() {
@@ -373,6 +417,8 @@ report() {
     CONTROL=$CONTROL_SLOW
     echo "| 5s: control plane during a slowloris flood of $(field slow_clients) connections, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 50 ms |"
     echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | |"
+    echo "| 6: a repo of $MANY_FILES small files | rbee-hive ($FILES files at once) | $MANY_RESULT | | catalog writes bounded per second |"
+    echo "| 7: $MODELS models in the catalog | model_list, GET /v1/models | $LIST_RESULT | | target < 1 s |"
     echo
     echo "Every watcher saw between $(field watcher_events_min) and $(field watcher_events_max) events while the measurement ran."
     echo
@@ -401,6 +447,8 @@ EOF
 declare -A RSS
 CONTROL='{}'
 CONTROL_SLOW='{}'
+MANY_RESULT='(not run)'
+LIST_RESULT='(not run)'
 install_tools
 build_release
 make_data
@@ -416,6 +464,8 @@ scenario_3_remote
 scenario_4
 scenario_5
 scenario_5_slowloris
+scenario_6
+scenario_7
 stop_hive
 report
 cat "$RESULTS/results.md"

@@ -109,6 +109,7 @@ void ModelCatalog::write_entry(ModelEntry& entry) const {
   const Directory dir = *open_model_dir(entry.id, true);
   const Directory work = *dir.descend(kWorkFolder, true);
   dir.replace_file(kMetadataFile, to_yaml(entry), work);
+  ++writes_;
 }
 
 void ModelCatalog::put(ModelEntry entry, std::stop_token stop) {
@@ -128,7 +129,6 @@ ModelEntry ModelCatalog::update(const ModelId& id, const std::function<void(Mode
 
 bool ModelCatalog::update_progress(const ModelId& id, std::uint64_t bytes_done,
                                    std::uint64_t bytes_total, std::stop_token stop) {
-  if (!get(id)) return false;  // deleted meanwhile: a progress write never re-creates an entry
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(throttle_mutex_);
@@ -136,15 +136,18 @@ bool ModelCatalog::update_progress(const ModelId& id, std::uint64_t bytes_done,
     if (!first && bytes_done != bytes_total && now - it->second < progress_interval_) return false;
     it->second = now;
   }
-  update(
-      id,
-      [&](ModelEntry& entry) {
-        entry.status = ModelStatus::downloading;
-        entry.bytes_done = bytes_done;
-        entry.bytes_total = bytes_total;
-        entry.error.clear();
-      },
-      std::move(stop));
+  FileLock lock(lock_path(id), std::move(stop));
+  auto entry = get(id);
+  if (!entry) {  // deleted meanwhile: a progress write never re-creates an entry
+    std::lock_guard throttle(throttle_mutex_);
+    last_progress_write_.erase(id.str());
+    return false;
+  }
+  entry->status = ModelStatus::downloading;
+  entry->bytes_done = bytes_done;
+  entry->bytes_total = bytes_total;
+  entry->error.clear();
+  write_entry(*entry);
   return true;
 }
 

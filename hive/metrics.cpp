@@ -93,6 +93,9 @@ void append_catalog(std::string& text, const MetricsSources& sources) {
   }
   append_header(text, "rbee_catalog_ready_bytes", "gauge", "Bytes of the ready models.");
   text += fmt::format("rbee_catalog_ready_bytes {}\n", ready_bytes);
+  append_header(text, "rbee_catalog_writes_total", "counter",
+                "metadata.yaml documents written (each a temp file, two fsyncs and a rename).");
+  text += fmt::format("rbee_catalog_writes_total {}\n", sources.catalog.writes());
 }
 
 }  // namespace

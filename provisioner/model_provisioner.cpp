@@ -419,9 +419,11 @@ RepoInfo ModelProvisioner::list_repo(const DownloadRequest& request, const Model
 // Downloads `files` (those not verified yet) several at a time, all sharing the job's
 // connection budget. A file that fails does not stop the others; the job then fails with a
 // summary of every failed file.
-void ModelProvisioner::download_files(const DownloadRequest& request, const ModelId& id,
-                                      const std::string& commit, std::vector<ModelFile>& files,
+void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry& entry,
                                       const std::stop_token& stop) {
+  const ModelId& id = entry.id;
+  const std::string commit = entry.commit;
+  std::vector<ModelFile>& files = entry.files;
   DownloadPolicy policy = settings_.download;
   if (request.connections) policy.connections = *request.connections;
   const FileDownloader downloader(hub_, policy);
@@ -439,29 +441,37 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
     narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level, 0,
                     std::move(progress)});
   };
-  // Verified files reach the catalog at the progress cadence, not in one write (two fsyncs)
-  // each: a repo of hundreds of small files would spend its time syncing. A file verified but
-  // not yet recorded is re-hashed on disk by the next job, never fetched again. Failures are
-  // recorded at once, and every state once all workers are done.
-  std::mutex states_mutex;
-  auto last_state_write = Clock::now() - settings_.progress_interval;
-  auto set_state = [&](ModelFile& file, const std::string& state) {
-    std::vector<ModelFile> snapshot;
-    {
-      std::lock_guard lock(states_mutex);
-      file.state = state;
-      if (state == "verified" && Clock::now() - last_state_write < settings_.progress_interval)
-        return;
-      last_state_write = Clock::now();
-      snapshot = files;
+  // The catalog is written from memory at the progress cadence, not read back and not once per
+  // file: while this job holds the model's download lock nobody else writes the entry (a delete
+  // takes that lock too), and a repo of 100 000 files would otherwise spend its time parsing and
+  // syncing a 20 MB document. A file verified but not yet recorded is re-hashed on disk by the
+  // next job, never fetched again. Failures are recorded at once, and every state at the end.
+  std::mutex entry_mutex;  // guards `entry` (file states, byte counts)
+  std::mutex write_mutex;  // one write at a time, so a newer document is never overwritten
+  auto last_write = Clock::now() - settings_.progress_interval;
+  auto write_entry = [&](bool now) {
+    std::unique_lock writing(write_mutex, std::defer_lock);
+    if (now) {
+      writing.lock();
+    } else if (!writing.try_lock()) {
+      return;  // another thread is writing a document at least as new
     }
-    catalog_.update(
-        id,
-        [&](ModelEntry& e) {
-          e.bytes_done = reporter.done();
-          e.files = snapshot;
-        },
-        stop);
+    ModelEntry snapshot;
+    {
+      std::lock_guard lock(entry_mutex);
+      if (!now && Clock::now() - last_write < settings_.progress_interval) return;
+      last_write = Clock::now();
+      entry.bytes_done = reporter.done();
+      snapshot = entry;
+    }
+    catalog_.put(std::move(snapshot), stop);
+  };
+  auto set_state = [&](ModelFile& file, const std::string& state) {
+    {
+      std::lock_guard lock(entry_mutex);
+      file.state = state;
+    }
+    write_entry(state != "verified");
   };
 
   auto download_one = [&](ModelFile& file) {
@@ -482,7 +492,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
     events.progress = [&](std::uint64_t bytes) {
       if (bytes_seen && bytes > *bytes_seen) stats_.add_bytes(bytes - *bytes_seen);
       bytes_seen = bytes;  // a restart from zero lowers it: count the bytes fetched again
-      if (reporter.update(file, bytes)) catalog_.update_progress(id, reporter.done(), total, stop);
+      if (reporter.update(file, bytes)) write_entry(false);
     };
     events.retrying = [&](int attempt, const std::string& reason, std::chrono::milliseconds delay) {
       stats_.add_retry();
@@ -545,10 +555,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, const Mode
     std::vector<std::jthread> workers;
     for (std::size_t i = 0; i < worker_count; ++i) workers.emplace_back(work);
   }
-  catalog_.update(id, [&](ModelEntry& e) {
-    e.bytes_done = reporter.done();
-    e.files = files;
-  });
+  write_entry(true);
   if (stop.stop_requested()) throw DownloadCancelled();
   if (failures.size() == 1) throw FilesFailed(failures.front());
   if (!failures.empty()) {
@@ -649,7 +656,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                     format_bytes(available)));
   }
 
-  catalog_.update(id, [&](ModelEntry& e) {
+  ModelEntry entry = catalog_.update(id, [&](ModelEntry& e) {
     e.endpoint = hub_.settings().endpoint;
     e.revision = request.revision;
     e.commit = info.commit;
@@ -667,12 +674,11 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                   request.job_id, Level::info, 0,
                   narration::Progress{"", 0, 0, 0, std::nullopt, verified_bytes, total, {}}});
 
-  download_files(request, id, info.commit, files, stop);
-  catalog_.update(id, [&](ModelEntry& e) {
-    e.status = ModelStatus::ready;
-    e.bytes_done = total;
-    e.error.clear();
-  });
+  download_files(request, entry, stop);
+  entry.status = ModelStatus::ready;
+  entry.bytes_done = total;
+  entry.error.clear();
+  catalog_.put(entry);
   const double elapsed = seconds_since(started);
   narrate("download_completed",
           fmt::format("Downloaded {}: {} file{}, {} in {:.1f} s ({}/s)", id.str(), files.size(),

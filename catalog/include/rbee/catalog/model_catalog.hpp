@@ -11,6 +11,7 @@
 // readers never take a lock and never see a torn file. The folders below the root are reached
 // without following symlinks (see Directory): a symlinked org or model folder is refused.
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -72,6 +73,9 @@ class ModelCatalog {
   // a later remove finishes), never "ready" over missing files. The caller holds the model's
   // download lock, so no download (of this hive or another) writes the folder meanwhile.
   bool remove(const ModelId& id, std::stop_token stop = {});
+  // metadata.yaml documents this catalog object has written since it was made.
+  std::uint64_t writes() const { return writes_.load(); }
+
   // Removes the temp files a killed writer left in the working folders of models nobody is
   // writing now; returns how many.
   std::size_t remove_stale_temp_files() const;
@@ -83,6 +87,7 @@ class ModelCatalog {
 
   std::filesystem::path root_;
   std::chrono::milliseconds progress_interval_;
+  mutable std::atomic<std::uint64_t> writes_{0};
   mutable std::mutex throttle_mutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> last_progress_write_;
 };

@@ -76,8 +76,9 @@ class ModelProvisioner {
                      const std::stop_token& stop);
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
                        const RepoInfo& info, const std::stop_token& stop);
-  void download_files(const DownloadRequest& request, const catalog::ModelId& id,
-                      const std::string& commit, std::vector<catalog::ModelFile>& files,
+  // Downloads the entry's files that are not verified yet; `entry` is the catalog's entry as
+  // this job last wrote it, kept up to date in memory and written from there.
+  void download_files(const DownloadRequest& request, catalog::ModelEntry& entry,
                       const std::stop_token& stop);
   // The error's message, with the free space and the bytes still needed when it is a full disk.
   std::string explain_out_of_space(const std::exception& error, const catalog::ModelId& id,

@@ -441,37 +441,33 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level, 0,
                     std::move(progress)});
   };
-  // The catalog is written from memory at the progress cadence, not read back and not once per
-  // file: while this job holds the model's download lock nobody else writes the entry (a delete
-  // takes that lock too), and a repo of 100 000 files would otherwise spend its time parsing and
-  // syncing a 20 MB document. A file verified but not yet recorded is re-hashed on disk by the
-  // next job, never fetched again. Failures are recorded at once, and every state at the end.
-  std::mutex entry_mutex;  // guards `entry` (file states, byte counts)
-  std::mutex write_mutex;  // one write at a time, so a newer document is never overwritten
-  auto last_write = Clock::now() - settings_.progress_interval;
-  auto write_entry = [&](bool now) {
-    std::unique_lock writing(write_mutex, std::defer_lock);
-    if (now) {
-      writing.lock();
-    } else if (!writing.try_lock()) {
-      return;  // another thread is writing a document at least as new
-    }
+  // The catalog is written from memory by this thread alone, about once per progress interval
+  // (at once after a failure), never read back and never once per file: while this job holds
+  // the model's download lock nobody else writes the entry (a delete takes that lock too). A
+  // repo of 100 000 files would otherwise spend its time parsing and syncing a 20 MB document,
+  // and every worker's malloc arena would keep a copy of it. A file verified but not yet
+  // recorded is re-hashed on disk by the next job, never fetched again.
+  std::mutex entry_mutex;  // guards `entry` (file states) and what follows
+  std::condition_variable entry_changed;
+  bool failure_to_record = false;
+  std::size_t workers_running = 0;
+  auto write_entry = [&] {
     ModelEntry snapshot;
     {
       std::lock_guard lock(entry_mutex);
-      if (!now && Clock::now() - last_write < settings_.progress_interval) return;
-      last_write = Clock::now();
       entry.bytes_done = reporter.done();
+      failure_to_record = false;
       snapshot = entry;
     }
     catalog_.put(std::move(snapshot), stop);
   };
   auto set_state = [&](ModelFile& file, const std::string& state) {
-    {
-      std::lock_guard lock(entry_mutex);
-      file.state = state;
+    std::lock_guard lock(entry_mutex);
+    file.state = state;
+    if (state == "failed") {
+      failure_to_record = true;
+      entry_changed.notify_one();
     }
-    write_entry(state != "verified");
   };
 
   auto download_one = [&](ModelFile& file) {
@@ -492,7 +488,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     events.progress = [&](std::uint64_t bytes) {
       if (bytes_seen && bytes > *bytes_seen) stats_.add_bytes(bytes - *bytes_seen);
       bytes_seen = bytes;  // a restart from zero lowers it: count the bytes fetched again
-      if (reporter.update(file, bytes)) write_entry(false);
+      reporter.update(file, bytes);
     };
     events.retrying = [&](int attempt, const std::string& reason, std::chrono::milliseconds delay) {
       stats_.add_retry();
@@ -534,11 +530,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
             narrator_.clean(explain_out_of_space(error, id, total - std::min(total, reporter.done())));
         narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
                 reporter.file_failed(file));
-        try {
-          set_state(file, "failed");
-        } catch (const std::exception&) {
-          // The job fails below with the reason; the entry is marked failed there too.
-        }
+        set_state(file, "failed");
         std::lock_guard lock(failures_mutex);
         failures.push_back(fmt::format("{}: {}", file.path, reason));
       } catch (...) {
@@ -553,9 +545,38 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
   const std::size_t worker_count = std::clamp<std::size_t>(pending, 1, settings_.parallel_files);
   {
     std::vector<std::jthread> workers;
-    for (std::size_t i = 0; i < worker_count; ++i) workers.emplace_back(work);
+    workers_running = worker_count;
+    for (std::size_t i = 0; i < worker_count; ++i) {
+      workers.emplace_back([&] {
+        work();
+        std::lock_guard lock(entry_mutex);
+        --workers_running;
+        entry_changed.notify_one();
+      });
+    }
+    bool write_failed = false;
+    std::unique_lock lock(entry_mutex);
+    while (workers_running > 0) {
+      entry_changed.wait_for(lock, settings_.progress_interval,
+                             [&] { return failure_to_record || workers_running == 0; });
+      if (workers_running == 0) break;
+      lock.unlock();
+      try {
+        write_entry();
+      } catch (const catalog::CatalogError& error) {
+        // A full disk, say: the files go on (their own writes report it), the last write below
+        // fails the job if it still cannot be made. Said once, not every second.
+        if (!write_failed) {
+          narrate("catalog_write_failed",
+                  fmt::format("Could not record progress in the catalog: {}", error.what()),
+                  Level::warn);
+        }
+        write_failed = true;
+      }
+      lock.lock();
+    }
   }
-  write_entry(true);
+  write_entry();
   if (stop.stop_requested()) throw DownloadCancelled();
   if (failures.size() == 1) throw FilesFailed(failures.front());
   if (!failures.empty()) {

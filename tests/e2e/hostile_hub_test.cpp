@@ -69,6 +69,8 @@ TEST_CASE("hostile listings end in a clean [ERROR] that says what was wrong; not
       {R"({"rfilename":"a.gguf","size":1},{"rfilename":"a.gguf","size":1})", "listed twice"},
       {R"({"rfilename":"a.gguf","size":"1"})", "not a number"},
       {R"("a.gguf")", "not an object"},
+      {"{\"rfilename\":\"a\\u001b[31m.gguf\",\"size\":1,\"blobId\":\"x\"}", "control characters"},
+      {"{\"rfilename\":\"a\xff\xfe.gguf\",\"size\":1}", "listing"},
   };
   int n = 0;
   for (const auto& [siblings, reason] : cases) {
@@ -80,6 +82,7 @@ TEST_CASE("hostile listings end in a clean [ERROR] that says what was wrong; not
     const SseStream stream = setup.download({{"model", repo.id}});
     CHECK(stream.terminal().starts_with("[ERROR]"));
     CHECK_MESSAGE(stream.terminal().find(reason) != std::string::npos, stream.terminal());
+    CHECK(stream_text(stream).find('\x1b') == std::string::npos);  // never an escape byte out
     CHECK(files_under(setup.hive.cache / repo.id) == 0);
   }
   CHECK(setup.hive->client()->Get("/health")->status == 200);

@@ -48,6 +48,8 @@ FileSystemError::FileSystemError(std::string_view what, const fs::path& path, in
       path_(path),
       error_(error) {}
 
+// The cache root itself may be a symlink (~/.cache on another disk): the operator chose it
+// before the hive ran, so it is followed; nothing below it is.
 Directory Directory::open(const fs::path& path, bool create) {
   if (create) {
     std::error_code ec;

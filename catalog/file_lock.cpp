@@ -46,7 +46,7 @@ void wait_a_moment(const std::stop_token& stop) {
 FileLock::FileLock(const std::filesystem::path& path, std::stop_token stop) {
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd_ < 0) {
     throw CatalogError(
         CatalogErrorCode::io_error,
@@ -74,7 +74,7 @@ std::unique_ptr<FileLock> FileLock::try_acquire(const std::filesystem::path& pat
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   std::unique_ptr<FileLock> lock(new FileLock());
-  lock->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  lock->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (lock->fd_ < 0) {
     throw CatalogError(
         CatalogErrorCode::io_error,

@@ -576,7 +576,15 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       lock.lock();
     }
   }
-  write_entry();
+  try {
+    write_entry();
+  } catch (const catalog::CatalogError& error) {
+    // When files failed (a full disk, say), their reasons are the job's error, not this echo.
+    if (failures.empty() && !stop.stop_requested()) throw;
+    narrate("catalog_write_failed",
+            fmt::format("Could not record the files' states in the catalog: {}", error.what()),
+            Level::warn);
+  }
   if (stop.stop_requested()) throw DownloadCancelled();
   if (failures.size() == 1) throw FilesFailed(failures.front());
   if (!failures.empty()) {

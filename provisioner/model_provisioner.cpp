@@ -337,8 +337,11 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
         e.error.clear();
         e.last_job_id = request.job_id;
       });
-    } catch (const catalog::CatalogError&) {
+    } catch (const catalog::CatalogError& error) {
       // The cancel stands; the entry says downloading until the next start marks it interrupted.
+      narrator_.emit({kActor, "catalog_write_failed", id.str(),
+                      fmt::format("Could not record the cancel in the catalog: {}", error.what()),
+                      request.job_id, Level::warn, 0, std::nullopt});
     }
     throw;
   } catch (const FilesFailed& error) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -656,6 +657,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
               previous->status != ModelStatus::deleting
           ? &*previous
           : nullptr;
+  std::set<std::string_view> repo_paths;
+  for (const auto& sibling : info.siblings) repo_paths.insert(sibling.path);
   std::vector<ModelFile> files;
   std::uint64_t total = 0, verified_bytes = 0, remaining = 0;
   for (const auto& sibling : selected) {
@@ -665,7 +668,9 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
       verified_bytes += file.size;
     } else {
       const FileToFetch wanted = to_fetch(file);
-      remaining += file.size - std::min(file.size, StagedFile(model, wanted).part_size());
+      const StagedFile staged(model, wanted);
+      if (!repo_paths.contains(file.path + ".part")) staged.adopt_legacy_part();
+      remaining += file.size - std::min(file.size, staged.part_size());
     }
     total += file.size;
     files.push_back(file);

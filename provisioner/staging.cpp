@@ -88,6 +88,26 @@ std::uint64_t StagedFile::part_size() const {
   });
 }
 
+bool StagedFile::adopt_legacy_part() const {
+  return as_download_error([&] {
+    if (has_part()) return false;
+    const auto [parent, name] = split_parent(file_.path);
+    const auto folder = model_.descend(parent, false);
+    if (!folder) return false;
+    const std::string part = std::string(name) + ".part", ranges = part + ".ranges";
+    const auto legacy = folder->status_of(part);
+    if (!legacy || !S_ISREG(legacy->st_mode)) return false;  // a symlink is not ours to adopt
+    // The sidecar first: a part without its sidecar would be taken for a contiguous prefix.
+    const auto legacy_ranges = folder->status_of(ranges);
+    if (legacy_ranges && S_ISREG(legacy_ranges->st_mode)) {
+      folder->rename_to(ranges, work_, key_ + ".ranges");
+    }
+    folder->rename_to(part, work_, key_ + ".part");
+    work_.sync();
+    return true;
+  });
+}
+
 std::optional<std::string> StagedFile::read_sidecar() const {
   return as_download_error([&] { return work_.read_file(key_ + ".ranges", kMaxSidecarBytes); });
 }

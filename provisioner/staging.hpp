@@ -36,6 +36,12 @@ class StagedFile {
   bool has_part() const;
   std::uint64_t part_size() const;  // 0 without a part
 
+  // Hives before the .rbee/ folder kept a part beside its file, as "<path>.part" with the ranges
+  // in "<path>.part.ranges" (same JSON). Adopts such a part (and sidecar) when this file has
+  // none yet, so an upgrade never throws away a half-downloaded file; true when it did. The
+  // caller makes sure no file of the repo has that name.
+  bool adopt_legacy_part() const;
+
   std::optional<std::string> read_sidecar() const;  // nullopt without one
   // Replaced atomically and durably (temp file, fsync, rename, fsync of the folder).
   void write_sidecar(std::string_view json) const;

@@ -246,3 +246,22 @@ TEST_CASE("a SIGKILL soak: 20 kills at random instants lose nothing that was com
   const std::uint64_t loss_per_kill = 4 * (1024 * 1024 + 2 * 1024 * 1024);
   CHECK(sent <= model_bytes + kKills * loss_per_kill);
 }
+
+TEST_CASE("a part an earlier hive left beside its file (<path>.part) is adopted and resumed") {
+  HiveWithHub h(fast_flags({"--connections", "1"}));
+  FixtureRepo repo;
+  repo.id = "acme/upgraded";
+  repo.files = {{"model.gguf", 4 * 1024 * 1024 + 3, true, 111}};
+  h.hub.add_repo(repo);
+  const std::string content = h.hub.content("acme/upgraded", "model.gguf");
+  const std::uint64_t kept = 1024 * 1024 + 17;
+  write_text(h.hive.cache / "acme/upgraded/model.gguf.part", content.substr(0, kept));
+
+  const SseStream stream = h.download({{"model", "acme/upgraded"}});
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  CHECK(read_text(h.hive.cache / "acme/upgraded/model.gguf") == content);
+  CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/upgraded/model.gguf.part"));
+  const auto gets = h.content_gets("cdn");
+  REQUIRE(gets.size() == 1);
+  CHECK(range_start(gets[0]) == kept);  // resumed, not fetched again
+}

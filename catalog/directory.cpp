@@ -109,8 +109,8 @@ UniqueFd Directory::open_file(std::string_view name, int flags, mode_t mode) con
 UniqueFd Directory::create_file(std::string_view name, int flags) const {
   const std::string file(name);
   for (int attempt = 0;; ++attempt) {
-    UniqueFd fd(::openat(fd_.get(), file.c_str(), flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                         0644));
+    UniqueFd fd(
+        ::openat(fd_.get(), file.c_str(), flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
     if (fd) return fd;
     if (errno != EEXIST || attempt == 3) throw FileSystemError("create", path_ / file, errno);
     // A leftover of a crash: only a regular file may be replaced.

@@ -41,7 +41,6 @@ fs::path ModelCatalog::model_dir(const ModelId& id) const {
   return root_ / id.org / id.name;
 }
 
-
 // Locks live outside the model folder so that remove() can delete the folder while holding one,
 // in a folder per model so that no model's lock name is another's ("x.download" vs "x").
 fs::path ModelCatalog::lock_path(const ModelId& id) const {

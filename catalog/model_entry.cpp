@@ -17,8 +17,8 @@
 namespace rbee::catalog {
 namespace {
 
-constexpr std::array<std::string_view, 6> kStatusNames = {
-    "downloading", "ready", "failed", "cancelled", "interrupted", "deleting"};
+constexpr std::array<std::string_view, 6> kStatusNames = {"downloading", "ready",       "failed",
+                                                          "cancelled",   "interrupted", "deleting"};
 
 // Timestamps are RFC 3339 UTC strings with milliseconds, readable by people and every language.
 std::string format_time(std::int64_t unix_ms) {
@@ -35,10 +35,9 @@ std::int64_t parse_time(const std::string& text) {
                   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &millis) != 7) {
     throw std::runtime_error(fmt::format("bad timestamp '{}'", text));
   }
-  // Years past 2262 overflow the nanosecond clocks some formatters convert through.
-  if (tm.tm_year < 1970 || tm.tm_year > 2200 || tm.tm_mon < 1 || tm.tm_mon > 12 ||
-      tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 ||
-      tm.tm_hour < 0 || tm.tm_min < 0 || tm.tm_sec < 0 || millis < 0 || millis > 999) {
+  // Years past 2262 overflow the nanosecond clocks some formatters convert through; every other
+  // field out of range is caught below, as a timestamp that does not format back to itself.
+  if (tm.tm_year < 1970 || tm.tm_year > 2200) {
     throw std::runtime_error(fmt::format("timestamp '{}' is out of range", text));
   }
   tm.tm_year -= 1900;
@@ -122,8 +121,10 @@ class EntryEvents final : public YAML::EventHandler {
     }
     if (stack_.empty()) {
       root_is_mapping = !sequence;
-      if (sequence) skipped_depth_ = 1;
-      else stack_.push_back(Level::top);
+      if (sequence)
+        skipped_depth_ = 1;
+      else
+        stack_.push_back(Level::top);
       return;
     }
     if (stack_.back() == Level::files) {
@@ -190,10 +191,11 @@ ModelFile parse_file(const EntryEvents::Fields& fields) {
 bool is_valid_utf8(std::string_view text) {
   for (std::size_t i = 0; i < text.size();) {
     const auto byte = static_cast<unsigned char>(text[i]);
-    const std::size_t length = byte < 0x80 ? 1 : byte >= 0xC2 && byte <= 0xDF ? 2
-                               : byte >= 0xE0 && byte <= 0xEF               ? 3
-                               : byte >= 0xF0 && byte <= 0xF4               ? 4
-                                                                            : 0;
+    const std::size_t length = byte < 0x80                    ? 1
+                               : byte >= 0xC2 && byte <= 0xDF ? 2
+                               : byte >= 0xE0 && byte <= 0xEF ? 3
+                               : byte >= 0xF0 && byte <= 0xF4 ? 4
+                                                              : 0;
     if (length == 0 || i + length > text.size()) return false;
     for (std::size_t k = 1; k < length; ++k) {
       if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return false;

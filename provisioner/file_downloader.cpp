@@ -39,8 +39,8 @@ class PartFile {
   void append(const char* data, std::size_t length) {
     pipeline_->update(data, length);
     for (std::size_t written = 0; written < length;) {
-      const ssize_t n =
-          ::pwrite(fd_.get(), data + written, length - written, static_cast<off_t>(size_ + written));
+      const ssize_t n = ::pwrite(fd_.get(), data + written, length - written,
+                                 static_cast<off_t>(size_ + written));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) throw_disk_error("write", path_, errno);
       written += static_cast<std::size_t>(n);
@@ -217,8 +217,9 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
 bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file) {
   try {
     const auto slash = file.path.rfind('/');
-    const auto folder =
-        slash == std::string::npos ? model.descend("", false) : model.descend(file.path.substr(0, slash), false);
+    const auto folder = slash == std::string::npos
+                            ? model.descend("", false)
+                            : model.descend(file.path.substr(0, slash), false);
     if (!folder) return false;
     const std::string name = slash == std::string::npos ? file.path : file.path.substr(slash + 1);
     const catalog::UniqueFd fd = folder->open_file(name, O_RDONLY);

@@ -530,8 +530,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
         return;
       } catch (const std::exception& error) {
         stats_.add_error(error_kind(error));
-        const std::string reason =
-            narrator_.clean(explain_out_of_space(error, id, total - std::min(total, reporter.done())));
+        const std::string reason = narrator_.clean(
+            explain_out_of_space(error, id, total - std::min(total, reporter.done())));
         narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
                 reporter.file_failed(file));
         set_state(file, "failed");
@@ -652,11 +652,10 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   const fs::path dir = catalog_.model_dir(id);
   const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
   const auto previous = catalog_.get(id);
-  const ModelEntry* before =
-      previous && previous->status != ModelStatus::failed &&
-              previous->status != ModelStatus::deleting
-          ? &*previous
-          : nullptr;
+  const ModelEntry* before = previous && previous->status != ModelStatus::failed &&
+                                     previous->status != ModelStatus::deleting
+                                 ? &*previous
+                                 : nullptr;
   std::set<std::string_view> repo_paths;
   for (const auto& sibling : info.siblings) repo_paths.insert(sibling.path);
   std::vector<ModelFile> files;

@@ -579,16 +579,15 @@ class RangedDownload {
 }  // namespace
 
 std::optional<std::vector<ByteRange>> parse_range_sidecar(std::string_view text,
-                                                           std::uint64_t file_size,
-                                                           std::string_view checksum) {
+                                                          std::uint64_t file_size,
+                                                          std::string_view checksum) {
   const auto json = nlohmann::json::parse(text, nullptr, false);
   if (json.is_discarded() || !json.is_object()) return std::nullopt;
-  const auto version = json.find("version"), size = json.find("size"),
-             sum = json.find("checksum"), done = json.find("done");
-  if (version == json.end() || *version != 1 || size == json.end() ||
-      !size->is_number_unsigned() || size->get<std::uint64_t>() != file_size ||
-      sum == json.end() || !sum->is_string() || sum->get<std::string>() != checksum ||
-      done == json.end() || !done->is_array()) {
+  const auto version = json.find("version"), size = json.find("size"), sum = json.find("checksum"),
+             done = json.find("done");
+  if (version == json.end() || *version != 1 || size == json.end() || !size->is_number_unsigned() ||
+      size->get<std::uint64_t>() != file_size || sum == json.end() || !sum->is_string() ||
+      sum->get<std::string>() != checksum || done == json.end() || !done->is_array()) {
     return std::nullopt;
   }
   std::vector<ByteRange> ranges;
@@ -616,8 +615,7 @@ RangedOutcome fetch_in_ranges(const HubClient& hub, const DownloadPolicy& policy
                               const FileToFetch& file, const StagedFile& staged,
                               const std::stop_token& stop, const DownloadEvents& events,
                               ConnectionBudget* extra_connections, std::string& mismatch_reason) {
-  RangedDownload download(hub, policy, repo, commit, file, staged, stop, events,
-                          extra_connections);
+  RangedDownload download(hub, policy, repo, commit, file, staged, stop, events, extra_connections);
   return download.run(mismatch_reason);
 }
 

@@ -30,8 +30,8 @@ struct ByteRange {
 // of this very file (version 1, its size and checksum, every range within the file). The sidecar
 // is outside input after a crash or on a shared cache: whatever it holds, this never throws.
 std::optional<std::vector<ByteRange>> parse_range_sidecar(std::string_view text,
-                                                           std::uint64_t file_size,
-                                                           std::string_view checksum);
+                                                          std::uint64_t file_size,
+                                                          std::string_view checksum);
 
 // True when `file` should be (or already is being) fetched in ranges.
 bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file, const StagedFile& staged);

@@ -33,8 +33,8 @@ auto as_download_error(Call&& call) {
 }
 
 std::string staging_key(const FileToFetch& file) {
-  const std::string identity = fmt::format("{}\n{}\n{}{}", file.path, file.size, file.sha256,
-                                           file.git_sha1);
+  const std::string identity =
+      fmt::format("{}\n{}\n{}{}", file.path, file.size, file.sha256, file.git_sha1);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_Digest(identity.data(), identity.size(), digest, &length, EVP_sha256(), nullptr);
@@ -51,8 +51,12 @@ std::pair<std::string_view, std::string_view> split_parent(std::string_view path
 
 }  // namespace
 
-std::string part_file_name(const FileToFetch& file) { return staging_key(file) + ".part"; }
-std::string sidecar_file_name(const FileToFetch& file) { return staging_key(file) + ".ranges"; }
+std::string part_file_name(const FileToFetch& file) {
+  return staging_key(file) + ".part";
+}
+std::string sidecar_file_name(const FileToFetch& file) {
+  return staging_key(file) + ".ranges";
+}
 
 StagedFile::StagedFile(const Directory& model, const FileToFetch& file)
     : model_(model),
@@ -61,8 +65,12 @@ StagedFile::StagedFile(const Directory& model, const FileToFetch& file)
       file_(file),
       key_(staging_key(file)) {}
 
-fs::path StagedFile::part_path() const { return work_.path() / (key_ + ".part"); }
-fs::path StagedFile::destination() const { return model_.path() / file_.path; }
+fs::path StagedFile::part_path() const {
+  return work_.path() / (key_ + ".part");
+}
+fs::path StagedFile::destination() const {
+  return model_.path() / file_.path;
+}
 
 UniqueFd StagedFile::open_part() const {
   return as_download_error([&] {

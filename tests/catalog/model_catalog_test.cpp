@@ -204,8 +204,8 @@ TEST_CASE("the download lock of org/x is not the catalog lock of org/x.download"
     cv.wait_for(lock, done, std::chrono::seconds(5), [] { return false; });
     give_up.request_stop();
   });
-  CHECK_NOTHROW(
-      catalog.update(parse_model_id("org/x.download"), [](ModelEntry&) {}, give_up.get_token()));
+  CHECK_NOTHROW(catalog.update(
+      parse_model_id("org/x.download"), [](ModelEntry&) {}, give_up.get_token()));
 }
 
 TEST_CASE("remove marks the entry deleting before the files go, and the entry goes last") {

@@ -20,10 +20,10 @@ namespace {
 
 HiveOptions options_for(const std::filesystem::path& cache, const HubFixture& hub,
                         std::vector<std::string> flags = fast_flags()) {
-  return HiveOptions{cache,
-                     std::move(flags),
-                     {{"HF_ENDPOINT", hub.endpoint()},
-                      {"HF_HOME", (cache.parent_path() / "hf-home").string()}}};
+  return HiveOptions{
+      cache,
+      std::move(flags),
+      {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (cache.parent_path() / "hf-home").string()}}};
 }
 
 std::string submit_download(const HiveProcess& hive, const std::string& model) {

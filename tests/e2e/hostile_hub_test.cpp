@@ -172,7 +172,8 @@ TEST_CASE("a Hub that never answers the listing: DELETE ends the job at once, SI
   CHECK(setup.hive->stop(SIGTERM, std::chrono::seconds(5)) == 0);
 }
 
-TEST_CASE("a CDN that drips its headers a byte at a time: DELETE ends the job at once, SIGTERM exits") {
+TEST_CASE(
+    "a CDN that drips its headers a byte at a time: DELETE ends the job at once, SIGTERM exits") {
   HeaderDripServer drip;
   HiveWithHub setup;
   FixtureRepo repo;
@@ -201,4 +202,24 @@ TEST_CASE("a CDN that drips its headers a byte at a time: DELETE ends the job at
   const auto signalled = std::chrono::steady_clock::now();
   CHECK(setup.hive->stop(SIGTERM, std::chrono::seconds(5)) == 0);
   CHECK(std::chrono::steady_clock::now() - signalled < std::chrono::seconds(2));
+}
+
+TEST_CASE("a server that sends more bytes than the file has: a protocol error, never kept") {
+  HiveWithHub setup(fast_flags({"--connections", "1", "--download-attempts", "2"}));
+  FixtureRepo repo;
+  repo.id = "org/surplus";
+  repo.files = {{"model.gguf", 2 * 1024 * 1024, true, 41}, {"config.json", 700, false, 42}};
+  setup.hub.add_repo(repo);
+  setup.hub.set_faults("model.gguf", {.times = 1000, .surplus_bytes = 4096});
+  setup.hub.set_faults("config.json", {.times = 1000, .surplus_bytes = 1});
+  const SseStream stream = setup.download({{"model", "org/surplus"}});
+  CHECK(stream.terminal().starts_with("[ERROR]"));
+  CHECK_MESSAGE(stream.terminal().find("sent more than") != std::string::npos, stream.terminal());
+  CHECK_FALSE(std::filesystem::exists(setup.hive.cache / "org/surplus/model.gguf"));
+  CHECK_FALSE(std::filesystem::exists(setup.hive.cache / "org/surplus/config.json"));
+  setup.hub.set_faults("model.gguf", {.times = 0});
+  setup.hub.set_faults("config.json", {.times = 0});
+  CHECK(setup.download({{"model", "org/surplus"}}).terminal() == "[DONE]");  // honest later
+  CHECK(read_text(setup.hive.cache / "org/surplus/model.gguf") ==
+        setup.hub.content("org/surplus", "model.gguf"));
 }

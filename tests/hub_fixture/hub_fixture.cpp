@@ -402,7 +402,9 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
                                              ? faults->content_range
                                              : fmt::format("bytes {}-{}/{}", first, last, size));
   }
-  const std::uint64_t length = size == 0 ? 0 : last - first + 1;
+  // A lying server: more body than the file has (generated_bytes goes on past its end).
+  const std::uint64_t length =
+      (size == 0 ? 0 : last - first + 1) + (faults ? faults->surplus_bytes : 0);
   std::uint64_t rate;
   {
     std::lock_guard lock(mutex_);

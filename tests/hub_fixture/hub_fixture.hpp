@@ -22,8 +22,8 @@ namespace rbee::testing {
 struct FixtureFile {
   std::string path;
   std::uint64_t size = 0;
-  bool lfs = false;        // LFS files are served by the CDN and verified by SHA-256
-  std::uint64_t seed = 1;  // content: generated_bytes(seed, offset, n)
+  bool lfs = false;          // LFS files are served by the CDN and verified by SHA-256
+  std::uint64_t seed = 1;    // content: generated_bytes(seed, offset, n)
   std::string cdn_location;  // LFS: the resolve redirects here instead of the fixture's CDN
 };
 
@@ -52,9 +52,10 @@ struct Faults {
   std::optional<std::uint64_t> stall_after_bytes;  // send N bytes, then nothing until dropped
   bool ignore_range = false;                       // answer 200 with the whole file
   bool expire_signed_url = false;                  // the CDN answers 403: the URL expired
-  std::string content_range;  // a 206 answer carries this Content-Range instead of the truth
-  std::string error_message;  // raw bytes (any, even invalid UTF-8) in an error answer's
-                              // JSON "error" and X-Error-Message header
+  std::string content_range;        // a 206 answer carries this Content-Range instead of the truth
+  std::uint64_t surplus_bytes = 0;  // the body goes on this many bytes past what was asked
+  std::string error_message;        // raw bytes (any, even invalid UTF-8) in an error answer's
+                                    // JSON "error" and X-Error-Message header
 };
 
 struct RecordedRequest {

@@ -55,15 +55,17 @@ struct Setup {
       retries.push_back(reason);
     };
     FileDownloader(client, policy)
-        .fetch(parse_model_id("org/m"), "main", file(path), rbee::catalog::Directory::open(dir.path(), true), stop,
-                events);
+        .fetch(parse_model_id("org/m"), "main", file(path),
+               rbee::catalog::Directory::open(dir.path(), true), stop, events);
   }
   // Where the working part of `path` lives (in the model's .rbee/ folder).
   std::filesystem::path part(const std::string& path) {
     std::filesystem::create_directories(dir / ".rbee");
     return dir / ".rbee" / part_file_name(file(path));
   }
-  rbee::catalog::Directory model() const { return rbee::catalog::Directory::open(dir.path(), true); }
+  rbee::catalog::Directory model() const {
+    return rbee::catalog::Directory::open(dir.path(), true);
+  }
   std::vector<RecordedRequest> content_requests(const std::string& listener) {
     std::vector<RecordedRequest> result;
     for (auto& r : hub.requests()) {
@@ -169,10 +171,9 @@ TEST_CASE("attempts without progress are bounded") {
 TEST_CASE("a 404 is not retried") {
   Setup s;
   FileToFetch missing{"absent.bin", 10, "", "0000000000000000000000000000000000000000"};
-  CHECK_THROWS_AS(
-      FileDownloader(s.client, s.policy)
-          .fetch(parse_model_id("org/m"), "main", missing, s.model(), {}, {}),
-      HubError);
+  CHECK_THROWS_AS(FileDownloader(s.client, s.policy)
+                      .fetch(parse_model_id("org/m"), "main", missing, s.model(), {}, {}),
+                  HubError);
 }
 
 TEST_CASE("a server that ignores Range answers 200: the part restarts from zero, still exact") {
@@ -211,8 +212,7 @@ TEST_CASE("cancellation stops a stalled download at once and keeps the part for 
   std::stop_source stop;
   const auto part = s.part("big.gguf");
   std::thread canceller([&] {
-    while (!std::filesystem::exists(part) ||
-           std::filesystem::file_size(part) < 1'000'000) {
+    while (!std::filesystem::exists(part) || std::filesystem::file_size(part) < 1'000'000) {
       std::this_thread::sleep_for(5ms);
     }
     stop.request_stop();

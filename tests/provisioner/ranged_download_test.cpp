@@ -58,8 +58,8 @@ struct RangedSetup {
       retries.push_back(reason);
     };
     FileDownloader(client, policy)
-        .fetch(parse_model_id("org/m"), "main", file(path), rbee::catalog::Directory::open(dir.path(), true), stop,
-                events);
+        .fetch(parse_model_id("org/m"), "main", file(path),
+               rbee::catalog::Directory::open(dir.path(), true), stop, events);
   }
   bool exact(const std::string& path) {
     return read_text(dir / path) == hub.content("org/m", path);

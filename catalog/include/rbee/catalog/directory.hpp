@@ -78,10 +78,12 @@ class Directory {
   // Removes the file `name`; false when there was none.
   bool remove_file(std::string_view name) const;
   // Atomic rename of `name` here to `target_name` in `target` (replacing it).
-  void rename_to(std::string_view name, const Directory& target, std::string_view target_name) const;
+  void rename_to(std::string_view name, const Directory& target,
+                 std::string_view target_name) const;
   // Writes `content` to `name` atomically: a temp file in `scratch` (same file system), fsync,
   // rename over `name`, fsync of this folder. After a crash `name` is the old or the new content.
-  void replace_file(std::string_view name, std::string_view content, const Directory& scratch) const;
+  void replace_file(std::string_view name, std::string_view content,
+                    const Directory& scratch) const;
   // Reads the whole regular file `name` (at most `limit` bytes, else FileSystemError EFBIG);
   // nullopt when missing.
   std::optional<std::string> read_file(std::string_view name, std::size_t limit) const;

@@ -75,8 +75,10 @@ std::optional<ModelEntry> ModelCatalog::read_entry(const ModelId& id) const {
   }
 }
 
-std::vector<ModelEntry> ModelCatalog::list() const {
-  std::vector<ModelEntry> entries;
+// The folders <org>/<name> whose names are model ids, sorted; whether each holds an entry is
+// for the caller to find out.
+std::vector<ModelId> ModelCatalog::model_ids() const {
+  std::vector<ModelId> ids;
   std::error_code ec;
   for (const auto& org : fs::directory_iterator(root_, ec)) {
     const std::string org_name = org.path().filename().string();
@@ -84,15 +86,22 @@ std::vector<ModelEntry> ModelCatalog::list() const {
     for (const auto& model : fs::directory_iterator(org.path(), ec)) {
       if (!model.is_directory(ec)) continue;
       try {
-        const ModelId id = parse_model_id(org_name + "/" + model.path().filename().string());
-        if (auto entry = read_entry(id)) entries.push_back(std::move(*entry));
+        ids.push_back(parse_model_id(org_name + "/" + model.path().filename().string()));
       } catch (const CatalogError&) {
         // A folder whose name is no model id was not made by the catalog: not ours to list.
       }
     }
   }
-  std::sort(entries.begin(), entries.end(),
-            [](const ModelEntry& a, const ModelEntry& b) { return a.id.str() < b.id.str(); });
+  std::sort(ids.begin(), ids.end(),
+            [](const ModelId& a, const ModelId& b) { return a.str() < b.str(); });
+  return ids;
+}
+
+std::vector<ModelEntry> ModelCatalog::list() const {
+  std::vector<ModelEntry> entries;
+  for (const auto& id : model_ids()) {
+    if (auto entry = read_entry(id)) entries.push_back(std::move(*entry));
+  }
   return entries;
 }
 
@@ -187,12 +196,12 @@ bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
 
 std::size_t ModelCatalog::remove_stale_temp_files() const {
   std::size_t removed = 0;
-  for (const auto& entry : list()) {
-    const auto writer = FileLock::try_acquire(lock_path(entry.id));
-    const auto downloader = FileLock::try_acquire(download_lock_path(entry.id));
+  for (const auto& id : model_ids()) {  // no entry is parsed: this runs at every start
+    const auto writer = FileLock::try_acquire(lock_path(id));
+    const auto downloader = FileLock::try_acquire(download_lock_path(id));
     if (!writer || !downloader) continue;  // being written right now
     try {
-      const auto work = open_model_dir(entry.id, false)->descend(kWorkFolder, false);
+      const auto work = open_model_dir(id, false)->descend(kWorkFolder, false);
       if (!work) continue;
       std::error_code ec;
       for (const auto& file : fs::directory_iterator(work->path(), ec)) {

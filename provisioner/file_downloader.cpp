@@ -216,12 +216,9 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
 
 bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file) {
   try {
-    const auto slash = file.path.rfind('/');
-    const auto folder = slash == std::string::npos
-                            ? model.descend("", false)
-                            : model.descend(file.path.substr(0, slash), false);
+    const auto [parent, name] = split_parent(file.path);
+    const auto folder = model.descend(parent, false);
     if (!folder) return false;
-    const std::string name = slash == std::string::npos ? file.path : file.path.substr(slash + 1);
     const catalog::UniqueFd fd = folder->open_file(name, O_RDONLY);
     struct stat info {};
     if (!fd || ::fstat(fd.get(), &info) != 0 || !S_ISREG(info.st_mode) ||

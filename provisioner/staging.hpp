@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <rbee/catalog/directory.hpp>
 
@@ -63,6 +64,9 @@ class StagedFile {
   const FileToFetch& file_;
   std::string key_;
 };
+
+// "a/b/c.bin" → {"a/b", "c.bin"}; a path without a folder has an empty parent.
+std::pair<std::string_view, std::string_view> split_parent(std::string_view path);
 
 // The names of the part and sidecar of `file` inside the working folder (for tests and tools).
 std::string part_file_name(const FileToFetch& file);

@@ -82,6 +82,7 @@ class ModelCatalog {
 
  private:
   std::filesystem::path lock_path(const ModelId& id) const;
+  std::vector<ModelId> model_ids() const;
   std::optional<ModelEntry> read_entry(const ModelId& id) const;
   void write_entry(ModelEntry& entry) const;
 

@@ -11,6 +11,7 @@
 #include <rbee/narration/sanitize.hpp>
 
 #include "file_hash.hpp"
+#include "http_connection.hpp"
 #include "ranged_download.hpp"
 #include "rbee/provisioner/content_range.hpp"
 #include "retry.hpp"
@@ -21,7 +22,7 @@ namespace fs = std::filesystem;
 namespace rbee::provisioner {
 namespace {
 
-constexpr std::size_t kWriteBatch = 1 << 20;  // the client reads 4 KiB pieces: write in 1 MiB
+constexpr std::size_t kWriteBatch = 1 << 20;  // one write, and one hash block, per MiB
 
 // The part file: written at its end, with the bytes so far fed through the hash.
 class PartFile {
@@ -102,19 +103,15 @@ class PartFile {
 void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedFile& source,
               const FileToFetch& file, const DownloadPolicy& policy, PartFile& part,
               const std::stop_token& stop, const DownloadEvents& events) {
-  auto client = connections.take(source.url);
-  client->set_read_timeout(policy.stall_timeout);  // no byte at all for this long: stalled
-  httplib::Headers headers = hub.headers_for(source.send_token);
   const std::uint64_t start = part.size();
-  if (start > 0) headers.emplace("Range", fmt::format("bytes={}-", start));
-  std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
-  // A stop that came before the request was in flight closed nothing: a Hub that then drips
-  // its headers would hold this thread for the whole read timeout.
-  if (stop.stop_requested()) throw DownloadCancelled();
+  HttpRequest request;
+  request.url = source.url;
+  request.headers = hub.headers_for(source.send_token);
+  if (start > 0) request.headers.emplace("Range", fmt::format("bytes={}-", start));
+  request.stall_timeout = policy.stall_timeout;
+  request.stall_min_bytes = policy.stall_min_bytes;
 
-  int status = 0;
-  std::string error_code, retry_after, content_range;
-  bool stalled = false, overflow = false;
+  bool overflow = false;
   std::vector<char> batch;
   batch.reserve(kWriteBatch);
   auto flush = [&] {
@@ -122,47 +119,30 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
     batch.clear();
     if (events.progress) events.progress(part.size());
   };
-  auto window_start = std::chrono::steady_clock::now();
-  auto last_byte_at = window_start;
-  std::uint64_t window_bytes = 0;
-
-  auto result = client->Get(
-      source.url.target, headers,
-      [&](const httplib::Response& response) {
-        status = response.status;
-        error_code = response.get_header_value("X-Error-Code");
-        retry_after = response.get_header_value("Retry-After");
-        content_range = response.get_header_value("Content-Range");
-        if (status == 206)
-          return content_range_matches(content_range, start, std::nullopt, file.size);
-        if (status == 200 && start > 0) part.restart();  // the server ignored Range: start over
-        return status == 200;
-      },
-      [&](const char* data, std::size_t length) {
-        if (stop.stop_requested()) return false;
-        if (part.size() + batch.size() + length > file.size) {
-          overflow = true;  // more bytes than the listing promised: never keep them
-          return false;
-        }
-        batch.insert(batch.end(), data, data + length);
-        if (batch.size() >= kWriteBatch) flush();
-        window_bytes += length;
-        const auto now = std::chrono::steady_clock::now();
-        last_byte_at = now;
-        if (now - window_start >= policy.stall_timeout) {
-          if (window_bytes < policy.stall_min_bytes) {
-            stalled = true;
-            return false;
-          }
-          window_start = now;
-          window_bytes = 0;
-        }
-        return true;
-      });
+  request.on_head = [&](const HttpResponseHead& head) {
+    if (head.status == 206)
+      return content_range_matches(head.header("Content-Range"), start, std::nullopt, file.size);
+    if (head.status == 200 && start > 0) part.restart();  // the server ignored Range: start over
+    return head.status == 200;
+  };
+  request.on_body = [&](const char* data, std::size_t length) {
+    if (part.size() + batch.size() + length > file.size) {
+      overflow = true;  // more bytes than the listing promised: never keep them
+      return false;
+    }
+    batch.insert(batch.end(), data, data + length);
+    if (batch.size() >= kWriteBatch) flush();
+    return true;
+  };
+  const HttpResult result = connections.take(source.url)->perform(request, stop);
   if (!batch.empty()) flush();  // bytes that arrived before a failure are a valid prefix
-  if (stop.stop_requested()) throw DownloadCancelled();
+  if (result.outcome == HttpOutcome::cancelled || stop.stop_requested()) {
+    throw DownloadCancelled();
+  }
 
   const std::string what = file.path;
+  const int status = result.head.status;
+  const std::string content_range = result.head.header("Content-Range");
   if (overflow) {
     part.restart();
     throw HubError(HubErrorKind::protocol,
@@ -186,30 +166,23 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
                    416);
   }
   if (status != 0 && status != 200 && status != 206) {
-    throw hub_error_for(status, error_code, what, retry_after,
+    throw hub_error_for(status, result.head.header("X-Error-Code"), what,
+                        result.head.header("Retry-After"),
                         source.send_token && !hub.settings().token.empty());
   }
-  if (stalled) {
+  if (result.outcome == HttpOutcome::stalled) {
     throw HubError(
         HubErrorKind::network,
         fmt::format("{}: stalled (under {} bytes in {} ms) at {} of {} bytes", what,
                     policy.stall_min_bytes, policy.stall_timeout.count(), part.size(), file.size));
   }
-  // cpp-httplib reports a read timeout and a reset connection alike (Error::Read): tell them
-  // apart by how long the connection had been silent.
-  const bool silent = std::chrono::steady_clock::now() - last_byte_at >= policy.stall_timeout;
-  if (!result && result.error() == httplib::Error::Read && silent) {
-    throw HubError(HubErrorKind::network,
-                   fmt::format("{}: stalled (no data for {} ms) at {} of {} bytes", what,
-                               policy.stall_timeout.count(), part.size(), file.size));
-  }
-  if (!result || part.size() < file.size) {
+  if (result.outcome != HttpOutcome::complete || part.size() < file.size) {
     throw HubError(
         HubErrorKind::network,
-        fmt::format("{}: connection lost at {} of {} bytes ({})", what, part.size(), file.size,
-                    result ? "the body ended early" : httplib::to_string(result.error())));
+        fmt::format(
+            "{}: connection lost at {} of {} bytes ({})", what, part.size(), file.size,
+            result.outcome == HttpOutcome::complete ? "the body ended early" : result.error));
   }
-  client.keep();  // the whole body arrived: the next file may use this connection
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "rbee/provisioner/hub_client.hpp"
 
+#include "http_connection.hpp"
 #include "rbee/provisioner/connection_pool.hpp"
 
 #include <algorithm>
@@ -41,11 +42,15 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) 
   return std::chrono::seconds(std::min(seconds, 3600L));
 }
 
-// A stop that came before a request was in flight aborted nothing (cpp-httplib's stop() only
-// shuts a socket in use): without this check, a Hub that drips its headers would hold the
-// thread for the whole read timeout. The caller sees the stop token and reports a cancel.
-void throw_if_stopped(const std::stop_token& stop) {
-  if (stop.stop_requested()) throw HubError(HubErrorKind::network, "cancelled");
+// A request ended by the stop token, a stall or a transport error, as a HubError; the caller
+// sees the stop token and reports a cancel.
+[[noreturn]] void throw_transport_error(const HttpResult& result, const Url& url,
+                                        std::string_view what) {
+  if (result.outcome == HttpOutcome::cancelled) throw HubError(HubErrorKind::network, "cancelled");
+  const std::string reason =
+      result.outcome == HttpOutcome::stalled ? "no answer in time" : result.error;
+  throw HubError(HubErrorKind::network, fmt::format("cannot reach {}{}{}: {}", url.origin(),
+                                                    what.empty() ? "" : " for ", what, reason));
 }
 
 }  // namespace
@@ -97,6 +102,7 @@ HubSettings hub_settings_from_environment() {
       settings.token = read_token_file(std::filesystem::path(hf_home) / "token");
   }
   settings.ca_bundle = env_or("RBEE_CA_BUNDLE", "");
+  settings.proxies = proxy_settings_from_environment();
   return settings;
 }
 
@@ -215,25 +221,8 @@ HubClient::HubClient(HubSettings settings) : settings_(std::move(settings)) {
   endpoint_ = *endpoint;
 }
 
-std::unique_ptr<httplib::Client> HubClient::client_for(const Url& url) const {
-  auto client = std::make_unique<httplib::Client>(url.origin());
-  configure(*client);
-  if (url.scheme == "https") {
-    client->enable_server_certificate_verification(true);
-    if (!settings_.ca_bundle.empty()) client->set_ca_cert_path(settings_.ca_bundle);
-  }
-  return client;
-}
-
-void HubClient::configure(httplib::Client& client) const {
-  client.set_connection_timeout(settings_.connect_timeout);
-  client.set_read_timeout(settings_.read_timeout);
-  client.set_follow_location(false);  // it would forward Authorization to other hosts
-  client.set_keep_alive(true);
-}
-
-httplib::Headers HubClient::headers_for(bool send_token) const {
-  httplib::Headers headers = {{"User-Agent", "rbee-hive/0.1"}};
+HttpHeaders HubClient::headers_for(bool send_token) const {
+  HttpHeaders headers = {{"User-Agent", "rbee-hive/0.1"}};
   if (send_token && !settings_.token.empty()) {
     headers.emplace("Authorization", "Bearer " + settings_.token);
   }
@@ -249,41 +238,41 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   bool send_token = true;
+  HttpConnection connection(settings_);
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
-    auto client = client_for(url);
-    std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
-    throw_if_stopped(stop);
-    int status = 0;
     std::string body;
     bool too_large = false;
-    // The body is bounded as it arrives: cpp-httplib would otherwise keep all of it, and
-    // inflate an unrequested gzip body without limit.
-    auto res = client->Get(
-        url.target, headers_for(send_token),
-        [&](const httplib::Response& response) {
-          status = response.status;
-          return true;
-        },
-        [&](const char* data, std::size_t length) {
-          if (status != 200) return true;  // an error's body: not kept
-          if (body.size() + length > settings_.listing.max_bytes) {
-            too_large = true;
-            return false;
-          }
-          body.append(data, length);
-          return true;
-        });
+    HttpRequest request;
+    request.url = url;
+    request.headers = headers_for(send_token);
+    request.accept_compressed = true;  // listings compress well; the cap applies inflated
+    request.stall_timeout = settings_.read_timeout;  // a silent server, as a read timeout
+    request.stall_min_bytes = 1;
+    int status = 0;
+    request.on_head = [&](const HttpResponseHead& head) {
+      status = head.status;
+      return true;
+    };
+    // The body is bounded as it arrives, after decompression: an unrequested gzip bomb ends
+    // at the cap.
+    request.on_body = [&](const char* data, std::size_t length) {
+      if (status != 200) return true;  // an error's body: not kept
+      if (body.size() + length > settings_.listing.max_bytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, length);
+      return true;
+    };
+    const HttpResult res = connection.perform(request, stop);
     if (too_large) {
       throw HubError(HubErrorKind::protocol,
                      fmt::format("{}: the Hub's listing is larger than {} bytes", what,
                                  settings_.listing.max_bytes));
     }
-    if (!res) {
-      throw HubError(HubErrorKind::network, fmt::format("cannot reach {}: {}", url.origin(),
-                                                        httplib::to_string(res.error())));
-    }
-    if (is_redirect(res->status)) {
-      const auto next = resolve_location(url, res->get_header_value("Location"));
+    if (res.outcome != HttpOutcome::complete) throw_transport_error(res, url, "");
+    if (is_redirect(res.head.status)) {
+      const auto next = resolve_location(url, res.head.header("Location"));
       if (!next) {
         throw HubError(HubErrorKind::protocol,
                        fmt::format("{}: redirect to an unusable location", what));
@@ -294,9 +283,9 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
       url = *next;
       continue;
     }
-    if (res->status != 200) {
-      throw hub_error_for(res->status, res->get_header_value("X-Error-Code"), what,
-                          res->get_header_value("Retry-After"), !settings_.token.empty());
+    if (res.head.status != 200) {
+      throw hub_error_for(res.head.status, res.head.header("X-Error-Code"), what,
+                          res.head.header("Retry-After"), !settings_.token.empty());
     }
     try {
       return parse_listing(body, settings_.listing);
@@ -328,29 +317,24 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
   ResolvedFile resolved;
   resolved.send_token = true;
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
-    auto client = connections.take(url);
-    std::optional<httplib::Result> answer;
-    {
-      std::stop_callback abort_on_stop(stop, [&client] { client->stop(); });
-      throw_if_stopped(stop);
-      answer.emplace(client->Head(url.target, headers_for(resolved.send_token)));
-    }
-    auto& res = *answer;
-    if (res) client.keep();  // a HEAD answer has no body: the connection is ready for more
-    if (!res) {
-      throw HubError(HubErrorKind::network, fmt::format("cannot reach {} for {}: {}", url.origin(),
-                                                        what, httplib::to_string(res.error())));
-    }
-    if (res->has_header("X-Repo-Commit")) resolved.commit = res->get_header_value("X-Repo-Commit");
-    if (res->status == 200) {
+    HttpRequest request;
+    request.url = url;
+    request.head = true;
+    request.headers = headers_for(resolved.send_token);
+    request.stall_timeout = settings_.read_timeout;  // a silent server, as a read timeout
+    request.stall_min_bytes = 1;
+    const HttpResult res = connections.take(url)->perform(request, stop);
+    if (res.outcome != HttpOutcome::complete) throw_transport_error(res, url, what);
+    if (res.head.has_header("X-Repo-Commit")) resolved.commit = res.head.header("X-Repo-Commit");
+    if (res.head.status == 200) {
       resolved.url = url;
       return resolved;
     }
-    if (!is_redirect(res->status)) {
-      throw hub_error_for(res->status, res->get_header_value("X-Error-Code"), what,
-                          res->get_header_value("Retry-After"), !settings_.token.empty());
+    if (!is_redirect(res.head.status)) {
+      throw hub_error_for(res.head.status, res.head.header("X-Error-Code"), what,
+                          res.head.header("Retry-After"), !settings_.token.empty());
     }
-    const auto next = resolve_location(url, res->get_header_value("Location"));
+    const auto next = resolve_location(url, res.head.header("Location"));
     if (!next) {
       throw HubError(HubErrorKind::protocol,
                      fmt::format("{}: redirect to an unusable location", what));

@@ -17,6 +17,7 @@
 #include <rbee/narration/sanitize.hpp>
 
 #include "file_hash.hpp"
+#include "http_connection.hpp"
 #include "rbee/provisioner/content_range.hpp"
 #include "retry.hpp"
 
@@ -28,7 +29,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kWriteBatch = 1 << 20;       // per connection: the client reads 4 KiB pieces
+constexpr std::size_t kWriteBatch = 1 << 20;       // per connection: one write per MiB
 constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
 constexpr auto kTick = 100ms;                      // hashing and progress cadence
 constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadence
@@ -69,10 +70,10 @@ struct Segment {
   bool complete() const { return written >= end; }
 };
 
-// A connection reused across the segments a worker fetches, re-made when the origin changes.
+// A connection reused across the segments a worker fetches (libcurl reconnects when the
+// origin changes).
 struct Connection {
-  std::unique_ptr<httplib::Client> client;
-  std::string origin;
+  std::unique_ptr<HttpConnection> http;
 };
 
 class RangedDownload {
@@ -335,16 +336,14 @@ class RangedDownload {
   // was shortened to what it has); throws HubError otherwise.
   void transfer(std::size_t index, const ResolvedFile& source, Connection& connection,
                 std::uint64_t from, std::uint64_t to) {
-    if (!connection.client || connection.origin != source.url.origin()) {
-      connection.client = hub_.client_for(source.url);
-      connection.client->set_read_timeout(policy_.stall_timeout);
-      connection.origin = source.url.origin();
-    }
-    httplib::Client& client = *connection.client;
-    std::stop_callback abort_on_stop(group_stop_.get_token(), [&client] { client.stop(); });
-    if (group_stop_.stop_requested()) return;  // before the request: nothing in flight to abort
-    httplib::Headers headers = hub_.headers_for(source.send_token);
-    headers.emplace("Range", fmt::format("bytes={}-{}", from, to - 1));
+    if (!connection.http) connection.http = std::make_unique<HttpConnection>(hub_.settings());
+    if (group_stop_.stop_requested()) return;
+    HttpRequest request;
+    request.url = source.url;
+    request.headers = hub_.headers_for(source.send_token);
+    request.headers.emplace("Range", fmt::format("bytes={}-{}", from, to - 1));
+    request.stall_timeout = policy_.stall_timeout;
+    request.stall_min_bytes = policy_.stall_min_bytes;
 
     std::vector<char> batch;
     batch.reserve(kWriteBatch);
@@ -356,56 +355,36 @@ class RangedDownload {
       std::lock_guard lock(mutex_);
       segments_[index].written = batch_offset;
     };
-    int status = 0;
-    std::string error_code, retry_after;
-    bool wrong_range = false, stalled = false, reached_end = false;
-    auto window_start = Clock::now();
-    std::uint64_t window_bytes = 0;
-
-    auto result = client.Get(
-        source.url.target, headers,
-        [&](const httplib::Response& response) {
-          status = response.status;
-          error_code = response.get_header_value("X-Error-Code");
-          retry_after = response.get_header_value("Retry-After");
-          if (status == 200) {  // the server ignores Range: ranges are of no use here
-            std::lock_guard lock(mutex_);
-            ranges_refused_ = true;
-            group_stop_.request_stop();
-            return false;
-          }
-          if (status != 206) return false;
-          wrong_range = !content_range_matches(response.get_header_value("Content-Range"), from,
-                                               to - 1, file_.size);
-          return !wrong_range;
-        },
-        [&](const char* data, std::size_t length) {
-          if (group_stop_.stop_requested()) return false;
-          std::uint64_t end;
-          {
-            std::lock_guard lock(mutex_);
-            end = segments_[index].end;  // may have shrunk: another connection took the tail
-            const std::uint64_t room = end - std::min(end, segments_[index].received);
-            length = std::min<std::uint64_t>(length, room);
-            segments_[index].received += length;
-          }
-          batch.insert(batch.end(), data, data + length);
-          if (batch.size() >= kWriteBatch) flush();
-          if (batch_offset + batch.size() >= end) {
-            reached_end = true;
-            return false;
-          }
-          window_bytes += length;
-          if (Clock::now() - window_start >= policy_.stall_timeout) {
-            if (window_bytes < policy_.stall_min_bytes) {
-              stalled = true;
-              return false;
-            }
-            window_start = Clock::now();
-            window_bytes = 0;
-          }
-          return true;
-        });
+    bool wrong_range = false, reached_end = false;
+    request.on_head = [&](const HttpResponseHead& head) {
+      if (head.status == 200) {  // the server ignores Range: ranges are of no use here
+        std::lock_guard lock(mutex_);
+        ranges_refused_ = true;
+        group_stop_.request_stop();
+        return false;
+      }
+      if (head.status != 206) return false;
+      wrong_range = !content_range_matches(head.header("Content-Range"), from, to - 1, file_.size);
+      return !wrong_range;
+    };
+    request.on_body = [&](const char* data, std::size_t length) {
+      std::uint64_t end;
+      {
+        std::lock_guard lock(mutex_);
+        end = segments_[index].end;  // may have shrunk: another connection took the tail
+        const std::uint64_t room = end - std::min(end, segments_[index].received);
+        length = std::min<std::uint64_t>(length, room);
+        segments_[index].received += length;
+      }
+      batch.insert(batch.end(), data, data + length);
+      if (batch.size() >= kWriteBatch) flush();
+      if (batch_offset + batch.size() >= end) {
+        reached_end = true;
+        return false;
+      }
+      return true;
+    };
+    const HttpResult result = connection.http->perform(request, group_stop_.get_token());
     if (!batch.empty()) flush();
     if (reached_end || group_stop_.stop_requested()) return;
     {
@@ -413,22 +392,26 @@ class RangedDownload {
       if (segments_[index].complete()) return;
     }
     const std::string what = fmt::format("{} (bytes {}-{})", file_.path, from, to - 1);
+    const int status = result.head.status;
     if (wrong_range) {
       throw HubError(HubErrorKind::protocol,
                      fmt::format("{}: the server answered another range or file size", what));
     }
     if (status != 0 && status != 206) {
-      throw hub_error_for(status, error_code, what, retry_after,
+      throw hub_error_for(status, result.head.header("X-Error-Code"), what,
+                          result.head.header("Retry-After"),
                           source.send_token && !hub_.settings().token.empty());
     }
-    if (stalled || (!result && result.error() == httplib::Error::Read)) {
-      throw HubError(HubErrorKind::network,
-                     fmt::format("{}: stalled or lost at byte {}", what, batch_offset));
+    if (result.outcome == HttpOutcome::stalled) {
+      throw HubError(
+          HubErrorKind::network,
+          fmt::format("{}: stalled (under {} bytes in {} ms) at byte {}", what,
+                      policy_.stall_min_bytes, policy_.stall_timeout.count(), batch_offset));
     }
-    throw HubError(
-        HubErrorKind::network,
-        fmt::format("{}: connection lost at byte {} ({})", what, batch_offset,
-                    result ? "the body ended early" : httplib::to_string(result.error())));
+    throw HubError(HubErrorKind::network,
+                   fmt::format("{}: connection lost at byte {} ({})", what, batch_offset,
+                               result.outcome == HttpOutcome::complete ? "the body ended early"
+                                                                       : result.error));
   }
 
   void write_at(const char* data, std::size_t length, std::uint64_t offset) {

@@ -14,10 +14,11 @@ packages=(
   build-essential cmake pkg-config
   libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   libyaml-cpp-dev libfmt-dev libasio-dev doctest-dev nlohmann-json3-dev libcli11-dev
-  curl
+  libcurl4-openssl-dev curl
 )
 if $for_tests; then
   packages+=(tmux chromium)  # `pull` on a real terminal; the dashboard in a real browser
+  packages+=(tinyproxy-bin)  # a real proxy for the proxy tests (HTTPS_PROXY, CONNECT, NO_PROXY)
   packages+=(clang libclang-rt-14-dev)  # libFuzzer (make fuzz); -fsanitize=fuzzer needs the rt
   command -v node >/dev/null || packages+=(nodejs npm)
 fi

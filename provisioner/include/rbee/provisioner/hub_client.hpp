@@ -12,10 +12,12 @@
 #include <string>
 #include <vector>
 
-#include <httplib.h>
+#include <map>
+
 #include <rbee/catalog/model_id.hpp>
 
 #include "rbee/provisioner/listing.hpp"
+#include "rbee/provisioner/proxy_settings.hpp"
 
 namespace rbee::provisioner {
 
@@ -25,13 +27,15 @@ struct HubSettings {
   std::string endpoint = "https://huggingface.co";  // no trailing '/'
   std::string token;                                // empty: anonymous
   std::string ca_bundle;  // a PEM file to verify HTTPS with; empty: the system's CA store
+  ProxySettings proxies;
   std::chrono::seconds connect_timeout{10};
   std::chrono::seconds read_timeout{30};
   ListingLimits listing;
 };
 
 // HF_ENDPOINT (trailing '/' dropped), then the token from HF_TOKEN, HUGGING_FACE_HUB_TOKEN, or
-// the file $HF_HOME/token (HF_HOME defaults to ~/.cache/huggingface), and RBEE_CA_BUNDLE.
+// the file $HF_HOME/token (HF_HOME defaults to ~/.cache/huggingface), RBEE_CA_BUNDLE, and the
+// proxies (proxy_settings_from_environment).
 HubSettings hub_settings_from_environment();
 
 enum class HubErrorKind {
@@ -88,7 +92,10 @@ struct ResolvedFile {
   std::string commit;       // X-Repo-Commit, when the Hub said
 };
 
-// Thread-safe: every call opens its own connections.
+// Request headers, by name.
+using HttpHeaders = std::multimap<std::string, std::string>;
+
+// Thread-safe: every call opens its own connections, or leases them from the pool it is given.
 class HubClient {
  public:
   explicit HubClient(HubSettings settings);
@@ -110,12 +117,9 @@ class HubClient {
                        const std::string& path, ConnectionPool* pool = nullptr,
                        std::stop_token stop = {}) const;
 
-  // A client for `url`'s origin with the configured timeouts and TLS verification, and the
-  // headers to send: the token only when `send_token` (never after a cross-host redirect).
-  std::unique_ptr<httplib::Client> client_for(const Url& url) const;
-  // Sets the timeouts, redirect policy and TLS verification client_for gives a new client.
-  void configure(httplib::Client& client) const;
-  httplib::Headers headers_for(bool send_token) const;
+  // The headers of every request: the token only when `send_token` (never after a cross-host
+  // redirect).
+  HttpHeaders headers_for(bool send_token) const;
 
  private:
   HubSettings settings_;

@@ -112,7 +112,8 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          "A connection that delivers under 16 KiB in this time is resumed anew (default 30000)")
       ->check(CLI::Range(100, 600000));
   app.add_option("--connections", downloads.download.connections,
-                 "Connections per large file, fetching byte ranges; 1 turns ranges off (default 8)")
+                 "Most connections per download, each fetching a byte range of a large file; the hive finds\n"
+                 "its own count below this ceiling; 1 turns ranges off (default 32)")
       ->envname("RBEE_CONNECTIONS")
       ->check(CLI::Range(1, 64));
   app.add_option("--parallel-files", downloads.parallel_files,
@@ -120,7 +121,7 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
       ->envname("RBEE_PARALLEL_FILES")
       ->check(CLI::Range(1, 64));
   app.add_option("--max-download-connections", downloads.max_download_connections,
-                 "Download connections open at once across all jobs (default 32)")
+                 "Download connections open at once across all jobs (default 64)")
       ->envname("RBEE_MAX_DOWNLOAD_CONNECTIONS")
       ->check(CLI::Range(1, 1024));
   app.add_option_function<std::uint64_t>(

@@ -6,7 +6,7 @@
 // thread: cancellation is a curl_multi_wakeup, not a poll loop that notices late.
 //
 // What libcurl does for us here, and what it must not do:
-// - reads of up to kReceiveBuffer bytes per recv (cpp-httplib read 4 KiB), HTTP/2 over TLS
+// - reads of up to HttpRequest::receive_buffer bytes per recv (cpp-httplib read 4 KiB), HTTP/2 over TLS
 //   when the server offers it (ALPN), proxies (set explicitly from ProxySettings, never from
 //   libcurl's own reading of the environment, see proxy_settings_from_environment);
 // - it never follows a redirect: HubClient does, to keep the token on the Hub's origin (§5);
@@ -45,9 +45,10 @@ struct HttpRequest {
   // is given up as stalled; a server that never answers too.
   std::chrono::milliseconds stall_timeout{std::chrono::seconds(30)};
   std::uint64_t stall_min_bytes = 16 * 1024;
+  long receive_buffer = 1L << 20;  // bytes per read at most (libcurl's CURLOPT_BUFFERSIZE)
   // Called once per answer, before its body; false ends the request (the body is not read).
   std::function<bool(const HttpResponseHead&)> on_head;
-  // Called with the body as it arrives, in pieces of up to kReceiveBuffer; false ends it.
+  // Called with the body as it arrives, in pieces of up to receive_buffer; false ends it.
   std::function<bool(const char* data, std::size_t length)> on_body;
 };
 
@@ -67,8 +68,6 @@ struct HttpResult {
 
 class HttpConnection {
  public:
-  static constexpr long kReceiveBuffer = 1L << 20;
-
   explicit HttpConnection(const HubSettings& settings);
   ~HttpConnection();
   HttpConnection(const HttpConnection&) = delete;

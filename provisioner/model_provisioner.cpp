@@ -502,6 +502,11 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
                                          delay.count() / 1000.0, attempt + 1, reason),
               Level::warn);
     };
+    events.connections_settled = [&](int connections, const std::string& reason) {
+      narrate("download_connections",
+              fmt::format("{}: {} connection{} ({})", file.path, connections,
+                          connections == 1 ? "" : "s", reason));
+    };
     downloader.fetch(id, commit, wanted, model, stop, events, &job_connections);
     const auto progress = reporter.file_done(file);
     set_state(file, "verified");

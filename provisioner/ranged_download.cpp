@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <exception>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <rbee/narration/sanitize.hpp>
 
+#include "adaptive_connections.hpp"
 #include "file_hash.hpp"
 #include "http_connection.hpp"
 #include "rbee/provisioner/content_range.hpp"
@@ -29,7 +31,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kWriteBatch = 1 << 20;       // per connection: one write per MiB
+// Per connection: libcurl's receive buffer and the write batch. Many connections run at once,
+// so each reads less than a lone one does (HttpRequest::receive_buffer): 32 of them stay
+// within a few MiB each.
+constexpr std::size_t kWriteBatch = 512 << 10;
+constexpr long kReceiveBuffer = 256 << 10;
+constexpr int kStartConnections = 4;  // the adaptive controller's first step
 constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
 constexpr auto kTick = 100ms;                      // hashing and progress cadence
 constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadence
@@ -70,10 +77,16 @@ struct Segment {
   bool complete() const { return written >= end; }
 };
 
-// A connection reused across the segments a worker fetches (libcurl reconnects when the
-// origin changes).
-struct Connection {
+// One connection's thread. Its HTTP connection is reused across the segments it fetches
+// (libcurl reconnects when the origin changes).
+struct Worker {
+  std::atomic<std::uint64_t> received{0};  // body bytes, for the speed comparisons
+  std::atomic<bool> retire{false};         // leave at the next piece of body, releasing the segment
+  Clock::time_point started = Clock::now();
+  std::uint64_t window_received = 0;  // the coordinator's: `received` at the last speed check
+  bool finished = false;              // guarded by the download's mutex
   std::unique_ptr<HttpConnection> http;
+  std::jthread thread;  // last: joined first
 };
 
 class RangedDownload {
@@ -179,10 +192,11 @@ class RangedDownload {
         segments_.push_back({begin, end, begin, begin, false});
       }
     }
-    workers_wanted_ = static_cast<int>(
+    const int useful = static_cast<int>(
         std::clamp<std::uint64_t>((remaining + policy_.min_range_bytes - 1) /
                                       std::max<std::uint64_t>(policy_.min_range_bytes, 1),
                                   1, connections));
+    controller_.emplace(useful, kStartConnections);
   }
 
   void run_workers() {
@@ -203,7 +217,7 @@ class RangedDownload {
   }
 
   // Until every connection is done: hash the growing prefix, report progress, persist, and
-  // open more connections when the budget frees up and work is left to split.
+  // steer the connection count (adaptive_connections.hpp).
   void coordinate() {
     auto last_persist = Clock::now();
     for (;;) {
@@ -212,7 +226,7 @@ class RangedDownload {
         cv_.wait_for(lock, kTick, [this] { return workers_done_ == workers_started_; });
         if (workers_done_ == workers_started_) return;
       }
-      add_workers();
+      steer_connections();
       hash_prefix();
       report_progress();
       if (Clock::now() - last_persist >= kPersistEvery) {
@@ -227,20 +241,104 @@ class RangedDownload {
       std::lock_guard lock(mutex_);
       ++workers_started_;
     }
-    workers_.emplace_back([this, lease = std::move(lease)] { work(); });
+    auto& worker = *workers_.emplace_back(std::make_unique<Worker>());
+    worker.thread = std::jthread([this, &worker, lease = std::move(lease)] { work(worker); });
   }
 
-  // Up to workers_wanted_ connections in all, each extra one paid from the budget.
-  void add_workers() {
-    while (static_cast<int>(workers_.size()) < workers_wanted_ && has_work_to_share()) {
+  int open_workers() {
+    std::lock_guard lock(mutex_);
+    return workers_started_ - workers_done_;
+  }
+
+  // Up to the controller's target, each extra connection paid from the budget. True when the
+  // target is reached, or cannot be (no budget, or no work worth another connection).
+  bool add_workers() {
+    while (open_workers() < controller_->target()) {
+      if (!has_work_to_share()) return false;
       if (!extra_connections_) {
         start_worker(ConnectionLease());
       } else if (extra_connections_->try_acquire()) {
         start_worker(ConnectionLease(*extra_connections_));
       } else {
-        return;
+        return false;
       }
     }
+    return true;
+  }
+
+  // One tick of the controller: refusals first, then the speed sample, then the count.
+  void steer_connections() {
+    int refused_with = 0;
+    {
+      std::lock_guard lock(mutex_);
+      refused_with = std::exchange(refused_with_others_, 0);
+    }
+    if (refused_with > 0) controller_->refused(refused_with);
+    const bool reached = add_workers();
+    std::uint64_t received = 0;
+    for (const auto& worker : workers_) received += worker->received.load();
+    // A count the budget or the work left cannot reach is judged as it is.
+    const int open = open_workers();
+    controller_->sample(Clock::now(), received, reached ? open : controller_->target());
+    retire_surplus();
+    replace_slow_connection();
+    if (controller_->settled() && !settled_reported_) {
+      settled_reported_ = true;
+      std::lock_guard lock(events_mutex_);
+      if (events_.connections_settled) {
+        events_.connections_settled(controller_->target(), controller_->reason());
+      }
+    }
+  }
+
+  std::vector<Worker*> running_workers() {
+    std::vector<Worker*> running;
+    std::lock_guard lock(mutex_);
+    for (const auto& worker : workers_) {
+      if (!worker->finished && !worker->retire) running.push_back(worker.get());
+    }
+    return running;
+  }
+
+  // Above the target (the controller went back a step): the newest connections leave.
+  void retire_surplus() {
+    auto running = running_workers();
+    for (int surplus = static_cast<int>(running.size()) - controller_->target(); surplus > 0;
+         --surplus) {
+      running.back()->retire = true;
+      running.pop_back();
+    }
+  }
+
+  // A connection far slower than the median (a bad route, a slow CDN node) leaves; the next
+  // tick opens a fresh one in its place, which takes over its segment. This is the tail that
+  // makes other downloaders stick at 99%.
+  void replace_slow_connection() {
+    const auto now = Clock::now();
+    if (now - last_speed_check_ < AdaptiveConnections::kWindow) return;
+    const double seconds = std::chrono::duration<double>(now - last_speed_check_).count();
+    last_speed_check_ = now;
+    std::vector<std::pair<double, Worker*>> rates;
+    for (Worker* worker : running_workers()) {
+      const std::uint64_t received = worker->received.load();
+      const double rate = static_cast<double>(received - worker->window_received) / seconds;
+      const bool old_enough = now - worker->started >= 2 * AdaptiveConnections::kWindow;
+      if (worker->window_received > 0 && old_enough) rates.emplace_back(rate, worker);
+      worker->window_received = std::max<std::uint64_t>(received, 1);
+    }
+    if (rates.size() < 3) return;
+    std::sort(rates.begin(), rates.end());
+    const double median = rates[rates.size() / 2].first;
+    constexpr double kMinMedian = 1 << 20;  // below 1 MiB/s every figure is noise
+    if (median < kMinMedian || rates.front().first >= median / kSlowFactor) return;
+    if (replacements_ >= controller_->target()) return;  // the server is uneven, not one route
+    ++replacements_;
+    rates.front().second->retire = true;
+    notify_retry(0,
+                 fmt::format("{}: a connection ran at {:.1f} MB/s against a median of {:.1f} MB/s; "
+                             "replacing it",
+                             file_.path, rates.front().first / 1e6, median / 1e6),
+                 {});
   }
 
   bool has_work_to_share() {
@@ -253,14 +351,19 @@ class RangedDownload {
     return false;
   }
 
-  void work() {
-    Connection connection;
+  void work(Worker& worker) {
     try {
-      while (auto index = claim_segment()) fetch_segment(*index, connection);
+      while (!worker.retire) {
+        const auto index = claim_segment();
+        if (!index) break;
+        fetch_segment(*index, worker);
+      }
     } catch (...) {
       fail(std::current_exception());
     }
+    worker.http.reset();  // the connection closes before the coordinator counts this one out
     std::lock_guard lock(mutex_);
+    worker.finished = true;
     ++workers_done_;
     cv_.notify_all();
   }
@@ -294,7 +397,7 @@ class RangedDownload {
     return segments_.size() - 1;
   }
 
-  void fetch_segment(std::size_t index, Connection& connection) {
+  void fetch_segment(std::size_t index, Worker& worker) {
     int failures = 0;
     for (;;) {
       std::uint64_t from = 0, to = 0;
@@ -302,7 +405,7 @@ class RangedDownload {
         std::lock_guard lock(mutex_);
         Segment& segment = segments_[index];
         segment.received = segment.written;  // an unflushed batch of a failed try is gone
-        if (segment.complete() || group_stop_.stop_requested()) {
+        if (segment.complete() || group_stop_.stop_requested() || worker.retire) {
           segment.taken = false;
           return;
         }
@@ -312,7 +415,7 @@ class RangedDownload {
       int generation = 0;
       try {
         const ResolvedFile source = current_source(generation);
-        transfer(index, source, connection, from, to);
+        transfer(index, source, worker, from, to);
       } catch (const HubError& error) {
         if (group_stop_.stop_requested()) continue;  // the loop top releases the segment
         std::uint64_t now_written;
@@ -321,6 +424,13 @@ class RangedDownload {
           now_written = segments_[index].written;
         }
         if (now_written > from) failures = 0;  // bytes flowed: a new run of failures
+        if (const int others = refused_while_others_run(error); others > 0) {
+          notify_retry(0, fmt::format("{}; its range goes to the other {} connection{}",
+                                      error.what(), others, others == 1 ? "" : "s"),
+                       {});
+          worker.retire = true;  // the loop top releases the segment to the others
+          continue;
+        }
         if (error.kind() == HubErrorKind::forbidden && source_is_cdn(generation)) {
           refresh_source(generation, error);  // the signed URL expired, for every connection
           continue;
@@ -334,9 +444,21 @@ class RangedDownload {
 
   // One GET of bytes [from, to) of segment `index`. Returns when the segment is complete (or
   // was shortened to what it has); throws HubError otherwise.
-  void transfer(std::size_t index, const ResolvedFile& source, Connection& connection,
-                std::uint64_t from, std::uint64_t to) {
-    if (!connection.http) connection.http = std::make_unique<HttpConnection>(hub_.settings());
+  // A 429 or 503 while other connections are served: the server's limit, not a passing fault.
+  // Returns how many others there are (recorded for the controller), or 0 for an ordinary retry.
+  int refused_while_others_run(const HubError& error) {
+    if (error.kind() != HubErrorKind::rate_limited && error.status() != 503) return 0;
+    std::lock_guard lock(mutex_);
+    const int others = workers_started_ - workers_done_ - 1;
+    if (others <= 0) return 0;  // the last connection retries, with backoff, as always
+    refused_with_others_ =
+        refused_with_others_ == 0 ? others : std::min(refused_with_others_, others);
+    return others;
+  }
+
+  void transfer(std::size_t index, const ResolvedFile& source, Worker& worker, std::uint64_t from,
+                std::uint64_t to) {
+    if (!worker.http) worker.http = std::make_unique<HttpConnection>(hub_.settings());
     if (group_stop_.stop_requested()) return;
     HttpRequest request;
     request.url = source.url;
@@ -344,6 +466,7 @@ class RangedDownload {
     request.headers.emplace("Range", fmt::format("bytes={}-{}", from, to - 1));
     request.stall_timeout = policy_.stall_timeout;
     request.stall_min_bytes = policy_.stall_min_bytes;
+    request.receive_buffer = kReceiveBuffer;
 
     std::vector<char> batch;
     batch.reserve(kWriteBatch);
@@ -368,6 +491,8 @@ class RangedDownload {
       return !wrong_range;
     };
     request.on_body = [&](const char* data, std::size_t length) {
+      if (worker.retire) return false;
+      worker.received += length;
       std::uint64_t end;
       {
         std::lock_guard lock(mutex_);
@@ -384,9 +509,9 @@ class RangedDownload {
       }
       return true;
     };
-    const HttpResult result = connection.http->perform(request, group_stop_.get_token());
+    const HttpResult result = worker.http->perform(request, group_stop_.get_token());
     if (!batch.empty()) flush();
-    if (reached_end || group_stop_.stop_requested()) return;
+    if (reached_end || group_stop_.stop_requested() || worker.retire) return;
     {
       std::lock_guard lock(mutex_);
       if (segments_[index].complete()) return;
@@ -538,13 +663,18 @@ class RangedDownload {
   std::uint64_t hashed_ = 0;
   std::vector<Range> persisted_;
   catalog::UniqueFd fd_;
-  int workers_wanted_ = 1;
+  std::optional<AdaptiveConnections> controller_;  // made once the work is planned
+  bool settled_reported_ = false;
+  Clock::time_point last_speed_check_ = Clock::now();
+  int replacements_ = 0;
+  static constexpr double kSlowFactor = 4;  // "far slower than the median"
 
   std::mutex mutex_;  // guards what follows
   std::condition_variable cv_;
   std::vector<Segment> segments_;
   int workers_started_ = 0;
   int workers_done_ = 0;
+  int refused_with_others_ = 0;  // the fewest others open at a 429/503 since the last tick
   bool ranges_refused_ = false;
   std::exception_ptr failure_;
   std::stop_source group_stop_;
@@ -556,7 +686,8 @@ class RangedDownload {
 
   std::mutex events_mutex_;  // the caller's retry callback is called from one thread at a time
 
-  std::vector<std::jthread> workers_;  // the coordinator's thread only; last, so joined first
+  // The coordinator's thread only; last, so joined first.
+  std::vector<std::unique_ptr<Worker>> workers_;
 };
 
 }  // namespace

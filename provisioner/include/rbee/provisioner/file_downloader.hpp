@@ -39,8 +39,8 @@ struct DownloadPolicy {
   std::chrono::milliseconds stall_timeout{std::chrono::seconds(30)};
   std::uint64_t stall_min_bytes = 16 * 1024;
   // Files of at least 2 × min_range_bytes are fetched over up to `connections` connections,
-  // in byte ranges; 1 turns that off.
-  int connections = 8;
+  // in byte ranges; 1 turns that off. A ceiling: the download finds its own count below it.
+  int connections = 32;
   std::uint64_t min_range_bytes = 16ULL << 20;
 };
 
@@ -48,6 +48,8 @@ struct DownloadEvents {
   std::function<void(std::uint64_t bytes_done)> progress;  // bytes of this file on disk so far
   std::function<void(int attempt, const std::string& reason, std::chrono::milliseconds delay)>
       retrying;
+  // A ranged download found its connection count (see adaptive_connections.hpp), and why.
+  std::function<void(int connections, const std::string& reason)> connections_settled;
 };
 
 enum class DownloadErrorKind { hash_mismatch, disk, gave_up };

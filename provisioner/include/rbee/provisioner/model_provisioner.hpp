@@ -28,7 +28,7 @@ struct ProvisionerSettings {
   std::chrono::milliseconds progress_interval{1000};
   std::size_t max_concurrent_downloads = 2;   // more wait, narrated as queued
   std::size_t parallel_files = 8;             // files of one job downloaded at once
-  std::size_t max_download_connections = 32;  // across all jobs
+  std::size_t max_download_connections = 64;  // across all jobs
 };
 
 struct DownloadRequest {

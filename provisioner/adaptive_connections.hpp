@@ -1,0 +1,64 @@
+#pragma once
+// AdaptiveConnections (internal): how many connections one ranged download keeps open
+// (DESIGN §14). Users should not have to find the number that beats a CDN's per-connection cap,
+// and the number that helps against one server hurts against another.
+//
+// It starts small and doubles the count while the aggregate speed still grows by kMinGain per
+// step; when a step stops paying it goes back to the count before it and stays there. A
+// 429/503 from one connection while others run caps the count at the connections that were
+// being served, for the rest of the download. Each step is judged on a window of kWindow after
+// a settling time of kSettle (new connections need a moment to reach speed): on loopback or a
+// LAN a gigabyte file settles within its first second.
+//
+// Pure logic with no clock of its own: the coordinator feeds it samples, which is also how the
+// unit tests drive it. Not thread-safe: the ranged download's coordinator thread owns it.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace rbee::provisioner {
+
+class AdaptiveConnections {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr auto kSettle = std::chrono::milliseconds(150);
+  static constexpr auto kWindow = std::chrono::milliseconds(300);
+  static constexpr double kMinGain = 1.15;  // a doubling must bring 15% more, or it goes back
+
+  // `ceiling`: the most the job and the hive allow for this file (at least 1).
+  AdaptiveConnections(int ceiling, int start);
+
+  // Total body bytes received so far by all connections, and how many are open now.
+  void sample(Clock::time_point now, std::uint64_t total_bytes, int open);
+  // A connection was refused with 429 or 503 while `others_open` others were being served.
+  void refused(int others_open);
+
+  int target() const { return target_; }
+  bool settled() const { return settled_; }
+  // Why it settled, for the narration ("more stopped helping: 16 gave 812 MB/s, 32 gave 820").
+  const std::string& reason() const { return reason_; }
+  // The aggregate speed of the last measured window, in bytes per second.
+  double last_rate() const { return last_rate_; }
+
+ private:
+  void judge(double rate);
+  void settle(int count, std::string reason);
+
+  int ceiling_;
+  int target_;
+  bool settled_ = false;
+  std::string reason_;
+  double last_rate_ = 0;
+
+  // The step being measured: since when the target's connections are all open, and the bytes
+  // at the start of its window.
+  bool measuring_ = false;
+  Clock::time_point level_since_;
+  Clock::time_point window_start_;
+  std::uint64_t window_bytes_ = 0;
+  int previous_count_ = 0;  // the count before the last doubling, and its speed
+  double previous_rate_ = 0;
+};
+
+}  // namespace rbee::provisioner

@@ -7,7 +7,9 @@
 namespace rbee::provisioner {
 namespace {
 
-std::string megabytes_per_second(double rate) { return fmt::format("{:.0f} MB/s", rate / 1e6); }
+std::string megabytes_per_second(double rate) {
+  return fmt::format("{:.0f} MB/s", rate / 1e6);
+}
 
 }  // namespace
 

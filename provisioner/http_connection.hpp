@@ -6,7 +6,8 @@
 // thread: cancellation is a curl_multi_wakeup, not a poll loop that notices late.
 //
 // What libcurl does for us here, and what it must not do:
-// - reads of up to HttpRequest::receive_buffer bytes per recv (cpp-httplib read 4 KiB), HTTP/2 over TLS
+// - reads of up to HttpRequest::receive_buffer bytes per recv (cpp-httplib read 4 KiB), HTTP/2 over
+// TLS
 //   when the server offers it (ALPN), proxies (set explicitly from ProxySettings, never from
 //   libcurl's own reading of the environment, see proxy_settings_from_environment);
 // - it never follows a redirect: HubClient does, to keep the token on the Hub's origin (§5);

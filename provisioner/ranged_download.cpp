@@ -36,7 +36,7 @@ using Clock = std::chrono::steady_clock;
 // within a few MiB each.
 constexpr std::size_t kWriteBatch = 512 << 10;
 constexpr long kReceiveBuffer = 256 << 10;
-constexpr int kStartConnections = 4;  // the adaptive controller's first step
+constexpr int kStartConnections = 4;               // the adaptive controller's first step
 constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
 constexpr auto kTick = 100ms;                      // hashing and progress cadence
 constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadence
@@ -85,6 +85,7 @@ struct Worker {
   Clock::time_point started = Clock::now();
   std::uint64_t window_received = 0;  // the coordinator's: `received` at the last speed check
   bool finished = false;              // guarded by the download's mutex
+  bool refused = false;               // leaving after a 429/503 (its own thread only)
   std::unique_ptr<HttpConnection> http;
   std::jthread thread;  // last: joined first
 };
@@ -212,6 +213,9 @@ class RangedDownload {
       throw;
     }
     workers_.clear();  // joins
+    if (!ranges_refused_ && !failure_ && !stop_.stop_requested()) {
+      report_connections("the download ended before more were tried");
+    }
     report_progress();
     if (!ranges_refused_) persist();  // what a resume can start from
   }
@@ -282,13 +286,13 @@ class RangedDownload {
     controller_->sample(Clock::now(), received, reached ? open : controller_->target());
     retire_surplus();
     replace_slow_connection();
-    if (controller_->settled() && !settled_reported_) {
-      settled_reported_ = true;
-      std::lock_guard lock(events_mutex_);
-      if (events_.connections_settled) {
-        events_.connections_settled(controller_->target(), controller_->reason());
-      }
-    }
+    if (controller_->settled()) report_connections(controller_->reason());
+  }
+
+  void report_connections(const std::string& reason) {
+    if (std::exchange(settled_reported_, true)) return;
+    std::lock_guard lock(events_mutex_);
+    if (events_.connections_settled) events_.connections_settled(controller_->target(), reason);
   }
 
   std::vector<Worker*> running_workers() {
@@ -363,6 +367,7 @@ class RangedDownload {
     }
     worker.http.reset();  // the connection closes before the coordinator counts this one out
     std::lock_guard lock(mutex_);
+    if (worker.refused) --refused_open_;
     worker.finished = true;
     ++workers_done_;
     cv_.notify_all();
@@ -425,9 +430,11 @@ class RangedDownload {
         }
         if (now_written > from) failures = 0;  // bytes flowed: a new run of failures
         if (const int others = refused_while_others_run(error); others > 0) {
-          notify_retry(0, fmt::format("{}; its range goes to the other {} connection{}",
-                                      error.what(), others, others == 1 ? "" : "s"),
+          notify_retry(0,
+                       fmt::format("{}; its range goes to the other {} connection{}", error.what(),
+                                   others, others == 1 ? "" : "s"),
                        {});
+          worker.refused = true;
           worker.retire = true;  // the loop top releases the segment to the others
           continue;
         }
@@ -449,8 +456,10 @@ class RangedDownload {
   int refused_while_others_run(const HubError& error) {
     if (error.kind() != HubErrorKind::rate_limited && error.status() != 503) return 0;
     std::lock_guard lock(mutex_);
-    const int others = workers_started_ - workers_done_ - 1;
+    // Others refused at the same moment are leaving too: they are not served.
+    const int others = workers_started_ - workers_done_ - refused_open_ - 1;
     if (others <= 0) return 0;  // the last connection retries, with backoff, as always
+    ++refused_open_;
     refused_with_others_ =
         refused_with_others_ == 0 ? others : std::min(refused_with_others_, others);
     return others;
@@ -675,6 +684,7 @@ class RangedDownload {
   int workers_started_ = 0;
   int workers_done_ = 0;
   int refused_with_others_ = 0;  // the fewest others open at a 429/503 since the last tick
+  int refused_open_ = 0;         // refused connections not yet closed
   bool ranges_refused_ = false;
   std::exception_ptr failure_;
   std::stop_source group_stop_;

@@ -160,6 +160,11 @@ void HubFixture::set_faults(const std::string& file_path, Faults faults) {
   faults_[file_path] = faults;
 }
 
+void HubFixture::set_max_concurrent_content(int bodies) {
+  std::lock_guard lock(mutex_);
+  max_bodies_ = bodies;
+}
+
 void HubFixture::set_rate_limit(std::uint64_t bytes_per_second) {
   std::lock_guard lock(mutex_);
   rate_limit_ = bytes_per_second;
@@ -406,9 +411,24 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
   const std::uint64_t length =
       (size == 0 ? 0 : last - first + 1) + (faults ? faults->surplus_bytes : 0);
   std::uint64_t rate;
+  int max_bodies;
   {
     std::lock_guard lock(mutex_);
     rate = rate_limit_;
+    max_bodies = max_bodies_;
+  }
+  if (request.method == "GET") {
+    const int open = content_responses_.fetch_add(1) + 1;
+    if (max_bodies > 0 && open > max_bodies) {
+      content_responses_.fetch_sub(1);
+      response.status = 429;
+      response.set_header("Retry-After", "1");
+      response.set_content("too many connections", "text/plain");
+      return;
+    }
+    int seen = max_content_responses_.load();
+    while (open > seen && !max_content_responses_.compare_exchange_weak(seen, open)) {
+    }
   }
   const auto started = std::chrono::steady_clock::now();
   // The body counts as sent when its last byte is written, not when the server releases it
@@ -451,11 +471,6 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
         return sink.write(piece.data(), piece.size());
       },
       [uncount](bool) { uncount(); });
-  if (!*counted) return;
-  const int open = content_responses_.fetch_add(1) + 1;
-  int seen = max_content_responses_.load();
-  while (open > seen && !max_content_responses_.compare_exchange_weak(seen, open)) {
-  }
 }
 
 std::uint64_t HubFixture::content_bytes_sent() const {

@@ -85,6 +85,9 @@ class HubFixture {
   void add_repo(FixtureRepo repo);
   void set_faults(const std::string& file_path, Faults faults);
   void set_rate_limit(std::uint64_t bytes_per_second);  // per connection; 0 = none
+  // A file body asked for while `bodies` are already being sent gets 429 (Retry-After: 1), as
+  // a CDN that allows so many connections per client; 0 = no limit.
+  void set_max_concurrent_content(int bodies);
 
   std::string content(const std::string& repo_id, const std::string& file_path) const;
   std::vector<RecordedRequest> requests() const;
@@ -122,6 +125,7 @@ class HubFixture {
   std::vector<RecordedRequest> requests_;
   std::string valid_token_;
   std::uint64_t rate_limit_ = 0;
+  int max_bodies_ = 0;
   std::atomic<int> content_responses_{0};
   std::atomic<int> max_content_responses_{0};
   std::atomic<std::uint64_t> content_bytes_sent_{0};

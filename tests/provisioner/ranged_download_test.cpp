@@ -29,6 +29,8 @@ struct RangedSetup {
   HubClient client;
   DownloadPolicy policy;
   std::vector<std::string> retries;
+  std::vector<int> settled;  // each connections_settled count
+  std::string settled_reason;
   std::mutex retries_mutex;
 
   explicit RangedSetup(std::vector<FixtureFile> files) : client(settings(hub)) {
@@ -56,6 +58,11 @@ struct RangedSetup {
     events.retrying = [this](int, const std::string& reason, std::chrono::milliseconds) {
       std::lock_guard lock(retries_mutex);
       retries.push_back(reason);
+    };
+    events.connections_settled = [this](int connections, const std::string& reason) {
+      std::lock_guard lock(retries_mutex);
+      settled.push_back(connections);
+      settled_reason = reason;
     };
     FileDownloader(client, policy)
         .fetch(parse_model_id("org/m"), "main", file(path),
@@ -203,4 +210,34 @@ TEST_CASE("a cancelled ranged download persists its ranges and the next fetch re
     }
   }
   CHECK(resumed_mid_range);
+}
+
+TEST_CASE("against a per-connection cap the download settles above 8 connections") {
+  RangedSetup s({{"capped.bin", 24ULL << 20, true, 21}});
+  s.policy.connections = 16;
+  s.policy.min_range_bytes = 512 * 1024;
+  s.policy.stall_timeout = 2s;
+  s.hub.set_rate_limit(1 << 20);  // 1 MiB/s per connection, as a CDN caps each one
+  s.fetch("capped.bin");
+  CHECK(s.exact("capped.bin"));
+  REQUIRE(s.settled.size() == 1);
+  CHECK(s.settled[0] > 8);
+  CHECK(s.hub.max_concurrent_content() > 8);
+  CHECK(s.hub.max_concurrent_content() <= 16);
+}
+
+TEST_CASE("a server that answers 429 beyond 5 connections gets 5") {
+  RangedSetup s({{"limited.bin", 12ULL << 20, true, 22}});
+  s.policy.connections = 16;
+  s.policy.min_range_bytes = 256 * 1024;
+  s.policy.stall_timeout = 2s;
+  s.hub.set_rate_limit(1 << 20);
+  s.hub.set_max_concurrent_content(5);
+  s.fetch("limited.bin");
+  CHECK(s.exact("limited.bin"));
+  REQUIRE(s.settled.size() == 1);
+  CHECK(s.settled[0] == 5);
+  CHECK(s.settled_reason.find("429") != std::string::npos);
+  CHECK(s.retry_text().find("rate limited") != std::string::npos);
+  CHECK(s.hub.max_concurrent_content() == 5);
 }

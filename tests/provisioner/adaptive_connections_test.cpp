@@ -1,0 +1,63 @@
+// The adaptive connection controller, driven with synthetic speed samples: what it decides
+// for a server that caps each connection, one that does not, and one that refuses more.
+
+#include <doctest/doctest.h>
+
+#include "adaptive_connections.hpp"
+
+using namespace rbee::provisioner;
+using namespace std::chrono_literals;
+using Clock = AdaptiveConnections::Clock;
+
+namespace {
+
+// Feeds the controller as a ranged download's coordinator would, every 50 ms, with a server
+// whose aggregate speed for n connections is rate(n), until it settles.
+template <typename Rate>
+int settle(AdaptiveConnections& controller, Rate rate) {
+  auto now = Clock::now();
+  double bytes = 0;
+  for (int tick = 0; tick < 1000 && !controller.settled(); ++tick) {
+    now += 50ms;
+    bytes += rate(controller.target()) * 0.05;
+    controller.sample(now, static_cast<std::uint64_t>(bytes), controller.target());
+  }
+  REQUIRE(controller.settled());
+  return controller.target();
+}
+
+}  // namespace
+
+TEST_CASE("a per-connection cap: the count doubles up to the ceiling") {
+  AdaptiveConnections controller(32, 4);
+  CHECK(settle(controller, [](int n) { return n * 50e6; }) == 32);
+  CHECK(controller.reason().find("ceiling") != std::string::npos);
+}
+
+TEST_CASE("a link that one connection fills: it goes back to the count before the useless step") {
+  AdaptiveConnections controller(32, 4);
+  CHECK(settle(controller, [](int) { return 1e9; }) == 4);
+  CHECK(controller.reason().find("stopped helping") != std::string::npos);
+}
+
+TEST_CASE("speed that grows up to 12 connections settles at 8 or 16, never beyond") {
+  AdaptiveConnections controller(64, 4);
+  const int count = settle(controller, [](int n) { return std::min(n, 12) * 50e6; });
+  CHECK((count == 8 || count == 16));
+}
+
+TEST_CASE("a refusal caps the count at the connections that were served, for good") {
+  AdaptiveConnections controller(32, 4);
+  controller.sample(Clock::now(), 0, 4);
+  controller.refused(3);
+  CHECK(controller.settled());
+  CHECK(controller.target() == 3);
+  controller.refused(5);  // a later, larger figure does not raise it
+  CHECK(controller.target() == 3);
+}
+
+TEST_CASE("a ceiling of one is settled from the start") {
+  AdaptiveConnections controller(1, 4);
+  CHECK(controller.settled());
+  CHECK(controller.target() == 1);
+}

@@ -59,8 +59,11 @@ int run_daemon(hive::HiveConfig& config) {
   for (const char* variable : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}) {
     if (const char* token = std::getenv(variable)) narrator.redactor().add_secret(token);
   }
+  // Proxy credentials are secrets too: whatever quotes a proxy URL is redacted.
+  for (const auto& secret : hub.proxies.secrets()) narrator.redactor().add_secret(secret);
   narrator.add_sink(std::make_shared<narration::LogSink>(config.log_level));
   const std::string endpoint = hub.endpoint;
+  const std::string proxies = hub.proxies.describe();
   const bool has_token = !hub.token.empty();
 
   jobs::JobRegistry registry(config.retention);
@@ -88,6 +91,8 @@ int run_daemon(hive::HiveConfig& config) {
                       config.bind, port, config.cache_dir.string(),
                       config.api_token.empty() ? "" : ", token required", endpoint,
                       has_token ? " with a token" : "", config.max_connections, descriptors));
+
+  if (proxies != "no proxy") narrate(narrator, "hive_proxies", "Proxies: " + proxies);
 
   std::atomic<bool> serve_failed{false};
   std::thread http([&] {

@@ -45,20 +45,25 @@ std::string ProxySettings::for_scheme(std::string_view scheme) const {
   return scheme == "https" ? https : http;
 }
 
-std::string ProxySettings::redact(std::string text) const {
+std::vector<std::string> ProxySettings::secrets() const {
+  std::vector<std::string> found;
   for (const std::string* proxy : {&http, &https}) {
     const std::string_view userinfo = userinfo_of(*proxy);
     if (userinfo.empty()) continue;
-    replace_all(text, userinfo, "***");
+    found.emplace_back(userinfo);
     // libcurl may quote the user name alone, or the password alone; a part of one or two
-    // characters is left, or every such letter of the text would be starred.
+    // characters is left, or every such letter of a text would be starred.
     const auto colon = userinfo.find(':');
-    if (colon != std::string_view::npos) {
-      for (const auto part : {userinfo.substr(colon + 1), userinfo.substr(0, colon)}) {
-        if (part.size() >= 3) replace_all(text, part, "***");
-      }
+    if (colon == std::string_view::npos) continue;
+    for (const auto part : {userinfo.substr(colon + 1), userinfo.substr(0, colon)}) {
+      if (part.size() >= 3) found.emplace_back(part);
     }
   }
+  return found;
+}
+
+std::string ProxySettings::redact(std::string text) const {
+  for (const auto& secret : secrets()) replace_all(text, secret, "***");
   return text;
 }
 

@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace rbee::provisioner {
 
@@ -20,6 +21,9 @@ struct ProxySettings {
   // `text` with the user name and password of each configured proxy replaced by "***": what
   // may appear in a log, narration, an error or the catalog.
   std::string redact(std::string text) const;
+  // The credentials of the configured proxies ("user:password", the password, the user), for
+  // a redactor; parts under 3 characters are left out.
+  std::vector<std::string> secrets() const;
   // One line for the operator: which proxy serves which scheme, credentials redacted.
   std::string describe() const;
 };

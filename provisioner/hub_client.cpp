@@ -140,9 +140,16 @@ std::optional<Url> parse_url(const std::string& text) {
   url.target = path_start == std::string::npos ? "/" : text.substr(path_start);
   if (authority.empty() || authority.find('@') != std::string::npos) return std::nullopt;
   url.port = url.scheme == "https" ? 443 : 80;
-  if (const auto colon = authority.rfind(':');
-      colon != std::string::npos && authority.find(']') == std::string::npos) {
-    url.port = std::atoi(authority.c_str() + colon + 1);
+  // An IPv6 literal keeps its brackets in the host ("[::1]"), as a URL spells it.
+  const auto host_end = authority.starts_with('[') ? authority.find(']') : 0;
+  if (host_end == std::string::npos) return std::nullopt;
+  if (const auto colon = authority.rfind(':'); colon != std::string::npos && colon > host_end) {
+    const std::string port = authority.substr(colon + 1);
+    if (port.empty() || port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    url.port = std::atoi(port.c_str());
     authority.resize(colon);
   }
   for (char& c : authority) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -195,6 +202,13 @@ HubError hub_error_for(int status, const std::string& error_code, const std::str
   }
   if (status == 403)
     return HubError(HubErrorKind::forbidden, fmt::format("{}: forbidden (403)", what), status);
+  if (status == 407) {
+    return HubError(HubErrorKind::unauthorized,
+                    fmt::format("{}: the proxy wants credentials (407); put them in the proxy "
+                                "URL (http://user:password@proxy:port)",
+                                what),
+                    status);
+  }
   if (status == 404) {
     return HubError(HubErrorKind::repo_not_found, fmt::format("{} was not found (404)", what),
                     status);

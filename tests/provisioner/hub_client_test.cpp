@@ -154,4 +154,42 @@ TEST_CASE("URLs parse into origin and target, and odd ones are refused") {
   CHECK_FALSE(parse_url("ftp://x/y"));
   CHECK_FALSE(parse_url("http://user:pw@host/"));
   CHECK_FALSE(parse_url("not a url"));
+  CHECK_FALSE(parse_url("http://host:80x/"));
+  const auto v6 = parse_url("http://[::1]:7835/hf");
+  REQUIRE(v6);
+  CHECK(v6->host == "[::1]");
+  CHECK(v6->port == 7835);
+  CHECK(v6->origin() == "http://[::1]:7835");
+  CHECK(parse_url("https://[2001:db8::1]/x")->port == 443);
+  CHECK_FALSE(parse_url("http://[::1/x"));
+}
+
+TEST_CASE("proxies are read from the environment as curl and huggingface_hub read them") {
+  const char* names[] = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+                         "all_proxy",  "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+  for (const char* name : names) ::unsetenv(name);
+  CHECK(proxy_settings_from_environment().for_scheme("https").empty());
+  ::setenv("HTTP_PROXY", "proxy.corp:3128", 1);  // capitals, and no scheme
+  ::setenv("ALL_PROXY", "http://all.corp:8080", 1);
+  ::setenv("NO_PROXY", "localhost,.internal", 1);
+  auto proxies = proxy_settings_from_environment();
+  CHECK(proxies.for_scheme("http") == "http://proxy.corp:3128");
+  CHECK(proxies.for_scheme("https") == "http://all.corp:8080");
+  CHECK(proxies.no_proxy == "localhost,.internal");
+  ::setenv("https_proxy", "http://lower.corp:1", 1);
+  ::setenv("HTTPS_PROXY", "http://upper.corp:2", 1);
+  CHECK(proxy_settings_from_environment().for_scheme("https") == "http://lower.corp:1");
+  for (const char* name : names) ::unsetenv(name);
+}
+
+TEST_CASE("proxy credentials are redacted from any text") {
+  ProxySettings proxies;
+  proxies.https = "http://alice:pa55word@proxy:3128";
+  CHECK(redact_url_credentials(proxies.https) == "http://***@proxy:3128");
+  CHECK(proxies.describe().find("pa55word") == std::string::npos);
+  CHECK(proxies.redact("user alice, pass pa55word, both alice:pa55word") ==
+        "user ***, pass ***, both ***");
+  ProxySettings short_user;
+  short_user.http = "http://al:x@proxy:1";  // too short to star without starring every "al"
+  CHECK(short_user.redact("all al:x") == "all ***");
 }

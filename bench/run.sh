@@ -15,9 +15,11 @@ RESULTS=$ROOT/bench/results
 WORK=${BENCH_WORK:-/tmp/rbee-bench}
 REPS=${REPS:-3}
 GIB=$((1024 * 1024 * 1024))
-SIZE_LARGE=${SIZE_LARGE:-$((2 * GIB))}  # scenarios 1 and 2
+SIZE_LARGE=${SIZE_LARGE:-$((2 * GIB))}  # scenarios 1, 1u and 2
+BASELINE_REF=${BASELINE_REF-35dc953}    # the hive before the libcurl client, in scenario 3r
 SIZE_HUGE=${SIZE_HUGE:-$((8 * GIB))}    # scenario 4
 CAP=${CAP:-50m}                         # nginx limit_rate per connection, scenario 2
+FIXED_COUNTS=${FIXED_COUNTS:-"2 4 8 16 32"}  # the hive's fixed connection counts, scenario 1u
 PORT_FAST=18080
 PORT_CAPPED=18081
 PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAST, scenario 3r
@@ -45,6 +47,7 @@ install_tools() {
   command -v curl >/dev/null || missing+=(curl)
   command -v wget >/dev/null || missing+=(wget)
   command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
+  [[ -x /usr/bin/time ]] || missing+=(time)  # GNU time: CPU seconds of each peer tool
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   if ((${#missing[@]})); then
@@ -63,6 +66,26 @@ build_release() {
   cmake -S "$ROOT" -B "$ROOT/build-release" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
   cmake --build "$ROOT/build-release" -j2 --target rbee-hive >/dev/null
   HIVE_BIN=$ROOT/build-release/hive/rbee-hive
+}
+
+# The hive as it was before the libcurl client (DESIGN §14), for "faster than today's hive":
+# BASELINE_REF built once from a git worktree in $WORK/baseline; BASELINE_REF= skips it.
+build_baseline() {
+  BASELINE_BIN=
+  [[ -n $BASELINE_REF ]] || return 0
+  local tree=$WORK/baseline/src-$BASELINE_REF
+  if [[ ! -x $WORK/baseline/build-$BASELINE_REF/hive/rbee-hive ]]; then
+    log "building the baseline hive ($BASELINE_REF)"
+    rm -rf "$tree"
+    mkdir -p "$WORK/baseline"
+    git -C "$ROOT" worktree add -f --detach "$tree" "$BASELINE_REF" >/dev/null 2>&1 ||
+      git -C "$ROOT" archive "$BASELINE_REF" | { mkdir -p "$tree" && tar -x -C "$tree"; }
+    ln -sfn "$ROOT/../shared" "$WORK/baseline/shared" 2>/dev/null || true
+    cmake -S "$tree" -B "$WORK/baseline/build-$BASELINE_REF" -DCMAKE_BUILD_TYPE=Release \
+      -DBUILD_TESTING=OFF >/dev/null
+    cmake --build "$WORK/baseline/build-$BASELINE_REF" -j2 --target rbee-hive >/dev/null
+  fi
+  BASELINE_BIN=$WORK/baseline/build-$BASELINE_REF/hive/rbee-hive
 }
 
 # ---- data: a static Hub mirror (api listing + resolve paths) -------------------------------
@@ -212,43 +235,54 @@ wait_done() {  # job id
   last=$(curl -sN "$HIVE_URL/v1/jobs/$1/stream" | grep '^data: \[' | tail -1)
   [[ $last == "data: [DONE]" ]] || { log "hive job failed: $last"; tail -5 "$WORK/hive.log" >&2; exit 1; }
 }
+# Every *_time prints "<wall seconds> <CPU seconds>": CPU is user + system of the whole tool
+# (the hive's process, hashing and every thread included; a peer tool and its children).
+CLOCK_TICKS=$(getconf CLK_TCK)
+process_cpu() { awk -v hz="$CLOCK_TICKS" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 hive_time() {  # json-extra
   rm -rf "$WORK/hive-cache/bench"
-  local start job
+  local start job cpu
+  cpu=$(process_cpu "$HIVE_PID")
   start=$(now)
   job=$(submit_download "$1")
   wait_done "$job"
-  since "$start"
+  echo "$(since "$start") $(awk -v a="$cpu" -v b="$(process_cpu "$HIVE_PID")" 'BEGIN {printf "%.2f", b - a}')"
 }
-fresh_out() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; }
-curl_time() { fresh_out; local s; s=$(now); curl -sf -o "$WORK/out/f" "$1"; since "$s"; }
-curl_verified_time() {  # what the hive does, with curl: download, hash, make durable
-  fresh_out
+timed() {  # command...: runs it, prints wall and CPU seconds
   local s
   s=$(now)
-  curl -sf -o "$WORK/out/f" "$1" && sha256sum "$WORK/out/f" >/dev/null && sync "$WORK/out/f"
-  since "$s"
+  /usr/bin/time -f '%U %S' -o "$WORK/cpu.txt" "$@" >/dev/null || return 1
+  echo "$(since "$s") $(awk '{printf "%.2f", $1 + $2}' "$WORK/cpu.txt")"
 }
-wget_time() { fresh_out; local s; s=$(now); wget -q -O "$WORK/out/f" "$1"; since "$s"; }
+fresh_out() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; }
+curl_time() { fresh_out; timed curl -sf -o "$WORK/out/f" "$1"; }
+curl_verified_time() {  # what the hive does, with curl: download, hash, make durable
+  fresh_out
+  timed sh -c 'curl -sf -o "$1" "$2" && sha256sum "$1" >/dev/null && sync "$1"' sh "$WORK/out/f" "$1"
+}
+wget_time() { fresh_out; timed wget -q -O "$WORK/out/f" "$1"; }
 js_time() {  # repo [port]: the official JS client's snapshotDownload, one file after another
   rm -rf "$WORK/js-cache"
-  node "$ROOT/bench/tools/js_snapshot.mjs" "http://127.0.0.1:${2:-$PORT_FAST}" "$1" "$WORK/js-cache" | tail -1
+  local wall
+  wall=$(/usr/bin/time -f '%U %S' -o "$WORK/cpu.txt" \
+    node "$ROOT/bench/tools/js_snapshot.mjs" "http://127.0.0.1:${2:-$PORT_FAST}" "$1" "$WORK/js-cache" | tail -1)
+  echo "$wall $(awk '{printf "%.2f", $1 + $2}' "$WORK/cpu.txt")"
 }
 aria_time() {  # args...
   fresh_out
-  local s
-  s=$(now)
-  aria2c -q -d "$WORK/out" --allow-overwrite=true --auto-file-renaming=false --file-allocation=none "$@"
-  since "$s"
+  timed aria2c -q -d "$WORK/out" --allow-overwrite=true --auto-file-renaming=false --file-allocation=none "$@"
 }
 
 # ---- measurement bookkeeping ---------------------------------------------------------------
 
-declare -A SAMPLES
-record() {
+declare -A SAMPLES CPU_SAMPLES
+record() {  # key "wall cpu"
   [[ -n $2 ]] || { log "no measurement for $1"; exit 1; }  # the tool failed in a subshell
-  SAMPLES[$1]+="$2 "
-  log "  $1: $2 s"
+  local wall cpu
+  read -r wall cpu <<<"$2"
+  SAMPLES[$1]+="$wall "
+  CPU_SAMPLES[$1]+="${cpu:-0} "
+  log "  $1: $wall s, CPU $cpu s"
 }
 mbps() { awk -v s="$1" -v t="$2" 'BEGIN {printf "%.0f", s / 1048576 / t}'; }
 
@@ -264,12 +298,27 @@ scenario_1() {
   done
 }
 
+scenario_1u() {
+  log "scenario 1u: the same file uncapped, the hive at its defaults against each fixed count"
+  local url=http://127.0.0.1:$PORT_FAST/bench/large/resolve/main/model.gguf n
+  for _ in $(seq "$REPS"); do
+    start_hive $PORT_FAST
+    record s1u_hive "$(hive_time '"model":"bench/large"')"
+    for n in $FIXED_COUNTS; do
+      start_hive $PORT_FAST --fixed-connections --connections "$n"
+      record "s1u_fixed$n" "$(hive_time '"model":"bench/large"')"
+    done
+    record s1u_aria2c "$(aria_time -x16 -s16 -k1M -o f "$url")"
+  done
+  stop_hive
+}
+
 scenario_2() {
   log "scenario 2: the same file, $CAP per connection"
   start_hive $PORT_CAPPED
   local url=http://127.0.0.1:$PORT_CAPPED/bench/large/resolve/main/model.gguf
   for _ in $(seq "$REPS"); do
-    record s2_hive "$(hive_time '"model":"bench/large","connections":16')"
+    record s2_hive "$(hive_time '"model":"bench/large"')"
     record s2_aria2c "$(aria_time -x16 -s16 -k1M -o f "$url")"
   done
   record s2_curl "$(curl_time "$url")"  # one run: it is the slow baseline
@@ -277,9 +326,9 @@ scenario_2() {
 
 scenario_3() {
   log "scenario 3: a repo of 200 small files and 3 GGUFs of 64 MiB"
-  start_hive $PORT_FAST --parallel-files "$FILES"
+  start_hive $PORT_FAST
   for _ in $(seq "$REPS"); do
-    record s3_hive "$(hive_time '"model":"bench/many","connections":'"$FILES")"
+    record s3_hive "$(hive_time '"model":"bench/many"')"
     record s3_aria2c "$(aria_time -j16 -i "$WORK/many.list")"
     record s3_js "$(js_time bench/many)"
   done
@@ -292,9 +341,13 @@ scenario_3_remote() {
   PIDS+=("$proxy")
   until curl -sf "http://127.0.0.1:$PORT_REMOTE/api/models/bench/many/revision/main" >/dev/null; do sleep 0.1; done
   sed "s/:$PORT_FAST\//:$PORT_REMOTE\//" "$WORK/many.list" >"$WORK/many-remote.list"
-  start_hive $PORT_REMOTE --parallel-files "$FILES"
   for _ in $(seq "$REPS"); do
-    record s3r_hive "$(hive_time '"model":"bench/many","connections":'"$FILES")"
+    start_hive $PORT_REMOTE
+    record s3r_hive "$(hive_time '"model":"bench/many"')"
+    if [[ -n $BASELINE_BIN ]]; then  # before §14, tuned as its bench ran it
+      HIVE_BIN=$BASELINE_BIN start_hive $PORT_REMOTE --parallel-files "$FILES"
+      record s3r_before "$(hive_time '"model":"bench/many","connections":'"$FILES")"
+    fi
     record s3r_aria2c "$(aria_time -j16 -i "$WORK/many-remote.list")"
     record s3r_js "$(js_time bench/many $PORT_REMOTE)"
   done
@@ -303,7 +356,7 @@ scenario_3_remote() {
 }
 
 scenario_4() {
-  log "scenario 4: peak RSS of the hive for 1 GiB and $((SIZE_HUGE / GIB)) GiB"
+  log "scenario 4: peak RSS of the hive for 1 GiB, $((SIZE_HUGE / GIB)) GiB, and scenario 2's file"
   for repo in onegig huge; do
     start_hive $PORT_FAST
     hive_time "\"model\":\"bench/$repo\"" >/dev/null
@@ -311,6 +364,11 @@ scenario_4() {
     log "  $repo: peak RSS ${RSS[$repo]} MiB"
     stop_hive
   done
+  start_hive $PORT_CAPPED  # the most connections the hive opens: a capped server
+  hive_time '"model":"bench/large"' >/dev/null
+  RSS[capped]=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$HIVE_PID/status")
+  log "  capped, adaptive connections: peak RSS ${RSS[capped]} MiB"
+  stop_hive
 }
 
 scenario_5() {
@@ -383,64 +441,91 @@ scenario_7() {
 
 report() {
   mkdir -p "$RESULTS"
-  local m; declare -A M
-  for key in "${!SAMPLES[@]}"; do M[$key]=$(tr ' ' '\n' <<<"${SAMPLES[$key]}" | median); done
+  local m; declare -A M C
+  for key in "${!SAMPLES[@]}"; do
+    M[$key]=$(tr ' ' '\n' <<<"${SAMPLES[$key]}" | median)
+    C[$key]=$(tr ' ' '\n' <<<"${CPU_SAMPLES[$key]}" | median)
+  done
+  cpu_per_gib() { awk -v c="${C[$1]}" -v b="$2" 'BEGIN {printf "%.2f", c / (b / 1073741824)}'; }
   local large_mib=$((SIZE_LARGE / 1048576))
   local many_bytes
   many_bytes=$(du -sbL "$WORK/www/bench/many/resolve/main" | cut -f1)
   field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$CONTROL"; }
+  local best_fixed="" best_n=""
+  for n in $FIXED_COUNTS; do
+    if [[ -n ${M[s1u_fixed$n]:-} ]] && { [[ -z $best_fixed ]] || awk -v a="${M[s1u_fixed$n]}" -v b="$best_fixed" 'BEGIN {exit !(a < b)}'; }; then
+      best_fixed=${M[s1u_fixed$n]}
+      best_n=$n
+    fi
+  done
+  # A row: label, tool, key, bytes, target text.
+  row() {
+    echo "| $1 | $2 | ${M[$3]} s | $(mbps "$4" "${M[$3]}") MiB/s | $(cpu_per_gib "$3" "$4") | $5 |"
+  }
   {
     echo "# Benchmark results"
     echo
     echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM,"
     echo "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); loopback; nginx $(nginx -v 2>&1 | sed 's/.*\///'),"
     echo "aria2c $(aria2c --version | head -1 | awk '{print $3}'), curl $(curl --version | head -1 | awk '{print $2}'). Medians of $REPS runs, tools alternating."
+    echo "The hive runs at its defaults unless a row says otherwise. CPU is user + system seconds of the whole"
+    echo "process (the hive with its hashing; a peer tool with its children) per GiB downloaded."
     echo
-    echo "| scenario | tool | median | throughput | vs. target |"
-    echo "|---|---|---|---|---|"
-    echo "| 1: ${large_mib} MiB, 1 connection | rbee-hive (SHA-256 verified, fsync) | ${M[s1_hive]} s | $(mbps $SIZE_LARGE "${M[s1_hive]}") MiB/s | $(ratio "${M[s1_curl]}" "${M[s1_hive]}")× curl's speed (target ≥ 1) |"
-    echo "| | curl -o | ${M[s1_curl]} s | $(mbps $SIZE_LARGE "${M[s1_curl]}") MiB/s | |"
-    echo "| | wget | ${M[s1_wget]} s | $(mbps $SIZE_LARGE "${M[s1_wget]}") MiB/s | |"
-    echo "| | curl -o, then sha256sum and sync (like for like) | ${M[s1_curl_verified]} s | $(mbps $SIZE_LARGE "${M[s1_curl_verified]}") MiB/s | hive $(ratio "${M[s1_curl_verified]}" "${M[s1_hive]}")× its speed |"
-    echo "| 2: ${large_mib} MiB, $CAP/connection | rbee-hive (16 connections, like aria2c) | ${M[s2_hive]} s | $(mbps $SIZE_LARGE "${M[s2_hive]}") MiB/s | $(ratio "${M[s2_aria2c]}" "${M[s2_hive]}")× aria2c (≥ 0.9), $(ratio "${M[s2_curl]}" "${M[s2_hive]}")× one connection (≥ 8) |"
-    echo "| | aria2c -x16 -s16 | ${M[s2_aria2c]} s | $(mbps $SIZE_LARGE "${M[s2_aria2c]}") MiB/s | |"
-    echo "| | curl (one connection, 1 run) | ${M[s2_curl]} s | $(mbps $SIZE_LARGE "${M[s2_curl]}") MiB/s | |"
-    echo "| 3: 200 small files + 3×64 MiB | rbee-hive ($FILES files at once) | ${M[s3_hive]} s | $(mbps "$many_bytes" "${M[s3_hive]}") MiB/s | $(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1), $(ratio "${M[s3_js]}" "${M[s3_hive]}")× the JS client (≥ 4) |"
-    echo "| | aria2c -j16 -i list | ${M[s3_aria2c]} s | $(mbps "$many_bytes" "${M[s3_aria2c]}") MiB/s | |"
-    echo "| | @huggingface/hub $(node -p 'require(process.argv[1]).version' "$ROOT/bench/tools/node_modules/@huggingface/hub/package.json") snapshotDownload (not verified) | ${M[s3_js]} s | $(mbps "$many_bytes" "${M[s3_js]}") MiB/s | |"
-    echo "| 3r: the same, ${RTT_MS} ms round trip | rbee-hive | ${M[s3r_hive]} s | $(mbps "$many_bytes" "${M[s3r_hive]}") MiB/s | $(ratio "${M[s3r_aria2c]}" "${M[s3r_hive]}")× aria2c (≥ 1), $(ratio "${M[s3r_js]}" "${M[s3r_hive]}")× the JS client (≥ 4) |"
-    echo "| | aria2c -j16 -i list | ${M[s3r_aria2c]} s | $(mbps "$many_bytes" "${M[s3r_aria2c]}") MiB/s | |"
-    echo "| | @huggingface/hub snapshotDownload | ${M[s3r_js]} s | $(mbps "$many_bytes" "${M[s3r_js]}") MiB/s | |"
-    echo "| 4: peak RSS | rbee-hive, 1 GiB file | ${RSS[onegig]} MiB | | target < 64 MiB, flat |"
-    echo "| | rbee-hive, $((SIZE_HUGE / GIB)) GiB file | ${RSS[huge]} MiB | | |"
-    echo "| 5: control plane, $(field watchers) SSE watchers, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 5 ms |"
-    echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | |"
+    echo "| scenario | tool | median | throughput | CPU s/GiB | vs. target |"
+    echo "|---|---|---|---|---|---|"
+    row "1: ${large_mib} MiB, 1 connection" "rbee-hive (\`connections: 1\`, SHA-256 verified, fsync)" s1_hive $SIZE_LARGE "$(ratio "${M[s1_curl_verified]}" "${M[s1_hive]}")× the speed of curl + sha256sum + sync (target ≥ 1); CPU vs curl + the hash: see below"
+    row "" "curl -o" s1_curl $SIZE_LARGE ""
+    row "" "wget" s1_wget $SIZE_LARGE ""
+    row "" "curl -o, then sha256sum and sync (like for like)" s1_curl_verified $SIZE_LARGE ""
+    row "1u: ${large_mib} MiB, uncapped" "rbee-hive (adaptive)" s1u_hive $SIZE_LARGE "$(ratio "$best_fixed" "${M[s1u_hive]}")× the best fixed count's speed ($best_n connections; target ≥ 0.95)"
+    for n in $FIXED_COUNTS; do
+      row "" "rbee-hive, fixed $n connections" "s1u_fixed$n" $SIZE_LARGE ""
+    done
+    row "" "aria2c -x16 -s16" s1u_aria2c $SIZE_LARGE ""
+    row "2: ${large_mib} MiB, $CAP/connection" "rbee-hive (adaptive)" s2_hive $SIZE_LARGE "$(ratio "${M[s2_aria2c]}" "${M[s2_hive]}")× aria2c (target > 1), $(ratio "${M[s2_curl]}" "${M[s2_hive]}")× one connection (≥ 8)"
+    row "" "aria2c -x16 -s16" s2_aria2c $SIZE_LARGE ""
+    row "" "curl (one connection, 1 run)" s2_curl $SIZE_LARGE ""
+    row "3: 200 small files + 3×64 MiB" "rbee-hive" s3_hive "$many_bytes" "$(ratio "${M[s3_aria2c]}" "${M[s3_hive]}")× aria2c (≥ 1), $(ratio "${M[s3_js]}" "${M[s3_hive]}")× the JS client (≥ 4)"
+    row "" "aria2c -j16 -i list" s3_aria2c "$many_bytes" ""
+    row "" "@huggingface/hub $(node -p 'require(process.argv[1]).version' "$ROOT/bench/tools/node_modules/@huggingface/hub/package.json") snapshotDownload (not verified)" s3_js "$many_bytes" ""
+    row "3r: the same, ${RTT_MS} ms round trip" "rbee-hive" s3r_hive "$many_bytes" "$(ratio "${M[s3r_aria2c]}" "${M[s3r_hive]}")× aria2c (> 1), ${M[s3r_before]:+$(ratio "${M[s3r_before]}" "${M[s3r_hive]}")× the hive before §14 (> 1), }$(ratio "${M[s3r_js]}" "${M[s3r_hive]}")× the JS client (≥ 4)"
+    [[ -n ${M[s3r_before]:-} ]] && row "" "rbee-hive before §14 ($BASELINE_REF, cpp-httplib; 16 files and connections)" s3r_before "$many_bytes" ""
+    row "" "aria2c -j16 -i list" s3r_aria2c "$many_bytes" ""
+    row "" "@huggingface/hub snapshotDownload" s3r_js "$many_bytes" ""
+    echo "| 4: peak RSS | rbee-hive, 1 GiB file | ${RSS[onegig]} MiB | | | target < 64 MiB, flat |"
+    echo "| | rbee-hive, $((SIZE_HUGE / GIB)) GiB file | ${RSS[huge]} MiB | | | |"
+    echo "| | rbee-hive, scenario 2 (most connections) | ${RSS[capped]:-} MiB | | | |"
+    echo "| 5: control plane, $(field watchers) SSE watchers, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | | target p99 < 5 ms |"
+    echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | | |"
     CONTROL=$CONTROL_SLOW
-    echo "| 5s: control plane during a slowloris flood of $(field slow_clients) connections, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | target p99 < 50 ms |"
-    echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | |"
-    echo "| 6: a repo of $MANY_FILES small files | rbee-hive ($FILES files at once) | $MANY_RESULT | | catalog writes bounded per second |"
-    echo "| 7: $MODELS models in the catalog | model_list, GET /v1/models | $LIST_RESULT | | target < 1 s |"
+    echo "| 5s: control plane during a slowloris flood of $(field slow_clients) connections, during scenario 2 | GET /health | p50 $(field health_p50_ms) ms, p99 $(field health_p99_ms) ms | | | target p99 < 50 ms |"
+    echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | | |"
+    echo "| 6: a repo of $MANY_FILES small files | rbee-hive ($FILES files at once) | $MANY_RESULT | | | catalog writes bounded per second |"
+    echo "| 7: $MODELS models in the catalog | model_list, GET /v1/models | $LIST_RESULT | | | target < 1 s |"
+    echo
+    echo "Scenario 1, CPU per GiB: the hive $(cpu_per_gib s1_hive $SIZE_LARGE) s against curl's $(cpu_per_gib s1_curl $SIZE_LARGE) s plus the hash's; curl + sha256sum + sync together take $(cpu_per_gib s1_curl_verified $SIZE_LARGE) s (coreutils hashes at ~0.5 GB/s, OpenSSL's SHA-256 in the hive at ~2 GB/s, DESIGN §9)."
     echo
     echo "Every watcher saw between $(field watcher_events_min) and $(field watcher_events_max) events while the measurement ran."
     echo
     echo "![chart](chart.png)"
   } >"$RESULTS/results.md"
   {
-    for key in s1_hive s1_curl s1_wget s1_curl_verified s2_hive s2_aria2c s2_curl s3_hive s3_aria2c s3_js s3r_hive s3r_aria2c s3r_js; do
-      printf '"%s" %s\n' "${key/_/ }" "${M[$key]}"
+    for key in s1_hive s1_curl s1_wget s1_curl_verified s1u_hive "s1u_fixed$best_n" s1u_aria2c s2_hive s2_aria2c s3_hive s3_aria2c s3_js s3r_hive s3r_before s3r_aria2c s3r_js; do
+      [[ -n ${M[$key]:-} ]] && printf '"%s" %s %s\n' "${key/_/ }" "${M[$key]}" "${C[$key]}"
     done
   } >"$WORK/chart.dat"
   gnuplot <<EOF
 set terminal pngcairo size 1100,440 noenhanced
 set output "$RESULTS/chart.png"
-set title "Median wall time in s, lower is better (s2: $CAP per connection; s3r: s3 at ${RTT_MS} ms round trip)"
+set title "Median wall time and CPU time in s, lower is better (s1u: uncapped, several connections; s2: $CAP per connection; s3r: s3 at ${RTT_MS} ms round trip)"
+set style data histograms
+set style histogram clustered gap 1
 set style fill solid 0.8
-set boxwidth 0.6
 set ylabel "seconds"
 set xtics rotate by -30
 set grid ytics
-unset key
-plot "$WORK/chart.dat" using 0:2:xtic(1) with boxes lc rgb "#3b7dd8", "" using 0:2:(sprintf("%.2f",\$2)) with labels offset 0,0.7
+set key top left
+plot "$WORK/chart.dat" using 2:xtic(1) title "wall" lc rgb "#3b7dd8", "" using 3 title "CPU (user + system)" lc rgb "#d8833b"
 EOF
   log "wrote $RESULTS/results.md and $RESULTS/chart.png"
 }
@@ -452,6 +537,7 @@ MANY_RESULT='(not run)'
 LIST_RESULT='(not run)'
 install_tools
 build_release
+build_baseline
 make_data
 start_nginx
 if [[ -n ${ONLY:-} ]]; then  # ONLY="3 3_remote": just those, their samples in the log, no report
@@ -459,6 +545,7 @@ if [[ -n ${ONLY:-} ]]; then  # ONLY="3 3_remote": just those, their samples in t
   exit 0
 fi
 scenario_1
+scenario_1u
 scenario_2
 scenario_3
 scenario_3_remote

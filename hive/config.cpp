@@ -116,6 +116,11 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
                  "its own count below this ceiling; 1 turns ranges off (default 32)")
       ->envname("RBEE_CONNECTIONS")
       ->check(CLI::Range(1, 64));
+  app.add_flag_function(
+         "--fixed-connections",
+         [&downloads](std::int64_t) { downloads.download.adaptive_connections = false; },
+         "Use exactly --connections per large file instead of finding the count (default off)")
+      ->envname("RBEE_FIXED_CONNECTIONS");
   app.add_option("--parallel-files", downloads.parallel_files,
                  "Files of one download fetched at once (default 8)")
       ->envname("RBEE_PARALLEL_FILES")

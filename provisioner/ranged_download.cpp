@@ -197,7 +197,7 @@ class RangedDownload {
         std::clamp<std::uint64_t>((remaining + policy_.min_range_bytes - 1) /
                                       std::max<std::uint64_t>(policy_.min_range_bytes, 1),
                                   1, connections));
-    controller_.emplace(useful, kStartConnections);
+    controller_.emplace(useful, policy_.adaptive_connections ? kStartConnections : useful);
   }
 
   void run_workers() {

@@ -41,6 +41,9 @@ struct DownloadPolicy {
   // Files of at least 2 × min_range_bytes are fetched over up to `connections` connections,
   // in byte ranges; 1 turns that off. A ceiling: the download finds its own count below it.
   int connections = 32;
+  // False: exactly `connections` per large file, never adapted (for measurements, and for
+  // operators who know their server).
+  bool adaptive_connections = true;
   std::uint64_t min_range_bytes = 16ULL << 20;
 };
 

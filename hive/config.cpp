@@ -122,7 +122,7 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          "Use exactly --connections per large file instead of finding the count (default off)")
       ->envname("RBEE_FIXED_CONNECTIONS");
   app.add_option("--parallel-files", downloads.parallel_files,
-                 "Files of one download fetched at once (default 8)")
+                 "Files of one download fetched at once (default 16)")
       ->envname("RBEE_PARALLEL_FILES")
       ->check(CLI::Range(1, 64));
   app.add_option("--max-download-connections", downloads.max_download_connections,

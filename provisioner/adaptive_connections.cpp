@@ -56,9 +56,13 @@ void AdaptiveConnections::judge(double rate) {
     settle(target_, fmt::format("the ceiling of {}, at {}", ceiling_, megabytes_per_second(rate)));
     return;
   }
+  // A step that scaled almost linearly (each new connection as fast as the old ones: a
+  // per-connection cap) says the next doubling will too: take two at once.
+  const bool linear = previous_count_ > 0 && rate / previous_rate_ >= kLinearShare *
+                                                                          target_ / previous_count_;
   previous_count_ = target_;
   previous_rate_ = rate;
-  target_ = std::min(ceiling_, target_ * 2);
+  target_ = std::min(ceiling_, target_ * (linear ? 4 : 2));
 }
 
 void AdaptiveConnections::refused(int others_open) {

@@ -4,7 +4,8 @@
 // and the number that helps against one server hurts against another.
 //
 // It starts small and doubles the count while the aggregate speed still grows by kMinGain per
-// step; when a step stops paying it goes back to the count before it and stays there. A
+// step (quadruples it while the speed grows in proportion, as under a per-connection cap); when
+// a step stops paying it goes back to the count before it and stays there. A
 // 429/503 from one connection while others run caps the count at the connections that were
 // being served, for the rest of the download. Each step is judged on a window of kWindow after
 // a settling time of kSettle (new connections need a moment to reach speed): on loopback or a
@@ -22,9 +23,12 @@ namespace rbee::provisioner {
 class AdaptiveConnections {
  public:
   using Clock = std::chrono::steady_clock;
-  static constexpr auto kSettle = std::chrono::milliseconds(150);
-  static constexpr auto kWindow = std::chrono::milliseconds(300);
-  static constexpr double kMinGain = 1.15;  // a doubling must bring 15% more, or it goes back
+  static constexpr auto kSettle = std::chrono::milliseconds(100);
+  static constexpr auto kWindow = std::chrono::milliseconds(250);
+  static constexpr double kMinGain = 1.15;  // a step must bring 15% more, or it goes back
+  // A step whose new connections each brought at least this share of an old one's speed
+  // scaled linearly: the next step quadruples instead of doubling.
+  static constexpr double kLinearShare = 0.8;
 
   // `ceiling`: the most the job and the hive allow for this file (at least 1).
   AdaptiveConnections(int ceiling, int start);

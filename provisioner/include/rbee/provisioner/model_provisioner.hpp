@@ -27,7 +27,7 @@ struct ProvisionerSettings {
   std::uint64_t disk_reserve_bytes = 1ULL << 30;  // left free beyond what the model needs
   std::chrono::milliseconds progress_interval{1000};
   std::size_t max_concurrent_downloads = 2;   // more wait, narrated as queued
-  std::size_t parallel_files = 8;             // files of one job downloaded at once
+  std::size_t parallel_files = 16;            // files of one job downloaded at once
   std::size_t max_download_connections = 64;  // across all jobs
 };
 

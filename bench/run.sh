@@ -211,15 +211,16 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 
 HIVE_PID=
 HIVE_URL=
+HIVE_CACHE=$WORK/hive-cache
 start_hive() {  # endpoint_port [daemon flags...]
   stop_hive
-  rm -rf "$WORK/hive-cache"
-  HF_ENDPOINT=http://127.0.0.1:$1 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$WORK/hive-cache" \
-    --disk-reserve-mb 0 "${@:2}" 2>"$WORK/hive.log" &
+  rm -rf "$HIVE_CACHE" "$HIVE_CACHE.log"
+  HF_ENDPOINT=http://127.0.0.1:$1 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$HIVE_CACHE" \
+    --disk-reserve-mb 0 "${@:2}" 2>"$HIVE_CACHE.log" &
   HIVE_PID=$!
   PIDS+=("$HIVE_PID")
-  until grep -q 'Listening on' "$WORK/hive.log" 2>/dev/null; do sleep 0.05; done
-  HIVE_URL=http://127.0.0.1:$(sed -n 's/.*Listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/hive.log" | head -1)
+  until grep -q 'Listening on' "$HIVE_CACHE.log" 2>/dev/null; do sleep 0.05; done
+  HIVE_URL=http://127.0.0.1:$(sed -n 's/.*Listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$HIVE_CACHE.log" | head -1)
 }
 stop_hive() {
   [[ -n $HIVE_PID ]] && kill "$HIVE_PID" 2>/dev/null && wait "$HIVE_PID" 2>/dev/null || true
@@ -233,14 +234,14 @@ submit_download() {  # json-extra → job id
 wait_done() {  # job id
   local last
   last=$(curl -sN "$HIVE_URL/v1/jobs/$1/stream" | grep '^data: \[' | tail -1)
-  [[ $last == "data: [DONE]" ]] || { log "hive job failed: $last"; tail -5 "$WORK/hive.log" >&2; exit 1; }
+  [[ $last == "data: [DONE]" ]] || { log "hive job failed: $last"; tail -5 "$HIVE_CACHE.log" >&2; exit 1; }
 }
 # Every *_time prints "<wall seconds> <CPU seconds>": CPU is user + system of the whole tool
 # (the hive's process, hashing and every thread included; a peer tool and its children).
 CLOCK_TICKS=$(getconf CLK_TCK)
 process_cpu() { awk -v hz="$CLOCK_TICKS" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 hive_time() {  # json-extra
-  rm -rf "$WORK/hive-cache/bench"
+  rm -rf "$HIVE_CACHE/bench"
   local start job cpu
   cpu=$(process_cpu "$HIVE_PID")
   start=$(now)
@@ -341,16 +342,23 @@ scenario_3_remote() {
   PIDS+=("$proxy")
   until curl -sf "http://127.0.0.1:$PORT_REMOTE/api/models/bench/many/revision/main" >/dev/null; do sleep 0.1; done
   sed "s/:$PORT_FAST\//:$PORT_REMOTE\//" "$WORK/many.list" >"$WORK/many-remote.list"
+  # The hive before §14 runs beside this one (its own cache and port), tuned as its bench ran it.
+  local before_pid= before_url=
+  if [[ -n $BASELINE_BIN ]]; then
+    HIVE_BIN=$BASELINE_BIN HIVE_CACHE=$WORK/baseline-cache start_hive $PORT_REMOTE --parallel-files "$FILES"
+    before_pid=$HIVE_PID before_url=$HIVE_URL HIVE_PID=
+  fi
+  start_hive $PORT_REMOTE
   for _ in $(seq "$REPS"); do
-    start_hive $PORT_REMOTE
     record s3r_hive "$(hive_time '"model":"bench/many"')"
-    if [[ -n $BASELINE_BIN ]]; then  # before §14, tuned as its bench ran it
-      HIVE_BIN=$BASELINE_BIN start_hive $PORT_REMOTE --parallel-files "$FILES"
-      record s3r_before "$(hive_time '"model":"bench/many","connections":'"$FILES")"
+    if [[ -n $before_pid ]]; then
+      record s3r_before "$(HIVE_PID=$before_pid HIVE_URL=$before_url HIVE_CACHE=$WORK/baseline-cache \
+        hive_time '"model":"bench/many","connections":'"$FILES")"
     fi
     record s3r_aria2c "$(aria_time -j16 -i "$WORK/many-remote.list")"
     record s3r_js "$(js_time bench/many $PORT_REMOTE)"
   done
+  [[ -n $before_pid ]] && kill "$before_pid" && wait "$before_pid" 2>/dev/null
   stop_hive
   kill "$proxy"
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <exception>
 #include <mutex>
 #include <stdexcept>
 
@@ -81,6 +82,9 @@ struct HttpConnection::Handles {
   bool aborted = false;
   bool stalled = false;
   bool cancelled = false;
+  // What a caller's callback threw: carried past libcurl's C frames (an exception must never
+  // unwind through them) and rethrown once the transfer is cleaned up.
+  std::exception_ptr callback_error;
   std::uint64_t received = 0;  // header and body bytes of this request
   std::uint64_t window_received = 0;
   Clock::time_point window_start;
@@ -95,6 +99,7 @@ struct HttpConnection::Handles {
     stop = &s;
     head = {};
     head_delivered = aborted = stalled = cancelled = false;
+    callback_error = nullptr;
     received = window_received = 0;
     window_start = Clock::now();
     error[0] = '\0';
@@ -117,11 +122,7 @@ struct HttpConnection::Handles {
     if (trimmed(line).empty()) {
       if (h.head.status >= 100 && h.head.status < 200) return length;  // interim: more follows
       h.head_delivered = true;
-      if (h.request->on_head && !h.request->on_head(h.head)) {
-        h.aborted = true;
-        return 0;
-      }
-      return length;
+      return h.call([&] { return !h.request->on_head || h.request->on_head(h.head); }) ? length : 0;
     }
     if (const auto colon = line.find(':'); colon != std::string_view::npos) {
       h.head.headers.emplace_back(std::string(trimmed(line.substr(0, colon))),
@@ -133,11 +134,20 @@ struct HttpConnection::Handles {
   static std::size_t on_body(char* data, std::size_t, std::size_t length, void* self) {
     auto& h = *static_cast<Handles*>(self);
     h.received += length;
-    if (h.request->on_body && !h.request->on_body(data, length)) {
-      h.aborted = true;
-      return 0;
+    return h.call([&] { return !h.request->on_body || h.request->on_body(data, length); }) ? length
+                                                                                           : 0;
+  }
+
+  // Runs a caller's callback; false (and the transfer ends) when it declines or throws.
+  template <typename Callback>
+  bool call(Callback&& callback) {
+    try {
+      if (callback()) return true;
+    } catch (...) {
+      callback_error = std::current_exception();
     }
-    return length;
+    aborted = true;
+    return false;
   }
 
   // libcurl's progress callback, run at least every kPollMilliseconds and with every read:
@@ -248,6 +258,7 @@ HttpResult HttpConnection::perform(const HttpRequest& request, const std::stop_t
     }
   }
   curl_multi_remove_handle(h.multi, easy);  // an unfinished transfer's connection is closed
+  if (h.callback_error) std::rethrow_exception(h.callback_error);
 
   result.head = std::move(h.head);
   if (!h.head_delivered) result.head.status = 0;

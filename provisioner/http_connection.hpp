@@ -75,7 +75,8 @@ class HttpConnection {
   HttpConnection& operator=(const HttpConnection&) = delete;
 
   // Blocks until the answer is complete, aborted, stalled, failed, or `stop` is requested
-  // (then within moments, from any thread). One request at a time per object.
+  // (then within moments, from any thread). One request at a time per object. What on_head or
+  // on_body throws ends the transfer and is rethrown here, after libcurl has let go of it.
   HttpResult perform(const HttpRequest& request, const std::stop_token& stop);
 
   // The HTTP version of the last answer: "1.1", "2", or "" before any.

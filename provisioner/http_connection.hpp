@@ -83,6 +83,8 @@ class HttpConnection {
   std::string last_http_version() const;
 
  private:
+  void set_fixed_options();
+
   struct Handles;
   const HubSettings& settings_;
   std::unique_ptr<Handles> handles_;

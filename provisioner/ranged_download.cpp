@@ -81,11 +81,13 @@ struct Segment {
 // (libcurl reconnects when the origin changes).
 struct Worker {
   std::atomic<std::uint64_t> received{0};  // body bytes, for the speed comparisons
-  std::atomic<bool> retire{false};         // leave at the next piece of body, releasing the segment
+  std::atomic<bool> retire{false};         // leave now, releasing the segment to the others
+  std::stop_source stop;                   // ends its transfer: retired, or the group stops
   Clock::time_point started = Clock::now();
   std::uint64_t window_received = 0;  // the coordinator's: `received` at the last speed check
   bool finished = false;              // guarded by the download's mutex
   bool refused = false;               // leaving after a 429/503 (its own thread only)
+  std::vector<char> batch;            // the write batch, allocated once (its own thread only)
   std::unique_ptr<HttpConnection> http;
   std::jthread thread;  // last: joined first
 };
@@ -225,10 +227,17 @@ class RangedDownload {
   void coordinate() {
     auto last_persist = Clock::now();
     for (;;) {
+      bool all_done = false;
       {
         std::unique_lock lock(mutex_);
         cv_.wait_for(lock, kTick, [this] { return workers_done_ == workers_started_; });
-        if (workers_done_ == workers_started_) return;
+        all_done = workers_done_ == workers_started_;
+      }
+      if (all_done) {
+        // The last connection was retired (too slow) with its segment unfinished: a fresh one
+        // takes over on the connection the caller holds for this file.
+        if (!has_unclaimed_work()) return;
+        start_worker(ConnectionLease());
       }
       steer_connections();
       hash_prefix();
@@ -304,12 +313,18 @@ class RangedDownload {
     return running;
   }
 
+  // The worker leaves at once (its transfer is woken and ends), releasing its segment.
+  static void retire(Worker& worker) {
+    worker.retire = true;
+    worker.stop.request_stop();
+  }
+
   // Above the target (the controller went back a step): the newest connections leave.
   void retire_surplus() {
     auto running = running_workers();
     for (int surplus = static_cast<int>(running.size()) - controller_->target(); surplus > 0;
          --surplus) {
-      running.back()->retire = true;
+      retire(*running.back());
       running.pop_back();
     }
   }
@@ -330,19 +345,30 @@ class RangedDownload {
       if (worker->window_received > 0 && old_enough) rates.emplace_back(rate, worker);
       worker->window_received = std::max<std::uint64_t>(received, 1);
     }
-    if (rates.size() < 3) return;
+    if (rates.empty()) return;
     std::sort(rates.begin(), rates.end());
-    const double median = rates[rates.size() / 2].first;
+    // The typical connection's speed, from a window where at least 3 were measured: kept for
+    // the tail of the file, where the slow connection may be the last one left.
+    if (rates.size() >= 3) typical_rate_ = rates[rates.size() / 2].first;
+    const double median = typical_rate_;
     constexpr double kMinMedian = 1 << 20;  // below 1 MiB/s every figure is noise
     if (median < kMinMedian || rates.front().first >= median / kSlowFactor) return;
     if (replacements_ >= controller_->target()) return;  // the server is uneven, not one route
     ++replacements_;
-    rates.front().second->retire = true;
+    retire(*rates.front().second);
     notify_retry(0,
                  fmt::format("{}: a connection ran at {:.1f} MB/s against a median of {:.1f} MB/s; "
                              "replacing it",
                              file_.path, rates.front().first / 1e6, median / 1e6),
                  {});
+  }
+
+  // An unfinished segment nobody fetches, with the download still on.
+  bool has_unclaimed_work() {
+    std::lock_guard lock(mutex_);
+    if (group_stop_.stop_requested()) return false;
+    return std::any_of(segments_.begin(), segments_.end(),
+                       [](const Segment& s) { return !s.taken && !s.complete(); });
   }
 
   bool has_work_to_share() {
@@ -356,6 +382,8 @@ class RangedDownload {
   }
 
   void work(Worker& worker) {
+    std::stop_callback relay_group_stop(group_stop_.get_token(),
+                                        [&worker] { worker.stop.request_stop(); });
     try {
       while (!worker.retire) {
         const auto index = claim_segment();
@@ -477,7 +505,8 @@ class RangedDownload {
     request.stall_min_bytes = policy_.stall_min_bytes;
     request.receive_buffer = kReceiveBuffer;
 
-    std::vector<char> batch;
+    std::vector<char>& batch = worker.batch;
+    batch.clear();
     batch.reserve(kWriteBatch);
     std::uint64_t batch_offset = from;
     auto flush = [&] {
@@ -518,7 +547,7 @@ class RangedDownload {
       }
       return true;
     };
-    const HttpResult result = worker.http->perform(request, group_stop_.get_token());
+    const HttpResult result = worker.http->perform(request, worker.stop.get_token());
     if (!batch.empty()) flush();
     if (reached_end || group_stop_.stop_requested() || worker.retire) return;
     {
@@ -676,6 +705,7 @@ class RangedDownload {
   bool settled_reported_ = false;
   Clock::time_point last_speed_check_ = Clock::now();
   int replacements_ = 0;
+  double typical_rate_ = 0;  // a connection's median speed in the last window with 3 or more
   static constexpr double kSlowFactor = 4;  // "far slower than the median"
 
   std::mutex mutex_;  // guards what follows

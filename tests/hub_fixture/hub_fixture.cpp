@@ -414,7 +414,7 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
   int max_bodies;
   {
     std::lock_guard lock(mutex_);
-    rate = rate_limit_;
+    rate = faults && faults->bytes_per_second ? faults->bytes_per_second : rate_limit_;
     max_bodies = max_bodies_;
   }
   if (request.method == "GET") {

@@ -56,6 +56,7 @@ struct Faults {
   std::uint64_t surplus_bytes = 0;  // the body goes on this many bytes past what was asked
   std::string error_message;        // raw bytes (any, even invalid UTF-8) in an error answer's
                                     // JSON "error" and X-Error-Message header
+  std::uint64_t bytes_per_second = 0;  // this answer is paced so (a slow route); 0: as usual
 };
 
 struct RecordedRequest {

@@ -241,3 +241,16 @@ TEST_CASE("a server that answers 429 beyond 5 connections gets 5") {
   CHECK(s.retry_text().find("rate limited") != std::string::npos);
   CHECK(s.hub.max_concurrent_content() == 5);
 }
+
+TEST_CASE("a connection far slower than the others is replaced, and the file verifies") {
+  RangedSetup s({{"uneven.bin", 16ULL << 20, true, 23}});
+  s.policy.connections = 8;
+  s.policy.min_range_bytes = 256 * 1024;
+  s.policy.stall_timeout = 5s;
+  s.hub.set_rate_limit(2 << 20);  // 2 MiB/s per connection…
+  s.hub.set_faults("uneven.bin", Faults{.times = 1, .bytes_per_second = 32 * 1024});  // …but one
+  s.fetch("uneven.bin");
+  CHECK(s.exact("uneven.bin"));
+  CHECK(s.no_leftovers("uneven.bin"));
+  CHECK(s.retry_text().find("replacing it") != std::string::npos);
+}

@@ -32,9 +32,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Per connection: libcurl's receive buffer and the write batch. Many connections run at once,
-// so each reads less than a lone one does (HttpRequest::receive_buffer): 32 of them stay
-// within a few MiB each.
-constexpr std::size_t kWriteBatch = 512 << 10;
+// so each reads and writes less than a lone one does (HttpRequest::receive_buffer): 32 of them
+// hold 16 MiB.
+constexpr std::size_t kWriteBatch = 256 << 10;
 constexpr long kReceiveBuffer = 256 << 10;
 constexpr int kStartConnections = 4;               // the adaptive controller's first step
 constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this

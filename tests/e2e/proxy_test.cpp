@@ -138,6 +138,10 @@ http {{
   std::string access_log() const { return read_all(dir / "access.log"); }
 };
 
+SseStream download(const HiveUnderTest& hive, const std::string& model) {
+  return watch(*hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", model}}));
+}
+
 bool downloaded(const HiveUnderTest& hive, const HubFixture& hub, const FixtureRepo& repo) {
   for (const auto& file : repo.files) {
     if (read_all(hive.cache / repo.id / file.path) != hub.content(repo.id, file.path)) {
@@ -156,8 +160,7 @@ TEST_CASE("HTTP_PROXY carries every request of a download, and the files verify"
   // Uppercase, which libcurl alone would ignore for http:// URLs (the "httpoxy" rule).
   HiveUnderTest hive(fast_flags(), "",
                      {{"HF_ENDPOINT", hub.endpoint()}, {"HTTP_PROXY", proxy.url()}});
-  const auto stream = watch(
-      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}}));
+  const auto stream = download(hive, "acme/tiny");
   REQUIRE(stream.terminal() == "[DONE]");
   CHECK(downloaded(hive, hub, tiny_repo("acme/tiny")));
 
@@ -179,8 +182,7 @@ TEST_CASE("NO_PROXY sends matching hosts direct") {
                      {{"HF_ENDPOINT", hub.endpoint()},
                       {"http_proxy", proxy.url()},
                       {"NO_PROXY", "example.org,127.0.0.1"}});
-  const auto stream = watch(
-      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}}));
+  const auto stream = download(hive, "acme/tiny");
   REQUIRE(stream.terminal() == "[DONE]");
   CHECK(downloaded(hive, hub, tiny_repo("acme/tiny")));
   CHECK(proxy.requests().empty());
@@ -196,8 +198,7 @@ TEST_CASE("proxy credentials work and appear in no log, narration or error") {
   {
     HiveUnderTest hive(fast_flags(), "",
                        {{"HF_ENDPOINT", hub.endpoint()}, {"HTTP_PROXY", proxy.url(credentials)}});
-    const auto stream = watch(
-        *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}}));
+    const auto stream = download(hive, "acme/tiny");
     CHECK(stream.terminal() == "[DONE]");
     CHECK(proxy.requests().size() == hub.requests().size());
     everything += stream_text(stream) + hive->log();
@@ -208,8 +209,7 @@ TEST_CASE("proxy credentials work and appear in no log, narration or error") {
     const std::string dead = fmt::format("http://{}@127.0.0.1:{}", credentials, free_port());
     HiveUnderTest hive(fast_flags({"--download-attempts", "1"}), "",
                        {{"HF_ENDPOINT", hub.endpoint()}, {"HTTP_PROXY", dead}});
-    const auto stream = watch(
-        *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}}));
+    const auto stream = download(hive, "acme/tiny");
     CHECK(stream.terminal().starts_with("[ERROR]"));
     everything +=
         stream_text(stream) + hive->log() + read_all(hive.cache / "acme/tiny/metadata.yaml");
@@ -229,8 +229,7 @@ TEST_CASE("https through a proxy goes by CONNECT, verified against RBEE_CA_BUNDL
                       {"HTTPS_PROXY", proxy.url()},
                       {"HTTP_PROXY", proxy.url()},  // the fixture's CDN is plain http
                       {"RBEE_CA_BUNDLE", certificates.ca.string()}});
-  const auto stream = watch(
-      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}}));
+  const auto stream = download(hive, "acme/tiny");
   REQUIRE(stream.terminal() == "[DONE]");
   CHECK(downloaded(hive, hub, tiny_repo("acme/tiny")));
   const std::string log = proxy.log();
@@ -248,8 +247,7 @@ TEST_CASE("TLS is verified: a certificate no trusted CA signed fails the downloa
   TlsFront front(certificates, hub);
   HiveUnderTest hive(fast_flags({"--download-attempts", "1"}), "",
                      {{"HF_ENDPOINT", front.endpoint()}});  // no RBEE_CA_BUNDLE
-  const auto stream = watch(
-      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/tiny"}}));
+  const auto stream = download(hive, "acme/tiny");
   REQUIRE(stream.terminal().starts_with("[ERROR]"));
   CHECK(stream.terminal().find("certificate") != std::string::npos);
   CHECK(front.access_log().empty());  // not one request was sent over the unverified channel
@@ -269,8 +267,7 @@ TEST_CASE("a repo of small files over HTTP/2 reuses few connections for many req
   HiveUnderTest hive(
       fast_flags({"--parallel-files", "4"}), "",
       {{"HF_ENDPOINT", front.endpoint()}, {"RBEE_CA_BUNDLE", certificates.ca.string()}});
-  const auto stream = watch(
-      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/many"}}));
+  const auto stream = download(hive, "acme/many");
   REQUIRE(stream.terminal() == "[DONE]");
   CHECK(downloaded(hive, hub, repo));
   std::istringstream access(front.access_log());

@@ -291,21 +291,4 @@ HttpResult HttpConnection::perform(const HttpRequest& request, const std::stop_t
   return result;
 }
 
-std::string HttpConnection::last_http_version() const {
-  long version = 0;
-  curl_easy_getinfo(handles_->easy, CURLINFO_HTTP_VERSION, &version);
-  switch (version) {
-    case CURL_HTTP_VERSION_1_0:
-      return "1.0";
-    case CURL_HTTP_VERSION_1_1:
-      return "1.1";
-    case CURL_HTTP_VERSION_2_0:
-      return "2";
-    case CURL_HTTP_VERSION_3:
-      return "3";
-    default:
-      return "";
-  }
-}
-
 }  // namespace rbee::provisioner

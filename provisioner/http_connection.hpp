@@ -79,9 +79,6 @@ class HttpConnection {
   // on_body throws ends the transfer and is rethrown here, after libcurl has let go of it.
   HttpResult perform(const HttpRequest& request, const std::stop_token& stop);
 
-  // The HTTP version of the last answer: "1.1", "2", or "" before any.
-  std::string last_http_version() const;
-
  private:
   void set_fixed_options();
 

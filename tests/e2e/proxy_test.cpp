@@ -26,14 +26,6 @@ std::string read_all(const std::filesystem::path& path) {
   return text.str();
 }
 
-std::size_t count_of(const std::string& text, const std::string& needle) {
-  std::size_t count = 0;
-  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    ++count;
-  }
-  return count;
-}
-
 // tinyproxy on a free loopback port; its log names every request line and CONNECT.
 struct Tinyproxy {
   TempDir dir;

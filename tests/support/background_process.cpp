@@ -91,10 +91,6 @@ BackgroundProcess::~BackgroundProcess() {
   ::waitpid(pid_, nullptr, 0);
 }
 
-bool program_available(const std::string& program) {
-  return !find_program(program).empty();
-}
-
 int run_command(const std::vector<std::string>& argv, const std::string& log_file) {
   const pid_t pid = spawn(argv, log_file);
   int status = 0;

@@ -23,9 +23,6 @@ class BackgroundProcess {
   pid_t pid_ = -1;
 };
 
-// True when `program` can be run here (PATH or /usr/sbin).
-bool program_available(const std::string& program);
-
 // Runs a command to completion (argv, no shell); returns its exit code.
 int run_command(const std::vector<std::string>& argv, const std::string& log_file);
 

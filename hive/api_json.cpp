@@ -53,6 +53,8 @@ nlohmann::json to_json(const jobs::Job& job) {
           {"started_at_ms", optional_ms(status.started_at_ms)},
           {"finished_at_ms", optional_ms(status.finished_at_ms)},
           {"error", status.error.empty() ? nlohmann::json(nullptr) : nlohmann::json(status.error)},
+          {"error_code",
+           status.error_code.empty() ? nlohmann::json(nullptr) : nlohmann::json(status.error_code)},
           {"request", jobs::to_json(job.operation())},
           {"sse_url", sse_url(job.id())},
           {"events", job.events().last_seq()}};

@@ -139,6 +139,19 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          [&downloads](int ms) { downloads.progress_interval = std::chrono::milliseconds(ms); },
          "Cadence of progress narration and catalog progress writes (default 1000)")
       ->check(CLI::Range(50, 60000));
+  app.add_option("--mirror-pull-through", config.mirror.pull_through,
+                 "The /hf mirror fetches what this hive lacks from HF_ENDPOINT, as model_download "
+                 "jobs (default true)")
+      ->envname("RBEE_MIRROR_PULL_THROUGH");
+  app.add_flag("--offline", downloads.offline,
+               "Serve and download from the cache only; never contact a Hub (default off)")
+      ->envname("RBEE_OFFLINE");
+  app.add_option("--fallback-endpoint", config.fallback_endpoints,
+                 "A Hub tried after HF_ENDPOINT when that cannot list a model (unreachable, 5xx); "
+                 "repeatable, in order. Its token, if any, comes from RBEE_FALLBACK_TOKENS "
+                 "(comma-separated, by position)")
+      ->envname("RBEE_FALLBACK_ENDPOINTS")
+      ->delimiter(',');
   app.add_option_function<int>(
          "--finished-job-ttl-s",
          [&config](int s) { config.retention.max_finished_age = std::chrono::seconds(s); },
@@ -172,6 +185,15 @@ std::size_t fit_descriptor_limit(HiveConfig& config) {
 
 void finalize_config(HiveConfig& config) {
   if (config.cache_dir.empty()) config.cache_dir = home_folder() / ".cache" / "rbee" / "models";
+  config.mirror.offline = config.downloads.offline;
+  config.mirror.requests_authenticated = !config.api_token.empty();
+  for (auto& endpoint : config.fallback_endpoints) {
+    while (endpoint.ends_with('/')) endpoint.pop_back();
+    if (!endpoint.starts_with("http://") && !endpoint.starts_with("https://")) {
+      throw std::invalid_argument(fmt::format(
+          "--fallback-endpoint must be an http:// or https:// URL, not '{}'", endpoint));
+    }
+  }
   config.cache_dir = std::filesystem::absolute(config.cache_dir);
   if (!is_loopback_address(config.bind) && config.api_token.empty()) {
     throw std::invalid_argument(fmt::format(

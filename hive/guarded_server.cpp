@@ -540,7 +540,11 @@ void GuardedServer::serve_connection(const ConnectionPtr& connection) {
     bool client_closes = false;
     bool written = false;
     try {
-      written = process_request(stream, last, client_closes, [&](Request&) {
+      written = process_request(stream, last, client_closes, [&](Request& request) {
+        // Handlers that serve ranges (the /hf mirror) read the Range header themselves:
+        // cpp-httplib 0.11.4 would cut every answer to the ranges again, and answers an
+        // unsatisfiable one without "Content-Range: bytes */size".
+        request.ranges.clear();
         connection->reached_routing = true;  // before routing: the body's deadline starts
         connection->read_deadline = Clock::now() + limits_.body_timeout;
       });

@@ -72,6 +72,59 @@ int http_status_of(catalog::CatalogErrorCode code) {
 
 }  // namespace
 
+// The mirror's pull-through: ordinary model_download jobs, one per model (or file) and revision
+// at a time, visible in /v1/jobs and narrated like any other.
+class HiveServer::MirrorJobs : public mirror::PullThrough {
+ public:
+  explicit MirrorJobs(HiveServer& server) : server_(server) {}
+
+  std::string start(const std::string& model, const std::string& revision) override {
+    std::lock_guard lock(mutex_);
+    const std::string key = model + "@" + revision;
+    if (const auto found = running_.find(key); found != running_.end()) {
+      const auto job = server_.registry_.get(found->second);
+      if (job && !jobs::is_finished(job->status().state)) return found->second;
+      running_.erase(found);
+    }
+    jobs::ModelDownload download{"localhost", model, revision, {}, {}, std::nullopt, {}, true};
+    auto submitted = server_.submit(std::move(download));
+    if (const auto* refusal = std::get_if<Refusal>(&submitted)) {
+      throw std::runtime_error(refusal->message);
+    }
+    const auto& job = std::get<std::shared_ptr<jobs::Job>>(submitted);
+    server_.narrator_.emit({"mirror", "mirror_pull", model,
+                            fmt::format("A peer asked for {}@{}, which this hive lacks: pulling it "
+                                        "from upstream as {}",
+                                        model, revision, job->id()),
+                            job->id(), narration::Level::info, 0, std::nullopt});
+    if (running_.size() >= kMaxRemembered) running_.clear();  // only a dedup hint
+    running_[key] = job->id();
+    return job->id();
+  }
+
+  Status status(const std::string& job_id) const override {
+    const auto job = server_.registry_.get(job_id);
+    if (!job) return {State::failed, "the job is no longer known", "other"};
+    const auto status = job->status();
+    switch (status.state) {
+      case jobs::JobState::completed:
+        return {State::completed, "", ""};
+      case jobs::JobState::failed:
+        return {State::failed, status.error, status.error_code};
+      case jobs::JobState::cancelled:
+        return {State::failed, "the download was cancelled", "cancelled"};
+      default:
+        return {State::running, "", ""};
+    }
+  }
+
+ private:
+  static constexpr std::size_t kMaxRemembered = 10000;
+  HiveServer& server_;
+  std::mutex mutex_;
+  std::map<std::string, std::string> running_;  // "model@revision" → job id
+};
+
 HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
                        jobs::JobRouter& router, catalog::ModelCatalog& catalog,
                        const provisioner::ModelProvisioner& provisioner,
@@ -83,7 +136,10 @@ HiveServer::HiveServer(const HiveConfig& config, jobs::JobRegistry& registry,
       provisioner_(provisioner),
       narrator_(narrator),
       server_(connection_limits(config)),
-      stream_tickets_(config.max_stream_tickets) {
+      stream_tickets_(config.max_stream_tickets),
+      mirror_jobs_(std::make_unique<MirrorJobs>(*this)),
+      mirror_(std::make_unique<mirror::HubMirror>(catalog, provisioner, *mirror_jobs_, narrator,
+                                                  config.mirror)) {
   install_routes();
   install_instrumentation();
 }
@@ -113,6 +169,7 @@ void HiveServer::shutdown() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));  // wait for streams to flush
     }
     stopping_ = true;  // streams still open (a watcher that reads nothing) end now
+    mirror_->stop();   // and so do mirror requests waiting for a pull or for bytes
     server_.stop();
   });
 }
@@ -235,11 +292,12 @@ void HiveServer::install_routes() {
       std::lock_guard lock(submit_mutex_);
       submitted = jobs_submitted_;
     }
-    const MetricsSources sources{registry_,      catalog_,  provisioner_,
-                                 http_metrics_,  submitted, open_streams_.load(),
-                                 server_.stats()};
+    const MetricsSources sources{registry_,     catalog_,  provisioner_,
+                                 http_metrics_, submitted, open_streams_.load(),
+                                 server_.stats(), mirror_->stats()};
     response.set_content(render_metrics(sources), "text/plain; version=0.0.4");
   });
+  mirror_->install(server_);
   server_.Post("/v1/jobs", [this](const Request& request, Response& response) {
     handle_submit(request, response);
   });
@@ -292,21 +350,31 @@ void HiveServer::handle_submit(const Request& request, Response& response) {
                       error.what());
   }
 
-  std::lock_guard lock(submit_mutex_);
-  if (draining_) {
-    return send_error(response, 503, "shutting_down", "the hive is shutting down");
+  auto submitted = submit(std::move(operation));
+  if (const auto* refusal = std::get_if<Refusal>(&submitted)) {
+    if (refusal->status == 429) {
+      response.set_header("Retry-After", std::to_string(kRetryAfterSeconds));
+    }
+    return send_error(response, refusal->status, refusal->code, refusal->message);
   }
+  const auto& job = std::get<std::shared_ptr<jobs::Job>>(submitted);
+  send_json(response, 202, {{"job_id", job->id()}, {"sse_url", sse_url(job->id())}});
+}
+
+std::variant<std::shared_ptr<jobs::Job>, HiveServer::Refusal> HiveServer::submit(
+    jobs::Operation operation) {
+  std::lock_guard lock(submit_mutex_);
+  if (draining_) return Refusal{503, "shutting_down", "the hive is shutting down"};
   if (registry_.unfinished() >= config_.max_queued_jobs) {
-    response.set_header("Retry-After", std::to_string(kRetryAfterSeconds));
-    return send_error(response, 429, "too_many_jobs",
-                      fmt::format("{} jobs are queued or running, the most this hive holds; "
-                                  "retry when some have finished",
-                                  config_.max_queued_jobs));
+    return Refusal{429, "too_many_jobs",
+                   fmt::format("{} jobs are queued or running, the most this hive holds; "
+                               "retry when some have finished",
+                               config_.max_queued_jobs)};
   }
   auto job = registry_.create(std::move(operation));
   ++jobs_submitted_[std::string(job->operation_name())];
   router_.submit(job);
-  send_json(response, 202, {{"job_id", job->id()}, {"sse_url", sse_url(job->id())}});
+  return job;
 }
 
 void HiveServer::handle_stream(const Request& request, Response& response) {

@@ -42,6 +42,32 @@ void narrate(const narration::Narrator& narrator, std::string action, std::strin
   narrator.emit({"hive", std::move(action), "hive", std::move(human), "", level, 0, std::nullopt});
 }
 
+// The --fallback-endpoint Hubs, each like the first but for its endpoint and token: a token
+// belongs to one endpoint (RBEE_FALLBACK_TOKENS, by position), never HF_TOKEN's.
+std::vector<provisioner::HubClient> fallback_hubs(const hive::HiveConfig& config,
+                                                  const provisioner::HubSettings& primary,
+                                                  narration::Narrator& narrator) {
+  std::vector<std::string> tokens;
+  if (const char* listed = std::getenv("RBEE_FALLBACK_TOKENS")) {
+    std::string_view rest = listed;
+    for (;;) {
+      const auto comma = rest.find(',');
+      tokens.emplace_back(rest.substr(0, comma));
+      narrator.redactor().add_secret(tokens.back());
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  std::vector<provisioner::HubClient> hubs;
+  for (std::size_t i = 0; i < config.fallback_endpoints.size(); ++i) {
+    provisioner::HubSettings settings = primary;
+    settings.endpoint = config.fallback_endpoints[i];
+    settings.token = i < tokens.size() ? tokens[i] : "";
+    hubs.emplace_back(std::move(settings));
+  }
+  return hubs;
+}
+
 int run_daemon(hive::HiveConfig& config) {
   // Signals go to the sigwait below only: block them before any thread starts (the job
   // router's pool starts with it), or a SIGINT landing on a pool thread kills the process.
@@ -66,11 +92,13 @@ int run_daemon(hive::HiveConfig& config) {
   const std::string proxies = hub.proxies.describe();
   const bool has_token = !hub.token.empty();
 
+  const auto fallbacks = fallback_hubs(config, hub, narrator);
+
   jobs::JobRegistry registry(config.retention);
   narrator.add_sink(jobs::make_job_event_sink(registry));
   catalog::ModelCatalog catalog(config.cache_dir);
   provisioner::ModelProvisioner provisioner(provisioner::HubClient(std::move(hub)), catalog,
-                                            narrator, config.downloads);
+                                            narrator, config.downloads, fallbacks);
   catalog.remove_stale_temp_files();  // a killed writer's: never a document anyone reads
   if (const auto interrupted = provisioner.mark_interrupted_downloads(); interrupted > 0) {
     narrate(narrator, "downloads_interrupted",
@@ -93,6 +121,18 @@ int run_daemon(hive::HiveConfig& config) {
                       has_token ? " with a token" : "", config.max_connections, descriptors));
 
   if (proxies != "no proxy") narrate(narrator, "hive_proxies", "Proxies: " + proxies);
+  if (!fallbacks.empty()) {
+    std::string listed;
+    for (const auto& fallback : fallbacks) {
+      listed += fmt::format("{}{}{}", listed.empty() ? "" : ", ", fallback.settings().endpoint,
+                            fallback.settings().token.empty() ? "" : " (with its own token)");
+    }
+    narrate(narrator, "hive_fallbacks", "Fallback Hubs, in order: " + listed);
+  }
+  if (config.downloads.offline) {
+    narrate(narrator, "hive_offline",
+            "Offline: downloads and the /hf mirror use the cache only; no Hub is contacted");
+  }
 
   std::atomic<bool> serve_failed{false};
   std::thread http([&] {

@@ -78,6 +78,28 @@ void append_downloads(std::string& text, const MetricsSources& sources) {
   }
 }
 
+void append_mirror(std::string& text, const MetricsSources& sources) {
+  const mirror::MirrorStats& mirror = sources.mirror;
+  append_header(text, "rbee_mirror_bytes_served_total", "counter",
+                "File bytes the /hf mirror sent to peers and Hub clients.");
+  text += fmt::format("rbee_mirror_bytes_served_total {}\n", mirror.bytes_served);
+  append_header(text, "rbee_mirror_upstream_bytes_total", "counter",
+                "Bytes the mirror's pull-through downloads fetched from upstream.");
+  text += fmt::format("rbee_mirror_upstream_bytes_total {}\n",
+                      sources.provisioner.stats().snapshot().bytes_for_mirror);
+  append_header(text, "rbee_mirror_files_served_total", "counter",
+                "Mirror responses that reached the end of a file.");
+  text += fmt::format("rbee_mirror_files_served_total {}\n", mirror.files_served);
+  append_header(text, "rbee_mirror_pulls_total", "counter",
+                "model_download jobs the mirror started for what this hive lacked.");
+  text += fmt::format("rbee_mirror_pulls_total {}\n", mirror.pulls);
+  append_header(text, "rbee_mirror_requests_total", "counter", "Mirror requests, by route.");
+  for (const auto& [route, count] : mirror.requests_by_route) {
+    text += fmt::format("rbee_mirror_requests_total{{route=\"{}\"}} {}\n", escape_label(route),
+                        count);
+  }
+}
+
 void append_catalog(std::string& text, const MetricsSources& sources) {
   std::map<catalog::ModelStatus, std::uint64_t> models;
   std::uint64_t ready_bytes = 0;
@@ -158,6 +180,9 @@ std::string route_of(std::string_view path) {
     return std::string(path);
   }
   if (path.starts_with(kModels) && path.size() > kModels.size()) return "/v1/models/{id}";
+  if (auto mirror_route = mirror::mirror_route_of(path); !mirror_route.empty()) {
+    return mirror_route;
+  }
   if (!path.starts_with(kJobs)) return "other";
   const auto rest = path.substr(kJobs.size());
   const auto slash = rest.find('/');
@@ -172,6 +197,7 @@ std::string render_metrics(const MetricsSources& sources) {
   std::string text;
   append_jobs(text, sources);
   append_downloads(text, sources);
+  append_mirror(text, sources);
   append_catalog(text, sources);
   append_header(text, "rbee_sse_watchers", "gauge", "Job event streams open now.");
   text += fmt::format("rbee_sse_watchers {}\n", sources.sse_watchers);

@@ -1,6 +1,7 @@
 #include "rbee/hive/model_operations.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 #include <rbee/catalog/file_lock.hpp>
@@ -78,6 +79,56 @@ void model_get(JobContext& context, const catalog::ModelCatalog& catalog) {
   context.emit_data("model_get", {{"model", to_json(*entry)}});
 }
 
+// Failures another model can cure: this one is missing, closed to this hive, too large for
+// the disk, or (offline) not in the cache.
+bool another_model_may_cure(const std::string& kind) {
+  static const std::set<std::string, std::less<>> kCurable = {
+      "repo_not_found", "revision_not_found", "entry_not_found", "gated_repo",
+      "unauthorized",   "forbidden",          "not_enough_disk", "not_in_cache"};
+  return kCurable.contains(kind);
+}
+
+// The model, then its fallbacks in order, until one is installed. Every failure leaves as a
+// JobError whose code is the provisioner's error kind (GET /v1/jobs/{id} shows it).
+void model_download(JobContext& context, provisioner::ModelProvisioner& provisioner) {
+  const auto& op = std::get<jobs::ModelDownload>(context.operation());
+  std::vector<std::string> candidates{op.model};
+  candidates.insert(candidates.end(), op.fallbacks.begin(), op.fallbacks.end());
+  nlohmann::json skipped = nlohmann::json::array();
+  std::string reasons;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    const std::string& model = candidates[i];
+    // The revision names the primary's; a fallback is another repo, downloaded at its main.
+    provisioner::DownloadRequest request{model,      i == 0 ? op.revision : "main",
+                                         op.include, op.exclude,
+                                         context.job_id(), op.connections,
+                                         op.pull_through};
+    try {
+      provisioner.download(request, context.cancellation().stop_token());
+      context.emit_data("model_download", {{"model", model},
+                                           {"requested", op.model},
+                                           {"fallback", i > 0},
+                                           {"skipped", std::move(skipped)}});
+      return;
+    } catch (const provisioner::DownloadCancelled&) {
+      throw;
+    } catch (const std::exception& error) {
+      const std::string kind = provisioner::error_kind(error);
+      const std::string reason = context.clean(error.what());
+      reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", model, reason);
+      if (i + 1 == candidates.size() || !another_model_may_cure(kind)) {
+        if (i == 0) throw JobError(kind, error.what());
+        throw JobError(kind, fmt::format("no model could be installed: {}", reasons));
+      }
+      skipped.push_back({{"model", model}, {"error_code", kind}, {"reason", reason}});
+      context.narrate("provisioner", "download_fallback", model,
+                      fmt::format("{} cannot be installed ({}: {}); falling back to {}", model,
+                                  kind, reason, candidates[i + 1]),
+                      narration::Level::warn);
+    }
+  }
+}
+
 void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
                   const jobs::JobRegistry& registry) {
   const ModelId id = model_id_of(context.operation());
@@ -112,6 +163,7 @@ void validate_operation(const jobs::Operation& operation) {
   model_id_of(operation);  // throws for a hostile id or file path
   if (const auto* download = std::get_if<jobs::ModelDownload>(&operation)) {
     validate_text_field("revision", download->revision, kMaxRevisionLength);
+    for (const auto& fallback : download->fallbacks) catalog::parse_model_reference(fallback);
     for (const auto& glob : download->include) validate_text_field("include", glob, kMaxGlobLength);
     for (const auto& glob : download->exclude) validate_text_field("exclude", glob, kMaxGlobLength);
   }
@@ -127,12 +179,7 @@ void register_model_operations(jobs::JobRouter& router, catalog::ModelCatalog& c
   });
   router.route(
       "model_download",
-      [&provisioner](JobContext& context) {
-        const auto& op = std::get<jobs::ModelDownload>(context.operation());
-        provisioner.download(
-            {op.model, op.revision, op.include, op.exclude, context.job_id(), op.connections},
-            context.cancellation().stop_token());
-      },
+      [&provisioner](JobContext& context) { model_download(context, provisioner); },
       jobs::Lane::long_running);
 }
 

@@ -45,9 +45,12 @@ bool Job::start() {
   return true;
 }
 
-bool Job::finish(JobState state, std::string terminal, const std::string& error) {
+bool Job::finish(JobState state, std::string terminal, const std::string& error,
+                 const std::string& error_code) {
   std::lock_guard lock(mutex_);
-  return finish_locked(state, std::move(terminal), error);
+  if (!finish_locked(state, std::move(terminal), error)) return false;
+  status_.error_code = error_code;
+  return true;
 }
 
 bool Job::finish_locked(JobState state, std::string terminal, const std::string& error) {
@@ -64,8 +67,8 @@ bool Job::complete() {
   return finish(JobState::completed, std::string(kDoneMarker), "");
 }
 
-bool Job::fail(const std::string& error) {
-  return finish(JobState::failed, error_marker(error), error);
+bool Job::fail(const std::string& error, const std::string& error_code) {
+  return finish(JobState::failed, error_marker(error), error, error_code);
 }
 
 bool Job::finish_cancelled() {

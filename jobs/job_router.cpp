@@ -36,11 +36,12 @@ JobRouter::~JobRouter() {
 
 namespace {
 
-void fail(const JobContext& context, Job& job, const std::string& reason) {
+void fail(const JobContext& context, Job& job, const std::string& reason,
+          const std::string& code = "") {
   const std::string name(job.operation_name());
   context.narrate("hive", "job_failed", name, fmt::format("{} failed: {}", name, reason),
                   Level::error);
-  job.fail(reason);
+  job.fail(reason, code);
 }
 
 }  // namespace
@@ -94,6 +95,9 @@ void JobRouter::run_handler(Job& job) const {
     job.complete();
   } catch (const JobCancelled&) {
     end_cancelled();
+  } catch (const JobError& error) {
+    if (job.cancellation().cancelled()) return end_cancelled();
+    fail(context, job, narrator_.clean(error.what()), error.code());
   } catch (const std::exception& error) {
     // The boundary: every handler failure ends here, once, as the job's error. A handler
     // that fails because it was cancelled (an aborted transfer) ends as cancelled.

@@ -103,6 +103,8 @@ std::vector<std::string> string_list(const nlohmann::json& body, const char* fie
   return values;
 }
 
+constexpr std::size_t kMaxFallbacks = 16;
+
 std::optional<int> optional_connections(const nlohmann::json& body) {
   auto it = body.find("connections");
   if (it == body.end() || it->is_null()) return std::nullopt;
@@ -136,7 +138,12 @@ Operation parse_object(const nlohmann::json& body) {
                            optional_string(body, "revision", "main"),
                            string_list(body, "include"),
                            string_list(body, "exclude"),
-                           optional_connections(body)};
+                           optional_connections(body),
+                           string_list(body, "fallbacks")};
+    if (download.fallbacks.size() > kMaxFallbacks) {
+      throw error(OperationErrorCode::invalid_field,
+                  fmt::format("field 'fallbacks' lists at most {} models", kMaxFallbacks));
+    }
     if (download.revision.empty()) {
       throw error(OperationErrorCode::invalid_field, "field 'revision' must not be empty");
     }
@@ -214,6 +221,8 @@ nlohmann::json to_json(const Operation& operation) {
             json["include"] = op.include;
             json["exclude"] = op.exclude;
             if (op.connections) json["connections"] = *op.connections;
+            if (!op.fallbacks.empty()) json["fallbacks"] = op.fallbacks;
+            if (op.pull_through) json["pull_through"] = true;
           } else if constexpr (std::is_same_v<T, ModelGet> || std::is_same_v<T, ModelDelete>) {
             json["id"] = op.id;
           }

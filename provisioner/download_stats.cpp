@@ -18,13 +18,14 @@ void DownloadStats::advance_locked(std::int64_t second) const {
   }
 }
 
-void DownloadStats::add_bytes(std::uint64_t bytes) {
+void DownloadStats::add_bytes(std::uint64_t bytes, bool for_mirror) {
   const auto second =
       std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - epoch_).count();
   std::lock_guard lock(mutex_);
   advance_locked(second);
   buckets_[static_cast<std::size_t>(second) % buckets_.size()] += bytes;
   totals_.bytes_downloaded += bytes;
+  if (for_mirror) totals_.bytes_for_mirror += bytes;
 }
 
 void DownloadStats::add_retry() {
@@ -66,6 +67,8 @@ std::string error_kind(const std::exception& error) {
         return "gave_up";
     }
   }
+  if (dynamic_cast<const NotEnoughDisk*>(&error)) return "not_enough_disk";
+  if (dynamic_cast<const NotInCache*>(&error)) return "not_in_cache";
   if (dynamic_cast<const ProvisionError*>(&error)) return "refused";
   if (dynamic_cast<const catalog::CatalogError*>(&error)) return "catalog";
   return "other";

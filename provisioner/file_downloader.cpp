@@ -36,6 +36,7 @@ class PartFile {
   PartFile& operator=(const PartFile&) = delete;
 
   std::uint64_t size() const { return size_; }
+  int fd() const { return fd_.get(); }
 
   void append(const char* data, std::size_t length) {
     pipeline_->update(data, length);
@@ -118,6 +119,7 @@ void transfer(const HubClient& hub, ConnectionPool& connections, const ResolvedF
     part.append(batch.data(), batch.size());
     batch.clear();
     if (events.progress) events.progress(part.size());
+    if (events.prefix_committed) events.prefix_committed(part.fd(), part.size());
   };
   request.on_head = [&](const HttpResponseHead& head) {
     if (head.status == 206)
@@ -228,6 +230,7 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
         }
         break;
       }
+      if (events.discarded) events.discarded(mismatch);
       if (attempt == 2) throw DownloadError(DownloadErrorKind::hash_mismatch, mismatch);
       if (events.retrying) events.retrying(1, mismatch + "; downloading again from zero", {});
     }
@@ -243,6 +246,7 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
   FileHash hash(file);
   PartFile part(staged, file.size, hash);
   if (events.progress) events.progress(part.size());
+  if (events.prefix_committed) events.prefix_committed(part.fd(), part.size());
 
   std::optional<ResolvedFile> source;
   // A regular file is served by the Hub itself: GET its resolve URL at once, skipping the HEAD
@@ -260,6 +264,7 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
       part.restart();
       const std::string reason = fmt::format("{} mismatch for {}: expected {}, got {}",
                                              hash.algorithm(), file.path, hash.expected(), actual);
+      if (events.discarded) events.discarded(reason);
       if (retried_mismatch) throw DownloadError(DownloadErrorKind::hash_mismatch, reason);
       retried_mismatch = true;
       if (events.retrying) events.retrying(1, reason + "; downloading again from zero", {});

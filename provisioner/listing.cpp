@@ -11,7 +11,8 @@
 namespace rbee::provisioner {
 namespace {
 
-constexpr std::size_t kMaxStringBytes = 4096;  // a path or a hash; anything longer is hostile
+constexpr std::size_t kMaxStringBytes = 4096;
+constexpr std::size_t kMaxRevisions = 64;  // a path or a hash; anything longer is hostile
 
 [[noreturn]] void reject(const std::string& what) {
   throw HubError(HubErrorKind::protocol, "the Hub's listing is invalid: " + what);
@@ -37,7 +38,10 @@ class ListingReader : public nlohmann::json_sax<nlohmann::json> {
   }
 
   bool null() override { return scalar(Value::other); }
-  bool boolean(bool) override { return scalar(Value::other); }
+  bool boolean(bool value) override {
+    boolean_ = value;
+    return scalar(Value::boolean);
+  }
   bool number_integer(number_integer_t value) override {
     return value < 0 ? scalar(Value::negative) : size_value(static_cast<std::uint64_t>(value));
   }
@@ -70,6 +74,8 @@ class ListingReader : public nlohmann::json_sax<nlohmann::json> {
     } else if (level_ == Level::top && key_ == "siblings") {
       level_ = Level::siblings;
       saw_siblings_ = true;
+    } else if (level_ == Level::top && key_ == "rbee_revisions") {
+      level_ = Level::revisions;
     } else if (level_ == Level::siblings) {
       reject("an entry of \"siblings\" is not an object");
     } else if (level_ != Level::top && is_read_field()) {
@@ -97,8 +103,8 @@ class ListingReader : public nlohmann::json_sax<nlohmann::json> {
   }
 
  private:
-  enum class Level { document, top, siblings, sibling, lfs };
-  enum class Value { string, size, negative, fraction, other };
+  enum class Level { document, top, siblings, sibling, lfs, revisions };
+  enum class Value { string, size, negative, fraction, boolean, other };
 
   bool enter_object() {
     switch (level_) {
@@ -157,8 +163,16 @@ class ListingReader : public nlohmann::json_sax<nlohmann::json> {
     if (level_ == Level::top && key_ == "sha") {
       if (type != Value::string) reject("\"sha\" is not a string");
       info_.commit = std::move(string_);
+    } else if (level_ == Level::top && key_ == "gated") {
+      // false, or how access is granted ("auto", "manual"): any string means gated.
+      info_.gated = type == Value::string ? !string_.empty() : type == Value::boolean && boolean_;
+    } else if (level_ == Level::top && key_ == "private") {
+      info_.private_repo = type == Value::boolean && boolean_;
     } else if (level_ == Level::siblings) {
       reject("an entry of \"siblings\" is not an object");
+    } else if (level_ == Level::revisions) {
+      if (type != Value::string) reject("an entry of \"rbee_revisions\" is not a string");
+      if (info_.revisions.size() < kMaxRevisions) info_.revisions.push_back(std::move(string_));
     } else if (in_file && key_ == "size") {
       if (type == Value::negative) reject("a file has a negative size");
       if (type == Value::fraction) reject("a file's size is not a whole number");
@@ -188,6 +202,7 @@ class ListingReader : public nlohmann::json_sax<nlohmann::json> {
   std::string key_;
   std::string string_;
   std::uint64_t size_ = 0;
+  bool boolean_ = false;
   bool size_seen_ = false;
   bool saw_siblings_ = false;
   std::uint64_t total_bytes_ = 0;

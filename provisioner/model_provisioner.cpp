@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <rbee/catalog/file_lock.hpp>
 
+#include "rbee/provisioner/repo_snapshot.hpp"
 #include "retry.hpp"
 #include "staging.hpp"
 
@@ -283,12 +284,14 @@ class ModelProvisioner::DownloadSlot {
 
 ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
                                    const narration::Narrator& narrator,
-                                   ProvisionerSettings settings)
-    : hub_(std::move(hub)),
+                                   ProvisionerSettings settings, std::vector<HubClient> fallbacks)
+    : hubs_{std::move(hub)},
       connections_(settings.max_download_connections),
       catalog_(catalog),
       narrator_(narrator),
-      settings_(settings) {}
+      settings_(settings) {
+  for (auto& fallback : fallbacks) hubs_.push_back(std::move(fallback));
+}
 
 std::size_t ModelProvisioner::active_downloads() const {
   std::lock_guard lock(slots_mutex_);
@@ -320,9 +323,11 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
   const ModelId& id = reference.id;
   DownloadSlot slot(*this, request, stop);
   const auto lock = acquire_model_lock(request, id, stop);
+  if (settings_.offline) return serve_from_cache(request, id);
   RepoInfo info;
+  const HubClient* hub = nullptr;
   try {
-    info = list_repo(request, id, stop);
+    std::tie(info, hub) = list_repo(request, id, stop);
   } catch (const HubError& error) {
     stats_.add_error(error_kind(error));
     // A typo'd repo id leaves no folder behind; a model we already know records why it failed.
@@ -330,7 +335,7 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
     throw;
   }
   try {
-    download_listed(request, id, info, stop);
+    download_listed(request, id, info, *hub, stop);
   } catch (const DownloadCancelled&) {
     try {
       catalog_.update(id, [&](ModelEntry& e) {
@@ -355,7 +360,7 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
         entry ? entry->bytes_total - std::min(entry->bytes_total, entry->bytes_done) : 0;
     const std::string reason = explain_out_of_space(error, id, needed);
     record_failure(id, request, reason);  // where workers look; the job says the same
-    if (reason != error.what()) throw ProvisionError(reason);
+    if (reason != error.what()) throw NotEnoughDisk(reason);
     throw;
   }
 }
@@ -400,37 +405,99 @@ std::unique_ptr<catalog::FileLock> ModelProvisioner::acquire_model_lock(
   return lock;
 }
 
-// The listing, retried like a file transfer when the Hub is busy or the network flaky.
-RepoInfo ModelProvisioner::list_repo(const DownloadRequest& request, const ModelId& id,
-                                     const std::stop_token& stop) {
+// The listing, retried like a file transfer when the Hub is busy or the network flaky. A Hub
+// that cannot be reached or answers 5xx hands over to the next of hubs_ at once (a peer mirror
+// that is down falls back to the Hub itself); after the last, the round is retried with backoff.
+std::pair<RepoInfo, const HubClient*> ModelProvisioner::list_repo(const DownloadRequest& request,
+                                                                  const ModelId& id,
+                                                                  const std::stop_token& stop) {
   for (int failures = 1;; ++failures) {
-    try {
-      return hub_.model_info(id, request.revision, stop);
-    } catch (const HubError& error) {
-      if (stop.stop_requested()) throw DownloadCancelled();
-      if (!error.retryable() || failures >= settings_.download.max_attempts) throw;
-      const auto delay = backoff_delay(settings_.download, failures, error.retry_after());
-      stats_.add_retry();
-      narrator_.emit({kActor, "download_retry", id.str(),
-                      fmt::format("Listing {} again in {:.1f} s (attempt {}): {}", id.str(),
-                                  delay.count() / 1000.0, failures + 1, error.what()),
-                      request.job_id, Level::warn, 0, std::nullopt});
-      if (!sleep_unless_stopped(delay, stop)) throw DownloadCancelled();
+    for (std::size_t i = 0; i < hubs_.size(); ++i) {
+      try {
+        return {hubs_[i].model_info(id, request.revision, stop), &hubs_[i]};
+      } catch (const HubError& error) {
+        if (stop.stop_requested()) throw DownloadCancelled();
+        const bool unreachable = error.kind() == HubErrorKind::network ||
+                                 error.kind() == HubErrorKind::server_error;
+        if (unreachable && i + 1 < hubs_.size()) {
+          narrator_.emit({kActor, "download_endpoint_fallback", id.str(),
+                          fmt::format("{} cannot list {} ({}); trying {}",
+                                      hubs_[i].settings().endpoint, id.str(), error.what(),
+                                      hubs_[i + 1].settings().endpoint),
+                          request.job_id, Level::warn, 0, std::nullopt});
+          continue;
+        }
+        if (!error.retryable() || failures >= settings_.download.max_attempts) throw;
+        const auto delay = backoff_delay(settings_.download, failures, error.retry_after());
+        stats_.add_retry();
+        narrator_.emit({kActor, "download_retry", id.str(),
+                        fmt::format("Listing {} again in {:.1f} s (attempt {}): {}", id.str(),
+                                    delay.count() / 1000.0, failures + 1, error.what()),
+                        request.job_id, Level::warn, 0, std::nullopt});
+        if (!sleep_unless_stopped(delay, stop)) throw DownloadCancelled();
+        break;
+      }
     }
   }
+}
+
+void ModelProvisioner::serve_from_cache(const DownloadRequest& request, const ModelId& id) {
+  const auto reference = catalog::parse_model_reference(request.model);
+  const std::string wanted = fmt::format("{}@{}", request.model, request.revision);
+  const auto entry = catalog_.get(id);
+  bool revision_matches = entry && (entry->revision == request.revision ||
+                                    entry->commit == request.revision);
+  if (entry && !revision_matches) {
+    if (const auto model = catalog_.open_model_dir(id, false)) {
+      const auto snapshot = load_repo_snapshot(*model, hub().settings().listing);
+      revision_matches = snapshot && snapshot->listing.commit == entry->commit &&
+                         std::ranges::find(snapshot->revisions, request.revision) !=
+                             snapshot->revisions.end();
+    }
+  }
+  std::vector<Sibling> held;
+  if (revision_matches) {
+    const fs::path dir = catalog_.model_dir(id);
+    for (const auto& file : entry->files) {
+      if (file.state == "verified" && on_disk_with_size(dir / file.path, file.size))
+        held.push_back({file.path, file.size, file.etag, file.sha256});
+    }
+  }
+  std::vector<Sibling> selected;
+  try {
+    selected = select_files(held, reference.file, request.include, request.exclude);
+  } catch (const HubError&) {
+  }
+  const bool whole_model = !reference.file && request.include.empty() && request.exclude.empty();
+  const bool complete = !selected.empty() &&
+                        (!whole_model || (entry->status == ModelStatus::ready &&
+                                          selected.size() == entry->files.size()));
+  if (!complete) {
+    throw NotInCache(fmt::format(
+        "the hive is offline (--offline) and its cache does not hold {}{}; it never contacts "
+        "a Hub in this mode",
+        wanted, entry ? fmt::format(" (it has {} at commit {}, {})", id.str(),
+                                    entry->commit.substr(0, 12), catalog::to_string(entry->status))
+                      : ""));
+  }
+  narrator_.emit({kActor, "download_up_to_date", id.str(),
+                  fmt::format("Offline: {} is in the cache ({} file{}, commit {})", wanted,
+                              selected.size(), selected.size() == 1 ? "" : "s",
+                              entry->commit.substr(0, 12)),
+                  request.job_id, Level::info, 0, std::nullopt});
 }
 
 // Downloads `files` (those not verified yet) several at a time, all sharing the job's
 // connection budget. A file that fails does not stop the others; the job then fails with a
 // summary of every failed file.
 void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry& entry,
-                                      const std::stop_token& stop) {
+                                      const HubClient& hub, const std::stop_token& stop) {
   const ModelId& id = entry.id;
   const std::string commit = entry.commit;
   std::vector<ModelFile>& files = entry.files;
   DownloadPolicy policy = settings_.download;
   if (request.connections) policy.connections = *request.connections;
-  const FileDownloader downloader(hub_, policy);
+  const FileDownloader downloader(hub, policy);
   ConnectionBudget job_connections(static_cast<std::size_t>(policy.connections), &connections_);
   std::uint64_t total = 0;
   for (const auto& file : files) total += file.size;
@@ -490,7 +557,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     DownloadEvents events;
     std::optional<std::uint64_t> bytes_seen;  // the first report is what was on disk already
     events.progress = [&](std::uint64_t bytes) {
-      if (bytes_seen && bytes > *bytes_seen) stats_.add_bytes(bytes - *bytes_seen);
+      if (bytes_seen && bytes > *bytes_seen)
+        stats_.add_bytes(bytes - *bytes_seen, request.for_mirror);
       bytes_seen = bytes;  // a restart from zero lowers it: count the bytes fetched again
       reporter.update(file, bytes);
     };
@@ -507,7 +575,24 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
               fmt::format("{}: {} connection{} ({})", file.path, connections,
                           connections == 1 ? "" : "s", reason));
     };
-    downloader.fetch(id, commit, wanted, model, stop, events, &job_connections);
+    const LiveFileKey live{id.str(), commit, file.path};
+    events.prefix_committed = [&](int part_fd, std::uint64_t prefix) {
+      live_files_.committed(live, file.size, part_fd, prefix);
+    };
+    events.ranges_written = [&](int part_fd, const std::vector<ByteRange>& written) {
+      live_files_.ranges_written(live, file.size, part_fd, written);
+    };
+    events.discarded = [&](const std::string& reason) { live_files_.abandoned(live, reason); };
+    try {
+      downloader.fetch(id, commit, wanted, model, stop, events, &job_connections);
+    } catch (const DownloadCancelled&) {
+      live_files_.abandoned(live, "the download was cancelled");
+      throw;
+    } catch (const std::exception& error) {
+      live_files_.abandoned(live, error.what());
+      throw;
+    }
+    live_files_.verified(live);
     const auto progress = reporter.file_done(file);
     set_state(file, "verified");
     narrate("file_verified",
@@ -611,7 +696,7 @@ void ModelProvisioner::record_failure(const ModelId& id, const DownloadRequest& 
                                       const std::string& reason) {
   try {
     catalog_.update(id, [&](ModelEntry& e) {
-      if (e.endpoint.empty()) e.endpoint = hub_.settings().endpoint;  // a fresh entry
+      if (e.endpoint.empty()) e.endpoint = hub().settings().endpoint;  // a fresh entry
       if (e.revision.empty()) e.revision = request.revision;
       e.status = ModelStatus::failed;
       e.error = narrator_.clean(reason);  // outside text (a Hub message) may be in it
@@ -627,7 +712,8 @@ void ModelProvisioner::record_failure(const ModelId& id, const DownloadRequest& 
 }
 
 void ModelProvisioner::download_listed(const DownloadRequest& request, const ModelId& id,
-                                       const RepoInfo& info, const std::stop_token& stop) {
+                                       const RepoInfo& info, const HubClient& hub,
+                                       const std::stop_token& stop) {
   const auto reference = catalog::parse_model_reference(request.model);
   const auto started = Clock::now();
   auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
@@ -656,6 +742,15 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
 
   const fs::path dir = catalog_.model_dir(id);
   const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
+  try {
+    record_repo_snapshot(model, info, request.revision, hub.settings().listing);
+  } catch (const std::exception& error) {
+    // Only the mirror reads it: it then lists the repo again when asked.
+    narrate("snapshot_write_failed",
+            fmt::format("Could not keep the listing of {} for the mirror: {}", id.str(),
+                        error.what()),
+            Level::warn);
+  }
   const auto previous = catalog_.get(id);
   const ModelEntry* before = previous && previous->status != ModelStatus::failed &&
                                      previous->status != ModelStatus::deleting
@@ -665,6 +760,20 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   for (const auto& sibling : info.siblings) repo_paths.insert(sibling.path);
   std::vector<ModelFile> files;
   std::uint64_t total = 0, verified_bytes = 0, remaining = 0;
+  // Files of this commit that an earlier job verified stay in the entry (one file, then
+  // another, of the same repo: the catalog lists both).
+  if (before && before->commit == info.commit) {
+    std::set<std::string_view> selected_paths;
+    for (const auto& sibling : selected) selected_paths.insert(sibling.path);
+    for (const auto& kept : before->files) {
+      if (kept.state == "verified" && !selected_paths.contains(kept.path) &&
+          on_disk_with_size(dir / kept.path, kept.size)) {
+        files.push_back(kept);
+        total += kept.size;
+        verified_bytes += kept.size;
+      }
+    }
+  }
   for (const auto& sibling : selected) {
     ModelFile file = catalog_file(sibling);
     if (already_verified(before, file, dir)) {
@@ -690,7 +799,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
 
   const std::uint64_t available = free_bytes(dir);
   if (available < remaining + settings_.disk_reserve_bytes) {
-    throw ProvisionError(
+    throw NotEnoughDisk(
         fmt::format("not enough disk space for {}: {} still to download plus {} kept free, but "
                     "only {} available",
                     id.str(), format_bytes(remaining), format_bytes(settings_.disk_reserve_bytes),
@@ -698,7 +807,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   }
 
   ModelEntry entry = catalog_.update(id, [&](ModelEntry& e) {
-    e.endpoint = hub_.settings().endpoint;
+    e.endpoint = hub.settings().endpoint;
     e.revision = request.revision;
     e.commit = info.commit;
     e.status = ModelStatus::downloading;
@@ -715,7 +824,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                   request.job_id, Level::info, 0,
                   narration::Progress{"", 0, 0, 0, std::nullopt, verified_bytes, total, {}}});
 
-  download_files(request, entry, stop);
+  download_files(request, entry, hub, stop);
   entry.status = ModelStatus::ready;
   entry.bytes_done = total;
   entry.error.clear();

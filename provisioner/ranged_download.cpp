@@ -647,16 +647,22 @@ class RangedDownload {
     if (prefix > hashed_) {
       hash_file_range(fd_.get(), part_path_, hashed_, prefix, hash_);
       hashed_ = prefix;
+      if (events_.prefix_committed) events_.prefix_committed(fd_.get(), hashed_);
     }
   }
 
   void report_progress() {
     std::uint64_t written = 0;
+    std::vector<Range> on_disk;
     {
       std::lock_guard lock(mutex_);
-      for (const auto& s : segments_) written += s.written - s.begin;
+      for (const auto& s : segments_) {
+        written += s.written - s.begin;
+        if (events_.ranges_written) on_disk.push_back({s.begin, s.written});
+      }
     }
     if (events_.progress) events_.progress(written);
+    if (events_.ranges_written && fd_) events_.ranges_written(fd_.get(), merged(std::move(on_disk)));
   }
 
   // The done ranges are only claimed after the part's data is on disk.

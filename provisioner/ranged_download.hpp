@@ -20,12 +20,6 @@
 
 namespace rbee::provisioner {
 
-struct ByteRange {
-  std::uint64_t begin = 0;
-  std::uint64_t end = 0;  // one past the last byte
-  bool operator==(const ByteRange&) const = default;
-};
-
 // The done ranges a sidecar records, merged and sorted; nullopt when the text is not a sidecar
 // of this very file (version 1, its size and checksum, every range within the file). The sidecar
 // is outside input after a crash or on a shared cache: whatever it holds, this never throws.

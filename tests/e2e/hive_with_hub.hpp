@@ -15,6 +15,9 @@ namespace rbee::testing {
 inline std::vector<std::string> fast_flags(std::vector<std::string> more = {}) {
   std::vector<std::string> flags = {"--retry-base-ms",        "5",  "--stall-timeout-ms", "500",
                                     "--progress-interval-ms", "100"};
+  if (std::find(more.begin(), more.end(), "--stall-timeout-ms") != more.end()) {
+    flags.erase(flags.begin() + 2, flags.begin() + 4);  // the caller's stall timeout instead
+  }
   if (std::find(more.begin(), more.end(), "--disk-reserve-mb") == more.end()) {
     more.insert(more.end(), {"--disk-reserve-mb", "0"});
   }

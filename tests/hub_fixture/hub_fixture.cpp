@@ -284,9 +284,16 @@ void HubFixture::install_hub_routes() {
         }
         siblings.push_back(sibling);
       }
-      response.set_content(
-          nlohmann::json({{"id", id}, {"sha", repo->repo.commit}, {"siblings", siblings}}).dump(),
-          "application/json");
+      // As the Hub: "gated" is false or how access is granted, "private" a boolean.
+      const nlohmann::json gated =
+          repo->repo.access == RepoAccess::gated ? nlohmann::json("auto") : nlohmann::json(false);
+      response.set_content(nlohmann::json({{"id", id},
+                                           {"sha", repo->repo.commit},
+                                           {"gated", gated},
+                                           {"private", repo->repo.access == RepoAccess::private_repo},
+                                           {"siblings", siblings}})
+                               .dump(),
+                           "application/json");
     }
     lock.unlock();
     record("hub", request, response.status);

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/narration/event.hpp>
+#include <rbee/mirror/hub_mirror.hpp>
 #include <rbee/provisioner/model_provisioner.hpp>
 
 namespace rbee::hive {
@@ -33,6 +34,10 @@ struct HiveConfig {
   jobs::RetentionPolicy retention;
   provisioner::ProvisionerSettings downloads;
   provisioner::ListingLimits listing;  // what a Hub listing may hold
+  // Further Hubs after HF_ENDPOINT, in order (DESIGN §13); their tokens, by position, come from
+  // RBEE_FALLBACK_TOKENS (HF_TOKEN belongs to HF_ENDPOINT alone).
+  std::vector<std::string> fallback_endpoints;
+  mirror::MirrorSettings mirror;  // the Hub read API under /hf; offline is downloads.offline
 };
 
 // Registers the daemon's flags (each with its environment variable) on `app`, writing into

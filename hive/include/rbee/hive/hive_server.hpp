@@ -4,11 +4,13 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <variant>
 
 #include <httplib.h>
 #include <rbee/catalog/model_catalog.hpp>
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/jobs/job_router.hpp>
+#include <rbee/mirror/hub_mirror.hpp>
 #include <rbee/narration/narrator.hpp>
 #include <rbee/provisioner/model_provisioner.hpp>
 
@@ -38,6 +40,15 @@ class HiveServer {
   void shutdown();
 
  private:
+  class MirrorJobs;  // the mirror's pull-through, as jobs of this server
+  // A refused submission: the HTTP status, the error code and the operator's sentence.
+  struct Refusal {
+    int status = 0;
+    std::string code, message;
+  };
+  // Creates and starts a job unless the hive is draining or full.
+  std::variant<std::shared_ptr<jobs::Job>, Refusal> submit(jobs::Operation operation);
+
   void install_routes();
   void install_instrumentation();
   void handle_submit(const httplib::Request& request, httplib::Response& response);
@@ -63,6 +74,8 @@ class HiveServer {
   StreamTickets stream_tickets_;
   std::once_flag shutdown_once_;
   std::atomic<int> open_streams_{0};
+  std::unique_ptr<MirrorJobs> mirror_jobs_;
+  std::unique_ptr<mirror::HubMirror> mirror_;
 };
 
 }  // namespace rbee::hive

@@ -13,6 +13,7 @@
 
 #include <rbee/catalog/model_catalog.hpp>
 #include <rbee/jobs/job_registry.hpp>
+#include <rbee/mirror/hub_mirror.hpp>
 #include <rbee/provisioner/model_provisioner.hpp>
 
 #include "rbee/hive/guarded_server.hpp"
@@ -54,6 +55,7 @@ struct MetricsSources {
   const std::map<std::string, std::uint64_t>& jobs_submitted;  // by operation
   int sse_watchers;
   ConnectionStats connections;
+  mirror::MirrorStats mirror;
 };
 
 std::string render_metrics(const MetricsSources& sources);

@@ -26,7 +26,8 @@ struct JobStatus {
   std::int64_t created_at_ms = 0;
   std::optional<std::int64_t> started_at_ms;
   std::optional<std::int64_t> finished_at_ms;
-  std::string error;  // set when failed
+  std::string error;       // set when failed
+  std::string error_code;  // a stable snake_case kind of the failure, when the handler gave one
 };
 
 // Thread-safe. Every transition to a finished state also closes the event log with the
@@ -48,7 +49,7 @@ class Job {
   bool start();
   // running → completed / failed / cancelled; false when the job had finished already.
   bool complete();
-  bool fail(const std::string& error);
+  bool fail(const std::string& error, const std::string& error_code = "");
   bool finish_cancelled();
 
   enum class CancelOutcome { cancelled, already_finished };
@@ -57,7 +58,8 @@ class Job {
   CancelOutcome cancel();
 
  private:
-  bool finish(JobState state, std::string terminal, const std::string& error);
+  bool finish(JobState state, std::string terminal, const std::string& error,
+              const std::string& error_code = "");
   bool finish_locked(JobState state, std::string terminal, const std::string& error);
 
   const std::string id_;

@@ -42,6 +42,8 @@ class JobContext {
                narration::Level level = narration::Level::info) const;
   // Appends {"type":"data","action":…,"payload":…} to the job's stream.
   void emit_data(std::string_view action, nlohmann::json payload) const;
+  // Outside text made fit for an event: secrets redacted, sanitised.
+  std::string clean(std::string_view text) const { return narrator_.clean(text); }
 
  private:
   Job& job_;

@@ -21,6 +21,11 @@ struct ModelDownload {
   std::vector<std::string> include;  // fnmatch globs; empty means everything
   std::vector<std::string> exclude;  // fnmatch globs; wins over include
   std::optional<int> connections;    // per-job override of connections per large file (1–64)
+  // Models ("org/name" or "org/name:file") tried in order when the one before fails for a
+  // reason another model can cure: not found, gated, refused, not enough disk.
+  std::vector<std::string> fallbacks;
+  // Submitted by the hive's mirror for a peer (pull-through), never parsed from a request.
+  bool pull_through = false;
 };
 struct ModelList {
   std::string hive_id;

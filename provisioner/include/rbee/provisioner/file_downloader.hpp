@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 #include <rbee/catalog/directory.hpp>
 
@@ -47,12 +48,27 @@ struct DownloadPolicy {
   std::uint64_t min_range_bytes = 16ULL << 20;
 };
 
+struct ByteRange {
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;  // one past the last byte
+  bool operator==(const ByteRange&) const = default;
+};
+
 struct DownloadEvents {
   std::function<void(std::uint64_t bytes_done)> progress;  // bytes of this file on disk so far
   std::function<void(int attempt, const std::string& reason, std::chrono::milliseconds delay)>
       retrying;
   // A ranged download found its connection count (see adaptive_connections.hpp), and why.
   std::function<void(int connections, const std::string& reason)> connections_settled;
+  // The first `prefix` bytes of the file are on disk in the part `part_fd` and hashed, reported
+  // as the prefix grows (LiveFiles, for readers that stream a file while it downloads).
+  std::function<void(int part_fd, std::uint64_t prefix)> prefix_committed;
+  // A ranged download's byte ranges on disk in `part_fd` (merged, sorted), not yet verified,
+  // reported every moment; readers may be sent them, never the file's last byte before it
+  // verified.
+  std::function<void(int part_fd, const std::vector<ByteRange>& written)> ranges_written;
+  // What was reported so far is not this file's (a checksum mismatch): it starts over.
+  std::function<void(const std::string& reason)> discarded;
 };
 
 enum class DownloadErrorKind { hash_mismatch, disk, gave_up };

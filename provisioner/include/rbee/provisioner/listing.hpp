@@ -21,6 +21,9 @@ struct Sibling {
 struct RepoInfo {
   std::string commit;
   std::vector<Sibling> siblings;
+  bool gated = false;         // "gated": "auto" or "manual" (access must be granted)
+  bool private_repo = false;  // "private": true
+  std::vector<std::string> revisions;  // only in the hive's own snapshot (repo_snapshot.hpp)
 };
 
 struct ListingLimits {
@@ -35,7 +38,7 @@ inline constexpr std::uint64_t kMaxRepoBytes = 1ULL << 50;  // 1 PiB
 
 // Parses and validates a listing: an object with "sha" (a string) and "siblings" (an array of
 // objects with a non-empty "rfilename", "size" a non-negative integer up to kMaxFileBytes, and
-// optional "blobId" and "lfs":{"sha256","size"}); no path twice; at most max_entries; sizes
+// optional "blobId" and "lfs":{"sha256","size"}), optional "gated" and "private"; no path twice; at most max_entries; sizes
 // adding up to at most kMaxRepoBytes. Unknown fields are skipped. Throws HubError (protocol)
 // with a message that says what was wrong, never one that echoes the input.
 RepoInfo parse_listing(std::string_view json, const ListingLimits& limits);

@@ -19,6 +19,7 @@
 #include "rbee/provisioner/download_stats.hpp"
 #include "rbee/provisioner/file_downloader.hpp"
 #include "rbee/provisioner/hub_client.hpp"
+#include "rbee/provisioner/live_files.hpp"
 
 namespace rbee::provisioner {
 
@@ -29,6 +30,9 @@ struct ProvisionerSettings {
   std::size_t max_concurrent_downloads = 2;   // more wait, narrated as queued
   std::size_t parallel_files = 16;            // files of one job downloaded at once
   std::size_t max_download_connections = 64;  // across all jobs
+  // Cache only (--offline): a download succeeds only for what the catalog already holds, and
+  // no Hub is ever contacted.
+  bool offline = false;
 };
 
 struct DownloadRequest {
@@ -38,6 +42,7 @@ struct DownloadRequest {
   std::vector<std::string> exclude;  // wins over include
   std::string job_id;                // narration is tagged with it
   std::optional<int> connections;    // overrides DownloadPolicy::connections for this job
+  bool for_mirror = false;           // pulled through by the mirror (counted apart in stats)
 };
 
 // A download that cannot succeed as asked (nothing selected, hostile names, no disk space…).
@@ -46,13 +51,29 @@ class ProvisionError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The disk cannot hold the model (checked before the download, or ENOSPC during it).
+class NotEnoughDisk : public ProvisionError {
+ public:
+  using ProvisionError::ProvisionError;
+};
+
+// --offline, and the cache does not hold what was asked.
+class NotInCache : public ProvisionError {
+ public:
+  using ProvisionError::ProvisionError;
+};
+
 // Thread-safe: any number of download() calls at once; at most max_concurrent_downloads run,
 // and two for one model never download twice (the later one follows the earlier's progress,
 // then finds the model up to date), in one process or across processes sharing the cache.
 class ModelProvisioner {
  public:
+  // `fallbacks`: further Hubs, tried in order when a listing cannot be had from the one before
+  // (unreachable, or 5xx); the files then come from the Hub that listed them. Each HubClient
+  // sends only its own token.
   ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
-                   const narration::Narrator& narrator, ProvisionerSettings settings);
+                   const narration::Narrator& narrator, ProvisionerSettings settings,
+                   std::vector<HubClient> fallbacks = {});
 
   // Blocks until the model is ready. Throws HubError, DownloadError, ProvisionError,
   // catalog::CatalogError, or DownloadCancelled soon after `stop`; the catalog says the same
@@ -65,6 +86,10 @@ class ModelProvisioner {
   std::size_t mark_interrupted_downloads();
 
   const DownloadStats& stats() const { return stats_; }
+  // The files being downloaded now, readable as they grow (the mirror's pull-through).
+  const LiveFiles& live_files() const { return live_files_; }
+  const ProvisionerSettings& settings() const { return settings_; }
+  const HubClient& hub() const { return hubs_.front(); }
   std::size_t active_downloads() const;  // holding one of max_concurrent_downloads places
 
  private:
@@ -72,26 +97,31 @@ class ModelProvisioner {
   std::unique_ptr<catalog::FileLock> acquire_model_lock(const DownloadRequest& request,
                                                         const catalog::ModelId& id,
                                                         const std::stop_token& stop);
-  RepoInfo list_repo(const DownloadRequest& request, const catalog::ModelId& id,
-                     const std::stop_token& stop);
+  // The listing, and the Hub (of hubs_) that gave it.
+  std::pair<RepoInfo, const HubClient*> list_repo(const DownloadRequest& request,
+                                                  const catalog::ModelId& id,
+                                                  const std::stop_token& stop);
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
-                       const RepoInfo& info, const std::stop_token& stop);
+                       const RepoInfo& info, const HubClient& hub, const std::stop_token& stop);
   // Downloads the entry's files that are not verified yet; `entry` is the catalog's entry as
   // this job last wrote it, kept up to date in memory and written from there.
   void download_files(const DownloadRequest& request, catalog::ModelEntry& entry,
-                      const std::stop_token& stop);
+                      const HubClient& hub, const std::stop_token& stop);
+  // --offline: succeeds when the catalog holds what `request` asks for, else NotInCache.
+  void serve_from_cache(const DownloadRequest& request, const catalog::ModelId& id);
   // The error's message, with the free space and the bytes still needed when it is a full disk.
   std::string explain_out_of_space(const std::exception& error, const catalog::ModelId& id,
                                    std::uint64_t still_needed) const;
   void record_failure(const catalog::ModelId& id, const DownloadRequest& request,
                       const std::string& reason);
 
-  HubClient hub_;
+  std::vector<HubClient> hubs_;  // the endpoint, then its fallbacks
   ConnectionBudget connections_;  // every job's connections draw on it
   catalog::ModelCatalog& catalog_;
   const narration::Narrator& narrator_;
   ProvisionerSettings settings_;
   DownloadStats stats_;
+  LiveFiles live_files_;
 
   mutable std::mutex slots_mutex_;
   std::condition_variable_any slot_freed_;

@@ -1,0 +1,57 @@
+#include "repo_views.hpp"
+
+#include <algorithm>
+
+namespace rbee::mirror {
+namespace {
+
+constexpr std::size_t kMaxCachedSnapshots = 256;
+
+bool same_file(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec;
+}
+
+}  // namespace
+
+RepoLookup RepoViews::find(const catalog::ModelId& id, const std::string& revision) {
+  const auto snapshot = load(id);
+  if (!snapshot) return RepoMiss::no_repo;
+  const auto& revisions = snapshot->revisions;
+  if (revision == snapshot->listing.commit ||
+      std::find(revisions.begin(), revisions.end(), revision) != revisions.end()) {
+    return snapshot;
+  }
+  return RepoMiss::no_revision;
+}
+
+std::shared_ptr<const provisioner::RepoSnapshot> RepoViews::load(const catalog::ModelId& id) {
+  // The snapshot's file, looked at without following symlinks (the provisioner's own name).
+  std::optional<catalog::Directory> work;
+  try {
+    if (const auto model = catalog_.open_model_dir(id, false)) work = model->descend(".rbee", false);
+  } catch (const std::exception&) {
+    return nullptr;  // a symlink where the folder should be: nothing this hive wrote
+  }
+  if (!work) return nullptr;
+  const auto status = work->status_of("listing.json");
+  if (!status) return nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    const auto found = cache_.find(id.str());
+    if (found != cache_.end() && same_file(found->second.file, *status)) {
+      return found->second.snapshot;
+    }
+  }
+  auto model = catalog_.open_model_dir(id, false);
+  if (!model) return nullptr;
+  auto loaded = provisioner::load_repo_snapshot(*model, limits_);
+  if (!loaded) return nullptr;
+  auto snapshot = std::make_shared<const provisioner::RepoSnapshot>(std::move(*loaded));
+  std::lock_guard lock(mutex_);
+  if (cache_.size() >= kMaxCachedSnapshots) cache_.clear();
+  cache_[id.str()] = Cached{*status, snapshot};
+  return snapshot;
+}
+
+}  // namespace rbee::mirror

@@ -1,0 +1,47 @@
+#pragma once
+// RepoViews (internal): what this hive has of a repo at a revision, for the mirror. A branch or
+// tag names the commit this hive downloaded for it; a full commit id names itself; nothing else
+// matches (no guessing, no prefix ids). Snapshots are parsed once and kept while their file is
+// unchanged.
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <variant>
+
+#include <sys/stat.h>
+
+#include <rbee/catalog/model_catalog.hpp>
+#include <rbee/provisioner/repo_snapshot.hpp>
+
+namespace rbee::mirror {
+
+enum class RepoMiss {
+  no_repo,      // this hive has never listed the repo
+  no_revision,  // it has, at another commit than the revision names
+};
+
+using RepoLookup = std::variant<std::shared_ptr<const provisioner::RepoSnapshot>, RepoMiss>;
+
+class RepoViews {
+ public:
+  RepoViews(const catalog::ModelCatalog& catalog, provisioner::ListingLimits limits)
+      : catalog_(catalog), limits_(limits) {}
+
+  RepoLookup find(const catalog::ModelId& id, const std::string& revision);
+
+ private:
+  struct Cached {
+    struct stat file {};
+    std::shared_ptr<const provisioner::RepoSnapshot> snapshot;
+  };
+  std::shared_ptr<const provisioner::RepoSnapshot> load(const catalog::ModelId& id);
+
+  const catalog::ModelCatalog& catalog_;
+  const provisioner::ListingLimits limits_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Cached> cache_;  // by model id
+};
+
+}  // namespace rbee::mirror

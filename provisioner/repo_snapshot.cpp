@@ -1,0 +1,69 @@
+#include "rbee/provisioner/repo_snapshot.hpp"
+
+#include <algorithm>
+
+#include <nlohmann/json.hpp>
+
+#include "rbee/provisioner/hub_client.hpp"
+
+namespace rbee::provisioner {
+namespace {
+
+constexpr const char* kWorkFolder = ".rbee";  // the hive's working names (staging.hpp)
+constexpr const char* kSnapshotName = "listing.json";
+constexpr std::size_t kMaxRevisions = 64;  // the oldest names drop out first
+
+}  // namespace
+
+std::string snapshot_json(const RepoSnapshot& snapshot) {
+  nlohmann::json siblings = nlohmann::json::array();
+  for (const auto& sibling : snapshot.listing.siblings) {
+    nlohmann::json entry = {{"rfilename", sibling.path}, {"size", sibling.size}};
+    if (!sibling.blob_id.empty()) entry["blobId"] = sibling.blob_id;
+    if (!sibling.lfs_sha256.empty()) {
+      entry["lfs"] = {{"sha256", sibling.lfs_sha256}, {"size", sibling.size}};
+    }
+    siblings.push_back(std::move(entry));
+  }
+  const nlohmann::json document = {
+      {"sha", snapshot.listing.commit},
+      {"gated", snapshot.listing.gated ? nlohmann::json("auto") : nlohmann::json(false)},
+      {"private", snapshot.listing.private_repo},
+      {"rbee_revisions", snapshot.revisions},
+      {"siblings", std::move(siblings)}};
+  return document.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void record_repo_snapshot(const catalog::Directory& model, const RepoInfo& listing,
+                          const std::string& revision, const ListingLimits& limits) {
+  RepoSnapshot snapshot{listing, {}};
+  if (auto previous = load_repo_snapshot(model, limits);
+      previous && previous->listing.commit == listing.commit) {
+    snapshot.revisions = std::move(previous->revisions);
+  }
+  std::erase(snapshot.revisions, revision);
+  snapshot.revisions.push_back(revision);
+  if (snapshot.revisions.size() > kMaxRevisions) {
+    snapshot.revisions.erase(snapshot.revisions.begin());
+  }
+  const auto work = model.descend(kWorkFolder, true);
+  work->replace_file(kSnapshotName, snapshot_json(snapshot), *work);
+}
+
+std::optional<RepoSnapshot> load_repo_snapshot(const catalog::Directory& model,
+                                               const ListingLimits& limits) {
+  try {
+    const auto work = model.descend(kWorkFolder, false);
+    if (!work) return std::nullopt;
+    const auto text = work->read_file(kSnapshotName, limits.max_bytes);
+    if (!text) return std::nullopt;
+    RepoInfo listing = parse_listing(*text, limits);
+    if (listing.commit.empty()) return std::nullopt;
+    auto revisions = std::move(listing.revisions);
+    return RepoSnapshot{std::move(listing), std::move(revisions)};
+  } catch (const std::exception&) {
+    return std::nullopt;  // unreadable or not ours: as if there were none (a pull lists again)
+  }
+}
+
+}  // namespace rbee::provisioner

@@ -47,4 +47,10 @@ if $for_tests; then
     echo "install-deps: npm ci in tests/browser" >&2
     npm ci --prefix "$browser_tests" --no-audit --no-fund --loglevel=error >/dev/null
   fi
+  # The official Hugging Face JS client, for the /hf mirror's end-to-end test.
+  hub_clients="$(cd "$(dirname "$0")/.." && pwd)/tests/hub_clients"
+  if [ ! -d "$hub_clients/node_modules/@huggingface/hub" ]; then
+    echo "install-deps: npm ci in tests/hub_clients" >&2
+    npm ci --prefix "$hub_clients" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
 fi

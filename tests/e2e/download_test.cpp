@@ -29,11 +29,13 @@ std::string start_download(const HiveProcess& hive, const std::string& model) {
   return hive.submit_job({{"operation", "model_download"}, {"model", model}});
 }
 
+// The model's files and metadata.yaml; the hive's working folder (.rbee/: parts, the listing
+// the mirror answers from) is not the model's.
 std::set<std::string> files_in(const std::filesystem::path& dir) {
   std::set<std::string> files;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (entry.is_regular_file())
-      files.insert(std::filesystem::relative(entry.path(), dir).string());
+    const std::string path = std::filesystem::relative(entry.path(), dir).string();
+    if (entry.is_regular_file() && !path.starts_with(".rbee/")) files.insert(path);
   }
   return files;
 }

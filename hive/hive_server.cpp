@@ -78,12 +78,12 @@ class HiveServer::MirrorJobs : public mirror::PullThrough {
  public:
   explicit MirrorJobs(HiveServer& server) : server_(server) {}
 
-  std::string start(const std::string& model, const std::string& revision) override {
+  Pull start(const std::string& model, const std::string& revision) override {
     std::lock_guard lock(mutex_);
     const std::string key = model + "@" + revision;
     if (const auto found = running_.find(key); found != running_.end()) {
       const auto job = server_.registry_.get(found->second);
-      if (job && !jobs::is_finished(job->status().state)) return found->second;
+      if (job && !jobs::is_finished(job->status().state)) return {found->second, false};
       running_.erase(found);
     }
     jobs::ModelDownload download{"localhost", model, revision, {}, {}, std::nullopt, {}, true};
@@ -99,7 +99,7 @@ class HiveServer::MirrorJobs : public mirror::PullThrough {
                             job->id(), narration::Level::info, 0, std::nullopt});
     if (running_.size() >= kMaxRemembered) running_.clear();  // only a dedup hint
     running_[key] = job->id();
-    return job->id();
+    return {job->id(), true};
   }
 
   Status status(const std::string& job_id) const override {

@@ -203,15 +203,17 @@ class HubMirror::Impl {
 
   bool start_pull(const std::string& model, const std::string& revision, std::string& job_id,
                   Response& response) {
+    PullThrough::Pull pull;
     try {
-      job_id = pull_through_.start(model, revision);
+      pull = pull_through_.start(model, revision);
     } catch (const std::exception& error) {
       response.set_header("Retry-After", "5");
       send_hub_error(response, 503, "", fmt::format("cannot pull {}: {}", model, error.what()));
       return false;
     }
+    job_id = pull.job_id;
     std::lock_guard lock(stats_mutex_);
-    ++stats_.pulls;
+    if (pull.started) ++stats_.pulls;
     if (model.find(':') == std::string::npos) model_pulls_[model] = job_id;
     return true;
   }

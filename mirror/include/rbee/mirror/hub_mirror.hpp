@@ -51,17 +51,21 @@ class PullThrough {
     std::string error_code;  // the provisioner's error kind (repo_not_found, gated, network…)
   };
   virtual ~PullThrough() = default;
+  struct Pull {
+    std::string job_id;
+    bool started = false;  // false: the job already running for the same pair
+  };
   // A model_download of `model` ("org/name", or "org/name:path" for one file) at `revision`:
-  // the job still running for the same pair, or a new one. Returns its id; throws
-  // std::runtime_error when the hive takes no more jobs.
-  virtual std::string start(const std::string& model, const std::string& revision) = 0;
+  // the job still running for the same pair, or a new one. Throws std::runtime_error when the
+  // hive takes no more jobs.
+  virtual Pull start(const std::string& model, const std::string& revision) = 0;
   virtual Status status(const std::string& job_id) const = 0;
 };
 
 struct MirrorStats {
   std::uint64_t bytes_served = 0;  // file bytes sent to requesters
   std::uint64_t files_served = 0;  // responses that reached the end of a file
-  std::uint64_t pulls = 0;         // model_download jobs started for requesters
+  std::uint64_t pulls = 0;         // model_download jobs started for requesters (not joined)
   std::map<std::string, std::uint64_t> requests_by_route;
 };
 

@@ -23,6 +23,8 @@ FIXED_COUNTS=${FIXED_COUNTS:-"2 4 8 16 32"}  # the hive's fixed connection count
 PORT_FAST=18080
 PORT_CAPPED=18081
 PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAST, scenario 3r
+PORT_UPSTREAM=18083                     # capped like PORT_CAPPED, logging bytes sent: scenario 8
+FLEET_REPO=${FLEET_REPO:-onegig}        # the model of scenario 8 (1 GiB)
 RTT_MS=${RTT_MS:-20}
 SLOW_CLIENTS=${SLOW_CLIENTS:-1500}         # slowloris connections, scenario 5s
 FILES=${FILES:-16}                      # the hive's files at once in scenario 3, like aria2c -j16
@@ -194,6 +196,16 @@ http {
     listen 127.0.0.1:$PORT_CAPPED;
     root $WORK/www;
     limit_rate $CAP;
+    location /api/ { default_type application/json; }
+    location / { add_header X-Repo-Commit $COMMIT; }
+  }
+  # The fleet's Hub (scenario 8): a CDN's per-connection cap, and every byte it sends logged.
+  log_format sent '\$bytes_sent';
+  server {
+    listen 127.0.0.1:$PORT_UPSTREAM;
+    root $WORK/www;
+    limit_rate $CAP;
+    access_log $WORK/nginx/upstream.log sent;
     location /api/ { default_type application/json; }
     location / { add_header X-Repo-Commit $COMMIT; }
   }
@@ -454,6 +466,71 @@ scenario_7() {
   stop_hive
 }
 
+# Scenario 8, the fleet (DESIGN §13): four hives need the same model. Either each downloads it
+# from the upstream alone, or hive A does and three peers download it from A's /hf mirror (A
+# pulls it through once). Reported: the upstream's bytes (nginx's log) and the time until the
+# last hive has it, beside one hive alone.
+declare -A FLEET_PID FLEET_URL
+fleet_start() {  # name endpoint_url
+  local cache=$WORK/fleet-$1
+  rm -rf "$cache" "$cache.log"
+  HF_ENDPOINT=$2 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$cache" --disk-reserve-mb 0 \
+    2>"$cache.log" &
+  FLEET_PID[$1]=$!
+  PIDS+=("${FLEET_PID[$1]}")
+  until grep -q 'Listening on' "$cache.log" 2>/dev/null; do sleep 0.05; done
+  FLEET_URL[$1]=http://127.0.0.1:$(sed -n 's/.*Listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$cache.log" | head -1)
+}
+fleet_stop() {
+  local name
+  for name in "${!FLEET_PID[@]}"; do kill "${FLEET_PID[$name]}" 2>/dev/null || true; wait "${FLEET_PID[$name]}" 2>/dev/null || true; done
+  FLEET_PID=() FLEET_URL=()
+  rm -rf "$WORK"/fleet-*
+}
+upstream_bytes() { awk '{s += $1} END {printf "%d", s}' "$WORK/nginx/upstream.log" 2>/dev/null || echo 0; }
+# Submits the download to every named hive at once; prints "<seconds until the last is done>
+# <upstream bytes>".
+fleet_download() {  # names...
+  : >"$WORK/nginx/upstream.log"
+  local start name job last
+  local -A jobs
+  start=$(now)
+  for name in "$@"; do
+    jobs[$name]=$(curl -sf -X POST "${FLEET_URL[$name]}/v1/jobs" -H 'Content-Type: application/json' \
+      -d "{\"operation\":\"model_download\",\"model\":\"bench/$FLEET_REPO\"}" | sed 's/.*"job_id":"\([^"]*\)".*/\1/')
+  done
+  for name in "$@"; do
+    last=$(curl -sN "${FLEET_URL[$name]}/v1/jobs/${jobs[$name]}/stream" | grep '^data: \[' | tail -1)
+    [[ $last == "data: [DONE]" ]] || { log "fleet: $name failed: $last"; tail -5 "$WORK/fleet-$name.log" >&2; exit 1; }
+  done
+  echo "$(since "$start") $(upstream_bytes)"
+}
+
+scenario_8() {
+  log "scenario 8: the fleet, bench/$FLEET_REPO to 4 hives from an upstream capped at $CAP per connection"
+  local upstream=http://127.0.0.1:$PORT_UPSTREAM result
+  for _ in $(seq "$REPS"); do
+    fleet_start solo "$upstream"
+    result=$(fleet_download solo)
+    record s8_single "${result% *} 0"
+    FLEET_BYTES[single]=${result#* }
+    fleet_stop
+    for name in h1 h2 h3 h4; do fleet_start "$name" "$upstream"; done
+    result=$(fleet_download h1 h2 h3 h4)
+    record s8_independent "${result% *} 0"
+    FLEET_BYTES[independent]=${result#* }
+    fleet_stop
+    fleet_start a "$upstream"
+    for name in p1 p2 p3; do fleet_start "$name" "${FLEET_URL[a]}/hf"; done
+    result=$(fleet_download a p1 p2 p3)
+    record s8_fleet "${result% *} 0"
+    FLEET_BYTES[fleet]=${result#* }
+    log "  mirror metrics of A: $(curl -sf "${FLEET_URL[a]}/metrics" | grep -E '^rbee_mirror_(bytes_served|upstream_bytes|pulls)_total' | tr '\n' ' ')"
+    fleet_stop
+    log "  upstream bytes: single ${FLEET_BYTES[single]}, independent ${FLEET_BYTES[independent]}, fleet ${FLEET_BYTES[fleet]}"
+  done
+}
+
 # ---- report --------------------------------------------------------------------------------
 
 report() {
@@ -523,6 +600,13 @@ report() {
     echo "| | POST /v1/jobs | p50 $(field submit_p50_ms) ms, p99 $(field submit_p99_ms) ms | | | |"
     echo "| 6: a repo of $MANY_FILES small files | rbee-hive ($FILES files at once) | $MANY_RESULT | | | catalog writes bounded per second |"
     echo "| 7: $MODELS models in the catalog | model_list, GET /v1/models | $LIST_RESULT | | | target < 1 s |"
+    if [[ -n ${M[s8_fleet]:-} ]]; then
+      local model_bytes
+      model_bytes=$(stat -Lc %s "$WORK/www/bench/$FLEET_REPO/resolve/main/model.gguf")
+      echo "| 8: the fleet, 4 hives need $((model_bytes / 1048576)) MiB, upstream $CAP/connection | hive A + 3 peers on A's /hf | ${M[s8_fleet]} s until the last | upstream sent $(ratio "${FLEET_BYTES[fleet]}" "$model_bytes")× the model | | $(ratio "${M[s8_single]}" "${M[s8_fleet]}")× a single hive's speed alone (target ≥ 1); upstream bytes target 1× |"
+      echo "| | 4 independent hives | ${M[s8_independent]} s until the last | upstream sent $(ratio "${FLEET_BYTES[independent]}" "$model_bytes")× the model | | |"
+      echo "| | 1 hive alone | ${M[s8_single]} s | upstream sent $(ratio "${FLEET_BYTES[single]}" "$model_bytes")× the model | | |"
+    fi
     echo
     echo "Scenario 1, CPU per GiB: the hive $(cpu_per_gib s1_hive $SIZE_LARGE) s; curl -o then sync $(cpu_per_gib s1_curl_synced $SIZE_LARGE) s, plus OpenSSL's SHA-256 $(cpu_per_gib s1_hash $SIZE_LARGE) s; curl + coreutils sha256sum + sync $(cpu_per_gib s1_curl_verified $SIZE_LARGE) s (coreutils hashes at ~0.5 GB/s)."
     echo
@@ -551,7 +635,7 @@ EOF
   log "wrote $RESULTS/results.md and $RESULTS/chart.png"
 }
 
-declare -A RSS
+declare -A RSS FLEET_BYTES
 CONTROL='{}'
 CONTROL_SLOW='{}'
 MANY_RESULT='(not run)'
@@ -575,6 +659,7 @@ scenario_5
 scenario_5_slowloris
 scenario_6
 scenario_7
+scenario_8
 stop_hive
 report
 cat "$RESULTS/results.md"

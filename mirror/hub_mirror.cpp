@@ -164,7 +164,7 @@ class HubMirror::Impl {
   // The snapshot of `id` at `revision`: from the cache, or pulled through by a model_download
   // of `pull_model` (the whole repo, or the one file asked for). Answers the error itself and
   // returns null when there is none to be had.
-  std::shared_ptr<const RepoSnapshot> find_repo(const catalog::ModelId& id,
+  std::shared_ptr<const RepoSnapshot> find_repo(const Request& request, const catalog::ModelId& id,
                                                 const std::string& revision,
                                                 const std::string& pull_model, Response& response) {
     const auto deadline = Clock::now() + settings_.pull_timeout;
@@ -179,9 +179,10 @@ class HubMirror::Impl {
       }
       const RepoMiss miss = std::get<RepoMiss>(found);
       const std::string wanted = fmt::format("{}@{}", id.str(), revision);
-      if (!may_pull()) {
+      if (!may_pull(request)) {
         send_hub_error(response, 404, miss == RepoMiss::no_repo ? "RepoNotFound" : "RevisionNotFound",
-                       fmt::format("{} is not in this hive's cache, and {}", wanted, why_no_pull()));
+                       fmt::format("{} is not in this hive's cache, and {}", wanted,
+                                   why_no_pull(request)));
         return nullptr;
       }
       if (status && status->state == PullThrough::State::failed) {
@@ -250,10 +251,21 @@ class HubMirror::Impl {
     return true;
   }
 
-  bool may_pull() const { return settings_.pull_through && !settings_.offline; }
-  std::string why_no_pull() const {
-    return settings_.offline ? "the hive is offline (--offline): it never contacts its upstream"
-                             : "pull-through is off (--mirror-pull-through=false)";
+  // A web page must not make a hive without a token download anything (DESIGN §12): a browser
+  // marks its requests (Origin on CORS requests, Sec-Fetch-Site on all of them), Hub clients
+  // do not. Such a request is served from the cache only.
+  bool from_web_page(const Request& request) const {
+    if (settings_.requests_authenticated) return false;
+    const std::string site = request.get_header_value("Sec-Fetch-Site");
+    return request.has_header("Origin") || (!site.empty() && site != "none" && site != "same-origin");
+  }
+  bool may_pull(const Request& request) const {
+    return settings_.pull_through && !settings_.offline && !from_web_page(request);
+  }
+  std::string why_no_pull(const Request& request) const {
+    if (settings_.offline) return "the hive is offline (--offline): it never contacts its upstream";
+    if (!settings_.pull_through) return "pull-through is off (--mirror-pull-through=false)";
+    return "a web page may not make a hive without an API token download";
   }
 
   // Gated and private models go only to requests that carried the hive's API token.
@@ -278,7 +290,7 @@ class HubMirror::Impl {
   void model_info(const Request& request, Response& response, const std::string& revision) {
     const auto id = model_id(request, response);
     if (!id) return;
-    const auto snapshot = find_repo(*id, revision, id->str(), response);
+    const auto snapshot = find_repo(request, *id, revision, id->str(), response);
     if (!snapshot || !allowed(*id, *snapshot, response)) return;
     send_json(response, model_info_json(id->str(), *snapshot,
                                         request.get_param_value("blobs") == "true"));
@@ -290,7 +302,7 @@ class HubMirror::Impl {
     const auto split = split_revision(request.matches[3].str());
     if (!split) return send_hub_error(response, 404, "RevisionNotFound", "no revision given");
     const auto& [revision, folder] = *split;
-    const auto snapshot = find_repo(*id, revision, id->str(), response);
+    const auto snapshot = find_repo(request, *id, revision, id->str(), response);
     if (!snapshot || !allowed(*id, *snapshot, response)) return;
 
     const bool recursive = request.get_param_value("recursive") == "true" ||
@@ -382,7 +394,7 @@ class HubMirror::Impl {
       return send_hub_error(response, 400, "",
                             fmt::format("at most {} paths per request", kMaxPathsInfo));
     }
-    const auto snapshot = find_repo(*id, request.matches[3].str(), id->str(), response);
+    const auto snapshot = find_repo(request, *id, request.matches[3].str(), id->str(), response);
     if (!snapshot || !allowed(*id, *snapshot, response)) return;
     nlohmann::json answer = nlohmann::json::array();
     for (std::string path : paths) {
@@ -415,7 +427,7 @@ class HubMirror::Impl {
     } catch (const catalog::CatalogError&) {
       return send_hub_error(response, 404, "EntryNotFound", "not a valid path in a repo");
     }
-    const auto snapshot = find_repo(*id, revision, id->str() + ":" + path, response);
+    const auto snapshot = find_repo(request, *id, revision, id->str() + ":" + path, response);
     if (!snapshot || !allowed(*id, *snapshot, response)) return;
     const auto& siblings = snapshot->listing.siblings;
     const auto file = std::find_if(siblings.begin(), siblings.end(),
@@ -442,7 +454,7 @@ class HubMirror::Impl {
     if (request.method == "HEAD") {
       // The header fields only; a missing file is pulled now, so the GET that follows finds it
       // under way.
-      if (may_pull() && !has_file(*id, *snapshot, sibling) && !running_model_pull(*id)) {
+      if (may_pull(request) && !has_file(*id, *snapshot, sibling) && !running_model_pull(*id)) {
         std::string job_id;
         Response ignored;
         start_pull(id->str() + ":" + path, snapshot->listing.commit, job_id, ignored);
@@ -454,7 +466,7 @@ class HubMirror::Impl {
                                     });
       return;
     }
-    auto source = open_source(*id, *snapshot, sibling, response);
+    auto source = open_source(request, *id, *snapshot, sibling, response);
     if (!source) return;
     if (wanted == RangeRequest::satisfiable) set_partial(response, range, sibling.size);
     send_file(response, std::move(*source), *id, sibling, range);
@@ -512,8 +524,9 @@ class HubMirror::Impl {
 
   // The file's bytes: on disk, growing, or pulled through now (shared with every requester of
   // the same file). Answers the error itself and returns nullopt when there are none.
-  std::optional<FileSource> open_source(const catalog::ModelId& id, const RepoSnapshot& snapshot,
-                                        const Sibling& sibling, Response& response) {
+  std::optional<FileSource> open_source(const Request& request, const catalog::ModelId& id,
+                                        const RepoSnapshot& snapshot, const Sibling& sibling,
+                                        Response& response) {
     const auto deadline = Clock::now() + settings_.pull_timeout;
     const std::string wanted = fmt::format("{}/{}", id.str(), sibling.path);
     std::string job_id;
@@ -529,10 +542,10 @@ class HubMirror::Impl {
       if (auto verified = open_verified(id, snapshot, sibling)) {
         return FileSource{std::move(verified), nullptr};
       }
-      if (!may_pull()) {
+      if (!may_pull(request)) {
         send_hub_error(response, 404, "EntryNotFound",
                        fmt::format("{} is listed but not in this hive's cache, and {}", wanted,
-                                   why_no_pull()));
+                                   why_no_pull(request)));
         return std::nullopt;
       }
       if (status && status->state == PullThrough::State::failed) {

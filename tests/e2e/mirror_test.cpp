@@ -438,3 +438,24 @@ TEST_CASE("mirror: memory stays flat while 50 clients read a 1 GiB file at once"
   // A bounded buffer per response (128 KiB) and a thread each: far below the file's size.
   CHECK(peak - before < (48u << 20));
 }
+
+TEST_CASE("mirror: a web page cannot make a hive without a token pull anything") {
+  HiveWithHub env;
+  env.hub.add_repo(tiny_repo("org/tiny"));
+  const auto client = env.hive->client();
+  for (const httplib::Headers& browser :
+       {httplib::Headers{{"Sec-Fetch-Site", "cross-site"}},
+        httplib::Headers{{"Origin", "http://evil.example"}}}) {
+    const auto answer = client->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf", browser);
+    REQUIRE(answer);
+    CHECK(answer->status == 404);
+    CHECK(answer->body.find("web page") != std::string::npos);
+  }
+  CHECK(get_json(*env.hive.hive, "/v1/jobs").at("jobs").empty());
+  CHECK(env.hub.requests().empty());
+  // The same request from a Hub client pulls it.
+  const auto pulled = client->Get("/hf/org/tiny/resolve/main/config.json");
+  REQUIRE(pulled);
+  CHECK(pulled->status == 200);
+  CHECK(pulled->body == env.hub.content("org/tiny", "config.json"));
+}

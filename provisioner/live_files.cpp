@@ -9,6 +9,7 @@ namespace rbee::provisioner {
 namespace {
 
 constexpr auto kKeepVerified = std::chrono::minutes(1);
+constexpr std::size_t kMaxVerified = 256;
 
 }  // namespace
 
@@ -77,11 +78,10 @@ std::shared_ptr<LiveFile> LiveFiles::current(const LiveFileKey& key, std::uint64
     file->update(LiveFile::State::abandoned, progress.committed, "the download started over");
     files_.erase(found);
   }
-  forget_old_verified();
   catalog::UniqueFd reader(::fcntl(part_fd, F_DUPFD_CLOEXEC, 0));
   if (!reader) return nullptr;  // out of descriptors: readers wait for the verified file
   auto file = std::make_shared<LiveFile>(size, std::move(reader), info.st_dev, info.st_ino);
-  files_.emplace(key, Entry{file, {}});
+  files_.emplace(key, Entry{file});
   return file;
 }
 
@@ -105,8 +105,11 @@ void LiveFiles::verified(const LiveFileKey& key) {
   std::lock_guard lock(mutex_);
   auto found = files_.find(key);
   if (found == files_.end()) return;
-  found->second.file->update(LiveFile::State::verified, found->second.file->size());
-  found->second.verified_at = std::chrono::steady_clock::now();
+  auto& file = found->second.file;
+  file->update(LiveFile::State::verified, file->size());
+  verified_.emplace_back(std::chrono::steady_clock::now(), file);
+  verified_keys_[file.get()] = key;
+  forget_old_verified();
 }
 
 void LiveFiles::abandoned(const LiveFileKey& key, const std::string& reason) {
@@ -127,10 +130,20 @@ std::shared_ptr<const LiveFile> LiveFiles::find(const LiveFileKey& key) const {
 
 void LiveFiles::forget_old_verified() {
   const auto now = std::chrono::steady_clock::now();
-  std::erase_if(files_, [&](const auto& item) {
-    return item.second.file->progress().state == LiveFile::State::verified &&
-           now - item.second.verified_at > kKeepVerified;
-  });
+  while (!verified_.empty() &&
+         (verified_.size() > kMaxVerified || now - verified_.front().first > kKeepVerified)) {
+    const LiveFile* oldest = verified_.front().second.get();
+    const auto key = verified_keys_.find(oldest);
+    if (key != verified_keys_.end()) {
+      // Unless a new download of the same file has taken its place since.
+      if (auto found = files_.find(key->second);
+          found != files_.end() && found->second.file.get() == oldest) {
+        files_.erase(found);
+      }
+      verified_keys_.erase(key);
+    }
+    verified_.pop_front();
+  }
 }
 
 }  // namespace rbee::provisioner

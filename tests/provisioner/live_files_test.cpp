@@ -101,3 +101,17 @@ TEST_CASE("RepoSnapshot: revisions of one commit accumulate; another commit repl
   CHECK(snapshot->listing.commit == std::string(40, 'e'));
   CHECK(snapshot->revisions == std::vector<std::string>{"main"});
 }
+
+TEST_CASE("LiveFiles: verified files stay findable for a while, a bounded number of them") {
+  rbee::testing::TempDir dir;
+  const auto part = part_in(dir, "a.part");
+  LiveFiles files;
+  for (int i = 0; i < 300; ++i) {
+    const provisioner::LiveFileKey key{"org/m", "c0ffee", "f" + std::to_string(i)};
+    files.committed(key, 10, part.get(), 10);
+    files.verified(key);
+  }
+  CHECK_FALSE(files.find({"org/m", "c0ffee", "f0"}));  // each held a descriptor: dropped
+  CHECK(files.find({"org/m", "c0ffee", "f299"}));
+  CHECK(files.find({"org/m", "c0ffee", "f299"})->progress().state == LiveFile::State::verified);
+}

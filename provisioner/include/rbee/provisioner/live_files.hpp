@@ -11,6 +11,7 @@
 #include <compare>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,8 +80,9 @@ class LiveFiles {
   // A ranged download's ranges on disk (see DownloadEvents::ranges_written).
   void ranges_written(const LiveFileKey& key, std::uint64_t size, int part_fd,
                       const std::vector<ByteRange>& written);
-  // The file is verified and published. It stays findable for a minute, so a reader arriving
-  // before the catalog says "verified" still finds it.
+  // The file is verified and published. It stays findable for a while (a minute, the last 256
+  // files at most: each holds a descriptor), so a reader arriving before the catalog says
+  // "verified" still finds it.
   void verified(const LiveFileKey& key);
   // The bytes reported so far are not the file's (a checksum mismatch, a failure, a cancel).
   void abandoned(const LiveFileKey& key, const std::string& reason);
@@ -91,7 +93,6 @@ class LiveFiles {
  private:
   struct Entry {
     std::shared_ptr<LiveFile> file;
-    std::chrono::steady_clock::time_point verified_at{};
   };
   void forget_old_verified();  // under mutex_
   // The LiveFile of this download of `key`: the current one, or a new one when there was none
@@ -101,6 +102,10 @@ class LiveFiles {
 
   mutable std::mutex mutex_;
   std::map<LiveFileKey, Entry> files_;
+  // The verified files still findable, oldest first.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::shared_ptr<LiveFile>>>
+      verified_;
+  std::map<const LiveFile*, LiveFileKey> verified_keys_;
 };
 
 }  // namespace rbee::provisioner

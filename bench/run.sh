@@ -487,7 +487,7 @@ fleet_stop() {
   FLEET_PID=() FLEET_URL=()
   rm -rf "$WORK"/fleet-*
 }
-upstream_bytes() { awk '{s += $1} END {printf "%d", s}' "$WORK/nginx/upstream.log" 2>/dev/null || echo 0; }
+upstream_bytes() { awk '{s += $1} END {printf "%.0f", s}' "$WORK/nginx/upstream.log" 2>/dev/null || echo 0; }
 # Submits the download to every named hive at once; prints "<seconds until the last is done>
 # <upstream bytes>".
 fleet_download() {  # names...

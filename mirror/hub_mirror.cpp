@@ -359,10 +359,11 @@ class HubMirror::Impl {
     nlohmann::json page = nlohmann::json::array();
     for (std::size_t i = cursor; i < end; ++i) page.push_back(entries[i]);
     if (end < entries.size()) {
-      std::string url = fmt::format(
+      const std::string below =
+          folder.empty() ? std::string() : fmt::format("/{}", provisioner::percent_encode(folder, true));
+      const std::string url = fmt::format(
           "{}/hf/api/models/{}/tree/{}{}?recursive={}&limit={}&cursor={}", base_url(request),
-          id.str(), provisioner::percent_encode(revision, false),
-          folder.empty() ? "" : "/" + provisioner::percent_encode(folder, true),
+          id.str(), provisioner::percent_encode(revision, false), below,
           recursive ? "true" : "false", limit, end);
       response.set_header("Link", fmt::format("<{}>; rel=\"next\"", url));
     }

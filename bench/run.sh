@@ -499,10 +499,13 @@ fleet_download() {  # names...
     jobs[$name]=$(curl -sf -X POST "${FLEET_URL[$name]}/v1/jobs" -H 'Content-Type: application/json' \
       -d "{\"operation\":\"model_download\",\"model\":\"bench/$FLEET_REPO\"}" | sed 's/.*"job_id":"\([^"]*\)".*/\1/')
   done
-  for name in "$@"; do
+  local done_at=""
+  for name in "$@"; do  # in order: the first hive's time is its own, the others' when they end
     last=$(curl -sN "${FLEET_URL[$name]}/v1/jobs/${jobs[$name]}/stream" | grep '^data: \[' | tail -1)
     [[ $last == "data: [DONE]" ]] || { log "fleet: $name failed: $last"; tail -5 "$WORK/fleet-$name.log" >&2; exit 1; }
+    done_at+=" $name $(since "$start") s"
   done
+  log "   done:$done_at"
   echo "$(since "$start") $(upstream_bytes)"
 }
 

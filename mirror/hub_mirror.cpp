@@ -182,7 +182,7 @@ class HubMirror::Impl {
       if (!may_pull(request)) {
         send_hub_error(response, 404, miss == RepoMiss::no_repo ? "RepoNotFound" : "RevisionNotFound",
                        fmt::format("{} is not in this hive's cache, and {}", wanted,
-                                   why_no_pull(request)));
+                                   why_no_pull()));
         return nullptr;
       }
       if (status && status->state == PullThrough::State::failed) {
@@ -262,7 +262,7 @@ class HubMirror::Impl {
   bool may_pull(const Request& request) const {
     return settings_.pull_through && !settings_.offline && !from_web_page(request);
   }
-  std::string why_no_pull(const Request& request) const {
+  std::string why_no_pull() const {
     if (settings_.offline) return "the hive is offline (--offline): it never contacts its upstream";
     if (!settings_.pull_through) return "pull-through is off (--mirror-pull-through=false)";
     return "a web page may not make a hive without an API token download";
@@ -546,7 +546,7 @@ class HubMirror::Impl {
       if (!may_pull(request)) {
         send_hub_error(response, 404, "EntryNotFound",
                        fmt::format("{} is listed but not in this hive's cache, and {}", wanted,
-                                   why_no_pull(request)));
+                                   why_no_pull()));
         return std::nullopt;
       }
       if (status && status->state == PullThrough::State::failed) {

@@ -1,5 +1,6 @@
 // rbee-hub-fixture: the test Hub as a standalone process, for measurements and manual runs.
-// Prints "endpoint http://127.0.0.1:<port>" once it serves, then runs until SIGINT/SIGTERM.
+// Prints "endpoint http://127.0.0.1:<port>" once it serves, then runs until SIGINT/SIGTERM, and
+// then prints "content bytes sent N" (file bytes it handed to connections).
 //
 //   rbee-hub-fixture --repo bench/one --lfs-file model.gguf:1073741824 --file config.json:600
 
@@ -54,5 +55,7 @@ int main(int argc, char** argv) {
 
   int signal = 0;
   sigwait(&signals, &signal);
+  // What left this "Hub": the fleet's measure (each byte once, DESIGN §13).
+  std::cout << "content bytes sent " << hub.content_bytes_sent() << std::endl;
   return 0;
 }

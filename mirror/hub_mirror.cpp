@@ -162,11 +162,12 @@ class HubMirror::Impl {
   }
 
   // The snapshot of `id` at `revision`: from the cache, or pulled through by a model_download
-  // of `pull_model` (the whole repo, or the one file asked for). Answers the error itself and
-  // returns null when there is none to be had.
+  // of `pull_model` (the whole repo, or the one file asked for), whose job id is then left in
+  // `pull_job`. Answers the error itself and returns null when there is none to be had.
   std::shared_ptr<const RepoSnapshot> find_repo(const Request& request, const catalog::ModelId& id,
                                                 const std::string& revision,
-                                                const std::string& pull_model, Response& response) {
+                                                const std::string& pull_model, Response& response,
+                                                std::string* pull_job = nullptr) {
     const auto deadline = Clock::now() + settings_.pull_timeout;
     std::string job_id;
     for (;;) {
@@ -175,6 +176,7 @@ class HubMirror::Impl {
       if (!job_id.empty()) status = pull_through_.status(job_id);
       const RepoLookup found = repos_.find(id, revision);
       if (const auto* snapshot = std::get_if<std::shared_ptr<const RepoSnapshot>>(&found)) {
+        if (pull_job) *pull_job = job_id;
         return *snapshot;
       }
       const RepoMiss miss = std::get<RepoMiss>(found);
@@ -428,7 +430,9 @@ class HubMirror::Impl {
     } catch (const catalog::CatalogError&) {
       return send_hub_error(response, 404, "EntryNotFound", "not a valid path in a repo");
     }
-    const auto snapshot = find_repo(request, *id, revision, id->str() + ":" + path, response);
+    std::string pull_job;  // the pull of this very file, when the listing had to be pulled
+    const auto snapshot =
+        find_repo(request, *id, revision, id->str() + ":" + path, response, &pull_job);
     if (!snapshot || !allowed(*id, *snapshot, response)) return;
     const auto& siblings = snapshot->listing.siblings;
     const auto file = std::find_if(siblings.begin(), siblings.end(),
@@ -455,7 +459,8 @@ class HubMirror::Impl {
     if (request.method == "HEAD") {
       // The header fields only; a missing file is pulled now, so the GET that follows finds it
       // under way.
-      if (may_pull(request) && !has_file(*id, *snapshot, sibling) && !running_model_pull(*id)) {
+      if (pull_job.empty() && may_pull(request) && !has_file(*id, *snapshot, sibling) &&
+          !running_model_pull(*id)) {
         std::string job_id;
         Response ignored;
         start_pull(id->str() + ":" + path, snapshot->listing.commit, job_id, ignored);
@@ -467,7 +472,7 @@ class HubMirror::Impl {
                                     });
       return;
     }
-    auto source = open_source(request, *id, *snapshot, sibling, response);
+    auto source = open_source(request, *id, *snapshot, sibling, pull_job, response);
     if (!source) return;
     if (wanted == RangeRequest::satisfiable) set_partial(response, range, sibling.size);
     send_file(response, std::move(*source), *id, sibling, range);
@@ -525,13 +530,13 @@ class HubMirror::Impl {
 
   // The file's bytes: on disk, growing, or pulled through now (shared with every requester of
   // the same file). Answers the error itself and returns nullopt when there are none.
+  // `job_id`: the pull of this file already started, if any.
   std::optional<FileSource> open_source(const Request& request, const catalog::ModelId& id,
                                         const RepoSnapshot& snapshot, const Sibling& sibling,
-                                        Response& response) {
+                                        std::string job_id, Response& response) {
     const auto deadline = Clock::now() + settings_.pull_timeout;
     const std::string wanted = fmt::format("{}/{}", id.str(), sibling.path);
-    std::string job_id;
-    bool own_pull = false;  // else the whole model's pull, which this file is part of
+    bool own_pull = !job_id.empty();  // else the whole model's pull, which this file is part of
     for (;;) {
       std::optional<PullThrough::Status> status;
       if (!job_id.empty()) status = pull_through_.status(job_id);

@@ -387,10 +387,18 @@ std::string read_exactly(const RawConnection& connection, std::size_t length) {
 
 }  // namespace
 
+// Sanitizers multiply memory (shadow bytes for every thread and buffer) and time: there the test
+// checks 10 readers of a smaller file, not the resident memory.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 TEST_CASE("mirror: memory stays flat while 50 clients read a 1 GiB file at once") {
-  constexpr std::uint64_t kSize = 1ULL << 30;
+  constexpr std::uint64_t kSize = kSanitized ? 128ULL << 20 : 1ULL << 30;
   constexpr std::uint64_t kSeed = 41;
-  constexpr int kClients = 50;
+  constexpr int kClients = kSanitized ? 10 : 50;  // a reader idle 15 s is dropped (write timeout)
   HubFixture hub;
   FixtureRepo repo;
   repo.id = "org/big";
@@ -436,7 +444,7 @@ TEST_CASE("mirror: memory stays flat while 50 clients read a 1 GiB file at once"
   }
   MESSAGE("hive RSS before ", before >> 20, " MiB, peak with 50 readers ", peak >> 20, " MiB");
   // A bounded buffer per response (128 KiB) and a thread each: far below the file's size.
-  CHECK(peak - before < (48u << 20));
+  if (!kSanitized) CHECK(peak - before < (48u << 20));
 }
 
 TEST_CASE("mirror: a web page cannot make a hive without a token pull anything") {

@@ -161,6 +161,8 @@ TEST_CASE("mirror: a cached model's info, tree, paths-info and files answer as t
     expect("/hf/org/tiny/resolve/main/absent.bin", 404, "EntryNotFound");
     expect("/hf/org/tiny/resolve/main/..%2Fmetadata.yaml", 404, "EntryNotFound");
     expect("/hf/api/models/org/tiny/tree/main/nowhere", 404, "EntryNotFound");
+    expect("/hf/api/models/org/tiny/revision/" + std::string(300, 'x'), 404, "RevisionNotFound");
+    expect("/hf/api/models/org/tiny/revision/ma%01in", 404, "RevisionNotFound");
   }
 }
 

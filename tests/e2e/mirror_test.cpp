@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <fstream>
 #include <set>
 
@@ -468,4 +469,38 @@ TEST_CASE("mirror: a web page cannot make a hive without a token pull anything")
   REQUIRE(pulled);
   CHECK(pulled->status == 200);
   CHECK(pulled->body == env.hub.content("org/tiny", "config.json"));
+}
+
+TEST_CASE("mirror: a peer killed mid-download resumes from the mirror with a range") {
+  HubFixture hub;
+  FixtureRepo repo;
+  repo.id = "org/resume";
+  repo.files = {{"weights.bin", 24u << 20, true, 51}};
+  hub.add_repo(repo);
+  hub.set_rate_limit(6u << 20);  // A is still pulling while B is killed
+  HiveUnderTest a(fast_flags({"--connections", "1"}), "", {{"HF_ENDPOINT", hub.endpoint()}});
+  TempDir shared;
+  const std::filesystem::path cache = shared / "models";
+  std::filesystem::create_directories(cache);
+  const HiveOptions b_options{cache, fast_flags({"--connections", "1", "--stall-timeout-ms", "20000"}),
+                              {{"HF_ENDPOINT", mirror_endpoint(*a.hive)},
+                               {"HF_HOME", (shared / "hf-home").string()}}};
+  const nlohmann::json download = {{"operation", "model_download"}, {"model", repo.id}};
+  {
+    HiveProcess b(b_options);
+    b.submit_job(download);
+    REQUIRE(wait_for_part(cache / repo.id, 4u << 20));
+    b.stop(SIGKILL);
+  }
+  const std::uint64_t kept = part_bytes(cache / repo.id);
+  CHECK(kept >= (4u << 20));
+  HiveProcess b(b_options);
+  const auto stream = watch(b, b.submit_job(download));
+  CHECK_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  CHECK(file_on_disk(cache / repo.id / "weights.bin") == hub.content(repo.id, "weights.bin"));
+  // The restarted B asked A for the rest only (a 206), and the fixture sent the file once.
+  const std::string metrics = a->client()->Get("/metrics")->body;
+  CHECK(metrics.find("route=\"/hf/{repo}/resolve/{rev}/{path}\",status=\"206\"") !=
+        std::string::npos);
+  CHECK(hub.content_bytes_sent() == repo.files[0].size);
 }

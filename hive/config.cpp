@@ -121,6 +121,13 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          [&downloads](std::int64_t) { downloads.download.adaptive_connections = false; },
          "Use exactly --connections per large file instead of finding the count (default off)")
       ->envname("RBEE_FIXED_CONNECTIONS");
+  app.add_option_function<std::string>(
+         "--xet",
+         [&downloads](const std::string& mode) { downloads.download.xet = mode == "auto"; },
+         "auto: files the Hub keeps in Xet storage come from its chunk store, reusing chunks\n"
+         "already on disk; off: always through the Hub's resolve bridge (default auto)")
+      ->envname("RBEE_XET")
+      ->check(CLI::IsMember({"auto", "off"}));
   app.add_option("--parallel-files", downloads.parallel_files,
                  "Files of one download fetched at once (default 16)")
       ->envname("RBEE_PARALLEL_FILES")

@@ -64,6 +64,9 @@ void append_downloads(std::string& text, const MetricsSources& sources) {
   append_header(text, "rbee_download_bytes_total", "counter",
                 "Bytes received from the Hub and written to part files.");
   text += fmt::format("rbee_download_bytes_total {}\n", stats.bytes_downloaded);
+  append_header(text, "rbee_download_reused_bytes_total", "counter",
+                "Bytes of Xet chunks copied from files already on disk instead of downloaded.");
+  text += fmt::format("rbee_download_reused_bytes_total {}\n", stats.bytes_reused);
   append_header(text, "rbee_download_speed_bytes_per_second", "gauge",
                 "Download speed over the last 3 seconds, all downloads together.");
   text += fmt::format("rbee_download_speed_bytes_per_second {:.0f}\n", stats.bytes_per_second);

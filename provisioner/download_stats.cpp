@@ -28,6 +28,11 @@ void DownloadStats::add_bytes(std::uint64_t bytes, bool for_mirror) {
   if (for_mirror) totals_.bytes_for_mirror += bytes;
 }
 
+void DownloadStats::add_reused(std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  totals_.bytes_reused += bytes;
+}
+
 void DownloadStats::add_retry() {
   std::lock_guard lock(mutex_);
   ++totals_.retries;

@@ -16,6 +16,7 @@
 #include "rbee/provisioner/content_range.hpp"
 #include "retry.hpp"
 #include "staging.hpp"
+#include "xet/xet_download.hpp"
 
 namespace fs = std::filesystem;
 
@@ -208,8 +209,15 @@ bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file) {
   }
 }
 
-FileDownloader::FileDownloader(const HubClient& hub, DownloadPolicy policy)
-    : hub_(hub), policy_(policy), connections_(hub) {}
+FileDownloader::FileDownloader(const HubClient& hub, DownloadPolicy policy,
+                               xet::ChunkIndex* chunk_index)
+    : hub_(hub),
+      policy_(policy),
+      chunk_index_(chunk_index),
+      xet_tokens_(std::make_unique<xet::XetTokens>(hub)),
+      connections_(hub) {}
+
+FileDownloader::~FileDownloader() = default;
 
 void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& commit,
                            const FileToFetch& file, const catalog::Directory& model,
@@ -217,6 +225,7 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
                            ConnectionBudget* extra_connections) const {
   const StagedFile staged(model, file);
   if (!staged.has_part()) staged.remove_sidecar();
+  if (fetch_with_xet(repo, commit, file, model, staged, stop, events, extra_connections)) return;
   if (wants_ranges(policy_, file, staged)) {
     for (int attempt = 1;; ++attempt) {
       std::string mismatch;
@@ -236,6 +245,47 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
     }
   }
   fetch_over_one_connection(repo, commit, file, staged, stop, events);
+}
+
+// Xet first for the files the Hub keeps there (its X-Xet-Hash on the resolve): the bridge
+// sends whole files only and refuses the largest. A CAS that cannot be reached leaves the
+// bridge as the way; a checksum mismatch is tried once more without copying from disk.
+bool FileDownloader::fetch_with_xet(const catalog::ModelId& repo, const std::string& commit,
+                                    const FileToFetch& file, const catalog::Directory& model,
+                                    const StagedFile& staged, const std::stop_token& stop,
+                                    const DownloadEvents& events,
+                                    ConnectionBudget* extra_connections) const {
+  if (!policy_.xet || file.sha256.empty() || file.size == 0) return false;
+  ResolvedFile resolved;
+  try {
+    resolved = hub_.resolve(repo, commit, file.path, &connections_, stop);
+  } catch (const HubError&) {
+    if (stop.stop_requested()) throw DownloadCancelled();
+    return false;  // the bridge path resolves again, with its retries
+  }
+  if (resolved.xet_hash.empty()) return false;
+  xet::ChunkIndex* reuse = chunk_index_;
+  for (int attempt = 1;; ++attempt) {
+    std::string reason;
+    const auto outcome =
+        xet::fetch_with_xet(hub_, *xet_tokens_, reuse, policy_, repo, commit,
+                            {file, resolved.xet_hash}, model, staged, stop, events,
+                            extra_connections, reason);
+    if (outcome == xet::XetOutcome::verified) return true;
+    if (outcome == xet::XetOutcome::cas_unreachable) {
+      if (events.retrying) {
+        events.retrying(0, fmt::format("{}: {}; downloading through the Hub's bridge", file.path,
+                                       reason), {});
+      }
+      return false;
+    }
+    if (events.discarded) events.discarded(reason);
+    if (attempt == 2) throw DownloadError(DownloadErrorKind::hash_mismatch, reason);
+    if (events.retrying) {
+      events.retrying(1, reason + "; fetching every chunk again, none copied from disk", {});
+    }
+    reuse = nullptr;
+  }
 }
 
 void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
@@ -275,7 +325,7 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
       if (!source && must_resolve) {
         source = hub_.resolve(repo, commit, file.path, &connections_, stop);
       }
-      if (!source) source = ResolvedFile{hub_.resolve_url(repo, commit, file.path), true, ""};
+      if (!source) source = ResolvedFile{hub_.resolve_url(repo, commit, file.path), true, "", ""};
       transfer(hub_, connections_, *source, file, policy_, part, stop, events);
     } catch (const HubError& error) {
       if (stop.stop_requested()) throw DownloadCancelled();

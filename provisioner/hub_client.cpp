@@ -53,6 +53,11 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) 
                                                     what.empty() ? "" : " for ", what, reason));
 }
 
+bool is_xet_hash(const std::string& text) {
+  return text.size() == 64 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+}
+
 }  // namespace
 
 bool is_redirect(int status) {
@@ -225,6 +230,62 @@ HubError hub_error_for(int status, const std::string& error_code, const std::str
                   fmt::format("{}: unexpected HTTP status {}", what, status), status);
 }
 
+XetAccess HubClient::xet_read_token(const catalog::ModelId& repo, const std::string& revision,
+                                   std::stop_token stop) const {
+  const std::string what = fmt::format("Xet read token for {} at {}", repo.str(), revision);
+  const std::string target = fmt::format(
+      "/api/models/{}/{}/xet-read-token/{}", percent_encode(repo.org, false),
+      percent_encode(repo.name, false), percent_encode(revision, false));
+  Url url = endpoint_;
+  url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
+  constexpr std::size_t kMaxBody = 64 << 10;
+  std::string body;
+  bool too_large = false;
+  HttpRequest request;
+  request.url = url;
+  request.headers = headers_for(true);
+  request.stall_timeout = settings_.read_timeout;
+  request.stall_min_bytes = 1;
+  request.on_body = [&](const char* data, std::size_t length) {
+    if (body.size() + length > kMaxBody) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, length);
+    return true;
+  };
+  HttpConnection connection(settings_);
+  const HttpResult res = connection.perform(request, stop);
+  if (too_large) throw HubError(HubErrorKind::protocol, what + ": the answer is too large");
+  if (res.outcome != HttpOutcome::complete) throw_transport_error(res, url, what);
+  if (res.head.status != 200) {
+    throw hub_error_for(res.head.status, res.head.header("X-Error-Code"), what,
+                        res.head.header("Retry-After"), !settings_.token.empty());
+  }
+  // The answer holds a secret: messages say what is wrong, never what it holds.
+  const auto json = nlohmann::json::parse(body, nullptr, false);
+  const auto field = [&](const char* name) {
+    return json.is_object() && json.contains(name) ? json[name] : nlohmann::json();
+  };
+  const auto token = field("accessToken"), exp = field("exp"), cas = field("casUrl");
+  if (!token.is_string() || token.get<std::string>().empty() ||
+      token.get<std::string>().size() > 16384 || !exp.is_number_integer() || !cas.is_string()) {
+    throw HubError(HubErrorKind::protocol,
+                   what + ": the answer lacks accessToken, exp or casUrl");
+  }
+  XetAccess access;
+  access.access_token = token.get<std::string>();
+  if (access.access_token.find_first_of("\r\n") != std::string::npos) {
+    throw HubError(HubErrorKind::protocol, what + ": the access token is not a header value");
+  }
+  access.expires = std::chrono::system_clock::time_point(std::chrono::seconds(exp.get<std::int64_t>()));
+  auto cas_url = parse_url(cas.get<std::string>());
+  if (!cas_url) throw HubError(HubErrorKind::protocol, what + ": casUrl is not an http(s) URL");
+  while (cas_url->target.size() > 1 && cas_url->target.ends_with('/')) cas_url->target.pop_back();
+  access.cas = *cas_url;
+  return access;
+}
+
 HubClient::HubClient(HubSettings settings) : settings_(std::move(settings)) {
   while (settings_.endpoint.ends_with('/')) settings_.endpoint.pop_back();
   auto endpoint = parse_url(settings_.endpoint);
@@ -340,6 +401,9 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
     const HttpResult res = connections.take(url)->perform(request, stop);
     if (res.outcome != HttpOutcome::complete) throw_transport_error(res, url, what);
     if (res.head.has_header("X-Repo-Commit")) resolved.commit = res.head.header("X-Repo-Commit");
+    // Only the Hub's own word marks a file as Xet, and only a well-formed hash is kept.
+    if (const std::string xet = res.head.header("X-Xet-Hash"); resolved.send_token && is_xet_hash(xet))
+      resolved.xet_hash = xet;
     if (res.head.status == 200) {
       resolved.url = url;
       return resolved;

@@ -17,6 +17,7 @@
 #include "rbee/provisioner/repo_snapshot.hpp"
 #include "retry.hpp"
 #include "staging.hpp"
+#include "xet/chunk_index.hpp"
 
 namespace fs = std::filesystem;
 
@@ -289,9 +290,12 @@ ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog
       connections_(settings.max_download_connections),
       catalog_(catalog),
       narrator_(narrator),
-      settings_(settings) {
+      settings_(settings),
+      chunk_index_(std::make_unique<xet::ChunkIndex>(catalog.root())) {
   for (auto& fallback : fallbacks) hubs_.push_back(std::move(fallback));
 }
+
+ModelProvisioner::~ModelProvisioner() = default;
 
 std::size_t ModelProvisioner::active_downloads() const {
   std::lock_guard lock(slots_mutex_);
@@ -497,7 +501,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
   std::vector<ModelFile>& files = entry.files;
   DownloadPolicy policy = settings_.download;
   if (request.connections) policy.connections = *request.connections;
-  const FileDownloader downloader(hub, policy);
+  const FileDownloader downloader(hub, policy, chunk_index_.get());
   ConnectionBudget job_connections(static_cast<std::size_t>(policy.connections), &connections_);
   std::uint64_t total = 0;
   for (const auto& file : files) total += file.size;
@@ -556,9 +560,21 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
             Level::info, reporter.file_started(file));
     DownloadEvents events;
     std::optional<std::uint64_t> bytes_seen;  // the first report is what was on disk already
+    std::uint64_t reused = 0, reused_unreported = 0;  // Xet chunks copied, not fetched
+    std::uint64_t fetched = 0;
+    events.reused = [&](std::uint64_t bytes) {
+      reused += bytes;
+      reused_unreported += bytes;
+      stats_.add_reused(bytes);
+    };
     events.progress = [&](std::uint64_t bytes) {
-      if (bytes_seen && bytes > *bytes_seen)
-        stats_.add_bytes(bytes - *bytes_seen, request.for_mirror);
+      if (bytes_seen && bytes > *bytes_seen) {
+        const std::uint64_t grown = bytes - *bytes_seen;
+        const std::uint64_t copied = std::min(grown, reused_unreported);
+        reused_unreported -= copied;
+        fetched += grown - copied;
+        if (grown > copied) stats_.add_bytes(grown - copied, request.for_mirror);
+      }
       bytes_seen = bytes;  // a restart from zero lowers it: count the bytes fetched again
       reporter.update(file, bytes);
     };
@@ -595,9 +611,14 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     live_files_.verified(live);
     const auto progress = reporter.file_done(file);
     set_state(file, "verified");
+    // Chunk reuse is worth saying: how much came from disk, how much over the network.
+    const std::string sources =
+        reused == 0 ? ""
+                    : fmt::format("; {} from disk, {} from the network", format_bytes(reused),
+                                  format_bytes(fetched));
     narrate("file_verified",
-            fmt::format("Verified {} ({}, {})", file.path, format_bytes(file.size),
-                        file.sha256.empty() ? "git sha1" : "sha256"),
+            fmt::format("Verified {} ({}, {}{})", file.path, format_bytes(file.size),
+                        file.sha256.empty() ? "git sha1" : "sha256", sources),
             Level::info, progress);
   };
 

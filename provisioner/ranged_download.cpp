@@ -43,8 +43,9 @@ constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadenc
 
 using Range = ByteRange;
 
-// Sorted, overlapping or touching ranges merged, empty ones dropped.
-std::vector<Range> merged(std::vector<Range> ranges) {
+}  // namespace
+
+std::vector<ByteRange> merged_ranges(std::vector<ByteRange> ranges) {
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return a.begin < b.begin; });
   std::vector<Range> out;
@@ -59,13 +60,17 @@ std::vector<Range> merged(std::vector<Range> ranges) {
   return out;
 }
 
-std::string sidecar_json(const FileToFetch& file, const std::string& checksum,
-                         const std::vector<Range>& done) {
+std::string range_sidecar_json(const FileToFetch& file, std::string_view checksum,
+                               const std::vector<ByteRange>& done) {
   nlohmann::json json = {{"version", 1}, {"size", file.size}, {"checksum", checksum}};
   json["done"] = nlohmann::json::array();
   for (const auto& range : done) json["done"].push_back({range.begin, range.end});
   return narration::dump_json(json);
 }
+
+namespace {
+
+std::vector<Range> merged(std::vector<Range> ranges) { return merged_ranges(std::move(ranges)); }
 
 // One piece of the file, fetched by one connection at a time.
 struct Segment {
@@ -158,7 +163,7 @@ class RangedDownload {
     }
     // The sidecar is durable before the part is preallocated, so a part full of holes is never
     // mistaken for a contiguous prefix after a crash.
-    staged_.write_sidecar(sidecar_json(file_, hash_.expected(), done));
+    staged_.write_sidecar(range_sidecar_json(file_, hash_.expected(), done));
     persisted_ = done;
     preallocate();
     plan_segments(done);
@@ -681,7 +686,7 @@ class RangedDownload {
       discard_part();
       throw_disk_error("sync", part_path_, error);
     }
-    staged_.write_sidecar(sidecar_json(file_, hash_.expected(), done));
+    staged_.write_sidecar(range_sidecar_json(file_, hash_.expected(), done));
     persisted_ = done;
   }
 

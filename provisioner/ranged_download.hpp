@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <stop_token>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -26,6 +27,13 @@ namespace rbee::provisioner {
 std::optional<std::vector<ByteRange>> parse_range_sidecar(std::string_view text,
                                                           std::uint64_t file_size,
                                                           std::string_view checksum);
+
+// The sidecar's text for `done` (sorted, merged) of `file` with its expected checksum.
+std::string range_sidecar_json(const FileToFetch& file, std::string_view checksum,
+                               const std::vector<ByteRange>& done);
+
+// Sorted, with overlapping or touching ranges merged and empty ones dropped.
+std::vector<ByteRange> merged_ranges(std::vector<ByteRange> ranges);
 
 // True when `file` should be (or already is being) fetched in ranges.
 bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file, const StagedFile& staged);

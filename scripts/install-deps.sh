@@ -14,7 +14,7 @@ packages=(
   build-essential cmake pkg-config
   libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   libyaml-cpp-dev libfmt-dev libasio-dev doctest-dev nlohmann-json3-dev libcli11-dev
-  libcurl4-openssl-dev curl
+  libcurl4-openssl-dev curl liblz4-dev
 )
 if $for_tests; then
   packages+=(tmux chromium)  # `pull` on a real terminal; the dashboard in a real browser

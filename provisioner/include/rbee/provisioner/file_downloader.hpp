@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -46,6 +47,9 @@ struct DownloadPolicy {
   // operators who know their server).
   bool adaptive_connections = true;
   std::uint64_t min_range_bytes = 16ULL << 20;
+  // Files the Hub keeps in Xet storage are fetched from its CAS (DESIGN §15), copying chunks
+  // already on disk; false: always through the resolve bridge (--xet=off).
+  bool xet = true;
 };
 
 struct ByteRange {
@@ -69,6 +73,9 @@ struct DownloadEvents {
   std::function<void(int part_fd, const std::vector<ByteRange>& written)> ranges_written;
   // What was reported so far is not this file's (a checksum mismatch): it starts over.
   std::function<void(const std::string& reason)> discarded;
+  // A Xet download copied `bytes` from files already on disk instead of fetching them; called
+  // before the progress report that first counts them.
+  std::function<void(std::uint64_t bytes)> reused;
 };
 
 enum class DownloadErrorKind { hash_mismatch, disk, gave_up };
@@ -97,12 +104,19 @@ class DownloadCancelled : public std::runtime_error {
 bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file);
 
 class StagedFile;  // the part and sidecar of one file (internal)
+namespace xet {
+class ChunkIndex;  // which xorb chunks this machine's files hold (internal)
+class XetTokens;
+}  // namespace xet
 
 // Thread-safe; one call per file, any number at once. Large files go over several connections
 // in byte ranges (see ranged_download.hpp); a server that ignores Range gets one connection.
 class FileDownloader {
  public:
-  FileDownloader(const HubClient& hub, DownloadPolicy policy);
+  // `chunk_index`: where Xet downloads find chunks to copy instead of fetching (null: none).
+  FileDownloader(const HubClient& hub, DownloadPolicy policy,
+                 xet::ChunkIndex* chunk_index = nullptr);
+  ~FileDownloader();
 
   // Blocks until `model` holds the verified file at its repo path. Throws HubError (not
   // retryable, or retries exhausted), DownloadError, or DownloadCancelled within moments of
@@ -118,8 +132,16 @@ class FileDownloader {
                                  const FileToFetch& file, const StagedFile& staged,
                                  const std::stop_token& stop, const DownloadEvents& events) const;
 
+  // Fetches through Xet when the Hub says the file is there; false when the bridge should.
+  bool fetch_with_xet(const catalog::ModelId& repo, const std::string& commit,
+                      const FileToFetch& file, const catalog::Directory& model,
+                      const StagedFile& staged, const std::stop_token& stop,
+                      const DownloadEvents& events, ConnectionBudget* extra_connections) const;
+
   const HubClient& hub_;
   DownloadPolicy policy_;
+  xet::ChunkIndex* chunk_index_;
+  std::unique_ptr<xet::XetTokens> xet_tokens_;
   // Resolves and single-connection transfers of this downloader's files share connections.
   mutable ConnectionPool connections_;
 };

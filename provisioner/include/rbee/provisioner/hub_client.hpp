@@ -90,6 +90,15 @@ struct ResolvedFile {
   Url url;
   bool send_token = false;  // only when the URL is on the endpoint's own origin
   std::string commit;       // X-Repo-Commit, when the Hub said
+  std::string xet_hash;     // X-Xet-Hash (64 hex digits): the file is in Xet storage (§15)
+};
+
+// Read access to Xet storage for one repo at one revision (DESIGN §15). The access token goes
+// to the CAS only: never to the Hub, never to a transfer URL.
+struct XetAccess {
+  std::string access_token;
+  std::chrono::system_clock::time_point expires;
+  Url cas;  // casUrl
 };
 
 // Request headers, by name.
@@ -116,6 +125,11 @@ class HubClient {
   ResolvedFile resolve(const catalog::ModelId& repo, const std::string& revision,
                        const std::string& path, ConnectionPool* pool = nullptr,
                        std::stop_token stop = {}) const;
+
+  // GET {ep}/api/models/{repo}/xet-read-token/{rev} with the Hub token, never redirected (the
+  // Hub token stays on its origin). Throws HubError.
+  XetAccess xet_read_token(const catalog::ModelId& repo, const std::string& revision,
+                           std::stop_token stop = {}) const;
 
   // The headers of every request: the token only when `send_token` (never after a cross-host
   // redirect).

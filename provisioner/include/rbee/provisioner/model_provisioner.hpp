@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -74,6 +75,7 @@ class ModelProvisioner {
   ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,
                    const narration::Narrator& narrator, ProvisionerSettings settings,
                    std::vector<HubClient> fallbacks = {});
+  ~ModelProvisioner();
 
   // Blocks until the model is ready. Throws HubError, DownloadError, ProvisionError,
   // catalog::CatalogError, or DownloadCancelled soon after `stop`; the catalog says the same
@@ -122,6 +124,7 @@ class ModelProvisioner {
   ProvisionerSettings settings_;
   DownloadStats stats_;
   LiveFiles live_files_;
+  std::unique_ptr<xet::ChunkIndex> chunk_index_;  // Xet chunks on disk, for every job
 
   mutable std::mutex slots_mutex_;
   std::condition_variable_any slot_freed_;

@@ -497,6 +497,7 @@ class XetDownload {
     std::uint64_t next_byte = 0;  // the xorb offset expected next
     std::uint32_t next_chunk = 0;
     std::vector<std::uint64_t> written;  // per term: decoded bytes so far
+    std::vector<std::uint64_t> in_file;  // per unfinished term: bytes written to the part
     std::vector<std::vector<std::uint32_t>> lengths;
     std::optional<ChunkDecoder> decoder;
   };
@@ -519,6 +520,7 @@ class XetDownload {
       receiver.next_byte = range.first;
       receiver.next_chunk = range.chunks.begin;
       receiver.written.assign(receiver.terms.size(), 0);
+      receiver.in_file.assign(receiver.terms.size(), 0);
       receiver.lengths.assign(receiver.terms.size(), {});
       if (!receivers.empty()) range_header += ',';
       range_header += fmt::format("{}-{}", range.first, range.last);
@@ -569,6 +571,16 @@ class XetDownload {
       }
       return !group_stop_.stop_requested();
     };
+    // Bytes of terms this answer leaves unfinished are not progress: they are fetched again.
+    struct UnfinishedBytes {
+      std::vector<RangeReceiver>& receivers;
+      std::atomic<std::uint64_t>& in_flight;
+      ~UnfinishedBytes() {
+        for (const auto& receiver : receivers) {
+          for (const auto bytes : receiver.in_file) in_flight -= bytes;
+        }
+      }
+    } unfinished{receivers, in_flight_};
     HttpResult result;
     try {
       result = connection.perform(request, group_stop_.get_token());
@@ -640,6 +652,8 @@ class XetDownload {
       if (skip < chunk.size()) {
         write_all(fd_.get(), part_path_, chunk.data() + skip, chunk.size() - skip,
                   place.begin + decoded + skip - place.skip);
+        receiver.in_file[k] += chunk.size() - skip;
+        in_flight_ += chunk.size() - skip;
       }
       receiver.written[k] += chunk.size();
       receiver.lengths[k].push_back(static_cast<std::uint32_t>(chunk.size()));
@@ -648,6 +662,8 @@ class XetDownload {
           throw XetFormatError("a term decodes to fewer bytes than its length");
         }
         chunk_lengths_[t] = std::move(receiver.lengths[k]);
+        in_flight_ -= receiver.in_file[k];
+        receiver.in_file[k] = 0;
         mark_done(t);
       }
     }
@@ -694,9 +710,9 @@ class XetDownload {
       std::lock_guard lock(mutex_);
       done = done_;
     }
-    std::uint64_t total = 0;
+    std::uint64_t total = in_flight_.load();
     for (const auto& range : done) total += range.end - range.begin;
-    if (events_.progress) events_.progress(total);
+    if (events_.progress) events_.progress(std::min(total, file_.size));
     if (events_.ranges_written && fd_) events_.ranges_written(fd_.get(), done);
   }
 
@@ -762,6 +778,7 @@ class XetDownload {
   std::vector<TermPlace> places_;
   std::vector<std::vector<std::uint32_t>> chunk_lengths_;  // per term, written by its one writer
   std::vector<Job> jobs_;
+  std::atomic<std::uint64_t> in_flight_{0};  // bytes of unfinished terms written so far
 
   std::mutex mutex_;  // guards what follows
   std::condition_variable changed_;

@@ -35,7 +35,7 @@ std::pair<std::string, std::string> content_hashes(const FixtureFile& file) {
   EVP_DigestUpdate(sha1, header.data(), header.size());
   constexpr std::uint64_t kPiece = 1 << 20;
   for (std::uint64_t offset = 0; offset < file.size; offset += kPiece) {
-    const auto piece = generated_bytes(file.seed, offset, std::min(kPiece, file.size - offset));
+    const auto piece = file_bytes(file, offset, std::min(kPiece, file.size - offset));
     EVP_DigestUpdate(sha256, piece.data(), piece.size());
     EVP_DigestUpdate(sha1, piece.data(), piece.size());
   }
@@ -102,6 +102,18 @@ std::string generated_bytes(std::uint64_t seed, std::uint64_t offset, std::size_
   return out;
 }
 
+std::string file_bytes(const FixtureFile& file, std::uint64_t offset, std::size_t length) {
+  std::string out = generated_bytes(file.seed, offset, length);
+  for (const auto& patch : file.patches) {
+    const std::uint64_t begin = std::max(offset, patch.offset);
+    const std::uint64_t end = std::min(offset + length, patch.offset + patch.length);
+    if (begin >= end) continue;
+    const std::string changed = generated_bytes(patch.seed, begin, end - begin);
+    out.replace(begin - offset, end - begin, changed);
+  }
+  return out;
+}
+
 std::string sha256_hex(const std::string& data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned length = 0;
@@ -116,6 +128,7 @@ HubFixture::HubFixture() {
     server->set_keep_alive_max_count(1000);
   }
   install_hub_routes();
+  install_xet_token_route();
   install_cdn_routes();
   hub_port_ = hub_.bind_to_any_port("127.0.0.1");
   cdn_port_ = cdn_.bind_to_any_port("127.0.0.1");
@@ -146,7 +159,13 @@ void HubFixture::add_repo(FixtureRepo repo) {
   StoredRepo stored{repo, {}};
   for (const auto& file : repo.files) {
     auto [sha256, sha1] = content_hashes(file);
-    stored.files.emplace(file.path, StoredFile{file, sha256, sha1});
+    std::string xet_hash;
+    if (file.xet) {
+      xet_hash = xet().add_file(
+          [&file](std::uint64_t offset, std::size_t n) { return file_bytes(file, offset, n); },
+          file.size, file.xet_layout);
+    }
+    stored.files.emplace(file.path, StoredFile{file, sha256, sha1, xet_hash});
   }
   std::lock_guard lock(mutex_);
   for (const auto& [path, file] : stored.files) {
@@ -173,7 +192,23 @@ void HubFixture::set_rate_limit(std::uint64_t bytes_per_second) {
 std::string HubFixture::content(const std::string& repo_id, const std::string& file_path) const {
   std::lock_guard lock(mutex_);
   const auto& file = repos_.at(repo_id).files.at(file_path).file;
-  return generated_bytes(file.seed, 0, file.size);
+  return file_bytes(file, 0, file.size);
+}
+
+XetStore& HubFixture::xet() {
+  std::lock_guard lock(xet_mutex_);
+  if (!xet_) {
+    xet_ = std::make_unique<XetStore>(
+        [this](const std::string& listener, const httplib::Request& request, int status) {
+          record(listener, request, status);
+        });
+  }
+  return *xet_;
+}
+
+void HubFixture::set_bridge_limit(std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  bridge_limit_ = bytes;
 }
 
 std::vector<RecordedRequest> HubFixture::requests() const {
@@ -282,6 +317,7 @@ void HubFixture::install_hub_routes() {
           sibling["lfs"] = {
               {"sha256", file.sha256}, {"size", file.file.size}, {"pointerSize", 134}};
         }
+        if (!file.xet_hash.empty()) sibling["xetHash"] = file.xet_hash;
         siblings.push_back(sibling);
       }
       // As the Hub: "gated" is false or how access is granted, "private" a boolean.
@@ -338,6 +374,20 @@ void HubFixture::install_hub_routes() {
           response.set_header("X-Linked-Size", std::to_string(file->second.file.size));
           response.set_header("ETag", "\"" + file->second.sha256 + "\"");
           response.status = 302;
+          if (!file->second.xet_hash.empty()) {
+            // Xet storage: where the token and the reconstruction are (DESIGN §15). With
+            // Accept: application/vnd.xet-fileinfo+json the Hub answers 200 with these alone.
+            const std::string token_url = fmt::format(
+                "{}/api/models/{}/xet-read-token/{}", endpoint(), id, repo->repo.commit);
+            response.set_header("X-Xet-Hash", file->second.xet_hash);
+            response.set_header("X-Xet-Refresh-Route", token_url);
+            response.set_header("Link", fmt::format(
+                "<{}>; rel=\"xet-auth\", <{}/v1/reconstructions/{}>; rel=\"xet-reconstruction-info\"",
+                token_url, xet().cas_url(), file->second.xet_hash));
+            if (request.get_header_value("Accept") == "application/vnd.xet-fileinfo+json") {
+              response.status = 200;
+            }
+          }
           response.set_header(
               "Location", !file->second.file.cdn_location.empty()
                               ? file->second.file.cdn_location
@@ -357,6 +407,30 @@ void HubFixture::install_hub_routes() {
   });
 }
 
+// The Xet read token of a repo (DESIGN §15): as the listing, it needs the Hub token for gated
+// and private repos.
+void HubFixture::install_xet_token_route() {
+  hub_.Get(R"(/api/models/([^/]+)/([^/]+)/xet-read-token/(.+))",
+           [this](const httplib::Request& request, httplib::Response& response) {
+             const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+             std::unique_lock lock(mutex_);
+             const StoredRepo* repo = find_repo(id);
+             const bool allowed = repo && authorized(*repo, request);
+             lock.unlock();
+             if (!allowed) {
+               error_response(response, 401, "RepoNotFound", "Repository not found");
+             } else {
+               const auto [token, expires] = xet().issue_token();
+               response.set_content(nlohmann::json({{"accessToken", token},
+                                                    {"exp", expires},
+                                                    {"casUrl", xet().cas_url()}})
+                                        .dump(),
+                                    "application/json");
+             }
+             record("hub", request, response.status);
+           });
+}
+
 void HubFixture::install_cdn_routes() {
   cdn_.Get(R"(/blobs/([0-9a-f]+))",
            [this](const httplib::Request& request, httplib::Response& response) {
@@ -368,7 +442,12 @@ void HubFixture::install_cdn_routes() {
                return record("cdn", request, 404);
              }
              const StoredFile stored = repos_.at(blob->second.first).files.at(blob->second.second);
+             const bool too_large = stored.file.size > bridge_limit_;
              lock.unlock();
+             if (too_large) {  // the bridge's limit: such files exist only in Xet storage
+               error_response(response, 400, "", "File too large to be served by the bridge");
+               return record("cdn", request, 400);
+             }
              serve_content(request, response, stored);
              record("cdn", request, response.status);
            });
@@ -464,7 +543,7 @@ void HubFixture::serve_content(const httplib::Request& request, httplib::Respons
         if (faults && faults->stall_after_bytes) {
           n = std::min<std::uint64_t>(n, *faults->stall_after_bytes - sent);
         }
-        std::string piece = generated_bytes(stored.file.seed, first + offset, n);
+        std::string piece = file_bytes(stored.file, first + offset, n);
         if (faults && faults->corrupt_at && *faults->corrupt_at >= first + offset &&
             *faults->corrupt_at < first + offset + n) {
           piece[*faults->corrupt_at - first - offset] ^= 0x5A;

@@ -17,14 +17,26 @@
 
 #include <httplib.h>
 
+#include "hub_fixture/xet_store.hpp"
+
 namespace rbee::testing {
+
+// Bytes [offset, offset + length) of a file come from another seed: a revision that changed.
+struct ContentPatch {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::uint64_t seed = 0;
+};
 
 struct FixtureFile {
   std::string path;
   std::uint64_t size = 0;
   bool lfs = false;          // LFS files are served by the CDN and verified by SHA-256
-  std::uint64_t seed = 1;    // content: generated_bytes(seed, offset, n)
+  std::uint64_t seed = 1;    // content: generated_bytes(seed, offset, n), then the patches
   std::string cdn_location;  // LFS: the resolve redirects here instead of the fixture's CDN
+  std::vector<ContentPatch> patches;
+  bool xet = false;  // LFS only: also in the Xet store (X-Xet-Hash; the CDN is the bridge)
+  XetLayout xet_layout;
 };
 
 enum class RepoAccess { open, gated, private_repo };
@@ -70,6 +82,8 @@ struct RecordedRequest {
 };
 
 std::string generated_bytes(std::uint64_t seed, std::uint64_t offset, std::size_t length);
+// A fixture file's bytes: generated from its seed, with its patches applied.
+std::string file_bytes(const FixtureFile& file, std::uint64_t offset, std::size_t length);
 std::string sha256_hex(const std::string& data);
 
 class HubFixture {
@@ -91,6 +105,11 @@ class HubFixture {
   void set_max_concurrent_content(int bodies);
 
   std::string content(const std::string& repo_id, const std::string& file_path) const;
+
+  // The Xet storage (CAS and transfer listeners), started with the first Xet file.
+  XetStore& xet();
+  // The bridge (the CDN) refuses LFS files larger than this, as the Hub's does (~50 GB).
+  void set_bridge_limit(std::uint64_t bytes);
   std::vector<RecordedRequest> requests() const;
   void clear_requests();
   // File body bytes (hub and CDN) handed to connections so far.
@@ -104,6 +123,7 @@ class HubFixture {
     FixtureFile file;
     std::string sha256;    // of the content
     std::string git_sha1;  // of "blob <size>\0<content>"
+    std::string xet_hash;  // Xet files only
   };
   struct StoredRepo {
     FixtureRepo repo;
@@ -112,6 +132,7 @@ class HubFixture {
 
   void install_hub_routes();
   void install_cdn_routes();
+  void install_xet_token_route();
   const StoredRepo* find_repo(const std::string& id) const;
   bool authorized(const StoredRepo& repo, const httplib::Request& request) const;
   std::optional<Faults> take_faults(const std::string& file_path);
@@ -130,6 +151,10 @@ class HubFixture {
   std::atomic<int> content_responses_{0};
   std::atomic<int> max_content_responses_{0};
   std::atomic<std::uint64_t> content_bytes_sent_{0};
+
+  std::uint64_t bridge_limit_ = UINT64_MAX;
+  std::mutex xet_mutex_;
+  std::unique_ptr<XetStore> xet_;  // before the servers: they use it, and stop first
 
   httplib::Server hub_;
   httplib::Server cdn_;

@@ -112,7 +112,8 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          "A connection that delivers under 16 KiB in this time is resumed anew (default 30000)")
       ->check(CLI::Range(100, 600000));
   app.add_option("--connections", downloads.download.connections,
-                 "Most connections per download, each fetching a byte range of a large file; the hive finds\n"
+                 "Most connections per download, each fetching a byte range of a large file; the "
+                 "hive finds\n"
                  "its own count below this ceiling; 1 turns ranges off (default 32)")
       ->envname("RBEE_CONNECTIONS")
       ->check(CLI::Range(1, 64));

@@ -225,7 +225,9 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
                            ConnectionBudget* extra_connections) const {
   const StagedFile staged(model, file);
   if (!staged.has_part()) staged.remove_sidecar();
-  if (fetch_with_xet(repo, commit, file, model, staged, stop, events, extra_connections)) return;
+  std::optional<ResolvedFile> resolved;
+  if (fetch_with_xet(repo, commit, file, model, staged, stop, events, extra_connections, resolved))
+    return;
   if (wants_ranges(policy_, file, staged)) {
     for (int attempt = 1;; ++attempt) {
       std::string mismatch;
@@ -244,7 +246,7 @@ void FileDownloader::fetch(const catalog::ModelId& repo, const std::string& comm
       if (events.retrying) events.retrying(1, mismatch + "; downloading again from zero", {});
     }
   }
-  fetch_over_one_connection(repo, commit, file, staged, stop, events);
+  fetch_over_one_connection(repo, commit, file, staged, stop, events, std::move(resolved));
 }
 
 // Xet first for the files the Hub keeps there (its X-Xet-Hash on the resolve): the bridge
@@ -254,28 +256,27 @@ bool FileDownloader::fetch_with_xet(const catalog::ModelId& repo, const std::str
                                     const FileToFetch& file, const catalog::Directory& model,
                                     const StagedFile& staged, const std::stop_token& stop,
                                     const DownloadEvents& events,
-                                    ConnectionBudget* extra_connections) const {
+                                    ConnectionBudget* extra_connections,
+                                    std::optional<ResolvedFile>& resolved) const {
   if (!policy_.xet || file.sha256.empty() || file.size == 0) return false;
-  ResolvedFile resolved;
   try {
     resolved = hub_.resolve(repo, commit, file.path, &connections_, stop);
   } catch (const HubError&) {
     if (stop.stop_requested()) throw DownloadCancelled();
     return false;  // the bridge path resolves again, with its retries
   }
-  if (resolved.xet_hash.empty()) return false;
+  if (resolved->xet_hash.empty()) return false;
   xet::ChunkIndex* reuse = chunk_index_;
   for (int attempt = 1;; ++attempt) {
     std::string reason;
-    const auto outcome =
-        xet::fetch_with_xet(hub_, *xet_tokens_, reuse, policy_, repo, commit,
-                            {file, resolved.xet_hash}, model, staged, stop, events,
-                            extra_connections, reason);
+    const auto outcome = xet::fetch_with_xet(hub_, *xet_tokens_, reuse, policy_, repo, commit,
+                                             {file, resolved->xet_hash}, model, staged, stop,
+                                             events, extra_connections, reason);
     if (outcome == xet::XetOutcome::verified) return true;
     if (outcome == xet::XetOutcome::cas_unreachable) {
       if (events.retrying) {
-        events.retrying(0, fmt::format("{}: {}; downloading through the Hub's bridge", file.path,
-                                       reason), {});
+        events.retrying(
+            0, fmt::format("{}: {}; downloading through the Hub's bridge", file.path, reason), {});
       }
       return false;
     }
@@ -292,13 +293,13 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
                                                const std::string& commit, const FileToFetch& file,
                                                const StagedFile& staged,
                                                const std::stop_token& stop,
-                                               const DownloadEvents& events) const {
+                                               const DownloadEvents& events,
+                                               std::optional<ResolvedFile> source) const {
   FileHash hash(file);
   PartFile part(staged, file.size, hash);
   if (events.progress) events.progress(part.size());
   if (events.prefix_committed) events.prefix_committed(part.fd(), part.size());
 
-  std::optional<ResolvedFile> source;
   // A regular file is served by the Hub itself: GET its resolve URL at once, skipping the HEAD
   // that finds an LFS file's CDN (a round trip per file). Redirected instead (a renamed repo,
   // a Hub that sends even small files to a CDN), it is resolved like an LFS file.

@@ -54,8 +54,9 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& value) 
 }
 
 bool is_xet_hash(const std::string& text) {
-  return text.size() == 64 &&
-         std::all_of(text.begin(), text.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+           return std::isxdigit(static_cast<unsigned char>(c));
+         });
 }
 
 }  // namespace
@@ -231,11 +232,11 @@ HubError hub_error_for(int status, const std::string& error_code, const std::str
 }
 
 XetAccess HubClient::xet_read_token(const catalog::ModelId& repo, const std::string& revision,
-                                   std::stop_token stop) const {
+                                    std::stop_token stop) const {
   const std::string what = fmt::format("Xet read token for {} at {}", repo.str(), revision);
-  const std::string target = fmt::format(
-      "/api/models/{}/{}/xet-read-token/{}", percent_encode(repo.org, false),
-      percent_encode(repo.name, false), percent_encode(revision, false));
+  const std::string target =
+      fmt::format("/api/models/{}/{}/xet-read-token/{}", percent_encode(repo.org, false),
+                  percent_encode(repo.name, false), percent_encode(revision, false));
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   constexpr std::size_t kMaxBody = 64 << 10;
@@ -270,15 +271,15 @@ XetAccess HubClient::xet_read_token(const catalog::ModelId& repo, const std::str
   const auto token = field("accessToken"), exp = field("exp"), cas = field("casUrl");
   if (!token.is_string() || token.get<std::string>().empty() ||
       token.get<std::string>().size() > 16384 || !exp.is_number_integer() || !cas.is_string()) {
-    throw HubError(HubErrorKind::protocol,
-                   what + ": the answer lacks accessToken, exp or casUrl");
+    throw HubError(HubErrorKind::protocol, what + ": the answer lacks accessToken, exp or casUrl");
   }
   XetAccess access;
   access.access_token = token.get<std::string>();
   if (access.access_token.find_first_of("\r\n") != std::string::npos) {
     throw HubError(HubErrorKind::protocol, what + ": the access token is not a header value");
   }
-  access.expires = std::chrono::system_clock::time_point(std::chrono::seconds(exp.get<std::int64_t>()));
+  access.expires =
+      std::chrono::system_clock::time_point(std::chrono::seconds(exp.get<std::int64_t>()));
   auto cas_url = parse_url(cas.get<std::string>());
   if (!cas_url) throw HubError(HubErrorKind::protocol, what + ": casUrl is not an http(s) URL");
   while (cas_url->target.size() > 1 && cas_url->target.ends_with('/')) cas_url->target.pop_back();
@@ -402,7 +403,8 @@ ResolvedFile HubClient::resolve(const catalog::ModelId& repo, const std::string&
     if (res.outcome != HttpOutcome::complete) throw_transport_error(res, url, what);
     if (res.head.has_header("X-Repo-Commit")) resolved.commit = res.head.header("X-Repo-Commit");
     // Only the Hub's own word marks a file as Xet, and only a well-formed hash is kept.
-    if (const std::string xet = res.head.header("X-Xet-Hash"); resolved.send_token && is_xet_hash(xet))
+    if (const std::string xet = res.head.header("X-Xet-Hash");
+        resolved.send_token && is_xet_hash(xet))
       resolved.xet_hash = xet;
     if (res.head.status == 200) {
       resolved.url = url;

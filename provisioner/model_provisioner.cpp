@@ -421,14 +421,14 @@ std::pair<RepoInfo, const HubClient*> ModelProvisioner::list_repo(const Download
         return {hubs_[i].model_info(id, request.revision, stop), &hubs_[i]};
       } catch (const HubError& error) {
         if (stop.stop_requested()) throw DownloadCancelled();
-        const bool unreachable = error.kind() == HubErrorKind::network ||
-                                 error.kind() == HubErrorKind::server_error;
+        const bool unreachable =
+            error.kind() == HubErrorKind::network || error.kind() == HubErrorKind::server_error;
         if (unreachable && i + 1 < hubs_.size()) {
-          narrator_.emit({kActor, "download_endpoint_fallback", id.str(),
-                          fmt::format("{} cannot list {} ({}); trying {}",
-                                      hubs_[i].settings().endpoint, id.str(), error.what(),
-                                      hubs_[i + 1].settings().endpoint),
-                          request.job_id, Level::warn, 0, std::nullopt});
+          narrator_.emit(
+              {kActor, "download_endpoint_fallback", id.str(),
+               fmt::format("{} cannot list {} ({}); trying {}", hubs_[i].settings().endpoint,
+                           id.str(), error.what(), hubs_[i + 1].settings().endpoint),
+               request.job_id, Level::warn, 0, std::nullopt});
           continue;
         }
         if (!error.retryable() || failures >= settings_.download.max_attempts) throw;
@@ -449,14 +449,14 @@ void ModelProvisioner::serve_from_cache(const DownloadRequest& request, const Mo
   const auto reference = catalog::parse_model_reference(request.model);
   const std::string wanted = fmt::format("{}@{}", request.model, request.revision);
   const auto entry = catalog_.get(id);
-  bool revision_matches = entry && (entry->revision == request.revision ||
-                                    entry->commit == request.revision);
+  bool revision_matches =
+      entry && (entry->revision == request.revision || entry->commit == request.revision);
   if (entry && !revision_matches) {
     if (const auto model = catalog_.open_model_dir(id, false)) {
       const auto snapshot = load_repo_snapshot(*model, hub().settings().listing);
-      revision_matches = snapshot && snapshot->listing.commit == entry->commit &&
-                         std::ranges::find(snapshot->revisions, request.revision) !=
-                             snapshot->revisions.end();
+      revision_matches =
+          snapshot && snapshot->listing.commit == entry->commit &&
+          std::ranges::find(snapshot->revisions, request.revision) != snapshot->revisions.end();
     }
   }
   std::vector<Sibling> held;
@@ -473,22 +473,23 @@ void ModelProvisioner::serve_from_cache(const DownloadRequest& request, const Mo
   } catch (const HubError&) {
   }
   const bool whole_model = !reference.file && request.include.empty() && request.exclude.empty();
-  const bool complete = !selected.empty() &&
-                        (!whole_model || (entry->status == ModelStatus::ready &&
-                                          selected.size() == entry->files.size()));
+  const bool complete =
+      !selected.empty() && (!whole_model || (entry->status == ModelStatus::ready &&
+                                             selected.size() == entry->files.size()));
   if (!complete) {
     throw NotInCache(fmt::format(
         "the hive is offline (--offline) and its cache does not hold {}{}; it never contacts "
         "a Hub in this mode",
-        wanted, entry ? fmt::format(" (it has {} at commit {}, {})", id.str(),
-                                    entry->commit.substr(0, 12), catalog::to_string(entry->status))
-                      : ""));
+        wanted,
+        entry ? fmt::format(" (it has {} at commit {}, {})", id.str(), entry->commit.substr(0, 12),
+                            catalog::to_string(entry->status))
+              : ""));
   }
-  narrator_.emit({kActor, "download_up_to_date", id.str(),
-                  fmt::format("Offline: {} is in the cache ({} file{}, commit {})", wanted,
-                              selected.size(), selected.size() == 1 ? "" : "s",
-                              entry->commit.substr(0, 12)),
-                  request.job_id, Level::info, 0, std::nullopt});
+  narrator_.emit(
+      {kActor, "download_up_to_date", id.str(),
+       fmt::format("Offline: {} is in the cache ({} file{}, commit {})", wanted, selected.size(),
+                   selected.size() == 1 ? "" : "s", entry->commit.substr(0, 12)),
+       request.job_id, Level::info, 0, std::nullopt});
 }
 
 // Downloads `files` (those not verified yet) several at a time, all sharing the job's
@@ -612,10 +613,10 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     const auto progress = reporter.file_done(file);
     set_state(file, "verified");
     // Chunk reuse is worth saying: how much came from disk, how much over the network.
-    const std::string sources =
-        reused == 0 ? ""
-                    : fmt::format("; {} from disk, {} from the network", format_bytes(reused),
-                                  format_bytes(fetched));
+    const std::string sources = reused == 0
+                                    ? ""
+                                    : fmt::format("; {} from disk, {} from the network",
+                                                  format_bytes(reused), format_bytes(fetched));
     narrate("file_verified",
             fmt::format("Verified {} ({}, {}{})", file.path, format_bytes(file.size),
                         file.sha256.empty() ? "git sha1" : "sha256", sources),
@@ -767,10 +768,10 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     record_repo_snapshot(model, info, request.revision, hub.settings().listing);
   } catch (const std::exception& error) {
     // Only the mirror reads it: it then lists the repo again when asked.
-    narrate("snapshot_write_failed",
-            fmt::format("Could not keep the listing of {} for the mirror: {}", id.str(),
-                        error.what()),
-            Level::warn);
+    narrate(
+        "snapshot_write_failed",
+        fmt::format("Could not keep the listing of {} for the mirror: {}", id.str(), error.what()),
+        Level::warn);
   }
   const auto previous = catalog_.get(id);
   const ModelEntry* before = previous && previous->status != ModelStatus::failed &&

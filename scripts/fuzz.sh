@@ -15,7 +15,8 @@ cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DRBEE_SANITIZE=fuzz \
 cmake --build "$build" -j2 --target fuzz_targets >/dev/null
 
 for target in fuzz_operation fuzz_model_id fuzz_request_headers fuzz_sse_parser fuzz_sanitize \
-              fuzz_hub_listing fuzz_range_sidecar fuzz_catalog_entry; do
+              fuzz_hub_listing fuzz_range_sidecar fuzz_catalog_entry fuzz_xet_reconstruction \
+              fuzz_xet_chunks; do
   work="$build/corpus/$target"
   mkdir -p "$work"
   echo "fuzz: $target for ${seconds}s" >&2

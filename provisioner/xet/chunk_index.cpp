@@ -67,7 +67,8 @@ std::optional<ChunkSpan> parse_span(const Json& entry, std::uint64_t file_size) 
     if (entry[5].size() != end - begin) return std::nullopt;
     std::uint64_t sum = 0;
     for (const auto& length : entry[5]) {
-      if (!length.is_number_unsigned() || length.get<std::uint64_t>() > UINT32_MAX) return std::nullopt;
+      if (!length.is_number_unsigned() || length.get<std::uint64_t>() > UINT32_MAX)
+        return std::nullopt;
       span.chunk_lengths.push_back(length.get<std::uint32_t>());
       sum += span.chunk_lengths.back();
     }
@@ -88,8 +89,8 @@ std::optional<ReuseSource> ChunkIndex::find(const std::string& xorb, const Chunk
     const Record& record = *it->second;
     for (const auto& span : record.spans) {
       if (span.xorb != xorb || !span.chunks.contains(chunks)) continue;
-      ReuseSource source{record.model_dir, record.repo_path, span.offset, span.length,
-                         record.size, record.mtime_ns, span.chunk_lengths};
+      ReuseSource source{record.model_dir, record.repo_path, span.offset,       span.length,
+                         record.size,      record.mtime_ns,  span.chunk_lengths};
       if (!(span.chunks == chunks)) {
         if (span.chunk_lengths.empty()) continue;
         const auto at = span.chunk_lengths.begin();
@@ -156,7 +157,8 @@ void ChunkIndex::load_locked() {
   loaded_ = true;
   std::error_code ec;
   for (const auto& org : fs::directory_iterator(root_, ec)) {
-    if (!org.is_directory(ec) || org.is_symlink(ec) || org.path().filename().string().starts_with('.')) {
+    if (!org.is_directory(ec) || org.is_symlink(ec) ||
+        org.path().filename().string().starts_with('.')) {
       continue;
     }
     for (const auto& name : fs::directory_iterator(org.path(), ec)) {

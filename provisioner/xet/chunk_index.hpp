@@ -46,7 +46,7 @@ struct ReuseSource {
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
   std::uint64_t file_size = 0;
-  std::int64_t mtime_ns = 0;  // the source is stale when the file's differs
+  std::int64_t mtime_ns = 0;                 // the source is stale when the file's differs
   std::vector<std::uint32_t> chunk_lengths;  // of the chunks read, when the record knows them
 };
 
@@ -83,6 +83,5 @@ class ChunkIndex {
   // xorb → the records holding some of its chunks (stale ones are skipped at lookup).
   std::multimap<std::string, std::shared_ptr<const Record>> by_xorb_;
 };
-
 
 }  // namespace rbee::provisioner::xet

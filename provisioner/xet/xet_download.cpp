@@ -30,10 +30,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kTick = 100ms;               // hashing and progress cadence
-constexpr auto kPersistEvery = 1s;          // fdatasync + sidecar cadence
-constexpr auto kTokenMargin = 60s;          // a token is renewed this long before it expires
-constexpr int kMaxReplans = 5;              // reconstructions asked again without progress
+constexpr auto kTick = 100ms;       // hashing and progress cadence
+constexpr auto kPersistEvery = 1s;  // fdatasync + sidecar cadence
+constexpr auto kTokenMargin = 60s;  // a token is renewed this long before it expires
+constexpr int kMaxReplans = 5;      // reconstructions asked again without progress
 constexpr std::size_t kCopyBuffer = 1 << 20;
 
 // The URLs of a reconstruction expired (a transfer answered 403): ask for a new one.
@@ -56,8 +56,7 @@ bool covered(const std::vector<ByteRange>& done, std::uint64_t begin, std::uint6
 void write_all(int fd, const fs::path& path, const char* data, std::size_t length,
                std::uint64_t offset) {
   for (std::size_t done = 0; done < length;) {
-    const ssize_t n =
-        ::pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    const ssize_t n = ::pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_disk_error("write", path, errno);
     done += static_cast<std::size_t>(n);
@@ -67,8 +66,8 @@ void write_all(int fd, const fs::path& path, const char* data, std::size_t lengt
 // One presigned GET's worth of work: the ranges of a fetch that some needed term lies in.
 struct Job {
   std::size_t fetch = 0;
-  std::vector<std::size_t> ranges;               // indices into the fetch's ranges
-  std::vector<std::vector<std::size_t>> terms;   // per range: the terms it serves
+  std::vector<std::size_t> ranges;              // indices into the fetch's ranges
+  std::vector<std::vector<std::size_t>> terms;  // per range: the terms it serves
   int failures = 0;
   bool taken = false;
   bool done = false;
@@ -77,9 +76,9 @@ struct Job {
 class XetDownload {
  public:
   XetDownload(const HubClient& hub, XetTokens& tokens, ChunkIndex* reuse,
-              const DownloadPolicy& policy, const catalog::ModelId& repo,
-              const std::string& commit, const XetFile& file, const catalog::Directory& model,
-              const StagedFile& staged, const std::stop_token& stop, const DownloadEvents& events,
+              const DownloadPolicy& policy, const catalog::ModelId& repo, const std::string& commit,
+              const XetFile& file, const catalog::Directory& model, const StagedFile& staged,
+              const std::stop_token& stop, const DownloadEvents& events,
               ConnectionBudget* extra_connections)
       : hub_(hub),
         tokens_(tokens),
@@ -112,8 +111,8 @@ class XetDownload {
           throw HubError(HubErrorKind::forbidden,
                          fmt::format("{}: the CAS's URLs keep expiring (403)", file_.path), 403);
         }
-        notify_retry(0, fmt::format("{}: Xet transfer URLs expired; asking for new ones",
-                                    file_.path), {});
+        notify_retry(
+            0, fmt::format("{}: Xet transfer URLs expired; asking for new ones", file_.path), {});
         if (!plan(reason)) throw HubError(HubErrorKind::network, reason);
       }
     }
@@ -124,8 +123,8 @@ class XetDownload {
     }
     const std::string actual = hash_.hex_digest();
     if (actual != hash_.expected()) {
-      reason = fmt::format("{} mismatch for {}: expected {}, got {}", hash_.algorithm(),
-                           file_.path, hash_.expected(), actual);
+      reason = fmt::format("{} mismatch for {}: expected {}, got {}", hash_.algorithm(), file_.path,
+                           hash_.expected(), actual);
       fd_ = catalog::UniqueFd();
       staged_.discard();
       return XetOutcome::hash_mismatch;
@@ -202,10 +201,10 @@ class XetDownload {
                                     std::string& body) {
     const ReconstructionLimits limits;
     Url url = access.cas;
-    url.target = (url.target == "/" ? "" : url.target) +
-                 (version == ReconstructionVersion::v2 ? "/v2/reconstructions/"
-                                                        : "/v1/reconstructions/") +
-                 xet_hash_;
+    url.target =
+        (url.target == "/" ? "" : url.target) +
+        (version == ReconstructionVersion::v2 ? "/v2/reconstructions/" : "/v1/reconstructions/") +
+        xet_hash_;
     HttpRequest request;
     request.url = url;
     request.headers = {{"User-Agent", "rbee-hive/0.1"},
@@ -235,11 +234,10 @@ class XetDownload {
     }
     if (result.outcome == HttpOutcome::cancelled) throw DownloadCancelled();
     if (result.outcome != HttpOutcome::complete) {
-      throw HubError(HubErrorKind::network,
-                     fmt::format("cannot reach the Xet CAS at {} for {}: {}", url.origin(),
-                                 file_.path,
-                                 result.outcome == HttpOutcome::stalled ? "no answer in time"
-                                                                        : result.error));
+      throw HubError(
+          HubErrorKind::network,
+          fmt::format("cannot reach the Xet CAS at {} for {}: {}", url.origin(), file_.path,
+                      result.outcome == HttpOutcome::stalled ? "no answer in time" : result.error));
     }
     return result;
   }
@@ -339,7 +337,8 @@ class XetDownload {
     std::vector<char> buffer(kCopyBuffer);
     std::uint64_t from = source.offset + place.skip;
     for (std::uint64_t at = place.begin; at < place.end;) {
-      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), place.end - at));
+      const std::size_t want =
+          static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), place.end - at));
       const ssize_t n = ::pread(in.get(), buffer.data(), want, static_cast<off_t>(from));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return false;
@@ -391,8 +390,9 @@ class XetDownload {
       for (std::size_t f = 0; f < reconstruction_.fetches.size(); ++f) {
         const XorbFetch& fetch = reconstruction_.fetches[f];
         if (fetch.xorb != term.xorb) continue;
-        const auto range = std::find_if(fetch.ranges.begin(), fetch.ranges.end(),
-                                        [&](const auto& r) { return r.chunks.contains(term.chunks); });
+        const auto range =
+            std::find_if(fetch.ranges.begin(), fetch.ranges.end(),
+                         [&](const auto& r) { return r.chunks.contains(term.chunks); });
         if (range == fetch.ranges.end()) continue;
         auto [it, added] = job_of_fetch.emplace(f, jobs_.size());
         if (added) jobs_.push_back(Job{f, {}, {}});
@@ -528,9 +528,8 @@ class XetDownload {
     }
     if (receivers.empty()) return true;
     for (auto& receiver : receivers) {
-      receiver.decoder.emplace([this, &receiver](std::string_view chunk) {
-        write_chunk(receiver, chunk);
-      });
+      receiver.decoder.emplace(
+          [this, &receiver](std::string_view chunk) { write_chunk(receiver, chunk); });
     }
     const auto url = parse_url(fetch.url);
     if (!url) throw HubError(HubErrorKind::protocol, file_.path + ": a Xet URL is not usable");
@@ -609,10 +608,10 @@ class XetDownload {
                      fmt::format("{}: stalled (under {} bytes in {} ms)", what,
                                  policy_.stall_min_bytes, policy_.stall_timeout.count()));
     }
-    throw HubError(HubErrorKind::network,
-                   fmt::format("{}: connection lost ({})", what,
-                               result.outcome == HttpOutcome::complete
-                                   ? "the answer ended before every range" : result.error));
+    throw HubError(HubErrorKind::network, fmt::format("{}: connection lost ({})", what,
+                                                      result.outcome == HttpOutcome::complete
+                                                          ? "the answer ended before every range"
+                                                          : result.error));
   }
 
   // The part of [offset, offset + length) of the xorb that belongs to this range, in order.
@@ -648,7 +647,8 @@ class XetDownload {
         throw XetFormatError("a term decodes to more bytes than its length");
       }
       // Only what lies inside the file: the first term may begin before it.
-      const std::uint64_t skip = place.skip > decoded ? std::min<std::uint64_t>(place.skip - decoded, chunk.size()) : 0;
+      const std::uint64_t skip =
+          place.skip > decoded ? std::min<std::uint64_t>(place.skip - decoded, chunk.size()) : 0;
       if (skip < chunk.size()) {
         write_all(fd_.get(), part_path_, chunk.data() + skip, chunk.size() - skip,
                   place.begin + decoded + skip - place.skip);
@@ -740,12 +740,14 @@ class XetDownload {
     for (std::size_t i = 0; i < reconstruction_.terms.size(); ++i) {
       if (places_[i].skip > 0) continue;  // not the whole term: never a source
       const Term& term = reconstruction_.terms[i];
-      spans.push_back({term.xorb, term.chunks, places_[i].begin, term.unpacked_length,
-                       chunk_lengths_[i]});
+      spans.push_back(
+          {term.xorb, term.chunks, places_[i].begin, term.unpacked_length, chunk_lengths_[i]});
     }
     if (const auto error = reuse_->record(model_, file_.path, fd_.get(), std::move(spans))) {
-      notify_retry(0, fmt::format("{}: its Xet chunks could not be recorded for reuse ({})",
-                                  file_.path, *error), {});
+      notify_retry(0,
+                   fmt::format("{}: its Xet chunks could not be recorded for reuse ({})",
+                               file_.path, *error),
+                   {});
     }
   }
 

@@ -93,8 +93,8 @@ std::string fetch_url(const Json& object) {
 }
 
 void read_fetches(const Json& json, ReconstructionVersion version, Reconstruction& out) {
-  const Json& by_xorb = object_field(json, version == ReconstructionVersion::v2 ? "xorbs"
-                                                                                 : "fetch_info");
+  const Json& by_xorb =
+      object_field(json, version == ReconstructionVersion::v2 ? "xorbs" : "fetch_info");
   for (const auto& [key, entries] : by_xorb.items()) {
     const std::string xorb = xorb_hash(key);
     if (!entries.is_array()) reject("a xorb's fetches are not an array");
@@ -119,7 +119,8 @@ void read_fetches(const Json& json, ReconstructionVersion version, Reconstructio
         }
       }
       out.fetches.push_back(std::move(fetch));
-      if (out.fetches.size() > out.terms.size() + 1024) reject("it lists far more fetches than terms");
+      if (out.fetches.size() > out.terms.size() + 1024)
+        reject("it lists far more fetches than terms");
     }
   }
 }
@@ -155,7 +156,8 @@ Reconstruction parse_reconstruction(std::string_view text, ReconstructionVersion
               unsigned_field(entry, "unpacked_length", limits.max_file_bytes)};
     if (term.unpacked_length == 0) reject("a term is empty");
     total += term.unpacked_length;
-    if (total > limits.max_file_bytes + out.offset_into_first_range) reject("the terms are too long");
+    if (total > limits.max_file_bytes + out.offset_into_first_range)
+      reject("the terms are too long");
     out.terms.push_back(std::move(term));
   }
   if (total != out.offset_into_first_range + file_size) {
@@ -212,7 +214,8 @@ void decode_chunk_data(ChunkScheme scheme, std::string_view data, std::size_t un
   const std::size_t planes = 4;
   std::size_t source = 0;
   for (std::size_t plane = 0; plane < planes; ++plane) {
-    for (std::size_t at = plane; at < uncompressed_length; at += planes) out[at] = scratch[source++];
+    for (std::size_t at = plane; at < uncompressed_length; at += planes)
+      out[at] = scratch[source++];
   }
 }
 
@@ -243,8 +246,8 @@ void ChunkDecoder::start_chunk() {
   uncompressed_length_ = header_[5] | (header_[6] << 8) | (header_[7] << 16);
   if (header_[4] > 2) throw XetFormatError("a chunk uses an unknown compression scheme");
   scheme_ = static_cast<ChunkScheme>(header_[4]);
-  if (compressed_length_ == 0 || uncompressed_length_ == 0 ||
-      compressed_length_ > kMaxChunkBytes || uncompressed_length_ > kMaxChunkBytes) {
+  if (compressed_length_ == 0 || uncompressed_length_ == 0 || compressed_length_ > kMaxChunkBytes ||
+      uncompressed_length_ > kMaxChunkBytes) {
     throw XetFormatError("a chunk header gives an empty or oversized chunk");
   }
   compressed_.clear();

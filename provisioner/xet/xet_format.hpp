@@ -22,9 +22,7 @@ class XetFormatError : public std::runtime_error {
 struct ChunkRange {
   std::uint32_t begin = 0;
   std::uint32_t end = 0;
-  bool contains(const ChunkRange& other) const {
-    return begin <= other.begin && other.end <= end;
-  }
+  bool contains(const ChunkRange& other) const { return begin <= other.begin && other.end <= end; }
   bool operator==(const ChunkRange&) const = default;
 };
 
@@ -56,7 +54,7 @@ struct Reconstruction {
 };
 
 struct ReconstructionLimits {
-  std::size_t max_bytes = 256 << 20;   // of the JSON (a 500 GB file lists ~8 M chunks)
+  std::size_t max_bytes = 256 << 20;  // of the JSON (a 500 GB file lists ~8 M chunks)
   std::size_t max_terms = 4 << 20;
   std::uint64_t max_file_bytes = 1ULL << 44;
 };

@@ -75,9 +75,9 @@ TEST_CASE("Xet files download from the CAS, verify, and each token stays where i
   const SseStream stream = h.download({{"model", "acme/xet"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   for (const auto& file : repo.files) {
-    CHECK_MESSAGE(read_text(h.hive.cache / "acme/xet" / file.path) ==
-                      h.hub.content("acme/xet", file.path),
-                  file.path);
+    CHECK_MESSAGE(
+        read_text(h.hive.cache / "acme/xet" / file.path) == h.hub.content("acme/xet", file.path),
+        file.path);
   }
   CHECK(h.content_gets("cdn").empty());  // the bridge was never used
   const auto cas = requests_to(h.hub, "cas");
@@ -106,8 +106,9 @@ TEST_CASE("Xet files download from the CAS, verify, and each token stays where i
 
 TEST_CASE("a CAS without v2 is read through v1, and one without a way to it leaves the bridge") {
   HiveWithHub h;
-  h.hub.add_repo(xet_repo("acme/v1", {xet_file("model.gguf", 2 * 1024 * 1024, 31,
-                                               {XetChunking::fixed, XetCompression::byte_grouping4_lz4, 4})}));
+  h.hub.add_repo(
+      xet_repo("acme/v1", {xet_file("model.gguf", 2 * 1024 * 1024, 31,
+                                    {XetChunking::fixed, XetCompression::byte_grouping4_lz4, 4})}));
   h.hub.xet().set_v2_enabled(false);
   const SseStream stream = h.download({{"model", "acme/v1"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
@@ -213,8 +214,9 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
   HubFixture hub;
   const std::uint64_t size = 16 * 1024 * 1024;
   // 1 MiB xorbs: a term per xorb, so some terms commit before the kill.
-  hub.add_repo(xet_repo("acme/resume", {xet_file("model.gguf", size, 81,
-                                                 {XetChunking::fixed, XetCompression::none, 1, 16, 0})}));
+  hub.add_repo(xet_repo(
+      "acme/resume",
+      {xet_file("model.gguf", size, 81, {XetChunking::fixed, XetCompression::none, 1, 16, 0})}));
   hub.xet().set_transfer_rate(1024 * 1024);  // per answer: a few MiB/s with several connections
   const auto flags = fast_flags({"--connections", "4"});
   HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
@@ -228,15 +230,18 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
   CHECK_FALSE(hive->stop(SIGKILL).has_value());
   const json kept = json::parse(read_text(sidecar()));
   std::uint64_t kept_bytes = 0;
-  for (const auto& range : kept["done"]) kept_bytes += range[1].get<std::uint64_t>() - range[0].get<std::uint64_t>();
+  for (const auto& range : kept["done"])
+    kept_bytes += range[1].get<std::uint64_t>() - range[0].get<std::uint64_t>();
   CHECK(kept_bytes > 0);
   CHECK(kept_bytes < size);
 
   hub.xet().set_transfer_rate(0);
   std::this_thread::sleep_for(300ms);  // the killed hive's answers end
   const std::uint64_t before = hub.xet().transfer_bytes_sent();
-  hive.hive = std::make_unique<HiveProcess>(HiveOptions{
-      hive.cache, flags, {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
+  hive.hive = std::make_unique<HiveProcess>(
+      HiveOptions{hive.cache,
+                  flags,
+                  {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
   const SseStream stream = watch(
       *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/resume"}}));
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
@@ -246,12 +251,14 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
 
   hub.add_repo(xet_repo("acme/cancel", {xet_file("model.gguf", size, 82)}));
   hub.xet().set_transfer_rate(256 * 1024);
-  const std::string job = hive->submit_job({{"operation", "model_download"}, {"model", "acme/cancel"}});
+  const std::string job =
+      hive->submit_job({{"operation", "model_download"}, {"model", "acme/cancel"}});
   REQUIRE(wait_for_part(hive.cache / "acme/cancel", 1));
   std::this_thread::sleep_for(300ms);
   const auto asked = std::chrono::steady_clock::now();
   REQUIRE(hive->client()->Delete("/v1/jobs/" + job));
   const SseStream cancelled = watch(*hive.hive, job);
-  CHECK_MESSAGE(cancelled.terminal().find("CANCELLED") != std::string::npos, stream_text(cancelled));
+  CHECK_MESSAGE(cancelled.terminal().find("CANCELLED") != std::string::npos,
+                stream_text(cancelled));
   CHECK(std::chrono::steady_clock::now() - asked < 1500ms);
 }

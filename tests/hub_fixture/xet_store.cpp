@@ -149,10 +149,18 @@ std::string XetStore::add_file(const std::function<std::string(std::uint64_t, st
     Xorb& xorb = xorbs_[*open_xorb];
     int scheme = 0;
     switch (layout.compression) {
-      case XetCompression::none: scheme = 0; break;
-      case XetCompression::lz4: scheme = 1; break;
-      case XetCompression::byte_grouping4_lz4: scheme = 2; break;
-      case XetCompression::rotating: scheme = static_cast<int>(chunk_number % 3); break;
+      case XetCompression::none:
+        scheme = 0;
+        break;
+      case XetCompression::lz4:
+        scheme = 1;
+        break;
+      case XetCompression::byte_grouping4_lz4:
+        scheme = 2;
+        break;
+      case XetCompression::rotating:
+        scheme = static_cast<int>(chunk_number % 3);
+        break;
     }
     ++chunk_number;
     if (layout.unused_chunk_every > 0 && chunk_number % layout.unused_chunk_every == 0) {
@@ -200,7 +208,9 @@ std::string XetStore::add_file(const std::function<std::string(std::uint64_t, st
   return file_hash;
 }
 
-std::string XetStore::cas_url() const { return fmt::format("http://localhost:{}", cas_port_); }
+std::string XetStore::cas_url() const {
+  return fmt::format("http://localhost:{}", cas_port_);
+}
 
 std::pair<std::string, std::int64_t> XetStore::issue_token() {
   std::lock_guard lock(mutex_);
@@ -208,7 +218,8 @@ std::pair<std::string, std::int64_t> XetStore::issue_token() {
       std::chrono::duration_cast<std::chrono::seconds>(SystemClock::now().time_since_epoch())
           .count() +
       token_lifetime_.count();
-  std::string token = fmt::format("xet-read-{}-{}", ++token_counter_, sha256(std::to_string(expires)).substr(0, 8));
+  std::string token =
+      fmt::format("xet-read-{}-{}", ++token_counter_, sha256(std::to_string(expires)).substr(0, 8));
   tokens_[token] = expires;
   return {token, expires};
 }
@@ -300,11 +311,13 @@ std::string XetStore::reconstruction_json(const StoredFile& file, bool v2) const
     for (std::size_t i = 0; i < merged.size(); ++i) {
       const auto& [begin, end] = merged[i];
       const Json chunks = {{"start", begin}, {"end", end}};
-      const Json bytes = {{"start", xorb.chunks[begin].begin}, {"end", xorb.chunks[end - 1].end - 1}};
+      const Json bytes = {{"start", xorb.chunks[begin].begin},
+                          {"end", xorb.chunks[end - 1].end - 1}};
       if (!v2) {
         entries.push_back({{"range", chunks}, {"url", signed_url(xorb)}, {"url_range", bytes}});
       } else {
-        if (i % per_url == 0) entries.push_back({{"url", signed_url(xorb)}, {"ranges", Json::array()}});
+        if (i % per_url == 0)
+          entries.push_back({{"url", signed_url(xorb)}, {"ranges", Json::array()}});
         entries.back()["ranges"].push_back({{"chunks", chunks}, {"bytes", bytes}});
       }
     }
@@ -318,12 +331,12 @@ std::string XetStore::reconstruction_json(const StoredFile& file, bool v2) const
 
 void XetStore::install_cas_routes() {
   cas_.Get(R"(/(v1|v2)/reconstructions/([0-9a-f]+))", [this](const httplib::Request& request,
-                                                            httplib::Response& response) {
+                                                             httplib::Response& response) {
     const bool v2 = request.matches[1].str() == "v2";
     std::unique_lock lock(mutex_);
     const std::string authorization = request.get_header_value("Authorization");
-    const auto token = authorization.starts_with("Bearer ")
-                           ? tokens_.find(authorization.substr(7)) : tokens_.end();
+    const auto token = authorization.starts_with("Bearer ") ? tokens_.find(authorization.substr(7))
+                                                            : tokens_.end();
     const std::int64_t now_s = unix_ms() / 1000;
     const auto faults = take(reconstruction_faults_);
     const auto file = files_.find(request.matches[2].str());
@@ -332,7 +345,8 @@ void XetStore::install_cas_routes() {
       response.set_content(R"({"error":"invalid or expired token"})", "application/json");
     } else if (faults && faults->status != 0) {
       response.status = faults->status;
-      if (faults->retry_after_s >= 0) response.set_header("Retry-After", std::to_string(faults->retry_after_s));
+      if (faults->retry_after_s >= 0)
+        response.set_header("Retry-After", std::to_string(faults->retry_after_s));
       response.set_content(R"({"error":"injected"})", "application/json");
     } else if (v2 && !v2_enabled_) {
       response.status = 404;
@@ -351,12 +365,12 @@ void XetStore::install_cas_routes() {
 
 void XetStore::install_transfer_routes() {
   transfer_.Get(R"(/xorbs/([0-9a-f]{64}))", [this](const httplib::Request& request,
-                                                  httplib::Response& response) {
+                                                   httplib::Response& response) {
     const_cast<httplib::Request&>(request).ranges.clear();  // answered here, not by httplib
     std::unique_lock lock(mutex_);
     const std::string hash = request.matches[1].str();
-    const auto xorb = std::find_if(xorbs_.begin(), xorbs_.end(),
-                                   [&](const Xorb& x) { return x.hash == hash; });
+    const auto xorb =
+        std::find_if(xorbs_.begin(), xorbs_.end(), [&](const Xorb& x) { return x.hash == hash; });
     const std::string exp = request.get_param_value("exp");
     const std::string sig = request.get_param_value("sig");
     const auto faults = take(transfer_faults_);
@@ -370,9 +384,12 @@ void XetStore::install_transfer_routes() {
       response.set_content("Request has expired", "text/plain");
     } else if (faults && faults->status != 0) {
       response.status = faults->status;
-      if (faults->retry_after_s >= 0) response.set_header("Retry-After", std::to_string(faults->retry_after_s));
+      if (faults->retry_after_s >= 0)
+        response.set_header("Retry-After", std::to_string(faults->retry_after_s));
       response.set_content("injected failure", "text/plain");
-    } else if (const auto ranges = parse_ranges(request.get_header_value("Range"), xorb->bytes.size()); !ranges) {
+    } else if (const auto ranges =
+                   parse_ranges(request.get_header_value("Range"), xorb->bytes.size());
+               !ranges) {
       response.status = 416;  // a Range is mandatory (DESIGN §15)
       response.set_content("a Range within the xorb is required", "text/plain");
     } else {
@@ -381,13 +398,15 @@ void XetStore::install_transfer_routes() {
       if (ranges->size() == 1) {
         const auto [first, last] = ranges->front();
         body = xorb->bytes.substr(first, last - first + 1);
-        response.set_header("Content-Range", fmt::format("bytes {}-{}/{}", first, last, xorb->bytes.size()));
+        response.set_header("Content-Range",
+                            fmt::format("bytes {}-{}/{}", first, last, xorb->bytes.size()));
         data_bytes = body.size();
       } else {
         for (const auto& [first, last] : *ranges) {
-          body += fmt::format("\r\n--{}\r\nContent-Type: application/octet-stream\r\n"
-                              "Content-Range: bytes {}-{}/{}\r\n\r\n",
-                              kBoundary, first, last, xorb->bytes.size());
+          body += fmt::format(
+              "\r\n--{}\r\nContent-Type: application/octet-stream\r\n"
+              "Content-Range: bytes {}-{}/{}\r\n\r\n",
+              kBoundary, first, last, xorb->bytes.size());
           body += xorb->bytes.substr(first, last - first + 1);
           data_bytes += last - first + 1;
         }
@@ -414,7 +433,8 @@ void XetStore::install_transfer_routes() {
                   started + std::chrono::microseconds((offset + n) * 1000000 / rate));
             }
             if (!sink.write(shared->data() + offset, n)) return false;
-            transfer_bytes_ += static_cast<std::uint64_t>(static_cast<double>(n) * data_share + 0.5);
+            transfer_bytes_ +=
+                static_cast<std::uint64_t>(static_cast<double>(n) * data_share + 0.5);
             return true;
           });
     }

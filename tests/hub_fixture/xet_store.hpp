@@ -66,7 +66,7 @@ class XetStore {
   void set_reconstruction_faults(XetFaults faults);
   void set_transfer_faults(XetFaults faults);
   void set_transfer_rate(std::uint64_t bytes_per_second);  // per answer; 0: unpaced
-  void stop_cas();  // the CAS stops listening: unreachable
+  void stop_cas();                                         // the CAS stops listening: unreachable
 
   std::uint64_t transfer_bytes_sent() const { return transfer_bytes_.load(); }
   int reconstructions_served() const { return reconstructions_.load(); }
@@ -101,7 +101,7 @@ class XetStore {
   mutable std::mutex mutex_;
   std::vector<Xorb> xorbs_;
   std::map<std::string, Chunk> chunk_by_hash_;
-  std::map<std::string, StoredFile> files_;  // by Xet hash
+  std::map<std::string, StoredFile> files_;     // by Xet hash
   std::map<std::string, std::int64_t> tokens_;  // token → expiry (unix seconds)
   std::chrono::seconds token_lifetime_{3600};
   std::chrono::milliseconds url_lifetime_{3600000};

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -130,13 +131,16 @@ class FileDownloader {
  private:
   void fetch_over_one_connection(const catalog::ModelId& repo, const std::string& commit,
                                  const FileToFetch& file, const StagedFile& staged,
-                                 const std::stop_token& stop, const DownloadEvents& events) const;
+                                 const std::stop_token& stop, const DownloadEvents& events,
+                                 std::optional<ResolvedFile> source) const;
 
-  // Fetches through Xet when the Hub says the file is there; false when the bridge should.
+  // Fetches through Xet when the Hub says the file is there; false when the bridge should
+  // (then `resolved` holds the resolve it made, for the bridge to use).
   bool fetch_with_xet(const catalog::ModelId& repo, const std::string& commit,
                       const FileToFetch& file, const catalog::Directory& model,
                       const StagedFile& staged, const std::stop_token& stop,
-                      const DownloadEvents& events, ConnectionBudget* extra_connections) const;
+                      const DownloadEvents& events, ConnectionBudget* extra_connections,
+                      std::optional<ResolvedFile>& resolved) const;
 
   const HubClient& hub_;
   DownloadPolicy policy_;

@@ -536,6 +536,79 @@ scenario_8() {
 
 # ---- report --------------------------------------------------------------------------------
 
+# Scenario 9 (DESIGN §15): a Xet file from the fixture's own Xet storage (bench/xet) natively,
+# through the bridge (--xet=off), and with curl of the bridge URL; then revision 2 of the file,
+# with XET_UPDATE_PERCENT of its chunks changed: what the hive fetches (network vs disk) and how
+# long it takes, against the official JS client downloading revision 2.
+XET_SIZE=${XET_SIZE:-$((2 * GIB))}
+XET_UPDATE_PERCENT=${XET_UPDATE_PERCENT:-1}
+build_fixture() {
+  log "building the Hub fixture (Release)"
+  cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$ROOT/build-bench" -j2 --target rbee-hub-fixture >/dev/null
+  FIXTURE_BIN=$ROOT/build-bench/tests/rbee-hub-fixture
+}
+xet_fixture_bytes() {  # signal → the fixture's "xet bytes sent" after it
+  local before
+  before=$(grep -c '^xet bytes sent' "$WORK/xet-fixture.log" || true)
+  kill "-$1" "$XET_FIXTURE_PID"
+  until [[ $(grep -c '^xet bytes sent' "$WORK/xet-fixture.log" || true) -gt $before ]]; do sleep 0.05; done
+  grep '^xet bytes sent' "$WORK/xet-fixture.log" | tail -1 | awk '{print $4}'
+}
+scenario_9() {
+  build_fixture
+  log "scenario 9: a $((XET_SIZE / GIB)) GiB Xet file, then revision 2 with ${XET_UPDATE_PERCENT}% of its chunks changed"
+  "$FIXTURE_BIN" --repo bench/xet --xet-file "model.gguf:$XET_SIZE" \
+    --update-percent "$XET_UPDATE_PERCENT" >"$WORK/xet-fixture.log" &
+  XET_FIXTURE_PID=$!
+  PIDS+=("$XET_FIXTURE_PID")
+  until grep -q '^endpoint' "$WORK/xet-fixture.log" 2>/dev/null; do sleep 0.2; done
+  local endpoint port
+  endpoint=$(awk '/^endpoint/ {print $2}' "$WORK/xet-fixture.log")
+  port=${endpoint##*:}
+  local rep b0 b1
+  for rep in $(seq "$REPS"); do
+    start_hive "$port"
+    b0=$(xet_fixture_bytes USR2)
+    record s9_xet "$(hive_time '"model":"bench/xet"')"
+    b1=$(xet_fixture_bytes USR2)
+    XET_BYTES[native]=$((b1 - b0))
+    start_hive "$port" --xet off
+    record s9_bridge "$(hive_time '"model":"bench/xet"')"
+    fresh_out
+    record s9_curl "$(timed curl -sfL -o "$WORK/out/f" "$endpoint/bench/xet/resolve/main/model.gguf")"
+  done
+  # The update: revision 1 on disk (not timed), then the Hub moves main to revision 2.
+  local job
+  start_hive "$port"
+  job=$(submit_download '"model":"bench/xet"')
+  wait_done "$job"
+  b0=$(xet_fixture_bytes USR1)
+  until grep -q '^revision 2' "$WORK/xet-fixture.log"; do sleep 0.1; done
+  local start cpu
+  cpu=$(process_cpu "$HIVE_PID")
+  start=$(now)
+  job=$(submit_download '"model":"bench/xet"')
+  wait_done "$job"
+  record s9_update "$(since "$start") $(awk -v a="$cpu" -v b="$(process_cpu "$HIVE_PID")" 'BEGIN {printf "%.2f", b - a}')"
+  b1=$(xet_fixture_bytes USR2)
+  XET_BYTES[update]=$((b1 - b0))
+  XET_REUSED=$(curl -sf "$HIVE_URL/metrics" | awk '/^rbee_download_reused_bytes_total/ {print $2}')
+  grep -o 'Verified model.gguf[^"]*' "$HIVE_CACHE.log" | tail -1 >&2 || true
+  # The official JS client fetching revision 2 (it keeps no chunks between runs).
+  fresh_out
+  b0=$(xet_fixture_bytes USR2)
+  local wall
+  wall=$(/usr/bin/time -f '%U %S' -o "$WORK/cpu.txt" node "$ROOT/bench/tools/js_xet_download.mjs" \
+    "$endpoint" bench/xet model.gguf main "$WORK/out/f" | tail -1)
+  record s9_update_js "$wall $(awk '{printf "%.2f", $1 + $2}' "$WORK/cpu.txt")"
+  b1=$(xet_fixture_bytes USR2)
+  XET_BYTES[update_js]=$((b1 - b0))
+  log "  xet bytes: native ${XET_BYTES[native]}, update ${XET_BYTES[update]} (reused $XET_REUSED), JS update ${XET_BYTES[update_js]}"
+  stop_hive
+  kill "$XET_FIXTURE_PID" 2>/dev/null || true
+}
+
 report() {
   mkdir -p "$RESULTS"
   local m; declare -A M C
@@ -610,6 +683,14 @@ report() {
       echo "| | 4 independent hives | ${M[s8_independent]} s until the last | upstream sent $(ratio "${FLEET_BYTES[independent]}" "$model_bytes")× the model | | |"
       echo "| | 1 hive alone | ${M[s8_single]} s | upstream sent $(ratio "${FLEET_BYTES[single]}" "$model_bytes")× the model | | |"
     fi
+    if [[ -n ${M[s9_xet]:-} ]]; then
+      local xet_mib=$((XET_SIZE / 1048576))
+      row "9: one $xet_mib MiB Xet file (fixture's Xet storage, loopback)" "rbee-hive, Xet (v2, multi-range)" s9_xet "$XET_SIZE" "xorb bytes fetched: $(ratio "${XET_BYTES[native]}" "$XET_SIZE")× the file"
+      row "" "rbee-hive --xet=off (the resolve bridge)" s9_bridge "$XET_SIZE" ""
+      row "" "curl -L of the bridge URL" s9_curl "$XET_SIZE" ""
+      echo "| 9u: revision 2, ${XET_UPDATE_PERCENT}% of its chunks changed | rbee-hive (revision 1 on disk) | ${M[s9_update]} s | network $(( ${XET_BYTES[update]} / 1024 )) KiB, disk $(( XET_REUSED / 1048576 )) MiB | | only the changed chunks over the network |"
+      echo "| | @huggingface/hub downloadFile (xet) | ${M[s9_update_js]} s | network $(( ${XET_BYTES[update_js]} / 1048576 )) MiB | | |"
+    fi
     echo
     echo "Scenario 1, CPU per GiB: the hive $(cpu_per_gib s1_hive $SIZE_LARGE) s; curl -o then sync $(cpu_per_gib s1_curl_synced $SIZE_LARGE) s, plus OpenSSL's SHA-256 $(cpu_per_gib s1_hash $SIZE_LARGE) s; curl + coreutils sha256sum + sync $(cpu_per_gib s1_curl_verified $SIZE_LARGE) s (coreutils hashes at ~0.5 GB/s)."
     echo
@@ -638,7 +719,8 @@ EOF
   log "wrote $RESULTS/results.md and $RESULTS/chart.png"
 }
 
-declare -A RSS FLEET_BYTES
+declare -A RSS FLEET_BYTES XET_BYTES
+XET_REUSED=0
 CONTROL='{}'
 CONTROL_SLOW='{}'
 MANY_RESULT='(not run)'
@@ -663,6 +745,7 @@ scenario_5_slowloris
 scenario_6
 scenario_7
 scenario_8
+scenario_9
 stop_hive
 report
 cat "$RESULTS/results.md"

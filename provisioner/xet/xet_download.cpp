@@ -137,61 +137,65 @@ class XetDownload {
  private:
   // --- 1. token and reconstruction ------------------------------------------------------
 
-  // Asks the CAS for the file's reconstruction; false (with `reason`) when there is no way to
-  // the CAS at all (no token, or no connection), so the bridge may serve the file instead.
+  // Asks the CAS for the file's reconstruction. Before the first one, the bridge is still a way
+  // to the file: no token, no connection to the CAS, or a CAS that keeps failing or answers
+  // what cannot be used make this return false (with `reason`) for the caller to fall back.
+  // Later (URLs expired mid-file) the errors are thrown like any transfer's.
   bool plan(std::string& reason) {
     ReconstructionVersion version = ReconstructionVersion::v2;
     std::string refused;
     int failures = 0;
+    const auto fall_back = [&](const std::string& why) {
+      if (stop_.stop_requested()) throw DownloadCancelled();
+      reason = why;
+      return false;
+    };
     for (;;) {
       if (stop_.stop_requested()) throw DownloadCancelled();
       XetAccess access;
       try {
         access = tokens_.get(repo_, commit_, stop_, refused);
       } catch (const HubError& error) {
-        if (stop_.stop_requested()) throw DownloadCancelled();
-        reason = fmt::format("no Xet read token ({})", error.what());
-        return false;
+        if (!planned_) return fall_back(fmt::format("no Xet read token ({})", error.what()));
+        throw;
       }
-      HttpResult result;
       std::string body;
+      std::optional<HubError> error;
       try {
-        result = request_reconstruction(access, version, body);
-      } catch (const HubError& error) {
-        if (stop_.stop_requested()) throw DownloadCancelled();
-        if (!reached_cas_) {
-          reason = fmt::format("the Xet CAS is unreachable ({})", error.what());
-          return false;
-        }
-        const auto delay = retry_delay_or_throw(policy_, file_.path, error, failures);
-        notify_retry(failures, error.what(), delay);
-        if (!sleep_unless_stopped(delay, stop_)) throw DownloadCancelled();
-        continue;
-      }
-      reached_cas_ = true;
-      const int status = result.head.status;
-      if (status == 200) {
-        try {
+        const HttpResult result = request_reconstruction(access, version, body);
+        const int status = result.head.status;
+        if (status == 200) {
           reconstruction_ = parse_reconstruction(body, version, file_.size, {});
-        } catch (const XetFormatError& error) {
-          throw HubError(HubErrorKind::protocol, fmt::format("{}: {}", file_.path, error.what()));
+          place_terms();
+          planned_ = true;
+          return true;
         }
-        place_terms();
-        return true;
+        if ((status == 404 || status == 501) && version == ReconstructionVersion::v2) {
+          version = ReconstructionVersion::v1;  // a CAS without v2
+          continue;
+        }
+        if (status == 401 && refused != access.access_token) {
+          refused = access.access_token;  // expired or revoked: one fresh token
+          continue;
+        }
+        error = hub_error_for(status, result.head.header("X-Error-Code"),
+                              fmt::format("{} (Xet reconstruction)", file_.path),
+                              result.head.header("Retry-After"), false);
+      } catch (const XetFormatError& bad) {
+        error = HubError(HubErrorKind::protocol, fmt::format("{}: {}", file_.path, bad.what()));
+      } catch (const HubError& failed) {
+        error = failed;
       }
-      if ((status == 404 || status == 501) && version == ReconstructionVersion::v2) {
-        version = ReconstructionVersion::v1;  // a CAS without v2
-        continue;
+      if (stop_.stop_requested()) throw DownloadCancelled();
+      std::chrono::milliseconds delay{};
+      try {
+        if (error->kind() == HubErrorKind::network && !planned_) throw *error;  // unreachable
+        delay = retry_delay_or_throw(policy_, file_.path, *error, failures);
+      } catch (const std::exception& given_up) {
+        if (!planned_) return fall_back(fmt::format("the Xet CAS cannot serve it ({})", given_up.what()));
+        throw;
       }
-      if (status == 401 && refused != access.access_token) {
-        refused = access.access_token;  // expired or revoked: one fresh token
-        continue;
-      }
-      const HubError error = hub_error_for(status, result.head.header("X-Error-Code"),
-                                           fmt::format("{} (Xet reconstruction)", file_.path),
-                                           result.head.header("Retry-After"), false);
-      const auto delay = retry_delay_or_throw(policy_, file_.path, error, failures);
-      notify_retry(failures, error.what(), delay);
+      notify_retry(failures, error->what(), delay);
       if (!sleep_unless_stopped(delay, stop_)) throw DownloadCancelled();
     }
   }
@@ -775,7 +779,7 @@ class XetDownload {
   std::uint64_t hashed_ = 0;
   std::vector<ByteRange> persisted_;
   catalog::UniqueFd fd_;
-  bool reached_cas_ = false;
+  bool planned_ = false;  // a reconstruction was had: from now on, errors are thrown
   Reconstruction reconstruction_;
   std::vector<TermPlace> places_;
   std::vector<std::vector<std::uint32_t>> chunk_lengths_;  // per term, written by its one writer

@@ -54,7 +54,9 @@ struct Reconstruction {
 };
 
 struct ReconstructionLimits {
-  std::size_t max_bytes = 256 << 20;  // of the JSON (a 500 GB file lists ~8 M chunks)
+  // Of the JSON: a fresh 500 GB upload lists ~8 k terms (a few MB); deduplicated files list
+  // more. It is parsed whole, so the cap bounds what a hostile CAS can make the hive hold.
+  std::size_t max_bytes = 32 << 20;
   std::size_t max_terms = 4 << 20;
   std::uint64_t max_file_bytes = 1ULL << 44;
 };

@@ -118,6 +118,16 @@ TEST_CASE("a CAS without v2 is read through v1, and one without a way to it leav
   CHECK(asked_v1);
   CHECK(h.content_gets("cdn").empty());
 
+  // A CAS that answers 503 to every reconstruction: the bridge, once the retries are spent.
+  h.hub.add_repo(xet_repo("acme/busycas", {xet_file("model.gguf", 1024 * 1024, 33)}));
+  h.hub.xet().set_reconstruction_faults({1000, 503});
+  const SseStream busy = h.download({{"model", "acme/busycas"}});
+  REQUIRE_MESSAGE(busy.terminal() == "[DONE]", stream_text(busy));
+  CHECK(read_text(h.hive.cache / "acme/busycas/model.gguf") ==
+        h.hub.content("acme/busycas", "model.gguf"));
+  CHECK(stream_text(busy).find("through the Hub's bridge") != std::string::npos);
+  h.hub.xet().set_reconstruction_faults({0, 0});
+
   h.hub.add_repo(xet_repo("acme/nocas", {xet_file("model.gguf", 1024 * 1024, 32)}));
   h.hub.xet().stop_cas();
   const SseStream bridged = h.download({{"model", "acme/nocas"}});
@@ -125,7 +135,7 @@ TEST_CASE("a CAS without v2 is read through v1, and one without a way to it leav
   CHECK(read_text(h.hive.cache / "acme/nocas/model.gguf") ==
         h.hub.content("acme/nocas", "model.gguf"));
   CHECK(stream_text(bridged).find("through the Hub's bridge") != std::string::npos);
-  CHECK(h.content_gets("cdn").size() == 1);
+  CHECK(h.content_gets("cdn").size() == 2);
 }
 
 TEST_CASE("a file the bridge refuses downloads through Xet; with --xet=off it cannot") {

@@ -384,8 +384,19 @@ void HubFixture::install_hub_routes() {
             response.set_header("Link", fmt::format(
                 "<{}>; rel=\"xet-auth\", <{}/v1/reconstructions/{}>; rel=\"xet-reconstruction-info\"",
                 token_url, xet().cas_url(), file->second.xet_hash));
-            if (request.get_header_value("Accept") == "application/vnd.xet-fileinfo+json") {
+            if (request.get_header_value("Accept").find("application/vnd.xet-fileinfo+json") !=
+                std::string::npos) {
               response.status = 200;
+              response.set_content(
+                  nlohmann::json({{"hash", file->second.xet_hash},
+                                  {"refreshUrl", token_url},
+                                  {"reconstructionUrl", fmt::format("{}/v1/reconstructions/{}",
+                                                                    xet().cas_url(),
+                                                                    file->second.xet_hash)},
+                                  {"etag", file->second.sha256},
+                                  {"size", file->second.file.size}})
+                      .dump(),
+                  "application/vnd.xet-fileinfo+json");
             }
           }
           response.set_header(

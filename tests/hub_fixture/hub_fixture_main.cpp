@@ -3,6 +3,11 @@
 // then prints "content bytes sent N" (file bytes it handed to connections).
 //
 //   rbee-hub-fixture --repo bench/one --lfs-file model.gguf:1073741824 --file config.json:600
+//
+// Xet files (--xet-file) are also in the fixture's Xet storage. SIGUSR2 prints "xet bytes sent
+// N" (xorb bytes the transfer server sent); SIGUSR1 prints it too, then publishes revision 2 of
+// the repo (a new commit on main) in which --update-percent of each Xet file's 64 KiB chunks
+// changed, and prints "revision 2 <commit>".
 
 #include <signal.h>
 
@@ -28,12 +33,16 @@ rbee::testing::FixtureFile parse_file(const std::string& spec, bool lfs, std::ui
 
 int main(int argc, char** argv) {
   std::string repo_id = "bench/one";
-  std::vector<std::string> lfs_files, regular_files;
+  std::vector<std::string> lfs_files, regular_files, xet_files;
   std::uint64_t rate_limit = 0;
+  double update_percent = 1;
   CLI::App app{"A local Hugging Face Hub serving generated files (rbee-hive's test fixture)"};
   app.add_option("--repo", repo_id, "Repo id to serve (default bench/one)");
   app.add_option("--lfs-file", lfs_files, "path:size of an LFS file (served by the CDN listener)");
   app.add_option("--file", regular_files, "path:size of a regular file");
+  app.add_option("--xet-file", xet_files, "path:size of an LFS file also in Xet storage");
+  app.add_option("--update-percent", update_percent,
+                 "Of each Xet file's chunks, the share revision 2 changes (default 1)");
   app.add_option("--rate-limit", rate_limit, "Bytes per second per connection (0: none)");
   CLI11_PARSE(app, argc, argv);
 
@@ -41,6 +50,8 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGUSR1);
+  sigaddset(&signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   rbee::testing::HubFixture hub;
@@ -49,12 +60,38 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 1;
   for (const auto& spec : lfs_files) repo.files.push_back(parse_file(spec, true, seed++));
   for (const auto& spec : regular_files) repo.files.push_back(parse_file(spec, false, seed++));
+  for (const auto& spec : xet_files) {
+    auto file = parse_file(spec, true, seed++);
+    file.xet = true;
+    // Fixed 64 KiB chunks, stored as they are (random bytes do not compress): the update
+    // changes an exact share of them.
+    file.xet_layout = {rbee::testing::XetChunking::fixed, rbee::testing::XetCompression::none, 4,
+                       1024, 0};
+    repo.files.push_back(file);
+  }
   hub.add_repo(repo);
   hub.set_rate_limit(rate_limit);
   std::cout << "endpoint " << hub.endpoint() << std::endl;
 
   int signal = 0;
-  sigwait(&signals, &signal);
+  for (;;) {
+    sigwait(&signals, &signal);
+    if (signal != SIGUSR1 && signal != SIGUSR2) break;
+    std::cout << "xet bytes sent " << hub.xet().transfer_bytes_sent() << std::endl;
+    if (signal == SIGUSR2) continue;
+    // Revision 2: 64 bytes changed at the start of one chunk in every 100 / update_percent.
+    repo.commit = "2222222222222222222222222222222222222222";
+    for (auto& file : repo.files) {
+      if (!file.xet) continue;
+      const std::uint64_t chunk = 64 * 1024;
+      const auto every = static_cast<std::uint64_t>(100.0 / update_percent);
+      for (std::uint64_t at = chunk * (every / 2); at < file.size; at += every * chunk) {
+        file.patches.push_back({at, 64, 999});
+      }
+    }
+    hub.add_repo(repo);
+    std::cout << "revision 2 " << repo.commit << std::endl;
+  }
   // What left this "Hub": the fleet's measure (each byte once, DESIGN §13).
   std::cout << "content bytes sent " << hub.content_bytes_sent() << std::endl;
   return 0;

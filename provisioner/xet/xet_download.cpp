@@ -378,7 +378,13 @@ class XetDownload {
         changed_.notify_all();
       });
     }
-    coordinate();
+    try {
+      coordinate();
+    } catch (...) {  // a disk error while hashing or persisting: the workers stop first
+      group_stop_.request_stop();
+      workers.clear();
+      throw;
+    }
     workers.clear();  // joined
     if (failure_) std::rethrow_exception(failure_);
     if (stop_.stop_requested()) throw DownloadCancelled();

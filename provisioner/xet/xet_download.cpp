@@ -295,6 +295,7 @@ class XetDownload {
     }
     persisted_ = done_;
     hash_prefix();
+    report_progress();  // the first report is what was on disk already (not fetched, not copied)
   }
 
   // --- 3. reuse -----------------------------------------------------------------------------

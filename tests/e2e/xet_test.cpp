@@ -160,6 +160,7 @@ TEST_CASE("a new revision fetches only its changed chunks and copies the rest fr
   h.hub.add_repo(xet_repo("acme/evolving", {xet_file("model.gguf", size, 51, layout)}));
   REQUIRE(h.download({{"model", "acme/evolving"}}).terminal() == "[DONE]");
   const std::uint64_t first = h.hub.xet().transfer_bytes_sent();
+  const std::uint64_t counted = metric(*h.hive.hive, "rbee_download_bytes_total");
   CHECK(first >= size);
 
   // Revision 2 changes 4 KiB in the middle (a fixed chat template, one tensor).
@@ -175,6 +176,11 @@ TEST_CASE("a new revision fetches only its changed chunks and copies the rest fr
   CHECK(second > 0);
   CHECK(second <= 3 * 128 * 1024);
   CHECK(stream_text(update).find("from disk") != std::string::npos);
+  CHECK(stream_text(update).find("0 B from the network") == std::string::npos);
+  // The network counter counts what came over the network, not what was copied.
+  const std::uint64_t fetched = metric(*h.hive.hive, "rbee_download_bytes_total") - counted;
+  CHECK(fetched > 0);
+  CHECK(fetched <= 3 * 128 * 1024);
   CHECK(metric(*h.hive.hive, "rbee_download_reused_bytes_total") >= size - 3 * 128 * 1024);
 }
 

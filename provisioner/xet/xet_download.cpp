@@ -192,7 +192,8 @@ class XetDownload {
         if (error->kind() == HubErrorKind::network && !planned_) throw *error;  // unreachable
         delay = retry_delay_or_throw(policy_, file_.path, *error, failures);
       } catch (const std::exception& given_up) {
-        if (!planned_) return fall_back(fmt::format("the Xet CAS cannot serve it ({})", given_up.what()));
+        if (!planned_)
+          return fall_back(fmt::format("the Xet CAS cannot serve it ({})", given_up.what()));
         throw;
       }
       notify_retry(failures, error->what(), delay);

@@ -558,7 +558,9 @@ xet_fixture_bytes() {  # signal → the fixture's "xet bytes sent" after it
 scenario_9() {
   build_fixture
   log "scenario 9: a $((XET_SIZE / GIB)) GiB Xet file, then revision 2 with ${XET_UPDATE_PERCENT}% of its chunks changed"
-  "$FIXTURE_BIN" --repo bench/xet --xet-file "model.gguf:$XET_SIZE" \
+  # One presigned URL per xorb, all its ranges in it: the JS client (2.17.5) reads only the
+  # first fetch entry of a xorb ("Download workers finished without producing data").
+  "$FIXTURE_BIN" --repo bench/xet --xet-file "model.gguf:$XET_SIZE" --ranges-per-url 100000 \
     --update-percent "$XET_UPDATE_PERCENT" >"$WORK/xet-fixture.log" &
   XET_FIXTURE_PID=$!
   PIDS+=("$XET_FIXTURE_PID")

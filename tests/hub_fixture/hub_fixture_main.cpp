@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> lfs_files, regular_files, xet_files;
   std::uint64_t rate_limit = 0;
   double update_percent = 1;
+  std::size_t ranges_per_url = 4;
   CLI::App app{"A local Hugging Face Hub serving generated files (rbee-hive's test fixture)"};
   app.add_option("--repo", repo_id, "Repo id to serve (default bench/one)");
   app.add_option("--lfs-file", lfs_files, "path:size of an LFS file (served by the CDN listener)");
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
   app.add_option("--xet-file", xet_files, "path:size of an LFS file also in Xet storage");
   app.add_option("--update-percent", update_percent,
                  "Of each Xet file's chunks, the share revision 2 changes (default 1)");
+  app.add_option("--ranges-per-url", ranges_per_url,
+                 "Xet: the most chunk ranges a v2 fetch URL covers (default 4; 1: no multi-range)");
   app.add_option("--rate-limit", rate_limit, "Bytes per second per connection (0: none)");
   CLI11_PARSE(app, argc, argv);
 
@@ -65,8 +68,8 @@ int main(int argc, char** argv) {
     file.xet = true;
     // Fixed 64 KiB chunks, stored as they are (random bytes do not compress): the update
     // changes an exact share of them.
-    file.xet_layout = {rbee::testing::XetChunking::fixed, rbee::testing::XetCompression::none, 4,
-                       1024, 0};
+    file.xet_layout = {rbee::testing::XetChunking::fixed, rbee::testing::XetCompression::none,
+                       ranges_per_url, 1024, 0};
     repo.files.push_back(file);
   }
   hub.add_repo(repo);

@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "adaptive_connections.hpp"
 #include "file_hash.hpp"
 #include "http_connection.hpp"
 #include "ranged_download.hpp"
@@ -33,7 +34,9 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kTick = 100ms;       // hashing and progress cadence
 constexpr auto kPersistEvery = 1s;  // fdatasync + sidecar cadence
 constexpr auto kTokenMargin = 60s;  // a token is renewed this long before it expires
-constexpr int kMaxReplans = 5;      // reconstructions asked again without progress
+constexpr int kMaxReplans = 5;
+constexpr int kStartConnections = 4;  // the adaptive controller's first step, as for ranges      //
+                                      // reconstructions asked again without progress
 constexpr std::size_t kCopyBuffer = 1 << 20;
 
 // The URLs of a reconstruction expired (a transfer answered 403): ask for a new one.
@@ -363,16 +366,42 @@ class XetDownload {
     expired_ = false;
     failure_ = nullptr;
     group_stop_ = std::stop_source();
-    const std::size_t wanted = std::min<std::size_t>(
-        jobs_.size(), static_cast<std::size_t>(std::max(1, policy_.connections)));
-    std::vector<std::jthread> workers;
     workers_running_ = 0;
-    for (std::size_t i = 0; i < wanted; ++i) {
-      // The caller holds one connection for this file; the rest come from the budget.
-      const bool paid = i > 0 && extra_connections_;
-      if (paid && !extra_connections_->try_acquire()) break;
+    // As many connections as pay off (adaptive_connections.hpp): on a fast link a few beat
+    // 32, which only contend for the same cores; under a per-connection cap more help.
+    const int ceiling = static_cast<int>(std::min<std::size_t>(
+        jobs_.size(), static_cast<std::size_t>(std::max(1, policy_.connections))));
+    controller_.emplace(
+        ceiling, policy_.adaptive_connections ? std::min(kStartConnections, ceiling) : ceiling);
+    {
+      std::lock_guard lock(mutex_);
+      target_workers_ = static_cast<std::size_t>(controller_->target());
+    }
+    try {
+      add_workers();
+      coordinate();
+    } catch (...) {  // a disk error while hashing or persisting: the workers stop first
+      group_stop_.request_stop();
+      workers_.clear();
+      throw;
+    }
+    workers_.clear();  // joined
+    if (failure_) std::rethrow_exception(failure_);
+    if (stop_.stop_requested()) throw DownloadCancelled();
+    if (expired_) throw UrlsExpired{};
+  }
+
+  // Up to the controller's target, while jobs wait: the caller holds one connection for this
+  // file, the others come from the budget.
+  void add_workers() {
+    std::lock_guard lock(mutex_);
+    const bool waiting = std::any_of(jobs_.begin(), jobs_.end(),
+                                     [](const Job& job) { return !job.done && !job.taken; });
+    while (waiting && !group_stop_.stop_requested() && workers_running_ < target_workers_) {
+      const bool paid = !workers_.empty() && extra_connections_;
+      if (paid && !extra_connections_->try_acquire()) return;
       ++workers_running_;
-      workers.emplace_back([this, paid] {
+      workers_.emplace_back([this, paid] {
         work();
         if (paid) extra_connections_->release();
         std::lock_guard lock(mutex_);
@@ -380,17 +409,6 @@ class XetDownload {
         changed_.notify_all();
       });
     }
-    try {
-      coordinate();
-    } catch (...) {  // a disk error while hashing or persisting: the workers stop first
-      group_stop_.request_stop();
-      workers.clear();
-      throw;
-    }
-    workers.clear();  // joined
-    if (failure_) std::rethrow_exception(failure_);
-    if (stop_.stop_requested()) throw DownloadCancelled();
-    if (expired_) throw UrlsExpired{};
   }
 
   void plan_jobs() {
@@ -434,14 +452,26 @@ class XetDownload {
     }
   }
 
-  // Until every worker is done: hash the growing prefix, report progress, persist.
+  // Until every worker is done: steer the connection count, hash the growing prefix, report
+  // progress, persist.
   void coordinate() {
     auto last_persist = Clock::now();
     std::unique_lock lock(mutex_);
     while (workers_running_ > 0) {
       changed_.wait_for(lock, kTick);
       if (stop_.stop_requested()) group_stop_.request_stop();
+      const int open = static_cast<int>(workers_running_);
       lock.unlock();
+      const bool was_settled = controller_->settled();
+      controller_->sample(Clock::now(), received_.load(), open);
+      if (controller_->settled() && !was_settled && events_.connections_settled) {
+        events_.connections_settled(controller_->target(), controller_->reason());
+      }
+      {
+        std::lock_guard target_lock(mutex_);
+        target_workers_ = static_cast<std::size_t>(controller_->target());
+      }
+      add_workers();
       hash_prefix();
       report_progress();
       if (Clock::now() - last_persist >= kPersistEvery) {
@@ -492,6 +522,8 @@ class XetDownload {
   std::optional<std::size_t> claim_job() {
     std::lock_guard lock(mutex_);
     if (group_stop_.stop_requested()) return std::nullopt;
+    // Above the target (a step that did not pay is undone): this connection leaves.
+    if (workers_running_ > target_workers_) return std::nullopt;
     for (std::size_t i = 0; i < jobs_.size(); ++i) {
       if (!jobs_[i].done && !jobs_[i].taken) {
         jobs_[i].taken = true;
@@ -574,6 +606,7 @@ class XetDownload {
     };
     request.on_body = [&](const char* data, std::size_t length) {
       if (status != 200 && status != 206) return true;
+      received_ += length;
       if (multipart) {
         multipart->feed(data, length);
       } else {
@@ -792,13 +825,17 @@ class XetDownload {
   std::vector<TermPlace> places_;
   std::vector<std::vector<std::uint32_t>> chunk_lengths_;  // per term, written by its one writer
   std::vector<Job> jobs_;
-  std::atomic<std::uint64_t> in_flight_{0};  // bytes of unfinished terms written so far
+  std::atomic<std::uint64_t> in_flight_{0};        // bytes of unfinished terms written so far
+  std::atomic<std::uint64_t> received_{0};         // transfer body bytes, for the controller
+  std::optional<AdaptiveConnections> controller_;  // the coordinator's thread only
 
   std::mutex mutex_;  // guards what follows
   std::condition_variable changed_;
   std::vector<ByteRange> done_;
   std::vector<bool> term_done_;
   std::size_t workers_running_ = 0;
+  std::size_t target_workers_ = 1;     // the controller's target, for the workers to read
+  std::vector<std::jthread> workers_;  // started by the coordinator; last of these, joined first
   bool expired_ = false;
   std::exception_ptr failure_;
   std::stop_source group_stop_;

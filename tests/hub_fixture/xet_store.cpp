@@ -142,7 +142,7 @@ std::string XetStore::add_file(const std::function<std::string(std::uint64_t, st
       return;
     }
     if (!open_xorb || xorbs_[*open_xorb].chunks.size() >= layout.xorb_max_chunks ||
-        xorbs_[*open_xorb].bytes.size() >= kXorbMaxBytes) {
+        xorbs_[*open_xorb].bytes->size() >= kXorbMaxBytes) {
       open_xorb = xorbs_.size();
       xorbs_.emplace_back();
     }
@@ -165,13 +165,13 @@ std::string XetStore::add_file(const std::function<std::string(std::uint64_t, st
     ++chunk_number;
     if (layout.unused_chunk_every > 0 && chunk_number % layout.unused_chunk_every == 0) {
       const std::string filler = "unused chunk " + hash;
-      const std::uint64_t at = xorb.bytes.size();
-      xorb.bytes += encode_chunk(filler, 0);
-      xorb.chunks.push_back({at, xorb.bytes.size(), static_cast<std::uint32_t>(filler.size())});
+      const std::uint64_t at = xorb.bytes->size();
+      *xorb.bytes += encode_chunk(filler, 0);
+      xorb.chunks.push_back({at, xorb.bytes->size(), static_cast<std::uint32_t>(filler.size())});
     }
-    const std::uint64_t begin = xorb.bytes.size();
-    xorb.bytes += encode_chunk(chunk, scheme);
-    xorb.chunks.push_back({begin, xorb.bytes.size(), static_cast<std::uint32_t>(chunk.size())});
+    const std::uint64_t begin = xorb.bytes->size();
+    *xorb.bytes += encode_chunk(chunk, scheme);
+    xorb.chunks.push_back({begin, xorb.bytes->size(), static_cast<std::uint32_t>(chunk.size())});
     const Chunk where{*open_xorb, static_cast<std::uint32_t>(xorb.chunks.size() - 1)};
     file.chunks.push_back(where);
     chunk_by_hash_.emplace(hash, where);
@@ -201,7 +201,7 @@ std::string XetStore::add_file(const std::function<std::string(std::uint64_t, st
   }
   if (!chunk.empty()) store_chunk(chunk);
   for (auto& xorb : xorbs_) {
-    if (xorb.hash.empty()) xorb.hash = sha256(xorb.bytes);
+    if (xorb.hash.empty()) xorb.hash = sha256(*xorb.bytes);
   }
   const std::string file_hash = sha256("xet-file:" + chunk_hashes);
   files_[file_hash] = std::move(file);
@@ -388,30 +388,41 @@ void XetStore::install_transfer_routes() {
         response.set_header("Retry-After", std::to_string(faults->retry_after_s));
       response.set_content("injected failure", "text/plain");
     } else if (const auto ranges =
-                   parse_ranges(request.get_header_value("Range"), xorb->bytes.size());
+                   parse_ranges(request.get_header_value("Range"), xorb->bytes->size());
                !ranges) {
       response.status = 416;  // a Range is mandatory (DESIGN §15)
       response.set_content("a Range within the xorb is required", "text/plain");
     } else {
-      std::string body;
-      std::uint64_t data_bytes = 0;
+      // The answer is a list of pieces: the xorb's own bytes (never copied: a 64 MiB copy
+      // per request made the fixture, not the hive, the bottleneck) and multipart headers.
+      struct Piece {
+        std::shared_ptr<const std::string> data;
+        std::size_t offset = 0;
+        std::size_t length = 0;
+        bool is_data = false;
+      };
+      auto pieces = std::make_shared<std::vector<Piece>>();
+      const auto text = [&](std::string value) {
+        auto shared = std::make_shared<const std::string>(std::move(value));
+        pieces->push_back({shared, 0, shared->size(), false});
+      };
+      const std::uint64_t size = xorb->bytes->size();
       if (ranges->size() == 1) {
         const auto [first, last] = ranges->front();
-        body = xorb->bytes.substr(first, last - first + 1);
-        response.set_header("Content-Range",
-                            fmt::format("bytes {}-{}/{}", first, last, xorb->bytes.size()));
-        data_bytes = body.size();
+        pieces->push_back({xorb->bytes, first, last - first + 1, true});
+        response.set_header("Content-Range", fmt::format("bytes {}-{}/{}", first, last, size));
       } else {
         for (const auto& [first, last] : *ranges) {
-          body += fmt::format(
-              "\r\n--{}\r\nContent-Type: application/octet-stream\r\n"
-              "Content-Range: bytes {}-{}/{}\r\n\r\n",
-              kBoundary, first, last, xorb->bytes.size());
-          body += xorb->bytes.substr(first, last - first + 1);
-          data_bytes += last - first + 1;
+          text(
+              fmt::format("\r\n--{}\r\nContent-Type: application/octet-stream\r\n"
+                          "Content-Range: bytes {}-{}/{}\r\n\r\n",
+                          kBoundary, first, last, size));
+          pieces->push_back({xorb->bytes, first, last - first + 1, true});
         }
-        body += fmt::format("\r\n--{}--\r\n", kBoundary);
+        text(fmt::format("\r\n--{}--\r\n", kBoundary));
       }
+      std::size_t total = 0;
+      for (const auto& piece : *pieces) total += piece.length;
       response.status = 206;
       const std::string type = ranges->size() == 1
                                    ? "application/octet-stream"
@@ -419,22 +430,32 @@ void XetStore::install_transfer_routes() {
       const std::uint64_t rate = transfer_rate_;
       const auto drop = faults ? faults->drop_after_bytes : std::nullopt;
       const auto started = std::chrono::steady_clock::now();
-      auto shared = std::make_shared<std::string>(std::move(body));
-      const double data_share = shared->empty() ? 0 : double(data_bytes) / double(shared->size());
       response.set_content_provider(
-          shared->size(), type,
-          [this, shared, rate, drop, started, data_share](std::size_t offset, std::size_t wanted,
-                                                          httplib::DataSink& sink) {
+          total, type,
+          [this, pieces, rate, drop, started](std::size_t offset, std::size_t wanted,
+                                              httplib::DataSink& sink) {
             if (drop && offset >= *drop) return false;
             std::size_t n = std::min<std::size_t>(wanted, 64 << 10);
             if (drop) n = std::min<std::uint64_t>(n, *drop - offset);
+            // The piece holding `offset`, and at most the rest of it.
+            std::size_t at = 0;
+            const Piece* piece = nullptr;
+            for (const auto& candidate : *pieces) {
+              if (offset < at + candidate.length) {
+                piece = &candidate;
+                break;
+              }
+              at += candidate.length;
+            }
+            if (!piece) return false;
+            const std::size_t within = offset - at;
+            n = std::min(n, piece->length - within);
             if (rate > 0) {
               std::this_thread::sleep_until(
                   started + std::chrono::microseconds((offset + n) * 1000000 / rate));
             }
-            if (!sink.write(shared->data() + offset, n)) return false;
-            transfer_bytes_ +=
-                static_cast<std::uint64_t>(static_cast<double>(n) * data_share + 0.5);
+            if (!sink.write(piece->data->data() + piece->offset + within, n)) return false;
+            if (piece->is_data) transfer_bytes_ += n;
             return true;
           });
     }

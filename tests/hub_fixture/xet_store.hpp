@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -83,7 +84,9 @@ class XetStore {
   };
   struct Xorb {
     std::string hash;
-    std::string bytes;
+    // Shared with the answers being sent, which read it unlocked: only the add_file call that
+    // created the xorb ever appends to it.
+    std::shared_ptr<std::string> bytes = std::make_shared<std::string>();
     std::vector<StoredChunk> chunks;
   };
   struct StoredFile {

@@ -270,16 +270,18 @@ XetAccess HubClient::xet_read_token(const catalog::ModelId& repo, const std::str
   };
   const auto token = field("accessToken"), exp = field("exp"), cas = field("casUrl");
   if (!token.is_string() || token.get<std::string>().empty() ||
-      token.get<std::string>().size() > 16384 || !exp.is_number_integer() || !cas.is_string()) {
+      token.get<std::string>().size() > 16384 || !exp.is_number() || !cas.is_string()) {
     throw HubError(HubErrorKind::protocol, what + ": the answer lacks accessToken, exp or casUrl");
   }
   XetAccess access;
   access.access_token = token.get<std::string>();
-  if (access.access_token.find_first_of("\r\n") != std::string::npos) {
+  if (std::any_of(access.access_token.begin(), access.access_token.end(), [](unsigned char c) {
+        return c < 0x20 || c == 0x7F;  // it becomes a header value
+      })) {
     throw HubError(HubErrorKind::protocol, what + ": the access token is not a header value");
   }
-  access.expires =
-      std::chrono::system_clock::time_point(std::chrono::seconds(exp.get<std::int64_t>()));
+  access.expires = std::chrono::system_clock::time_point(
+      std::chrono::seconds(static_cast<std::int64_t>(std::clamp(exp.get<double>(), 0.0, 1e11))));
   auto cas_url = parse_url(cas.get<std::string>());
   if (!cas_url) throw HubError(HubErrorKind::protocol, what + ": casUrl is not an http(s) URL");
   while (cas_url->target.size() > 1 && cas_url->target.ends_with('/')) cas_url->target.pop_back();

@@ -263,8 +263,13 @@ class XetDownload {
       skip = 0;
     }
     std::lock_guard lock(mutex_);
-    term_done_.assign(terms.size(), false);
-    for (std::size_t i = 0; i < terms.size(); ++i) {
+    mark_terms_on_disk_locked();
+  }
+
+  // A term is done when the byte ranges on disk cover it.
+  void mark_terms_on_disk_locked() {
+    term_done_.assign(places_.size(), false);
+    for (std::size_t i = 0; i < places_.size(); ++i) {
       term_done_[i] = covered(done_, places_[i].begin, places_[i].end);
     }
   }
@@ -293,9 +298,7 @@ class XetDownload {
     {
       std::lock_guard lock(mutex_);
       done_ = merged_ranges(std::move(done));
-      for (std::size_t i = 0; i < places_.size(); ++i) {
-        term_done_[i] = covered(done_, places_[i].begin, places_[i].end);
-      }
+      mark_terms_on_disk_locked();
     }
     persisted_ = done_;
     hash_prefix();

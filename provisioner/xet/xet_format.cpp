@@ -258,7 +258,6 @@ void ChunkDecoder::finish_chunk() {
   decode_chunk_data(scheme_, compressed_, uncompressed_length_, decompressed_, regrouped_);
   state_ = State::header;
   header_fill_ = 0;
-  ++chunks_;
   on_chunk_(decompressed_);
 }
 

@@ -85,7 +85,6 @@ class ChunkDecoder {
   void feed(const char* data, std::size_t length);
   // True between chunks (nothing of a next chunk received yet).
   bool at_boundary() const { return state_ == State::header && header_fill_ == 0; }
-  std::uint64_t chunks_decoded() const { return chunks_; }
 
  private:
   enum class State { header, data };
@@ -102,7 +101,6 @@ class ChunkDecoder {
   std::string compressed_;    // this chunk's data as received
   std::string decompressed_;  // and decoded (reused: constant memory)
   std::string regrouped_;
-  std::uint64_t chunks_ = 0;
 };
 
 // Decodes one chunk's data (no header): for tests and for the fuzzer.

@@ -1,11 +1,13 @@
 #include "rbee/catalog/directory.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -15,9 +17,12 @@ namespace rbee::catalog {
 namespace {
 
 std::string describe(std::string_view what, const fs::path& path, int error) {
-  // ELOOP from O_NOFOLLOW says "Too many levels of symbolic links", which reads like a loop.
-  const std::string reason = error == ELOOP ? "it is a symlink, which the hive never follows"
-                                            : std::string(std::strerror(error));
+  // ELOOP from O_NOFOLLOW says "Too many levels of symbolic links", which reads like a loop;
+  // kNotRegularFile is ours: a FIFO, a socket or a device where a file should be.
+  const std::string reason =
+      error == ELOOP             ? "it is a symlink, which the hive never follows"
+      : error == kNotRegularFile ? "it is not a regular file, which the hive never opens"
+                                 : std::string(std::strerror(error));
   return fmt::format("cannot {} {}: {}", what, path.string(), reason);
 }
 
@@ -99,10 +104,23 @@ std::optional<Directory> Directory::descend(std::string_view relative, bool crea
 
 UniqueFd Directory::open_file(std::string_view name, int flags, mode_t mode) const {
   const std::string file(name);
-  UniqueFd fd(retry_on_eintr(
-      [&] { return ::openat(fd_.get(), file.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode); }));
+  // O_NONBLOCK: a FIFO planted in the cache would otherwise block the open until a writer came,
+  // and with it the catalog, the mirror or the chunk index (a lock held by the caller). On a
+  // regular file it changes nothing and is cleared below all the same.
+  UniqueFd fd(retry_on_eintr([&] {
+    return ::openat(fd_.get(), file.c_str(), flags | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, mode);
+  }));
   if (!fd && errno == ENOENT && !(flags & O_CREAT)) return fd;
   if (!fd) throw FileSystemError("open", path_ / file, errno);
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) throw FileSystemError("inspect", path_ / file, errno);
+  if (!S_ISREG(info.st_mode)) throw FileSystemError("open", path_ / file, kNotRegularFile);
+  if (!(flags & O_NONBLOCK)) {
+    const int status = ::fcntl(fd.get(), F_GETFL);
+    if (status < 0 || ::fcntl(fd.get(), F_SETFL, status & ~O_NONBLOCK) != 0) {
+      throw FileSystemError("open", path_ / file, errno);
+    }
+  }
   return fd;
 }
 
@@ -137,6 +155,47 @@ bool Directory::remove_file(std::string_view name) const {
   throw FileSystemError("remove", path_ / file, errno);
 }
 
+std::vector<std::string> Directory::entry_names() const {
+  UniqueFd listing_fd(::dup(fd_.get()));  // closedir closes the descriptor it reads
+  DIR* listing = listing_fd ? ::fdopendir(listing_fd.get()) : nullptr;
+  if (!listing) throw FileSystemError("list", path_, errno);
+  listing_fd.release();
+  ::rewinddir(listing);  // the offset is shared with fd_, which an earlier listing moved
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* entry = ::readdir(listing)) {
+    const std::string_view name = entry->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  const int read_error = errno;
+  ::closedir(listing);
+  if (read_error != 0) throw FileSystemError("list", path_, read_error);
+  return names;
+}
+
+bool Directory::remove_tree(std::string_view name) const {
+  const std::string entry(name);
+  if (::unlinkat(fd_.get(), entry.c_str(), 0) == 0) return true;  // a file, a link, a FIFO
+  if (errno == ENOENT) return false;
+  if (errno != EISDIR && errno != EPERM) throw FileSystemError("remove", path_ / entry, errno);
+  // A folder (unlinkat says EISDIR on Linux, EPERM by POSIX): empty it through its own
+  // descriptor, opened with O_NOFOLLOW by descend(), then remove it.
+  std::optional<Directory> folder;
+  try {
+    folder = descend(entry, false);
+  } catch (const FileSystemError& error) {
+    // Swapped for a symlink since the unlinkat above: remove the link, follow nothing.
+    if (error.error_number() != ELOOP && error.error_number() != ENOTDIR) throw;
+    return remove_tree(name);
+  }
+  if (!folder) return false;
+  for (const auto& child : folder->entry_names()) folder->remove_tree(child);
+  if (::unlinkat(fd_.get(), entry.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    throw FileSystemError("remove", path_ / entry, errno);
+  }
+  return true;
+}
+
 void Directory::rename_to(std::string_view name, const Directory& target,
                           std::string_view target_name) const {
   const std::string from(name), to(target_name);
@@ -165,9 +224,6 @@ void Directory::replace_file(std::string_view name, std::string_view content,
 std::optional<std::string> Directory::read_file(std::string_view name, std::size_t limit) const {
   UniqueFd fd = open_file(name, O_RDONLY);
   if (!fd) return std::nullopt;
-  struct stat info {};
-  if (::fstat(fd.get(), &info) != 0) throw FileSystemError("inspect", path_ / name, errno);
-  if (!S_ISREG(info.st_mode)) throw FileSystemError("read", path_ / name, EISDIR);
   std::string content;
   char buffer[64 * 1024];
   for (;;) {

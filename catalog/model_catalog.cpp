@@ -109,6 +109,15 @@ std::optional<ModelEntry> ModelCatalog::get(const ModelId& id) const {
   return read_entry(id);
 }
 
+std::optional<struct stat> ModelCatalog::entry_file_status(const ModelId& id) const {
+  try {
+    const auto dir = open_model_dir(id, false);
+    return dir ? dir->status_of(kMetadataFile) : std::nullopt;
+  } catch (const CatalogError&) {
+    return std::nullopt;  // a symlinked folder: no entry this catalog wrote
+  }
+}
+
 // The temp file lives in the working folder: a repo file can never have its name.
 void ModelCatalog::write_entry(ModelEntry& entry) const {
   entry.updated_at_ms = now_unix_ms();
@@ -170,15 +179,11 @@ bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
     deleting.error.clear();
     write_entry(deleting);
   }
-  // Everything but the entry, then the entry, then the folder. remove_all never follows a
-  // symlink: it removes the link itself.
-  std::error_code ec;
-  for (const auto& child : fs::directory_iterator(dir->path(), ec)) {
-    if (child.path().filename() == kMetadataFile) continue;
-    fs::remove_all(child.path(), ec);
-    if (ec) throw FileSystemError("remove", child.path(), ec.value());
+  // Everything but the entry, then the entry, then the folder; all of it through the folder's
+  // descriptor (a path would follow a symlink swapped in since it was opened).
+  for (const auto& child : dir->entry_names()) {
+    if (child != kMetadataFile) dir->remove_tree(child);
   }
-  if (ec) throw FileSystemError("list", dir->path(), ec.value());
   dir->remove_file(kMetadataFile);
   dir->sync();
   const Directory org = *Directory::open(root_, false).descend(id.org, false);
@@ -186,7 +191,8 @@ bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
     throw FileSystemError("remove", dir->path(), errno);
   }
   ::unlinkat(Directory::open(root_, false).fd(), id.org.c_str(), AT_REMOVEDIR);  // when empty
-  fs::remove_all(root_ / kLockFolder / id.org / id.name, ec);  // a held lock stays valid
+  std::error_code ec;  // the hive's own lock folder (a held lock stays valid)
+  fs::remove_all(root_ / kLockFolder / id.org / id.name, ec);
   {
     std::lock_guard throttle(throttle_mutex_);
     last_progress_write_.erase(id.str());

@@ -391,7 +391,7 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
           fmt::format("Last-Event-ID must be an event id of this job (0 to {})", last_seq));
     }
     // Reconnecting after the terminal event: 204 tells a standard EventSource to stop.
-    if (*last_seen == last_seq && job->events().closed()) {
+    if (job->events().is_terminal(*last_seen)) {
       response.status = 204;
       return;
     }

@@ -130,7 +130,7 @@ void model_download(JobContext& context, provisioner::ModelProvisioner& provisio
 }
 
 void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
-                  const jobs::JobRegistry& registry) {
+                  const jobs::JobRegistry& registry, provisioner::ModelProvisioner& provisioner) {
   const ModelId id = model_id_of(context.operation());
   if (auto download = active_download_of(registry, id)) {
     throw JobError("model_busy", fmt::format("model {} is being downloaded by {}; cancel that "
@@ -148,7 +148,9 @@ void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
   }
   context.narrate("hive", "model_delete", id.str(), fmt::format("Deleting {}", id.str()));
   const auto entry = catalog.get(id);
-  if (!catalog.remove(id, context.cancellation().stop_token())) {
+  const bool removed = catalog.remove(id, context.cancellation().stop_token());
+  provisioner.forget_model_files(id);
+  if (!removed) {
     throw JobError("model_not_found", fmt::format("model {} is not in the catalog", id.str()));
   }
   const std::uint64_t size = entry ? entry->bytes_total : 0;
@@ -174,8 +176,8 @@ void register_model_operations(jobs::JobRouter& router, catalog::ModelCatalog& c
                                provisioner::ModelProvisioner& provisioner) {
   router.route("model_list", [&catalog](JobContext& context) { model_list(context, catalog); });
   router.route("model_get", [&catalog](JobContext& context) { model_get(context, catalog); });
-  router.route("model_delete", [&catalog, &registry](JobContext& context) {
-    model_delete(context, catalog, registry);
+  router.route("model_delete", [&catalog, &registry, &provisioner](JobContext& context) {
+    model_delete(context, catalog, registry, provisioner);
   });
   router.route(
       "model_download",

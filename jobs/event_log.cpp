@@ -76,6 +76,11 @@ bool EventLog::closed() const {
   return closed_;
 }
 
+bool EventLog::is_terminal(std::uint64_t seq) const {
+  std::lock_guard lock(mutex_);
+  return closed_ && seq == last_seq_;
+}
+
 std::size_t EventLog::size() const {
   std::lock_guard lock(mutex_);
   return entries_.size();

@@ -29,6 +29,7 @@ void send_pull_failure(httplib::Response& response, const std::string& kind,
   static constexpr Answer kAnswers[] = {
       {"repo_not_found", 404, "RepoNotFound"},
       {"revision_not_found", 404, "RevisionNotFound"},
+      {"revision_conflict", 404, "RevisionNotFound"},  // this hive serves its own revision only
       {"entry_not_found", 404, "EntryNotFound"},
       {"gated_repo", 403, "GatedRepo"},
       {"unauthorized", 401, ""},

@@ -31,6 +31,7 @@ constexpr auto kPollInterval = std::chrono::milliseconds(50);
 constexpr auto kWaitSlice = std::chrono::milliseconds(250);
 constexpr std::size_t kMaxPathsInfo = 1000;
 constexpr std::size_t kMaxRevisionLength = 256;
+constexpr std::size_t kMaxModelPulls = 1024;
 
 // One "bytes=a-b" range, as RFC 9110 reads it against a file of `size` bytes.
 struct ByteRange {
@@ -227,13 +228,18 @@ class HubMirror::Impl {
     job_id = pull.job_id;
     std::lock_guard lock(stats_mutex_);
     if (pull.started) ++stats_.pulls;
-    if (model.find(':') == std::string::npos) model_pulls_[model] = job_id;
+    if (model.find(':') == std::string::npos) {
+      // Only a hint for files that arrive while their model is pulled: running pulls are
+      // forgotten as they are found finished, and a flood of models clears it.
+      if (model_pulls_.size() >= kMaxModelPulls) model_pulls_.clear();
+      model_pulls_[model] = job_id;
+    }
     return true;
   }
 
   // The pull of the whole model that is still running, if any: a file it will fetch needs no
   // pull of its own (which would only wait for the model's lock).
-  std::optional<std::string> running_model_pull(const catalog::ModelId& id) const {
+  std::optional<std::string> running_model_pull(const catalog::ModelId& id) {
     std::string job_id;
     {
       std::lock_guard lock(stats_mutex_);
@@ -241,8 +247,13 @@ class HubMirror::Impl {
       if (found == model_pulls_.end()) return std::nullopt;
       job_id = found->second;
     }
-    if (pull_through_.status(job_id).state != PullThrough::State::running) return std::nullopt;
-    return job_id;
+    if (pull_through_.status(job_id).state == PullThrough::State::running) return job_id;
+    std::lock_guard lock(stats_mutex_);
+    if (const auto found = model_pulls_.find(id.str());
+        found != model_pulls_.end() && found->second == job_id) {
+      model_pulls_.erase(found);
+    }
+    return std::nullopt;
   }
 
   // Sleeps one poll interval; false (and the answer given) when the hive stops or the wait for
@@ -467,13 +478,16 @@ class HubMirror::Impl {
       return send_hub_error(response, 416, "", "Requested range not satisfiable");
     }
     if (request.method == "HEAD") {
-      // The header fields only; a missing file is pulled now, so the GET that follows finds it
-      // under way.
-      if (pull_job.empty() && may_pull(request) && !has_file(*id, *snapshot, sibling) &&
-          !running_model_pull(*id)) {
-        std::string job_id;
-        Response ignored;
-        start_pull(id->str() + ":" + path, snapshot->listing.commit, job_id, ignored);
+      // The header fields only, and the answer a GET would get: a file this hive lacks is 404
+      // when it may not pull it, else it is pulled now, so the GET that follows finds it under
+      // way. (Clients decide on HEAD: a 200 for a file that GET refuses breaks them.)
+      if (!has_file(*id, *snapshot, sibling)) {
+        if (!may_pull(request)) return send_not_cached(response, *id, sibling);
+        if (pull_job.empty() && !running_model_pull(*id)) {
+          std::string job_id;
+          Response ignored;
+          start_pull(id->str() + ":" + path, snapshot->listing.commit, job_id, ignored);
+        }
       }
       if (wanted == RangeRequest::satisfiable) set_partial(response, range, sibling.size);
       response.set_content_provider(range.end - range.begin, "application/octet-stream",
@@ -496,14 +510,12 @@ class HubMirror::Impl {
 
   // The verified file in the model folder, when the catalog says so and it has the listed size.
   catalog::UniqueFd open_verified(const catalog::ModelId& id, const RepoSnapshot& snapshot,
-                                  const Sibling& sibling) const {
+                                  const Sibling& sibling) {
     try {
-      const auto entry = catalog_.get(id);
-      if (!entry || entry->commit != snapshot.listing.commit) return {};
-      const bool verified = std::any_of(entry->files.begin(), entry->files.end(), [&](const auto& f) {
-        return f.path == sibling.path && f.state == "verified" && f.size == sibling.size;
-      });
-      if (!verified) return {};
+      const auto verified = repos_.verified_files(id);
+      if (!verified || verified->commit != snapshot.listing.commit) return {};
+      const auto file = verified->sizes.find(sibling.path);
+      if (file == verified->sizes.end() || file->second != sibling.size) return {};
       auto folder = catalog_.open_model_dir(id, false);
       const auto slash = sibling.path.rfind('/');
       if (folder && slash != std::string::npos) {
@@ -521,6 +533,12 @@ class HubMirror::Impl {
     } catch (const std::exception&) {
       return {};  // a symlink on the way, an unreadable entry: not a file to serve
     }
+  }
+
+  void send_not_cached(Response& response, const catalog::ModelId& id, const Sibling& sibling) {
+    send_hub_error(response, 404, "EntryNotFound",
+                   fmt::format("{}/{} is listed but not in this hive's cache, and {}", id.str(),
+                               sibling.path, why_no_pull()));
   }
 
   std::shared_ptr<const LiveFile> find_growing(const catalog::ModelId& id,
@@ -559,9 +577,7 @@ class HubMirror::Impl {
         return FileSource{std::move(verified), nullptr};
       }
       if (!may_pull(request)) {
-        send_hub_error(response, 404, "EntryNotFound",
-                       fmt::format("{} is listed but not in this hive's cache, and {}", wanted,
-                                   why_no_pull()));
+        send_not_cached(response, id, sibling);
         return std::nullopt;
       }
       if (status && status->state == PullThrough::State::failed) {

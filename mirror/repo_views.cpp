@@ -38,9 +38,9 @@ std::shared_ptr<const provisioner::RepoSnapshot> RepoViews::load(const catalog::
   if (!status) return nullptr;
   {
     std::lock_guard lock(mutex_);
-    const auto found = cache_.find(id.str());
-    if (found != cache_.end() && same_file(found->second.file, *status)) {
-      return found->second.snapshot;
+    const auto found = snapshots_.find(id.str());
+    if (found != snapshots_.end() && same_file(found->second.file, *status)) {
+      return found->second.value;
     }
   }
   auto model = catalog_.open_model_dir(id, false);
@@ -49,9 +49,33 @@ std::shared_ptr<const provisioner::RepoSnapshot> RepoViews::load(const catalog::
   if (!loaded) return nullptr;
   auto snapshot = std::make_shared<const provisioner::RepoSnapshot>(std::move(*loaded));
   std::lock_guard lock(mutex_);
-  if (cache_.size() >= kMaxCachedSnapshots) cache_.clear();
-  cache_[id.str()] = Cached{*status, snapshot};
+  if (snapshots_.size() >= kMaxCachedSnapshots) snapshots_.clear();
+  snapshots_[id.str()] = {*status, snapshot};
   return snapshot;
+}
+
+std::shared_ptr<const VerifiedFiles> RepoViews::verified_files(const catalog::ModelId& id) {
+  const auto status = catalog_.entry_file_status(id);
+  if (!status) return nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    const auto found = verified_.find(id.str());
+    if (found != verified_.end() && same_file(found->second.file, *status)) {
+      return found->second.value;
+    }
+  }
+  // Read after the look at the file: if it changes in between, the next look reads it again.
+  const auto entry = catalog_.get(id);
+  if (!entry) return nullptr;
+  auto files = std::make_shared<VerifiedFiles>();
+  files->commit = entry->commit;
+  for (const auto& file : entry->files) {
+    if (file.state == "verified") files->sizes.emplace(file.path, file.size);
+  }
+  std::lock_guard lock(mutex_);
+  if (verified_.size() >= kMaxCachedSnapshots) verified_.clear();
+  verified_[id.str()] = {*status, files};
+  return files;
 }
 
 }  // namespace rbee::mirror

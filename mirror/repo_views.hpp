@@ -24,24 +24,36 @@ enum class RepoMiss {
 
 using RepoLookup = std::variant<std::shared_ptr<const provisioner::RepoSnapshot>, RepoMiss>;
 
+// The files the catalog records as verified for a model, at its commit.
+struct VerifiedFiles {
+  std::string commit;
+  std::unordered_map<std::string, std::uint64_t> sizes;  // repo path → size
+};
+
 class RepoViews {
  public:
   RepoViews(const catalog::ModelCatalog& catalog, provisioner::ListingLimits limits)
       : catalog_(catalog), limits_(limits) {}
 
   RepoLookup find(const catalog::ModelId& id, const std::string& revision);
+  // What the catalog says is verified; null without an entry. A resolve asks for every request
+  // (and a waiting one every 50 ms): the entry (20 MiB at 100 000 files) is parsed only when
+  // its metadata.yaml has changed.
+  std::shared_ptr<const VerifiedFiles> verified_files(const catalog::ModelId& id);
 
  private:
+  template <typename T>
   struct Cached {
     struct stat file {};
-    std::shared_ptr<const provisioner::RepoSnapshot> snapshot;
+    std::shared_ptr<const T> value;
   };
   std::shared_ptr<const provisioner::RepoSnapshot> load(const catalog::ModelId& id);
 
   const catalog::ModelCatalog& catalog_;
   const provisioner::ListingLimits limits_;
   std::mutex mutex_;
-  std::unordered_map<std::string, Cached> cache_;  // by model id
+  std::unordered_map<std::string, Cached<provisioner::RepoSnapshot>> snapshots_;  // by model id
+  std::unordered_map<std::string, Cached<VerifiedFiles>> verified_;               // by model id
 };
 
 }  // namespace rbee::mirror

@@ -74,6 +74,7 @@ std::string error_kind(const std::exception& error) {
   }
   if (dynamic_cast<const NotEnoughDisk*>(&error)) return "not_enough_disk";
   if (dynamic_cast<const NotInCache*>(&error)) return "not_in_cache";
+  if (dynamic_cast<const RevisionConflict*>(&error)) return "revision_conflict";
   if (dynamic_cast<const ProvisionError*>(&error)) return "refused";
   if (dynamic_cast<const catalog::CatalogError*>(&error)) return "catalog";
   return "other";

@@ -107,9 +107,27 @@ void LiveFiles::verified(const LiveFileKey& key) {
   if (found == files_.end()) return;
   auto& file = found->second.file;
   file->update(LiveFile::State::verified, file->size());
-  verified_.emplace_back(std::chrono::steady_clock::now(), file);
-  verified_keys_[file.get()] = key;
+  verified_.push_back({std::chrono::steady_clock::now(), file, key});
   forget_old_verified();
+}
+
+void LiveFiles::forget_verified(const std::string& model) {
+  std::lock_guard lock(mutex_);
+  erase_verified_if([&](const Verified& verified) { return verified.key.model == model; });
+}
+
+void LiveFiles::forget_model(const std::string& model) {
+  std::lock_guard lock(mutex_);
+  for (auto it = files_.begin(); it != files_.end();) {
+    if (it->first.model != model) {
+      ++it;
+      continue;
+    }
+    const auto progress = it->second.file->progress();
+    it->second.file->update(LiveFile::State::abandoned, progress.committed, "the model was deleted");
+    it = files_.erase(it);
+  }
+  std::erase_if(verified_, [&](const Verified& v) { return v.key.model == model; });
 }
 
 void LiveFiles::abandoned(const LiveFileKey& key, const std::string& reason) {
@@ -124,26 +142,37 @@ void LiveFiles::abandoned(const LiveFileKey& key, const std::string& reason) {
 
 std::shared_ptr<const LiveFile> LiveFiles::find(const LiveFileKey& key) const {
   std::lock_guard lock(mutex_);
+  forget_old_verified();
   const auto found = files_.find(key);
   return found == files_.end() ? nullptr : found->second.file;
 }
 
-void LiveFiles::forget_old_verified() {
+std::size_t LiveFiles::size() const {
+  std::lock_guard lock(mutex_);
+  forget_old_verified();
+  return files_.size();
+}
+
+void LiveFiles::forget_old_verified() const {
   const auto now = std::chrono::steady_clock::now();
-  while (!verified_.empty() &&
-         (verified_.size() > kMaxVerified || now - verified_.front().first > kKeepVerified)) {
-    const LiveFile* oldest = verified_.front().second.get();
-    const auto key = verified_keys_.find(oldest);
-    if (key != verified_keys_.end()) {
-      // Unless a new download of the same file has taken its place since.
-      if (auto found = files_.find(key->second);
-          found != files_.end() && found->second.file.get() == oldest) {
-        files_.erase(found);
-      }
-      verified_keys_.erase(key);
+  std::size_t expired = 0;
+  while (expired < verified_.size() && now - verified_[expired].at > kKeepVerified) ++expired;
+  const std::size_t excess = verified_.size() > kMaxVerified ? verified_.size() - kMaxVerified : 0;
+  const std::size_t dropped = std::max(excess, expired);
+  if (dropped == 0) return;
+  std::size_t index = 0;
+  erase_verified_if([&](const Verified&) { return index++ < dropped; });
+}
+
+void LiveFiles::erase_verified_if(const std::function<bool(const Verified&)>& drop) const {
+  std::erase_if(verified_, [&](const Verified& verified) {
+    if (!drop(verified)) return false;
+    if (const auto found = files_.find(verified.key);
+        found != files_.end() && found->second.file == verified.file) {
+      files_.erase(found);
     }
-    verified_.pop_front();
-  }
+    return true;
+  });
 }
 
 }  // namespace rbee::provisioner

@@ -325,8 +325,11 @@ std::size_t ModelProvisioner::mark_interrupted_downloads() {
 void ModelProvisioner::download(const DownloadRequest& request, std::stop_token stop) {
   const auto reference = catalog::parse_model_reference(request.model);
   const ModelId& id = reference.id;
-  DownloadSlot slot(*this, request, stop);
+  // The model's lock before a download slot: a job that waits for another job of the same
+  // model (a peer reading its files in parallel through the mirror) must not hold a slot that
+  // a download of another model could use meanwhile.
   const auto lock = acquire_model_lock(request, id, stop);
+  DownloadSlot slot(*this, request, stop);
   if (settings_.offline) return serve_from_cache(request, id);
   RepoInfo info;
   const HubClient* hub = nullptr;
@@ -340,6 +343,9 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
   }
   try {
     download_listed(request, id, info, *hub, stop);
+  } catch (const RevisionConflict& error) {
+    stats_.add_error(error_kind(error));
+    throw;  // nothing was touched: the model stays as it is
   } catch (const DownloadCancelled&) {
     try {
       catalog_.update(id, [&](ModelEntry& e) {
@@ -694,6 +700,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
   }
   try {
     write_entry();
+    live_files_.forget_verified(id.str());  // readers find them in the catalog now
   } catch (const catalog::CatalogError& error) {
     // When files failed (a full disk, say), their reasons are the job's error, not this echo.
     if (failures.empty() && !stop.stop_requested()) throw;
@@ -733,6 +740,26 @@ void ModelProvisioner::record_failure(const ModelId& id, const DownloadRequest& 
   }
 }
 
+// The mirror pulls what peers ask for into this hive's model folder, which holds one commit.
+// A peer asking for another commit (an old one by id, a tag elsewhere) must not move the model
+// the hive's workers load, nor flip it back at the next request for the branch: such a pull is
+// refused before anything is written (DESIGN §16 gives each revision its own snapshot). The
+// branch the model follows may move on (the same revision name: an update, as a pull would).
+void ModelProvisioner::refuse_revision_conflict(const DownloadRequest& request, const ModelId& id,
+                                                const RepoInfo& info,
+                                                const std::optional<ModelEntry>& current) const {
+  if (!request.for_mirror || !current || current->commit.empty() ||
+      current->status == ModelStatus::deleting || current->commit == info.commit ||
+      current->revision == request.revision) {
+    return;
+  }
+  throw RevisionConflict(fmt::format(
+      "{}@{} is commit {}, but this hive holds {} at {} (commit {}) and serves no other "
+      "revision of it; ask the Hub for that one",
+      id.str(), narrator_.clean(request.revision), info.commit.substr(0, 12), id.str(),
+      narrator_.clean(current->revision), current->commit.substr(0, 12)));
+}
+
 void ModelProvisioner::download_listed(const DownloadRequest& request, const ModelId& id,
                                        const RepoInfo& info, const HubClient& hub,
                                        const std::stop_token& stop) {
@@ -762,6 +789,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     }
   }
 
+  const auto previous = catalog_.get(id);
+  refuse_revision_conflict(request, id, info, previous);
   const fs::path dir = catalog_.model_dir(id);
   const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
   try {
@@ -773,7 +802,6 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
         fmt::format("Could not keep the listing of {} for the mirror: {}", id.str(), error.what()),
         Level::warn);
   }
-  const auto previous = catalog_.get(id);
   const ModelEntry* before = previous && previous->status != ModelStatus::failed &&
                                      previous->status != ModelStatus::deleting
                                  ? &*previous
@@ -830,7 +858,9 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
 
   ModelEntry entry = catalog_.update(id, [&](ModelEntry& e) {
     e.endpoint = hub.settings().endpoint;
-    e.revision = request.revision;
+    // The revision the hive's model follows is the operator's: a peer's pull of the same commit
+    // by another name (a tag, the commit id) does not change it.
+    if (!request.for_mirror || e.revision.empty()) e.revision = request.revision;
     e.commit = info.commit;
     e.status = ModelStatus::downloading;
     e.bytes_total = total;

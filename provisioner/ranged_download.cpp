@@ -143,30 +143,11 @@ class RangedDownload {
  private:
   // Opens (or creates) the part, learns what is already on disk, and preallocates the rest.
   void prepare_part() {
-    fd_ = staged_.open_part();
-    const off_t length = ::lseek(fd_.get(), 0, SEEK_END);
-    if (length < 0) throw_disk_error("seek", part_path_, errno);
-    std::vector<Range> done;
-    const auto sidecar = staged_.read_sidecar();
-    if (sidecar) {
-      // A sidecar that is not valid for this file leaves the part's layout unknown (it may be
-      // preallocated, full of holes): start over rather than trust any of it.
-      done = parse_range_sidecar(*sidecar, file_.size, hash_.expected()).value_or(done);
-      if (done.empty() && ::ftruncate(fd_.get(), 0) != 0) {
-        throw_disk_error("truncate", part_path_, errno);
-      }
-    } else if (static_cast<std::uint64_t>(length) <= file_.size) {
-      // No sidecar: a single connection's part, which is always a contiguous prefix.
-      done = merged({{0, static_cast<std::uint64_t>(length)}});
-    } else if (::ftruncate(fd_.get(), 0) != 0) {
-      throw_disk_error("truncate", part_path_, errno);
-    }
-    // The sidecar is durable before the part is preallocated, so a part full of holes is never
-    // mistaken for a contiguous prefix after a crash.
-    staged_.write_sidecar(range_sidecar_json(file_, hash_.expected(), done));
-    persisted_ = done;
+    auto part = open_resumable_part(staged_, file_, hash_.expected());
+    fd_ = std::move(part.fd);
+    persisted_ = part.done;
     preallocate();
-    plan_segments(done);
+    plan_segments(part.done);
   }
 
   void preallocate() {
@@ -742,6 +723,29 @@ class RangedDownload {
 };
 
 }  // namespace
+
+ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file,
+                                  std::string_view checksum) {
+  ResumablePart part{staged.open_part(), {}};
+  const fs::path part_path = staged.part_path();
+  const off_t length = ::lseek(part.fd.get(), 0, SEEK_END);
+  if (length < 0) throw_disk_error("seek", part_path, errno);
+  bool keep = false;
+  if (const auto sidecar = staged.read_sidecar()) {
+    // A sidecar that is not valid for this file leaves the part's layout unknown (it may be
+    // preallocated, full of holes): start over rather than trust any of it.
+    if (auto ranges = parse_range_sidecar(*sidecar, file.size, checksum)) {
+      part.done = std::move(*ranges);
+      keep = true;
+    }
+  } else if (static_cast<std::uint64_t>(length) <= file.size) {
+    part.done = merged_ranges({{0, static_cast<std::uint64_t>(length)}});
+    keep = true;
+  }
+  if (!keep && ::ftruncate(part.fd.get(), 0) != 0) throw_disk_error("truncate", part_path, errno);
+  staged.write_sidecar(range_sidecar_json(file, checksum, part.done));
+  return part;
+}
 
 std::optional<std::vector<ByteRange>> parse_range_sidecar(std::string_view text,
                                                           std::uint64_t file_size,

@@ -32,6 +32,20 @@ std::optional<std::vector<ByteRange>> parse_range_sidecar(std::string_view text,
 std::string range_sidecar_json(const FileToFetch& file, std::string_view checksum,
                                const std::vector<ByteRange>& done);
 
+// A part opened for a download that writes it out of order (ranges, Xet terms), and what of it
+// is on disk already.
+struct ResumablePart {
+  catalog::UniqueFd fd;
+  std::vector<ByteRange> done;  // sorted, merged
+};
+// Opens (creating) the part of `file` and learns what it holds: the ranges its sidecar records,
+// else the prefix a single connection wrote (a part without a sidecar is always one), else
+// nothing (the part is then emptied). Before it returns, a sidecar naming exactly `done` is
+// durable, so the caller may extend or preallocate the part: after a crash at any instant a
+// part full of holes is never mistaken for a contiguous prefix. Throws DownloadError (disk).
+ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file,
+                                  std::string_view checksum);
+
 // Sorted, with overlapping or touching ranges merged and empty ones dropped.
 std::vector<ByteRange> merged_ranges(std::vector<ByteRange> ranges);
 

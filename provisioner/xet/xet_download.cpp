@@ -276,28 +276,17 @@ class XetDownload {
 
   // --- 2. the part ------------------------------------------------------------------------
 
+  // The sidecar is durable before the part is extended (open_resumable_part), so a part cut
+  // short at any instant is never mistaken for a complete one.
   void prepare_part() {
-    const bool had_part = staged_.has_part();
-    std::vector<ByteRange> done;
-    if (had_part) {
-      if (const auto sidecar = staged_.read_sidecar()) {
-        if (auto ranges = parse_range_sidecar(*sidecar, file_.size, hash_.expected())) {
-          done = std::move(*ranges);
-        }
-      } else if (staged_.part_size() <= file_.size) {
-        done = {{0, staged_.part_size()}};  // a single connection's part: a prefix
-      }
-    }
-    fd_ = staged_.open_part();
-    if (done.empty() && had_part && ::ftruncate(fd_.get(), 0) != 0) {
-      throw_disk_error("truncate", part_path_, errno);
-    }
+    auto part = open_resumable_part(staged_, file_, hash_.expected());
+    fd_ = std::move(part.fd);
     if (::ftruncate(fd_.get(), static_cast<off_t>(file_.size)) != 0) {
       throw_disk_error("size", part_path_, errno);
     }
     {
       std::lock_guard lock(mutex_);
-      done_ = merged_ranges(std::move(done));
+      done_ = std::move(part.done);
       mark_terms_on_disk_locked();
     }
     persisted_ = done_;
@@ -324,6 +313,7 @@ class XetDownload {
     if (copied > 0) {
       if (events_.reused) events_.reused(copied);
       report_progress();
+      persist();  // copied terms are committed like fetched ones: a restart keeps them
     }
   }
 
@@ -407,8 +397,6 @@ class XetDownload {
       workers_.emplace_back([this, paid] {
         work();
         if (paid) extra_connections_->release();
-        std::lock_guard lock(mutex_);
-        --workers_running_;
         changed_.notify_all();
       });
     }
@@ -487,10 +475,22 @@ class XetDownload {
     persist();
   }
 
+  // A worker is counted in workers_running_ until claim_job() lets it go, and only there: the
+  // decision to leave and the count it changes are one step under mutex_, so when the target
+  // falls exactly the surplus leaves, never every worker at once.
   void work() {
+    struct Departure {
+      XetDownload& download;
+      bool counted = true;  // claim_job() already counted this worker out
+      ~Departure() {
+        if (!counted) return;
+        std::lock_guard lock(download.mutex_);
+        --download.workers_running_;
+      }
+    } departure{*this};
     HttpConnection connection(hub_.settings());
     try {
-      while (auto index = claim_job()) {
+      while (auto index = claim_job(departure.counted)) {
         Job& job = jobs_[*index];
         const std::uint64_t before = done_bytes();
         try {
@@ -522,18 +522,25 @@ class XetDownload {
     }
   }
 
-  std::optional<std::size_t> claim_job() {
+  // The next job for a worker, or nullopt: the worker leaves, and is counted out here
+  // (`counted` cleared) under the lock that decided it.
+  std::optional<std::size_t> claim_job(bool& counted) {
     std::lock_guard lock(mutex_);
-    if (group_stop_.stop_requested()) return std::nullopt;
+    const auto leave = [&]() -> std::optional<std::size_t> {
+      --workers_running_;
+      counted = false;
+      return std::nullopt;
+    };
+    if (group_stop_.stop_requested()) return leave();
     // Above the target (a step that did not pay is undone): this connection leaves.
-    if (workers_running_ > target_workers_) return std::nullopt;
+    if (workers_running_ > std::max<std::size_t>(target_workers_, 1)) return leave();
     for (std::size_t i = 0; i < jobs_.size(); ++i) {
       if (!jobs_[i].done && !jobs_[i].taken) {
         jobs_[i].taken = true;
         return i;
       }
     }
-    return std::nullopt;
+    return leave();
   }
 
   // One range of a job as its bytes arrive: decoded chunk by chunk, each chunk written into

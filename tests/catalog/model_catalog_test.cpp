@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <rbee/catalog/directory.hpp>
 #include <rbee/catalog/file_lock.hpp>
 #include <rbee/catalog/model_catalog.hpp>
 
@@ -238,4 +241,52 @@ TEST_CASE("temp files a killed writer left are removed at start, live documents 
   CHECK(catalog.remove_stale_temp_files() == 1);
   CHECK_FALSE(std::filesystem::exists(root / "org/m/.rbee/metadata.yaml.4242.0.tmp"));
   CHECK(catalog.get(id)->status == ModelStatus::ready);
+}
+
+TEST_CASE("a FIFO where the catalog expects a file is refused at once, never waited on") {
+  TempDir root;
+  ModelCatalog catalog(root.path());
+  catalog.put(ready_entry("org/a"));
+  std::filesystem::create_directories(root.path() / "org" / "fifo");
+  REQUIRE(::mkfifo((root.path() / "org" / "fifo" / "metadata.yaml").c_str(), 0644) == 0);
+
+  // Each of these opened the FIFO for reading and waited for a writer that never came.
+  const auto listed = catalog.list();
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0].status == ModelStatus::ready);
+  CHECK(listed[1].status == ModelStatus::failed);
+  CHECK(listed[1].error.find("not a regular file") != std::string::npos);
+  const auto dir = catalog.open_model_dir(parse_model_id("org/fifo"), false);
+  REQUIRE(dir);
+  CHECK_THROWS_AS(dir->read_file("metadata.yaml", 1024), FileSystemError);
+  CHECK_THROWS_AS(dir->open_file("metadata.yaml", O_RDONLY), FileSystemError);
+  // A regular file opened by the same call reads as before (O_NONBLOCK was cleared).
+  const auto fd = catalog.open_model_dir(parse_model_id("org/a"), false)->open_file("metadata.yaml", O_RDONLY);
+  REQUIRE(fd);
+  CHECK((::fcntl(fd.get(), F_GETFL) & O_NONBLOCK) == 0);
+}
+
+TEST_CASE("remove_tree works through descriptors: a folder swapped for a symlink aims it nowhere") {
+  TempDir root;
+  std::filesystem::create_directories(root.path() / "cache" / "model" / "sub");
+  write_text(root.path() / "cache" / "model" / "sub" / "a.bin", "ours");
+  std::filesystem::create_directories(root.path() / "victim" / "sub");
+  write_text(root.path() / "victim" / "sub" / "precious", "theirs");
+  const auto model = Directory::open(root.path() / "cache", false).descend("model", false);
+  REQUIRE(model);
+  // Another user of the shared cache moves the folder away and leaves a symlink in its place
+  // between the hive's open and its delete.
+  std::filesystem::rename(root.path() / "cache" / "model", root.path() / "cache" / "moved");
+  std::filesystem::create_directory_symlink(root.path() / "victim", root.path() / "cache" / "model");
+
+  for (const auto& name : model->entry_names()) model->remove_tree(name);
+  CHECK(read_text(root.path() / "victim" / "sub" / "precious") == "theirs");
+  CHECK(std::filesystem::is_empty(root.path() / "cache" / "moved"));  // the folder it opened
+
+  SUBCASE("a symlink inside is removed itself, its target untouched") {
+    const auto cache = Directory::open(root.path() / "cache", false);
+    CHECK(cache.remove_tree("model"));
+    CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(root.path() / "cache" / "model")));
+    CHECK(read_text(root.path() / "victim" / "sub" / "precious") == "theirs");
+  }
 }

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 #include <rbee/jobs/event_log.hpp>
 
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -111,4 +112,31 @@ TEST_CASE("beyond its cap the log drops its oldest entries, never the terminal l
   CHECK(all.entries.back().data == "[DONE]");
   CHECK(all.entries.back().seq == 1001);
   CHECK(all.finished);
+}
+
+TEST_CASE("is_terminal: only the terminal entry's id, and only once the log is closed") {
+  EventLog log;
+  log.append("a");
+  log.append("b");
+  CHECK_FALSE(log.is_terminal(2));  // the last event, but the job has not ended
+  log.close(std::string(kDoneMarker));
+  CHECK_FALSE(log.is_terminal(2));  // a reader that saw 2 has not seen [DONE] (3)
+  CHECK(log.is_terminal(3));
+}
+
+TEST_CASE("is_terminal never says a reader saw the end while the log closes beside it") {
+  // The reconnect check once read last_seq() and closed() apart: a close between them made the
+  // last event before the end look like the end. One look under one lock cannot.
+  for (int round = 0; round < 200; ++round) {
+    EventLog log;
+    log.append("a");
+    std::atomic<bool> wrong{false};
+    std::thread closer([&] { log.close(std::string(kDoneMarker)); });
+    for (int i = 0; i < 50; ++i) {
+      if (log.is_terminal(1)) wrong = true;
+    }
+    closer.join();
+    CHECK_FALSE(wrong.load());
+    CHECK(log.is_terminal(2));
+  }
 }

@@ -115,3 +115,36 @@ TEST_CASE("LiveFiles: verified files stay findable for a while, a bounded number
   CHECK(files.find({"org/m", "c0ffee", "f299"}));
   CHECK(files.find({"org/m", "c0ffee", "f299"})->progress().state == LiveFile::State::verified);
 }
+
+TEST_CASE("LiveFiles: verified files are closed once the catalog has them, a deleted model's at once") {
+  rbee::testing::TempDir dir;
+  const auto part_a = part_in(dir, "a.part");
+  const auto part_b = part_in(dir, "b.part");
+  const auto part_c = part_in(dir, "c.part");
+  LiveFiles files;
+  const provisioner::LiveFileKey a{"org/m", "c0ffee", "a.gguf"}, b{"org/m", "c0ffee", "b.gguf"},
+      other{"org/other", "c0ffee", "a.gguf"};
+  files.committed(a, 10, part_a.get(), 10);
+  files.verified(a);
+  files.committed(other, 10, part_c.get(), 10);
+  files.verified(other);
+  files.committed(b, 10, part_b.get(), 4);
+  REQUIRE(files.size() == 3);
+
+  SUBCASE("the catalog records the model's files: its verified ones go, the growing one stays") {
+    files.forget_verified("org/m");
+    CHECK_FALSE(files.find(a));
+    CHECK(files.find(b));
+    CHECK(files.find(other));  // another model's are its own job's to forget
+    CHECK(files.size() == 2);
+  }
+  SUBCASE("the model is deleted: every file of it goes, a reader of the growing one is cut off") {
+    const auto reader = files.find(b);
+    REQUIRE(reader);
+    files.forget_model("org/m");
+    CHECK_FALSE(files.find(a));
+    CHECK_FALSE(files.find(b));
+    CHECK(reader->progress().state == LiveFile::State::abandoned);
+    CHECK(files.size() == 1);
+  }
+}

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "rbee/catalog/errors.hpp"
 
@@ -44,6 +45,10 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// FileSystemError::error_number() of a name that is not a regular file (a FIFO, a socket, a
+// device, a folder where a file should be). Linux has no errno for it; no errno is negative.
+inline constexpr int kNotRegularFile = -1;
+
 // The errno of a refused file system call, with what was attempted on which path.
 class FileSystemError : public CatalogError {
  public:
@@ -66,17 +71,25 @@ class Directory {
   // folders are created when `create` is set; otherwise nullopt.
   std::optional<Directory> descend(std::string_view relative, bool create) const;
 
-  // open(2) of the file `name` in this folder, always with O_NOFOLLOW | O_CLOEXEC; a missing
-  // file gives an empty UniqueFd when `flags` lacks O_CREAT, any other refusal throws.
+  // open(2) of the regular file `name` in this folder, always with O_NOFOLLOW | O_CLOEXEC; a
+  // missing file gives an empty UniqueFd when `flags` lacks O_CREAT, any other refusal throws.
+  // Anything but a regular file (a FIFO, say) is refused (kNotRegularFile) without blocking.
   UniqueFd open_file(std::string_view name, int flags, mode_t mode = 0644) const;
   // Creates `name` exclusively (O_EXCL), replacing a regular file left there before; a symlink
   // or folder at `name` is refused.
   UniqueFd create_file(std::string_view name, int flags) const;
 
+  // The names in this folder (not "." and ".."), in no particular order.
+  std::vector<std::string> entry_names() const;
   // lstat of `name`: nullopt when it does not exist.
   std::optional<struct stat> status_of(std::string_view name) const;
   // Removes the file `name`; false when there was none.
   bool remove_file(std::string_view name) const;
+  // Removes `name` and, when it is a folder, everything below it, each step by unlinkat from
+  // the descriptor of the folder that holds it: a symlink is removed itself, never followed,
+  // so swapping a folder for a symlink mid-way cannot aim the removal elsewhere. False when
+  // there was nothing at `name`.
+  bool remove_tree(std::string_view name) const;
   // Atomic rename of `name` here to `target_name` in `target` (replacing it).
   void rename_to(std::string_view name, const Directory& target,
                  std::string_view target_name) const;

@@ -55,6 +55,9 @@ class ModelCatalog {
   // or validated comes back with status failed and the reason in `error`, never dropped.
   std::vector<ModelEntry> list() const;  // sorted by id
   std::optional<ModelEntry> get(const ModelId& id) const;
+  // The lstat of the model's metadata.yaml (nullopt without one): every write replaces the file,
+  // so a reader that keeps a parsed entry reads it again only when this changes.
+  std::optional<struct stat> entry_file_status(const ModelId& id) const;
 
   // Writer API. Each call holds the model's lock for its read-modify-write, waiting for another
   // writer (thread or process) as long as it holds it; throws CatalogError: io_error when the

@@ -52,6 +52,10 @@ class EventLog {
 
   std::uint64_t last_seq() const;  // 0 while empty
   bool closed() const;
+  // True when `seq` is the id of the terminal entry (so a reader that saw it has seen the end).
+  // One look under one lock: last_seq() then closed() could see a job end in between, and a
+  // reader whose last id was the last event before the end would be told it had seen the end.
+  bool is_terminal(std::uint64_t seq) const;
   std::size_t size() const;  // entries held now
 
  private:
@@ -63,7 +67,7 @@ class EventLog {
   std::deque<LogEntry> entries_;  // increasing seq
   std::uint64_t last_seq_ = 0;
   std::uint64_t superseded_seq_ = 0;  // the superseded entry held now, 0 for none
-  bool closed_ = false;
+  bool closed_ = false;               // the last entry is the terminal one
 };
 
 }  // namespace rbee::jobs

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -80,32 +81,48 @@ class LiveFiles {
   // A ranged download's ranges on disk (see DownloadEvents::ranges_written).
   void ranges_written(const LiveFileKey& key, std::uint64_t size, int part_fd,
                       const std::vector<ByteRange>& written);
-  // The file is verified and published. It stays findable for a while (a minute, the last 256
-  // files at most: each holds a descriptor), so a reader arriving before the catalog says
-  // "verified" still finds it.
+  // The file is verified and published. It stays findable until the catalog says so
+  // (forget_verified), for a minute at most, the last 256 files at most (each holds a
+  // descriptor), so a reader arriving before the catalog says "verified" still finds it.
   void verified(const LiveFileKey& key);
+  // The catalog now records the verified files of `model`: readers find them there, so their
+  // descriptors are closed here.
+  void forget_verified(const std::string& model);
+  // The model was deleted: every file of it is dropped at once (a growing one is abandoned,
+  // its readers cut off), so no descriptor keeps its disk space and no reader is sent its bytes.
+  void forget_model(const std::string& model);
   // The bytes reported so far are not the file's (a checksum mismatch, a failure, a cancel).
   void abandoned(const LiveFileKey& key, const std::string& reason);
 
   // The growing or just verified file; null when none.
   std::shared_ptr<const LiveFile> find(const LiveFileKey& key) const;
+  // Files held now, growing or verified (each holds a descriptor).
+  std::size_t size() const;
 
  private:
   struct Entry {
     std::shared_ptr<LiveFile> file;
   };
-  void forget_old_verified();  // under mutex_
+  struct Verified {
+    std::chrono::steady_clock::time_point at;
+    std::shared_ptr<LiveFile> file;
+    LiveFileKey key;
+  };
+  // Drops the verified files older than a minute or beyond the last 256. Every look-up calls
+  // it, so a quiet hive closes their descriptors at its next look-up too. Under mutex_.
+  void forget_old_verified() const;
+  // Drops the verified files `drop` picks (oldest first), each from files_ too unless a new
+  // download of the same file has taken its place since. Under mutex_.
+  void erase_verified_if(const std::function<bool(const Verified&)>& drop) const;
   // The LiveFile of this download of `key`: the current one, or a new one when there was none
   // or `part_fd` is another part (the download started over). Null when it cannot be read.
   std::shared_ptr<LiveFile> current(const LiveFileKey& key, std::uint64_t size, int part_fd,
                                     std::uint64_t prefix);  // under mutex_
 
+  // Mutable: a const look-up also expires what is due.
   mutable std::mutex mutex_;
-  std::map<LiveFileKey, Entry> files_;
-  // The verified files still findable, oldest first.
-  std::deque<std::pair<std::chrono::steady_clock::time_point, std::shared_ptr<LiveFile>>>
-      verified_;
-  std::map<const LiveFile*, LiveFileKey> verified_keys_;
+  mutable std::map<LiveFileKey, Entry> files_;
+  mutable std::deque<Verified> verified_;  // oldest first
 };
 
 }  // namespace rbee::provisioner

@@ -58,6 +58,13 @@ class NotEnoughDisk : public ProvisionError {
   using ProvisionError::ProvisionError;
 };
 
+// A pull the mirror started for a peer names another commit than the one this hive's model is
+// at: it would move the model under the workers that load it, so it is refused.
+class RevisionConflict : public ProvisionError {
+ public:
+  using ProvisionError::ProvisionError;
+};
+
 // --offline, and the cache does not hold what was asked.
 class NotInCache : public ProvisionError {
  public:
@@ -90,6 +97,9 @@ class ModelProvisioner {
   const DownloadStats& stats() const { return stats_; }
   // The files being downloaded now, readable as they grow (the mirror's pull-through).
   const LiveFiles& live_files() const { return live_files_; }
+  // After the model was deleted: closes every descriptor this process holds of its files and
+  // cuts off readers of them (the mirror's), so its disk space is freed and nothing is served.
+  void forget_model_files(const catalog::ModelId& id) { live_files_.forget_model(id.str()); }
   const ProvisionerSettings& settings() const { return settings_; }
   const HubClient& hub() const { return hubs_.front(); }
   std::size_t active_downloads() const;  // holding one of max_concurrent_downloads places
@@ -103,6 +113,9 @@ class ModelProvisioner {
   std::pair<RepoInfo, const HubClient*> list_repo(const DownloadRequest& request,
                                                   const catalog::ModelId& id,
                                                   const std::stop_token& stop);
+  void refuse_revision_conflict(const DownloadRequest& request, const catalog::ModelId& id,
+                                const RepoInfo& info,
+                                const std::optional<catalog::ModelEntry>& current) const;
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
                        const RepoInfo& info, const HubClient& hub, const std::stop_token& stop);
   // Downloads the entry's files that are not verified yet; `entry` is the catalog's entry as

@@ -465,15 +465,19 @@ class HubMirror::Impl {
                       snapshot->listing.commit));
     }
     const Sibling& sibling = *file;
-    response.set_header("X-Repo-Commit", snapshot->listing.commit);
-    response.set_header("ETag", etag_of(sibling));
-    response.set_header("X-Linked-Etag", etag_of(sibling));
-    response.set_header("X-Linked-Size", std::to_string(sibling.size));
-    response.set_header("Accept-Ranges", "bytes");
+    // The file's headers go only with an answer about the file (not with a 404 for it).
+    const auto set_file_headers = [&] {
+      response.set_header("X-Repo-Commit", snapshot->listing.commit);
+      response.set_header("ETag", etag_of(sibling));
+      response.set_header("X-Linked-Etag", etag_of(sibling));
+      response.set_header("X-Linked-Size", std::to_string(sibling.size));
+      response.set_header("Accept-Ranges", "bytes");
+    };
 
     ByteRange range{0, sibling.size};
     const auto wanted = parse_single_range(request.get_header_value("Range"), sibling.size, range);
     if (wanted == RangeRequest::unsatisfiable) {
+      set_file_headers();
       response.set_header("Content-Range", fmt::format("bytes */{}", sibling.size));
       return send_hub_error(response, 416, "", "Requested range not satisfiable");
     }
@@ -489,6 +493,7 @@ class HubMirror::Impl {
           start_pull(id->str() + ":" + path, snapshot->listing.commit, job_id, ignored);
         }
       }
+      set_file_headers();
       if (wanted == RangeRequest::satisfiable) set_partial(response, range, sibling.size);
       response.set_content_provider(range.end - range.begin, "application/octet-stream",
                                     [](std::size_t, std::size_t, httplib::DataSink&) {
@@ -498,6 +503,7 @@ class HubMirror::Impl {
     }
     auto source = open_source(request, *id, *snapshot, sibling, pull_job, response);
     if (!source) return;
+    set_file_headers();
     if (wanted == RangeRequest::satisfiable) set_partial(response, range, sibling.size);
     send_file(response, std::move(*source), *id, sibling, range);
   }

@@ -504,3 +504,126 @@ TEST_CASE("mirror: a peer killed mid-download resumes from the mirror with a ran
         std::string::npos);
   CHECK(hub.content_bytes_sent() == repo.files[0].size);
 }
+
+TEST_CASE("mirror: a peer's request for another commit never moves this hive's model") {
+  const std::string c2 = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2";
+  const std::string c1 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+  CachedMirror mirror;  // pull-through on
+  FixtureRepo current = tiny_repo("org/m");
+  current.commit = c2;
+  mirror.add_and_download(current);
+  const std::string config_c2 = mirror.env.hub.content("org/m", "config.json");
+  const auto cache = mirror.env.hive.cache;
+  const std::string entry_before = file_on_disk(cache / "org/m/metadata.yaml");
+  // Upstream, the repo's older commit (config.json differs), also tagged v1.
+  FixtureRepo old = tiny_repo("org/m");
+  old.commit = c1;
+  old.revisions = {"v1"};
+  old.files[0].seed = 99;
+  mirror.env.hub.add_repo(old);
+  const auto client = mirror.env.hive->client();
+
+  for (const std::string revision : {c1, std::string("v1")}) {
+    CAPTURE(revision);
+    const auto answer = client->Get("/hf/org/m/resolve/" + revision + "/config.json");
+    REQUIRE(answer);
+    CHECK(answer->status == 404);
+    CHECK(answer->get_header_value("X-Error-Code") == "RevisionNotFound");
+    CHECK(answer->body.find("serves no other revision") != std::string::npos);
+  }
+  // The model is as it was: its entry (commit, files, status), its bytes.
+  const auto entry = mirror.env.catalog_entry("org/m");
+  CHECK(entry["commit"].as<std::string>() == c2);
+  CHECK(entry["revision"].as<std::string>() == "main");
+  CHECK(entry["status"].as<std::string>() == "ready");
+  CHECK(entry["files"].size() == 3);
+  CHECK(file_on_disk(cache / "org/m/metadata.yaml") == entry_before);
+  CHECK(file_on_disk(cache / "org/m/config.json") == config_c2);
+  // main and its commit are still served from the cache, with no new pull.
+  const auto jobs_before = get_json(*mirror.env.hive.hive, "/v1/jobs").at("jobs").size();
+  for (const std::string revision : {std::string("main"), c2}) {
+    const auto served = client->Get("/hf/org/m/resolve/" + revision + "/config.json");
+    REQUIRE(served);
+    CHECK(served->status == 200);
+    CHECK(served->body == config_c2);
+  }
+  CHECK(get_json(*mirror.env.hive.hive, "/v1/jobs").at("jobs").size() == jobs_before);
+}
+
+TEST_CASE("mirror: HEAD answers as GET would for a listed file the hive may not pull") {
+  SUBCASE("pull-through off") {
+    CachedMirror mirror({"--mirror-pull-through=false"});
+    mirror.env.hub.add_repo(tiny_repo("org/tiny"));
+    REQUIRE(mirror.env.download({{"model", "org/tiny"}, {"include", {"config.json"}}}).terminal() ==
+            "[DONE]");
+    const auto client = mirror.env.hive->client();
+    for (const std::string method : {"HEAD", "GET"}) {
+      CAPTURE(method);
+      const auto answer = method == "HEAD"
+                              ? client->Head("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf")
+                              : client->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf");
+      REQUIRE(answer);
+      CHECK(answer->status == 404);
+      CHECK(answer->get_header_value("X-Error-Code") == "EntryNotFound");
+      CHECK_FALSE(answer->has_header("ETag"));
+    }
+    const auto head = client->Head("/hf/org/tiny/resolve/main/config.json");  // on disk
+    REQUIRE(head);
+    CHECK(head->status == 200);
+  }
+  SUBCASE("a request from a web page, to a hive without a token") {
+    CachedMirror mirror;
+    mirror.env.hub.add_repo(tiny_repo("org/tiny"));
+    REQUIRE(mirror.env.download({{"model", "org/tiny"}, {"include", {"config.json"}}}).terminal() ==
+            "[DONE]");
+    const auto head = mirror.env.hive->client()->Head("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf",
+                                                     {{"Sec-Fetch-Site", "cross-site"}});
+    REQUIRE(head);
+    CHECK(head->status == 404);
+    CHECK(get_json(*mirror.env.hive.hive, "/v1/jobs").at("jobs").size() == 1);  // no pull
+  }
+}
+
+TEST_CASE("mirror: a peer's parallel file pulls of one model wait without holding download slots") {
+  HubFixture hub;
+  FixtureRepo big;
+  big.id = "org/big";
+  big.files = {{"a.bin", 12u << 20, true, 41}, {"b.bin", 4096, false, 42}};
+  hub.add_repo(big);
+  hub.add_repo(tiny_repo("org/other"));
+  hub.set_rate_limit(2u << 20);  // a.bin takes ~6 s on its one connection
+  HiveUnderTest hive(fast_flags({"--connections", "1", "--max-concurrent-downloads", "2"}), "",
+                     {{"HF_ENDPOINT", hub.endpoint()}});
+  auto jobs_of = [&] { return get_json(*hive.hive, "/v1/jobs").at("jobs"); };
+  std::string a_body, b_body;
+  std::thread reader_a([&] {
+    auto client = hive->client();
+    client->set_read_timeout(120s);
+    if (const auto answer = client->Get("/hf/org/big/resolve/main/a.bin")) a_body = answer->body;
+  });
+  for (int i = 0; i < 500 && part_bytes(hive.cache / "org/big") == 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  std::thread reader_b([&] {
+    auto client = hive->client();
+    client->set_read_timeout(120s);
+    if (const auto answer = client->Get("/hf/org/big/resolve/main/b.bin")) b_body = answer->body;
+  });
+  // b.bin's own pull waits for org/big's lock, which a.bin's pull holds.
+  bool b_waiting = false;
+  for (int i = 0; i < 500 && !b_waiting; ++i) {
+    b_waiting = jobs_of().size() == 2;
+    if (!b_waiting) std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(b_waiting);
+  std::this_thread::sleep_for(300ms);  // b's job reaches its wait for the lock
+  // A download of another model gets the second slot at once: b's pull does not hold it.
+  const auto other = watch(*hive.hive, hive->submit_job({{"operation", "model_download"},
+                                                         {"model", "org/other"}}));
+  CHECK(other.terminal() == "[DONE]");
+  const auto said = actions(other);
+  CHECK(std::find(said.begin(), said.end(), "download_queued") == said.end());
+  reader_a.join();
+  reader_b.join();
+  CHECK(a_body == hub.content("org/big", "a.bin"));
+  CHECK(b_body == hub.content("org/big", "b.bin"));
+}

@@ -278,3 +278,33 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
                 stream_text(cancelled));
   CHECK(std::chrono::steady_clock::now() - asked < 1500ms);
 }
+
+TEST_CASE("a Xet download killed in its first moment leaves a part that resumes, not a false one") {
+  // The part is extended to the file's size at once; without a sidecar written first, a kill
+  // before the first persist left a sparse full-size part that a resume took for a complete one
+  // (a full hash, a false mismatch, the part discarded).
+  HubFixture hub;
+  const std::uint64_t size = 8 * 1024 * 1024;
+  hub.add_repo(xet_repo("acme/early", {xet_file("model.gguf", size, 91)}));
+  hub.xet().set_transfer_rate(256 * 1024);
+  const auto flags = fast_flags({"--connections", "2"});
+  HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
+  const auto model_dir = hive.cache / "acme/early";
+  hive->submit_job({{"operation", "model_download"}, {"model", "acme/early"}});
+  REQUIRE(wait_for_part(model_dir, size));  // extended: the transfers have barely begun
+  CHECK_FALSE(hive->stop(SIGKILL).has_value());
+  const auto sidecar = working_file(model_dir, ".ranges");
+  REQUIRE_MESSAGE(std::filesystem::exists(sidecar), "a full-size part with no sidecar");
+  CHECK(json::parse(read_text(sidecar)).at("done").is_array());
+
+  hub.xet().set_transfer_rate(0);
+  hive.hive = std::make_unique<HiveProcess>(
+      HiveOptions{hive.cache,
+                  flags,
+                  {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
+  const SseStream stream = watch(
+      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/early"}}));
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  CHECK_MESSAGE(stream_text(stream).find("mismatch") == std::string::npos, stream_text(stream));
+  CHECK(read_text(model_dir / "model.gguf") == hub.content("acme/early", "model.gguf"));
+}

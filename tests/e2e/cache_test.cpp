@@ -284,17 +284,21 @@ std::vector<std::string> descriptors_under(const HiveProcess& hive,
   return found;
 }
 
+// A cache in `dir` where a hive has downloaded `org/tiny` from `hub`.
+std::filesystem::path cache_with_tiny(const TempDir& dir, HubFixture& hub) {
+  const auto cache = dir / "models";
+  hub.add_repo(tiny_repo("org/tiny"));
+  HiveProcess hive(options_for(cache, hub));
+  REQUIRE(watch(hive, submit_download(hive, "org/tiny")).terminal() == "[DONE]");
+  return cache;
+}
+
 }  // namespace
 
 TEST_CASE("a FIFO planted in the cache is refused at once: the catalog, the mirror and the hive answer") {
   TempDir dir;
-  const auto cache = dir / "models";
   HubFixture hub;
-  hub.add_repo(tiny_repo("org/tiny"));
-  {
-    HiveProcess hive(options_for(cache, hub));
-    REQUIRE(watch(hive, submit_download(hive, "org/tiny")).terminal() == "[DONE]");
-  }
+  const auto cache = cache_with_tiny(dir, hub);
   // A catalog entry and the mirror's listing that would block whoever opens them for reading.
   std::filesystem::create_directories(cache / "org" / "fifo");
   REQUIRE(::mkfifo((cache / "org" / "fifo" / "metadata.yaml").c_str(), 0644) == 0);

@@ -60,6 +60,17 @@ std::uint64_t metric(const HiveProcess& hive, const std::string& name) {
   return std::stoull(res->body.substr(at + name.size() + 2));
 }
 
+// A new hive process on the same cache (the last one was killed), downloading `model`.
+SseStream restart_and_download(HiveUnderTest& hive, const std::vector<std::string>& flags,
+                               const HubFixture& hub, const std::string& model) {
+  hive.hive = std::make_unique<HiveProcess>(
+      HiveOptions{hive.cache,
+                  flags,
+                  {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
+  return watch(*hive.hive,
+               hive->submit_job({{"operation", "model_download"}, {"model", model}}));
+}
+
 }  // namespace
 
 TEST_CASE("Xet files download from the CAS, verify, and each token stays where it belongs") {
@@ -254,12 +265,7 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
   hub.xet().set_transfer_rate(0);
   std::this_thread::sleep_for(300ms);  // the killed hive's answers end
   const std::uint64_t before = hub.xet().transfer_bytes_sent();
-  hive.hive = std::make_unique<HiveProcess>(
-      HiveOptions{hive.cache,
-                  flags,
-                  {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
-  const SseStream stream = watch(
-      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/resume"}}));
+  const SseStream stream = restart_and_download(hive, flags, hub, "acme/resume");
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK(read_text(model_dir / "model.gguf") == hub.content("acme/resume", "model.gguf"));
   // Only terms not committed before the kill were fetched again (chunk headers aside).
@@ -298,12 +304,7 @@ TEST_CASE("a Xet download killed in its first moment leaves a part that resumes,
   CHECK(json::parse(read_text(sidecar)).at("done").is_array());
 
   hub.xet().set_transfer_rate(0);
-  hive.hive = std::make_unique<HiveProcess>(
-      HiveOptions{hive.cache,
-                  flags,
-                  {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
-  const SseStream stream = watch(
-      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "acme/early"}}));
+  const SseStream stream = restart_and_download(hive, flags, hub, "acme/early");
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK_MESSAGE(stream_text(stream).find("mismatch") == std::string::npos, stream_text(stream));
   CHECK(read_text(model_dir / "model.gguf") == hub.content("acme/early", "model.gguf"));

@@ -59,6 +59,8 @@ std::string_view to_string(CatalogErrorCode code) {
       return "invalid_model_id";
     case CatalogErrorCode::invalid_path:
       return "invalid_path";
+    case CatalogErrorCode::invalid_revision:
+      return "invalid_revision";
     case CatalogErrorCode::not_found:
       return "model_not_found";
     case CatalogErrorCode::io_error:
@@ -115,6 +117,29 @@ void validate_repo_path(std::string_view path) {
   const auto top = path.substr(0, path.find('/'));
   if (top == "metadata.yaml" || top == ".rbee") {
     invalid_path(path, "'metadata.yaml' and '.rbee' at the top of a model are the hive's own");
+  }
+}
+
+void validate_revision(std::string_view revision) {
+  const auto refuse = [&](std::string_view why) {
+    throw CatalogError(CatalogErrorCode::invalid_revision,
+                       fmt::format("invalid revision {}: {}", describe(revision), why));
+  };
+  if (revision.empty()) refuse("it is empty");
+  if (revision.size() > kMaxRevisionLength) {
+    refuse(fmt::format("longer than {} characters", kMaxRevisionLength));
+  }
+  const bool plain = std::all_of(revision.begin(), revision.end(), [](char c) {
+    return c > 0x20 && c < 0x7f && std::string_view("~^:?*[\\").find(c) == std::string_view::npos;
+  });
+  if (!plain) refuse("only printable ASCII without spaces or any of ~^:?*[\\ is allowed");
+  if (revision.find("..") != std::string_view::npos || revision.find("//") != std::string_view::npos ||
+      revision.find("@{") != std::string_view::npos) {
+    refuse("'..', '//' and '@{' are not allowed");
+  }
+  if (revision.front() == '/' || revision.back() == '/' || revision.back() == '.' ||
+      revision.ends_with(".lock")) {
+    refuse("it may not start or end with '/', nor end with '.' or '.lock'");
   }
 }
 

@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 
@@ -38,7 +40,8 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          "--log-level",
          [&config](const std::string& text) { config.log_level = narration::parse_level(text); },
          "debug, info, warn or error (default info)")
-      ->envname("RBEE_LOG_LEVEL");
+      ->envname("RBEE_LOG_LEVEL")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   app.add_option("--max-concurrent-jobs", config.max_concurrent_jobs,
                  "Jobs that run at once; the rest wait queued (default 4)")
       ->envname("RBEE_MAX_CONCURRENT_JOBS")
@@ -191,6 +194,29 @@ std::size_t fit_descriptor_limit(HiveConfig& config) {
   return descriptors;
 }
 
+namespace {
+
+// A cache folder the hive cannot create or write would let it start, say /health ok, and fail
+// the first download: refuse it now, with the reason.
+void check_cache_dir_usable(const std::filesystem::path& folder) {
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);
+  if (ec) {
+    throw std::invalid_argument(fmt::format("cannot use the cache folder {} (--cache-dir): {}",
+                                            folder.string(), ec.message()));
+  }
+  std::string probe = (folder / ".rbee-write-test.XXXXXX").string();
+  const int fd = ::mkstemp(probe.data());
+  if (fd < 0) {
+    throw std::invalid_argument(fmt::format("cannot write in the cache folder {} (--cache-dir): {}",
+                                            folder.string(), std::strerror(errno)));
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+}  // namespace
+
 void finalize_config(HiveConfig& config) {
   if (config.cache_dir.empty()) config.cache_dir = home_folder() / ".cache" / "rbee" / "models";
   config.mirror.offline = config.downloads.offline;
@@ -203,6 +229,7 @@ void finalize_config(HiveConfig& config) {
     }
   }
   config.cache_dir = std::filesystem::absolute(config.cache_dir);
+  check_cache_dir_usable(config.cache_dir);
   if (!is_loopback_address(config.bind) && config.api_token.empty()) {
     throw std::invalid_argument(fmt::format(
         "refusing to listen on {} without an API token: anyone who can reach it could start "

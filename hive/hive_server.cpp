@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <regex>
 #include <thread>
 
 #include <fmt/format.h>
@@ -30,6 +31,33 @@ void send_json(Response& response, int status, const nlohmann::json& body) {
 
 void send_error(Response& response, int status, std::string_view code, std::string_view message) {
   send_json(response, status, error_body(code, message));
+}
+
+// The methods each path answers (those of install_routes() and the mirror's), for the 405 a
+// known path gets for another method; cpp-httplib itself says 404 "no route" for both.
+std::optional<std::string_view> allowed_methods(const std::string& path) {
+  struct Route {
+    std::regex pattern;
+    std::string_view methods;
+  };
+  static const std::vector<Route> kRoutes = [] {
+    std::vector<Route> routes;
+    for (const auto& [pattern, methods] : std::initializer_list<std::pair<const char*, const char*>>{
+             {"/|/health|/metrics|/v1/models|/v1/models/.+", "GET, HEAD"},
+             {"/v1/jobs", "GET, HEAD, POST"},
+             {"/v1/jobs/[^/]+/stream-ticket", "POST"},
+             {"/v1/jobs/[^/]+/stream", "GET, HEAD"},
+             {"/v1/jobs/[^/]+", "GET, HEAD, DELETE"},
+             {"/hf/api/models/[^/]+/[^/]+/paths-info/.+", "POST"},
+             {"/hf/.+", "GET, HEAD"}}) {
+      routes.push_back({std::regex(pattern), methods});
+    }
+    return routes;
+  }();
+  for (const auto& route : kRoutes) {
+    if (std::regex_match(path, route.pattern)) return route.methods;
+  }
+  return std::nullopt;
 }
 
 // cpp-httplib answers some failures itself (no route, bad request line) with an empty body;
@@ -244,6 +272,15 @@ void HiveServer::install_routes() {
       [this](const Request& request, Response& response) { return admit(request, response); });
   server_.set_error_handler([](const Request& request, Response& response) {
     if (!response.body.empty()) return;
+    if (response.status == 404) {  // no handler: a known path asked with another method?
+      if (const auto methods = allowed_methods(request.path)) {
+        response.status = 405;
+        response.set_header("Allow", std::string(*methods));
+        return send_error(response, 405, "method_not_allowed",
+                          fmt::format("{} allows {}", narration::sanitize(request.path, 256),
+                                      *methods));
+      }
+    }
     auto [code, message] = default_error(request, response.status);
     send_error(response, response.status, code, message);
   });

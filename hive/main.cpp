@@ -74,7 +74,12 @@ int run_daemon(hive::HiveConfig& config) {
   const sigset_t signals = shutdown_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  hive::finalize_config(config);
+  try {
+    hive::finalize_config(config);
+  } catch (const std::invalid_argument& error) {
+    std::fprintf(stderr, "rbee-hive: %s\n", error.what());
+    return hive::kExitBadSettings;
+  }
   const std::size_t descriptors = hive::fit_descriptor_limit(config);
 
   narration::Narrator narrator;
@@ -194,7 +199,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
-    return app.exit(error);
+    if (error.get_exit_code() == 0) return app.exit(error);  // --help, --version
+    // One line that names the flag (or variable) and what it allows, as a usage error exits.
+    std::fprintf(stderr, "rbee-hive: %s (see --help)\n", error.what());
+    return rbee::hive::kExitBadSettings;
   }
   if (const auto exit_code = operator_commands.run()) return *exit_code;
   try {

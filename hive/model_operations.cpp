@@ -15,7 +15,6 @@ using catalog::ModelId;
 using jobs::JobContext;
 using jobs::JobError;
 
-constexpr std::size_t kMaxRevisionLength = 256;
 constexpr std::size_t kMaxGlobLength = 1024;
 
 void validate_text_field(std::string_view field, std::string_view value, std::size_t max_length) {
@@ -164,7 +163,7 @@ void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
 void validate_operation(const jobs::Operation& operation) {
   model_id_of(operation);  // throws for a hostile id or file path
   if (const auto* download = std::get_if<jobs::ModelDownload>(&operation)) {
-    validate_text_field("revision", download->revision, kMaxRevisionLength);
+    catalog::validate_revision(download->revision);
     for (const auto& fallback : download->fallbacks) catalog::parse_model_reference(fallback);
     for (const auto& glob : download->include) validate_text_field("include", glob, kMaxGlobLength);
     for (const auto& glob : download->exclude) validate_text_field("exclude", glob, kMaxGlobLength);

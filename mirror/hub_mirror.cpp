@@ -30,7 +30,6 @@ constexpr const char* kActor = "mirror";
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 constexpr auto kWaitSlice = std::chrono::milliseconds(250);
 constexpr std::size_t kMaxPathsInfo = 1000;
-constexpr std::size_t kMaxRevisionLength = 256;
 constexpr std::size_t kMaxModelPulls = 1024;
 
 // One "bytes=a-b" range, as RFC 9110 reads it against a file of `size` bytes.
@@ -170,13 +169,12 @@ class HubMirror::Impl {
                                                 const std::string& revision,
                                                 const std::string& pull_model, Response& response,
                                                 std::string* pull_job = nullptr) {
-    // A revision is outside text that may become a job (and a catalog field): the same bounds
+    // A revision is outside text that may become a job (and a catalog field): the same rules
     // as a model_download's.
-    const bool printable = std::all_of(revision.begin(), revision.end(), [](char c) {
-      return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f;
-    });
-    if (revision.empty() || revision.size() > kMaxRevisionLength || !printable) {
-      send_hub_error(response, 404, "RevisionNotFound", "not a valid revision");
+    try {
+      catalog::validate_revision(revision);
+    } catch (const catalog::CatalogError& error) {
+      send_hub_error(response, 404, "RevisionNotFound", error.what());
       return nullptr;
     }
     const auto deadline = Clock::now() + settings_.pull_timeout;

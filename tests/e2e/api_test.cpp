@@ -141,7 +141,14 @@ TEST_CASE(
        "application/json", 400, "invalid_path"},
       {"control bytes in revision",
        json({{"operation", "model_download"}, {"model", "org/n"}, {"revision", "ma\nin"}}).dump(),
-       "application/json", 400, "invalid_field"},
+       "application/json", 400, "invalid_revision"},
+      {"traversal in revision",
+       json({{"operation", "model_download"}, {"model", "org/n"}, {"revision", "../main"}}).dump(),
+       "application/json", 400, "invalid_revision"},
+      {"revision over 255 bytes",
+       json({{"operation", "model_download"}, {"model", "org/n"}, {"revision", std::string(256, 'a')}})
+           .dump(),
+       "application/json", 400, "invalid_revision"},
       {"hostile id", R"({"operation":"model_get","id":"../../etc"})", "application/json", 400,
        "invalid_model_id"},
       {"missing id", R"({"operation":"model_delete"})", "application/json", 400, "missing_field"},
@@ -275,4 +282,29 @@ TEST_CASE("the catalog is served as JSON, a corrupted entry shows as failed with
   CHECK(get_json(*hive.hive, "/v1/models/org/absent", 404)["error"]["code"] == "model_not_found");
   CHECK(get_json(*hive.hive, "/v1/models/org/a..b", 400)["error"]["code"] == "invalid_model_id");
   CHECK(get_json(*hive.hive, "/health")["status"] == "ok");
+}
+
+TEST_CASE("a known path asked with another method answers 405 with Allow, not 404") {
+  HiveUnderTest hive;
+  auto client = hive->client();
+  const auto put = client->Put("/v1/jobs", "{}", "application/json");
+  REQUIRE(put);
+  CHECK(put->status == 405);
+  CHECK(put->get_header_value("Allow") == "GET, HEAD, POST");
+  CHECK(json::parse(put->body)["error"]["code"] == "method_not_allowed");
+  const auto post = client->Post("/v1/jobs/job-1", "{}", "application/json");
+  REQUIRE(post);
+  CHECK(post->status == 405);
+  CHECK(post->get_header_value("Allow") == "GET, HEAD, DELETE");
+  const auto del = client->Delete("/health");
+  REQUIRE(del);
+  CHECK(del->status == 405);
+  CHECK(del->get_header_value("Allow") == "GET, HEAD");
+  const auto unknown = client->Put("/v2/nothing", "{}", "application/json");
+  REQUIRE(unknown);
+  CHECK(unknown->status == 404);
+  // Every route still answers the methods it allows.
+  CHECK(client->Get("/v1/jobs")->status == 200);
+  CHECK(client->Get("/health")->status == 200);
+  CHECK(client->Get("/v1/jobs/job-1")->status == 404);  // its own 404: no such job
 }

@@ -2,6 +2,9 @@
 
 #include <signal.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <latch>
 
@@ -90,4 +93,38 @@ TEST_CASE("start-up refuses unsafe or impossible settings with a clear message")
     CHECK(second.log().find("cannot listen on 127.0.0.1:" + std::to_string(first->port())) !=
           std::string::npos);
   }
+}
+
+TEST_CASE("a bad flag or variable is one line naming what it allows, exit 2, never an abort") {
+  TempDir dir;
+  const std::string cache = (dir / "m").string();
+  for (const auto& [args, env] :
+       std::vector<std::pair<std::vector<std::string>, std::map<std::string, std::string>>>{
+           {{"--cache-dir", cache, "--log-level", "verbose"}, {}},
+           {{"--cache-dir", cache}, {{"RBEE_LOG_LEVEL", "verbose"}}}}) {
+    const auto result = run_hive_command(args, env, std::chrono::seconds(20));
+    CHECK(result.exit_code == 2);  // was 134: terminate after std::invalid_argument
+    CHECK(result.err.find("verbose") != std::string::npos);
+    CHECK(result.err.find("debug") != std::string::npos);  // names the allowed values
+    CHECK(std::count(result.err.begin(), result.err.end(), '\n') == 1);
+  }
+  const auto xet = run_hive_command({"--cache-dir", cache}, {{"RBEE_XET", "sometimes"}});
+  CHECK(xet.exit_code == 2);
+  CHECK(xet.err.find("auto") != std::string::npos);
+}
+
+TEST_CASE("a cache folder that cannot be created or written is refused at start, exit 2") {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "readonly");
+  std::filesystem::permissions(dir / "readonly", std::filesystem::perms::owner_read |
+                                                     std::filesystem::perms::owner_exec);
+  std::vector<std::string> folders = {"/proc/nope"};
+  if (::geteuid() != 0) folders.push_back((dir / "readonly").string());  // root writes anyway
+  for (const auto& folder : folders) {
+    CAPTURE(folder);
+    const auto result = run_hive_command({"--cache-dir", folder}, {}, std::chrono::seconds(20));
+    CHECK(result.exit_code == 2);
+    CHECK(result.err.find("cache folder " + folder) != std::string::npos);
+  }
+  std::filesystem::permissions(dir / "readonly", std::filesystem::perms::owner_all);
 }

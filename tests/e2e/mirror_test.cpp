@@ -523,7 +523,7 @@ TEST_CASE("mirror: a peer's request for another commit never moves this hive's m
   mirror.env.hub.add_repo(old);
   const auto client = mirror.env.hive->client();
 
-  for (const std::string revision : {c1, std::string("v1")}) {
+  for (const std::string& revision : {c1, std::string("v1")}) {
     CAPTURE(revision);
     const auto answer = client->Get("/hf/org/m/resolve/" + revision + "/config.json");
     REQUIRE(answer);
@@ -541,7 +541,7 @@ TEST_CASE("mirror: a peer's request for another commit never moves this hive's m
   CHECK(file_on_disk(cache / "org/m/config.json") == config_c2);
   // main and its commit are still served from the cache, with no new pull.
   const auto jobs_before = get_json(*mirror.env.hive.hive, "/v1/jobs").at("jobs").size();
-  for (const std::string revision : {std::string("main"), c2}) {
+  for (const std::string& revision : {std::string("main"), c2}) {
     const auto served = client->Get("/hf/org/m/resolve/" + revision + "/config.json");
     REQUIRE(served);
     CHECK(served->status == 200);
@@ -557,7 +557,7 @@ TEST_CASE("mirror: HEAD answers as GET would for a listed file the hive may not 
     REQUIRE(mirror.env.download({{"model", "org/tiny"}, {"include", {"config.json"}}}).terminal() ==
             "[DONE]");
     const auto client = mirror.env.hive->client();
-    for (const std::string method : {"HEAD", "GET"}) {
+    for (const std::string& method : {"HEAD", "GET"}) {
       CAPTURE(method);
       const auto answer = method == "HEAD"
                               ? client->Head("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf")

@@ -9,6 +9,7 @@ namespace rbee::catalog {
 enum class CatalogErrorCode {
   invalid_model_id,  // not a valid "org/name"
   invalid_path,      // a file path that could escape or clash inside the model directory
+  invalid_revision,  // not a branch, tag, refs/pr/N or commit the Hub could name
   not_found,         // no entry for that model
   io_error,          // the disk refused (full, read-only, permissions)
   cancelled,         // a wait for another writer's lock was cancelled

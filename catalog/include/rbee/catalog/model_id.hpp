@@ -11,6 +11,7 @@ namespace rbee::catalog {
 
 inline constexpr std::size_t kMaxModelIdLength = 96;  // the Hub's limit for a repo id
 inline constexpr std::size_t kMaxRepoPathLength = 1024;
+inline constexpr std::size_t kMaxRevisionLength = 255;
 
 struct ModelId {
   std::string org;
@@ -38,5 +39,11 @@ ModelReference parse_model_reference(std::string_view text);
 // the two names the hive keeps at the top of a model folder: metadata.yaml and .rbee (its
 // working folder). Throws CatalogError (invalid_path).
 void validate_repo_path(std::string_view path);
+
+// A revision as git names refs (a branch, a tag, refs/pr/N, a commit): 1 to kMaxRevisionLength
+// printable ASCII characters with no space, none of ~^:?*[\, no "..", "//" or "@{", not
+// starting or ending with '/', not ending in '.' or ".lock". It becomes a URL segment, a
+// catalog field and (DESIGN §16) a file under refs/. Throws CatalogError (invalid_revision).
+void validate_revision(std::string_view revision);
 
 }  // namespace rbee::catalog

@@ -44,9 +44,14 @@ struct HiveConfig {
 // `config`. Call finalize_config after app.parse().
 void add_config_options(CLI::App& app, HiveConfig& config);
 
-// Fills defaults that depend on the environment and checks the whole; throws
-// std::invalid_argument with an operator's sentence when the settings cannot work.
+// Fills defaults that depend on the environment and checks the whole, the cache folder
+// included (created if missing, and written to once); throws std::invalid_argument with an
+// operator's sentence when the settings cannot work.
 void finalize_config(HiveConfig& config);
+
+// The exit code of a start the settings refused (a bad flag or variable, a cache folder that
+// cannot be used), as for any command-line usage error.
+inline constexpr int kExitBadSettings = 2;
 
 bool is_loopback_address(const std::string& host);
 

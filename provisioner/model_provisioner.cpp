@@ -331,22 +331,26 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
   const auto lock = acquire_model_lock(request, id, stop);
   DownloadSlot slot(*this, request, stop);
   if (settings_.offline) return serve_from_cache(request, id);
+  Attempt attempt;
+  attempt.before = catalog_.get(id);
   RepoInfo info;
   const HubClient* hub = nullptr;
   try {
     std::tie(info, hub) = list_repo(request, id, stop);
   } catch (const HubError& error) {
     stats_.add_error(error_kind(error));
-    // A typo'd repo id leaves no folder behind; a model we already know records why it failed.
-    if (catalog_.get(id)) record_failure(id, request, error.what());
+    // A typo'd repo id leaves no folder behind; a ready model stays ready (nothing changed);
+    // another model we already know records why it failed.
+    if (attempt.before && !attempt.keeps_ready()) record_failure(id, request, error.what());
     throw;
   }
   try {
-    download_listed(request, id, info, *hub, stop);
+    download_listed(request, id, info, *hub, attempt, stop);
   } catch (const RevisionConflict& error) {
     stats_.add_error(error_kind(error));
     throw;  // nothing was touched: the model stays as it is
   } catch (const DownloadCancelled&) {
+    if (restore_if_untouched(attempt, request)) throw;
     try {
       catalog_.update(id, [&](ModelEntry& e) {
         e.status = ModelStatus::cancelled;
@@ -361,7 +365,8 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
     }
     throw;
   } catch (const FilesFailed& error) {
-    record_failure(id, request, error.what());  // each file's error is counted already
+    // Each file's error is counted already.
+    if (!restore_if_untouched(attempt, request)) record_failure(id, request, error.what());
     throw;
   } catch (const std::exception& error) {
     stats_.add_error(error_kind(error));
@@ -369,10 +374,31 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
     const std::uint64_t needed =
         entry ? entry->bytes_total - std::min(entry->bytes_total, entry->bytes_done) : 0;
     const std::string reason = explain_out_of_space(error, id, needed);
-    record_failure(id, request, reason);  // where workers look; the job says the same
+    // Where workers look; the job says the same.
+    if (!restore_if_untouched(attempt, request)) record_failure(id, request, reason);
     if (reason != error.what()) throw NotEnoughDisk(reason);
     throw;
   }
+}
+
+bool ModelProvisioner::restore_if_untouched(const Attempt& attempt,
+                                            const DownloadRequest& request) {
+  if (!attempt.keeps_ready()) return false;
+  const ModelId& id = attempt.before->id;
+  try {
+    if (catalog_.get(id) != attempt.before) catalog_.put(*attempt.before);
+    if (attempt.snapshot_before) {
+      if (const auto model = catalog_.open_model_dir(id, false)) {
+        restore_repo_snapshot(*model, *attempt.snapshot_before);
+      }
+    }
+  } catch (const catalog::CatalogError& error) {
+    narrator_.emit({kActor, "catalog_write_failed", id.str(),
+                    fmt::format("Could not put back the entry of {} as it was: {}", id.str(),
+                                error.what()),
+                    request.job_id, Level::warn, 0, std::nullopt});
+  }
+  return true;
 }
 
 std::string ModelProvisioner::explain_out_of_space(const std::exception& error, const ModelId& id,
@@ -502,7 +528,8 @@ void ModelProvisioner::serve_from_cache(const DownloadRequest& request, const Mo
 // connection budget. A file that fails does not stop the others; the job then fails with a
 // summary of every failed file.
 void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry& entry,
-                                      const HubClient& hub, const std::stop_token& stop) {
+                                      const HubClient& hub, Attempt& attempt,
+                                      const std::stop_token& stop) {
   const ModelId& id = entry.id;
   const std::string commit = entry.commit;
   std::vector<ModelFile>& files = entry.files;
@@ -616,6 +643,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       throw;
     }
     live_files_.verified(live);
+    attempt.files_replaced = true;  // published at its path: a failure now is recorded
     const auto progress = reporter.file_done(file);
     set_state(file, "verified");
     // Chunk reuse is worth saying: how much came from disk, how much over the network.
@@ -762,7 +790,7 @@ void ModelProvisioner::refuse_revision_conflict(const DownloadRequest& request, 
 
 void ModelProvisioner::download_listed(const DownloadRequest& request, const ModelId& id,
                                        const RepoInfo& info, const HubClient& hub,
-                                       const std::stop_token& stop) {
+                                       Attempt& attempt, const std::stop_token& stop) {
   const auto reference = catalog::parse_model_reference(request.model);
   const auto started = Clock::now();
   auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
@@ -789,11 +817,12 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     }
   }
 
-  const auto previous = catalog_.get(id);
+  const auto& previous = attempt.before;
   refuse_revision_conflict(request, id, info, previous);
   const fs::path dir = catalog_.model_dir(id);
   const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
   try {
+    attempt.snapshot_before = load_repo_snapshot(model, hub.settings().listing);
     record_repo_snapshot(model, info, request.revision, hub.settings().listing);
   } catch (const std::exception& error) {
     // Only the mirror reads it: it then lists the repo again when asked.
@@ -876,7 +905,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                   request.job_id, Level::info, 0,
                   narration::Progress{"", 0, 0, 0, std::nullopt, verified_bytes, total, {}}});
 
-  download_files(request, entry, hub, stop);
+  download_files(request, entry, hub, attempt, stop);
   entry.status = ModelStatus::ready;
   entry.bytes_done = total;
   entry.error.clear();

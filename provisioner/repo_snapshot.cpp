@@ -46,6 +46,10 @@ void record_repo_snapshot(const catalog::Directory& model, const RepoInfo& listi
   if (snapshot.revisions.size() > kMaxRevisions) {
     snapshot.revisions.erase(snapshot.revisions.begin());
   }
+  restore_repo_snapshot(model, snapshot);
+}
+
+void restore_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot) {
   const auto work = model.descend(kWorkFolder, true);
   work->replace_file(kSnapshotName, snapshot_json(snapshot), *work);
 }

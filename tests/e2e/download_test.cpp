@@ -498,3 +498,47 @@ TEST_CASE("with parallel files, one failing file fails clearly and the others st
   const SseStream again = h.download({{"model", "acme/partial"}});
   CHECK(again.terminal().starts_with("[ERROR] 2 of 6 files failed"));
 }
+
+TEST_CASE("an attempt that fails before it changed a file leaves a ready model ready") {
+  HiveWithHub env;
+  env.hub.add_repo(tiny_repo("org/tiny"));
+  REQUIRE(env.download({{"model", "org/tiny"}}).terminal() == "[DONE]");
+  const auto status = [&] { return env.catalog_entry("org/tiny")["status"].as<std::string>(); };
+  REQUIRE(status() == "ready");
+
+  SUBCASE("a revision that does not exist") {
+    const auto job = env.hive->submit_job(
+        {{"operation", "model_download"}, {"model", "org/tiny"}, {"revision", "v9.9"}});
+    const auto stream = watch(*env.hive.hive, job);
+    CHECK(stream.terminal().starts_with("[ERROR]"));
+    CHECK(get_json(*env.hive.hive, "/v1/jobs/" + job).at("error_code") == "revision_not_found");
+  }
+  SUBCASE("a file the repo lacks") {
+    const auto stream = env.download({{"model", "org/tiny:nope.gguf"}});
+    CHECK(stream.terminal().starts_with("[ERROR]"));
+    CHECK(stream.terminal().find("nope.gguf") != std::string::npos);
+  }
+  SUBCASE("a new commit whose first file cannot be had, then cancelled before its first byte") {
+    FixtureRepo next = tiny_repo("org/tiny");
+    next.commit = "1111111111111111111111111111111111111111";
+    for (auto& file : next.files) file.seed += 100;
+    env.hub.add_repo(next);
+    for (const auto& file : next.files)
+      env.hub.set_faults(file.path, Faults{.times = 100, .stall_after_bytes = 0});
+    const auto job = env.hive->submit_job({{"operation", "model_download"}, {"model", "org/tiny"}});
+    // The attempt has listed the new commit and says so in the catalog; its files are stalled.
+    for (int i = 0; i < 500 && status() != "downloading"; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(status() == "downloading");
+    REQUIRE(env.hive->client()->Delete("/v1/jobs/" + job));
+    CHECK(watch(*env.hive.hive, job).terminal() == "[CANCELLED]");
+  }
+  // The entry is as it was: ready, at its commit, every file verified and on disk.
+  const auto entry = env.catalog_entry("org/tiny");
+  CHECK(entry["status"].as<std::string>() == "ready");
+  CHECK(entry["commit"].as<std::string>() == FixtureRepo{}.commit);
+  CHECK(entry["files"].size() == 3);
+  for (const auto& file : entry["files"]) CHECK(file["state"].as<std::string>() == "verified");
+  const auto model = get_json(*env.hive.hive, "/v1/models/org/tiny");
+  CHECK(model.at("status") == "ready");
+}

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <atomic>
 #include <memory>
 #include <cstdint>
 #include <memory>
@@ -21,6 +22,7 @@
 #include "rbee/provisioner/file_downloader.hpp"
 #include "rbee/provisioner/hub_client.hpp"
 #include "rbee/provisioner/live_files.hpp"
+#include "rbee/provisioner/repo_snapshot.hpp"
 
 namespace rbee::provisioner {
 
@@ -106,6 +108,20 @@ class ModelProvisioner {
 
  private:
   class DownloadSlot;
+  // What one download() found before it began, and whether it has replaced a file since: an
+  // attempt that fails having replaced none leaves a ready model exactly as it was (workers
+  // read the catalog: a wrong `failed` takes a working model off the cluster).
+  struct Attempt {
+    std::optional<catalog::ModelEntry> before;
+    std::optional<RepoSnapshot> snapshot_before;  // the mirror's listing
+    std::atomic<bool> files_replaced{false};
+    bool keeps_ready() const {
+      return before && before->status == catalog::ModelStatus::ready && !files_replaced;
+    }
+  };
+  // After a failed attempt: puts a ready model back as it was when the attempt replaced no
+  // file (true), else leaves recording the failure to the caller (false).
+  bool restore_if_untouched(const Attempt& attempt, const DownloadRequest& request);
   std::unique_ptr<catalog::FileLock> acquire_model_lock(const DownloadRequest& request,
                                                         const catalog::ModelId& id,
                                                         const std::stop_token& stop);
@@ -117,11 +133,12 @@ class ModelProvisioner {
                                 const RepoInfo& info,
                                 const std::optional<catalog::ModelEntry>& current) const;
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
-                       const RepoInfo& info, const HubClient& hub, const std::stop_token& stop);
+                       const RepoInfo& info, const HubClient& hub, Attempt& attempt,
+                       const std::stop_token& stop);
   // Downloads the entry's files that are not verified yet; `entry` is the catalog's entry as
   // this job last wrote it, kept up to date in memory and written from there.
   void download_files(const DownloadRequest& request, catalog::ModelEntry& entry,
-                      const HubClient& hub, const std::stop_token& stop);
+                      const HubClient& hub, Attempt& attempt, const std::stop_token& stop);
   // --offline: succeeds when the catalog holds what `request` asks for, else NotInCache.
   void serve_from_cache(const DownloadRequest& request, const catalog::ModelId& id);
   // The error's message, with the free space and the bytes still needed when it is a full disk.

@@ -31,6 +31,10 @@ std::string snapshot_json(const RepoSnapshot& snapshot);
 void record_repo_snapshot(const catalog::Directory& model, const RepoInfo& listing,
                           const std::string& revision, const ListingLimits& limits);
 
+// Puts `snapshot` back as it was (a failed attempt that replaced no file). Atomic; throws
+// catalog::CatalogError.
+void restore_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot);
+
 // nullopt when there is none, or when it is not a valid listing.
 std::optional<RepoSnapshot> load_repo_snapshot(const catalog::Directory& model,
                                                const ListingLimits& limits);

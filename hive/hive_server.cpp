@@ -449,11 +449,14 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
   // Exactly text/event-stream: any other type is compressed and buffered by cpp-httplib.
   response.set_chunked_content_provider(
       "text/event-stream",
-      [this, job, cursor, profile, idle_interval](std::size_t, httplib::DataSink& sink) mutable {
-        // Waits at most one idle interval, in slices so that shutdown is never kept waiting,
-        // and every call writes something: events, the end, or the idle line (which also
-        // finds a watcher who has gone).
-        const auto idle_due = std::chrono::steady_clock::now() + idle_interval;
+      [this, job, cursor, profile, idle_interval,
+       last_write = std::chrono::steady_clock::now()](std::size_t,
+                                                       httplib::DataSink& sink) mutable {
+        // Waits until the stream has been silent for one idle interval (since whatever it last
+        // wrote, not since this call), in slices so that shutdown is never kept waiting, and
+        // every call writes something: events, the end, or the idle line (which also finds a
+        // watcher who has gone).
+        const auto idle_due = last_write + idle_interval;
         jobs::EventLog::Batch batch;
         while (batch.entries.empty() && !batch.finished) {
           if (stopping_) return false;
@@ -461,6 +464,7 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
               idle_due - std::chrono::steady_clock::now());
           if (left.count() <= 0) {
             const std::string idle = format_idle(profile, *job);
+            last_write = std::chrono::steady_clock::now();
             return sink.write(idle.data(), idle.size());
           }
           batch = job->events().read_after(cursor, std::min(left, kStreamWaitSlice));
@@ -471,6 +475,7 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
           cursor = entry.seq;
         }
         if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) return false;
+        if (!chunk.empty()) last_write = std::chrono::steady_clock::now();
         if (batch.finished) sink.done();
         return true;
       },

@@ -191,7 +191,8 @@ HubError hub_error_for(int status, const std::string& error_code, const std::str
     return HubError(HubErrorKind::repo_not_found,
                     fmt::format("{} was not found, or it is private{}", what,
                                 had_token ? " and the token cannot see it"
-                                          : ": set HF_TOKEN if you have access"),
+                                          : ": if you have access, set HF_TOKEN in the hive's "
+                                            "environment (a client's HF_TOKEN is never sent)"),
                     status);
   }
   if (error_code == "RevisionNotFound") {

@@ -187,3 +187,26 @@ TEST_CASE("a standard SSE client keeps the full stream: ids, JSON lines") {
   CHECK(stream.events().front().id == 1u);
   CHECK(stream.events().front().json()["type"] == "narration");
 }
+
+TEST_CASE("in rbee's profile a download that narrates progress never says it is still running") {
+  HubFixture hub;
+  FixtureRepo repo;
+  repo.id = "org/paced";
+  repo.files = {{"model.gguf", 6u << 20, true, 7}};
+  hub.add_repo(repo);
+  hub.set_rate_limit(1536u << 10);  // ~4 s on one connection, a progress line every second
+  HiveUnderTest hive({"--progress-interval-ms", "1000", "--connections", "1", "--disk-reserve-mb",
+                      "0"},
+                     "", {{"HF_ENDPOINT", hub.endpoint()}});
+  const RbeeRun run = rbee_submit_and_stream(
+      *hive.hive, {{"operation", "model_download"}, {"hive_id", "localhost"}, {"model", "org/paced"}});
+  check_rbee_printout(run);
+  CHECK(run.printed.back() == "[DONE]");
+  int progress = 0, idle = 0;
+  for (const auto& line : run.printed) {
+    progress += line.find("% complete (") != std::string::npos ? 1 : 0;
+    idle += line.starts_with("⏳") ? 1 : 0;
+  }
+  CHECK(progress >= 2);
+  CHECK(idle == 0);  // was one after every progress line
+}

@@ -23,7 +23,10 @@ namespace rbee::hive {
 
 enum class StreamProfile { standard, rbee };
 
-inline constexpr std::chrono::milliseconds kRbeeIdleInterval{1000};
+// In rbee's profile a job that has written nothing for this long says it is still running:
+// queen-rbee ends a stream silent for 2 s, and progress narration comes about every second,
+// so a job that narrates progress never says it.
+inline constexpr std::chrono::milliseconds kRbeeIdleInterval{1500};
 
 // `accept`: every Accept header value of the request, joined by commas.
 StreamProfile stream_profile_for(std::string_view accept);

@@ -117,6 +117,12 @@ void lower_priority_of_this_thread() {
   ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kDownloadNice);
 }
 
+// Gated, unauthorized or forbidden: the Hub will give no file of this model to this token.
+bool refuses_access(const HubError& error) {
+  return error.kind() == HubErrorKind::gated || error.kind() == HubErrorKind::unauthorized ||
+         error.kind() == HubErrorKind::forbidden;
+}
+
 // Some files of a job failed; /metrics counted each one by its kind already.
 class FilesFailed : public ProvisionError {
  public:
@@ -579,6 +585,10 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     }
   };
 
+  // Files stop on the job's cancel, and when the Hub refuses access to the model.
+  std::stop_source files_stop;
+  const std::stop_callback cancel_files(stop, [&] { files_stop.request_stop(); });
+
   auto download_one = [&](ModelFile& file) {
     const FileToFetch wanted = to_fetch(file);
     if (verify_on_disk(model, wanted)) {
@@ -634,7 +644,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     };
     events.discarded = [&](const std::string& reason) { live_files_.abandoned(live, reason); };
     try {
-      downloader.fetch(id, commit, wanted, model, stop, events, &job_connections);
+      downloader.fetch(id, commit, wanted, model, files_stop.get_token(), events,
+                       &job_connections);
     } catch (const DownloadCancelled&) {
       live_files_.abandoned(live, "the download was cancelled");
       throw;
@@ -659,6 +670,17 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
 
   std::mutex failures_mutex;
   std::vector<std::string> failures;
+  const auto record_file_failure = [&](ModelFile& file, const std::exception& error) {
+    stats_.add_error(error_kind(error));
+    const std::string reason = narrator_.clean(
+        explain_out_of_space(error, id, total - std::min(total, reporter.done())));
+    narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
+            reporter.file_failed(file));
+    set_state(file, "failed");
+    std::lock_guard lock(failures_mutex);
+    failures.push_back(fmt::format("{}: {}", file.path, reason));
+  };
+  std::exception_ptr access_refused;  // under failures_mutex: ends the model's every transfer
   std::atomic<std::size_t> next{0};
   auto work = [&] {
     lower_priority_of_this_thread();
@@ -668,21 +690,26 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
         narrate("file_skipped", fmt::format("{} is already verified", file.path));
         continue;
       }
-      if (!job_connections.acquire(stop)) return;  // cancelled
+      if (!job_connections.acquire(files_stop.get_token())) return;  // cancelled or refused
       ConnectionLease lease(job_connections);
       try {
         download_one(file);
       } catch (const DownloadCancelled&) {
         return;
-      } catch (const std::exception& error) {
+      } catch (const HubError& error) {
+        if (!refuses_access(error)) {
+          record_file_failure(file, error);
+          continue;
+        }
+        // The Hub lists a gated repo to anyone and refuses its files: the first refusal is
+        // the model's answer (no other file would fare better), so a fallback gets its turn.
         stats_.add_error(error_kind(error));
-        const std::string reason = narrator_.clean(
-            explain_out_of_space(error, id, total - std::min(total, reporter.done())));
-        narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
-                reporter.file_failed(file));
-        set_state(file, "failed");
         std::lock_guard lock(failures_mutex);
-        failures.push_back(fmt::format("{}: {}", file.path, reason));
+        if (!access_refused) access_refused = std::current_exception();
+        files_stop.request_stop();
+        return;
+      } catch (const std::exception& error) {
+        record_file_failure(file, error);
       } catch (...) {
         // A thread body must never let anything escape (std::terminate ends every job).
         std::lock_guard lock(failures_mutex);
@@ -736,6 +763,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
             fmt::format("Could not record the files' states in the catalog: {}", error.what()),
             Level::warn);
   }
+  if (access_refused) std::rethrow_exception(access_refused);
   if (stop.stop_requested()) throw DownloadCancelled();
   if (failures.size() == 1) throw FilesFailed(failures.front());
   if (!failures.empty()) {
@@ -746,6 +774,25 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     if (failures.size() > kListed)
       summary += fmt::format("; and {} more", failures.size() - kListed);
     throw FilesFailed(summary);
+  }
+}
+
+// The Hub lists a gated repo to anyone and refuses its files (401/403 GatedRepo): one resolve
+// of the first file to fetch says whether this token may have them, before any transfer
+// starts, so a refused model fails at once with the Hub's answer and no other file is tried
+// (a fallback model then gets its turn). Any other failure of that look is left to the
+// transfer, which retries what can be retried.
+void ModelProvisioner::check_gated_access(const HubClient& hub, const RepoInfo& info,
+                                          const ModelId& id, const std::vector<ModelFile>& files,
+                                          const std::stop_token& stop) const {
+  if (!info.gated) return;
+  const auto first = std::find_if(files.begin(), files.end(),
+                                  [](const ModelFile& f) { return f.state != "verified"; });
+  if (first == files.end()) return;
+  try {
+    hub.resolve(id, info.commit, first->path, nullptr, stop);
+  } catch (const HubError& error) {
+    if (refuses_access(error)) throw;
   }
 }
 
@@ -885,6 +932,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                     format_bytes(available)));
   }
 
+  check_gated_access(hub, info, id, files, stop);
   ModelEntry entry = catalog_.update(id, [&](ModelEntry& e) {
     e.endpoint = hub.settings().endpoint;
     // The revision the hive's model follows is the operator's: a peer's pull of the same commit

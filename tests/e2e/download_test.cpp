@@ -542,3 +542,39 @@ TEST_CASE("an attempt that fails before it changed a file leaves a ready model r
   const auto model = get_json(*env.hive.hive, "/v1/models/org/tiny");
   CHECK(model.at("status") == "ready");
 }
+
+TEST_CASE("a gated model under a public listing fails at its first refused file; fallbacks go on") {
+  // The real Hub lists a gated repo to anyone; only its files answer 401 GatedRepo.
+  HiveWithHub env;
+  env.hub.add_repo(tiny_repo("org/tiny"));
+  FixtureRepo gated = tiny_repo("org/gated");
+  gated.access = RepoAccess::gated_files;
+  env.hub.add_repo(gated);
+  const auto job = env.hive->submit_job({{"operation", "model_download"},
+                                         {"model", "org/no-such-model"},
+                                         {"fallbacks", {"org/gated", "org/tiny"}}});
+  const auto stream = watch(*env.hive.hive, job);
+  REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
+  std::vector<std::string> reasons;
+  for (const auto& event : stream.events()) {
+    if (!event.is_terminal() && event.json().value("action", "") == "download_fallback")
+      reasons.push_back(event.json().at("human"));
+  }
+  REQUIRE(reasons.size() == 2);
+  CHECK(reasons[1].find("gated_repo") != std::string::npos);
+  CHECK(reasons[1].find("files failed") == std::string::npos);  // one answer, not per file
+  // One file of the gated repo was asked for, no other.
+  int gated_file_requests = 0;
+  for (const auto& request : env.hub.requests()) {
+    gated_file_requests += request.path.starts_with("/org/gated/resolve/") ? 1 : 0;
+  }
+  CHECK(gated_file_requests == 1);
+  CHECK(get_json(*env.hive.hive, "/v1/models/org/tiny").at("status") == "ready");
+
+  SUBCASE("alone, the job fails with the Hub's code") {
+    const auto alone =
+        env.hive->submit_job({{"operation", "model_download"}, {"model", "org/gated"}});
+    CHECK(watch(*env.hive.hive, alone).terminal().starts_with("[ERROR]"));
+    CHECK(get_json(*env.hive.hive, "/v1/jobs/" + alone).at("error_code") == "gated_repo");
+  }
+}

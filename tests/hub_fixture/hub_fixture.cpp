@@ -291,7 +291,7 @@ void HubFixture::install_hub_routes() {
     } else if (!repo ||
                (repo->repo.access == RepoAccess::private_repo && !authorized(*repo, request))) {
       error_response(response, 401, "RepoNotFound", "Repository not found");
-    } else if (!authorized(*repo, request)) {
+    } else if (repo->repo.access != RepoAccess::gated_files && !authorized(*repo, request)) {
       error_response(response, 401, "GatedRepo", "Access to model " + id + " is restricted");
     } else if (revision != repo->repo.commit &&
                std::find(repo->repo.revisions.begin(), repo->repo.revisions.end(), revision) ==
@@ -322,7 +322,9 @@ void HubFixture::install_hub_routes() {
       }
       // As the Hub: "gated" is false or how access is granted, "private" a boolean.
       const nlohmann::json gated =
-          repo->repo.access == RepoAccess::gated ? nlohmann::json("auto") : nlohmann::json(false);
+          repo->repo.access == RepoAccess::gated || repo->repo.access == RepoAccess::gated_files
+              ? nlohmann::json("auto")
+              : nlohmann::json(false);
       response.set_content(nlohmann::json({{"id", id},
                                            {"sha", repo->repo.commit},
                                            {"gated", gated},

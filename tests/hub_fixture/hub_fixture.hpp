@@ -39,7 +39,9 @@ struct FixtureFile {
   XetLayout xet_layout;
 };
 
-enum class RepoAccess { open, gated, private_repo };
+// gated: the listing and the files need the token. gated_files: as the real Hub does it, the
+// listing answers anyone and only the files need the token (401 GatedRepo).
+enum class RepoAccess { open, gated, gated_files, private_repo };
 
 struct FixtureRepo {
   std::string id;  // "org/name"

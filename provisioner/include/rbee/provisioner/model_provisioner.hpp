@@ -135,6 +135,10 @@ class ModelProvisioner {
   void download_listed(const DownloadRequest& request, const catalog::ModelId& id,
                        const RepoInfo& info, const HubClient& hub, Attempt& attempt,
                        const std::stop_token& stop);
+  // A gated repo: throws the Hub's HubError when it refuses this token the first file to fetch.
+  void check_gated_access(const HubClient& hub, const RepoInfo& info, const catalog::ModelId& id,
+                          const std::vector<catalog::ModelFile>& files,
+                          const std::stop_token& stop) const;
   // Downloads the entry's files that are not verified yet; `entry` is the catalog's entry as
   // this job last wrote it, kept up to date in memory and written from there.
   void download_files(const DownloadRequest& request, catalog::ModelEntry& entry,

@@ -5,8 +5,11 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
+#include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
@@ -91,11 +94,14 @@ class Repainter {
 struct FollowResult {
   std::string terminal;   // [DONE], [ERROR] …, [CANCELLED]
   std::string last_info;  // the last info narration: what the job achieved
+  std::string installed;  // a model_download's model (the fallback that was installed)
 };
 
-// Follows the job's stream to its end, reconnecting with Last-Event-ID when it drops.
+// Follows the job's stream to its end, reconnecting with Last-Event-ID when it drops. With
+// `as_json`, every event (and the terminal line) is printed as it came, one per line, instead
+// of being shown in `view`.
 FollowResult follow_job(HiveClient& client, const std::string& job_id, ProgressView& view,
-                        const std::atomic<bool>& stopping) {
+                        const std::atomic<bool>& stopping, bool as_json = false) {
   FollowResult result;
   std::uint64_t last_id = 0;
   int failures = 0;
@@ -103,10 +109,17 @@ FollowResult follow_job(HiveClient& client, const std::string& job_id, ProgressV
     try {
       result.terminal = client.stream(job_id, last_id, [&](const StreamMessage& message) {
         failures = 0;
+        if (as_json) std::cout << terminal_safe(message.data) << std::endl;
         if (is_terminal_line(message.data)) return;
         const auto event = json::parse(message.data, nullptr, false);
         if (!event.is_object()) return;  // not an API event; nothing to show
         const std::string action = event.value("action", "");
+        if (event.value("type", "") == "data" && action == "model_download") {
+          const json payload = event.value("payload", json::object());
+          if (payload.contains("model") && payload["model"].is_string())
+            result.installed = payload["model"].get<std::string>();
+        }
+        if (as_json) return;
         // The job's own start/finish lines say less than the operation's last word.
         if (event.value("level", "") == "info" && action != "download_progress" &&
             !action.starts_with("job_"))
@@ -138,6 +151,53 @@ int exit_code_of(const FollowResult& result, const std::string& job_id,
   std::cerr << fmt::format("rbee-hive: {} failed: {}\n", job_id,
                            reason.empty() ? "?" : terminal_safe(reason));
   return kExitFailed;
+}
+
+// The end of a followed job, the same for pull and watch: the bars closed (marked when the job
+// did not succeed), the closing sentence, and for an installed model the folder a worker
+// loads as the last line (as `hf download` prints the path). Returns the exit code; what is
+// not success is said on stderr.
+int finish_job(HiveClient& client, ProgressView& view, const FollowResult& result,
+               const std::string& job_id, const std::string& cancelled_hint, bool as_json) {
+  view.close(result.terminal == "[DONE]"        ? ""
+             : result.terminal == "[CANCELLED]" ? "cancelled"
+                                                : "failed");
+  if (result.terminal == "[DONE]" && !as_json) {
+    std::cout << "Done: " << terminal_safe(result.last_info.empty() ? job_id : result.last_info)
+              << '\n';
+    if (!result.installed.empty()) {
+      try {
+        const std::string id = result.installed.substr(0, result.installed.find(':'));
+        const json model = client.get("/v1/models/" + id);
+        if (model.contains("path") && model["path"].is_string())
+          std::cout << terminal_safe(model["path"].get<std::string>()) << '\n';
+      } catch (const ClientError&) {
+        // The job succeeded; only the path could not be asked for (the hive stopped, say).
+      }
+    }
+  }
+  return exit_code_of(result, job_id, cancelled_hint);
+}
+
+// A word as a POSIX shell reads it back: as it is when it is plain, else single-quoted.
+std::string shell_word(const std::string& word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./:=@%+,", c);
+  });
+  if (plain) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The pull that repeats this one (the same file, revision and globs), to resume it.
+std::string pull_command(const OperatorOptions& options) {
+  std::string command = "rbee-hive pull " + shell_word(options.model);
+  if (!options.revision.empty()) command += " --revision " + shell_word(options.revision);
+  for (const auto& glob : options.include) command += " --include " + shell_word(glob);
+  for (const auto& glob : options.exclude) command += " --exclude " + shell_word(glob);
+  if (options.hive_url != kDefaultHiveUrl) command += " --hive " + shell_word(options.hive_url);
+  return command;
 }
 
 // Columns padded to their widest cell, two spaces apart, a header first.
@@ -194,10 +254,12 @@ int guarded(const std::function<int()>& body) {
 }  // namespace
 
 OperatorCommands::OperatorCommands(CLI::App& app) {
+  // No envname: CLI11 would apply RBEE_HIVE_URL through the other subcommands' --hive after
+  // this one's flag. run() falls back to the environment only when no flag was given.
   auto add_hive_option = [this](CLI::App* command) {
-    command->add_option("--hive", options_.hive_url, "URL of the hive")
-        ->envname("RBEE_HIVE_URL")
-        ->capture_default_str();
+    command->add_option("--hive", options_.hive_url,
+                        fmt::format("URL of the hive (default: $RBEE_HIVE_URL, else {})",
+                                    kDefaultHiveUrl));
   };
   pull_ = app.add_subcommand("pull", "Download a model on a hive and show its progress");
   pull_->add_option("model", options_.model, "org/name, or org/name:path/in/repo for one file")
@@ -210,8 +272,11 @@ OperatorCommands::OperatorCommands(CLI::App& app) {
                    "Connections per large file for this job (1-64; default: the hive's)")
       ->check(CLI::Range(1, 64));
 
+  pull_->add_flag("--json", options_.json, "Print each event as a JSON line (no bars)");
+
   watch_ = app.add_subcommand("watch", "Show a job's events from the start, live, to its end");
   watch_->add_option("job_id", options_.id, "The job's id (job-...)")->required();
+  watch_->add_flag("--json", options_.json, "Print each event as a JSON line (no bars)");
 
   jobs_ = app.add_subcommand("jobs", "List the jobs a hive holds");
   jobs_->add_flag("--json", options_.json, "Print the API's JSON");
@@ -235,6 +300,10 @@ OperatorCommands::OperatorCommands(CLI::App& app) {
 }
 
 std::optional<int> OperatorCommands::run() {
+  if (options_.hive_url.empty()) {
+    const char* from_environment = std::getenv("RBEE_HIVE_URL");
+    options_.hive_url = from_environment && *from_environment ? from_environment : kDefaultHiveUrl;
+  }
   if (pull_->parsed()) return guarded([this] { return pull(); });
   if (watch_->parsed()) return guarded([this] { return watch(); });
   if (jobs_->parsed()) return guarded([this] { return jobs(); });
@@ -253,7 +322,8 @@ int OperatorCommands::pull() {
   if (!options_.exclude.empty()) job["exclude"] = options_.exclude;
   if (options_.connections > 0) job["connections"] = options_.connections;
 
-  ProgressView view(std::cout, terminal_width());
+  // With --json, stdout carries the events alone; the client's own notes go to stderr.
+  ProgressView view(options_.json ? std::cerr : std::cout, options_.json ? 0 : terminal_width());
   std::atomic<bool> stopping{false};
   std::string job_id;
   std::mutex job_mutex;  // job_id is set once the hive accepted the job
@@ -273,28 +343,25 @@ int OperatorCommands::pull() {
     std::lock_guard lock(job_mutex);
     job_id = client.submit(job).at("job_id").get<std::string>();
   }
-  view.note(
-      fmt::format("Pulling {} on {} as {} (Ctrl+C cancels)", options_.model, client.url(), job_id));
+  if (!options_.json) {
+    view.note(fmt::format("Pulling {} on {} as {} (Ctrl+C cancels)", options_.model, client.url(),
+                          job_id));
+  }
   FollowResult result;
   {
     Repainter repainter(view);
-    result = follow_job(client, job_id, view, stopping);
+    result = follow_job(client, job_id, view, stopping, options_.json);
   }
-  view.close();
-  if (result.terminal == "[DONE]") {
-    std::cout << "Done: " << terminal_safe(result.last_info.empty() ? job_id : result.last_info)
-              << '\n';
-  }
-  const std::string model = options_.model.substr(0, options_.model.find(':'));
-  return exit_code_of(result, job_id,
-                      fmt::format("; its part files stay in the cache, and the next "
-                                  "'rbee-hive pull {}' resumes them",
-                                  model));
+  return finish_job(client, view, result, job_id,
+                    fmt::format("; its part files stay in the cache; resume with: {}",
+                                pull_command(options_)),
+                    options_.json);
 }
 
 int OperatorCommands::watch() {
   HiveClient client(options_.hive_url, options_.token);
-  ProgressView view(std::cout, terminal_width());
+  // With --json, stdout carries the events alone; the client's own notes go to stderr.
+  ProgressView view(options_.json ? std::cerr : std::cout, options_.json ? 0 : terminal_width());
   std::atomic<bool> stopping{false};
   InterruptWatcher interrupts([&] {
     stopping = true;
@@ -303,16 +370,14 @@ int OperatorCommands::watch() {
   FollowResult result;
   try {
     Repainter repainter(view);
-    result = follow_job(client, options_.id, view, stopping);
+    result = follow_job(client, options_.id, view, stopping, options_.json);
   } catch (const ClientError&) {
     view.close();
     if (!stopping) throw;
     std::cerr << fmt::format("rbee-hive: stopped watching {}; the job goes on\n", options_.id);
     return kExitInterrupted;
   }
-  view.close();
-  if (result.terminal == "[DONE]") std::cout << "Done: " << options_.id << '\n';
-  return exit_code_of(result, options_.id, "");
+  return finish_job(client, view, result, options_.id, "", options_.json);
 }
 
 int OperatorCommands::jobs() {
@@ -354,13 +419,18 @@ int OperatorCommands::models_get() {
     std::cout << terminal_json(model) << '\n';
     return 0;
   }
-  print_table({{"id:", text_or(model, "id")},
-               {"status:", text_or(model, "status")},
-               {"size:", format_bytes(model.value("bytes_total", std::uint64_t{0}))},
-               {"revision:", text_or(model, "revision")},
-               {"commit:", text_or(model, "commit")},
-               {"path:", text_or(model, "path")},
-               {"error:", text_or(model, "error", "-")}});
+  std::vector<std::vector<std::string>> fields;
+  for (const auto& [label, value] : std::initializer_list<std::pair<const char*, std::string>>{
+           {"id:", text_or(model, "id")},
+           {"status:", text_or(model, "status")},
+           {"size:", format_bytes(model.value("bytes_total", std::uint64_t{0}))},
+           {"revision:", text_or(model, "revision")},
+           {"commit:", text_or(model, "commit")},
+           {"path:", text_or(model, "path")},
+           {"error:", text_or(model, "error")}}) {
+    if (!value.empty()) fields.push_back({label, value});  // an empty field says nothing
+  }
+  print_table(fields);
   std::vector<std::vector<std::string>> rows = {{"", "FILE", "SIZE", "STATE"}};
   for (const auto& file : model.value("files", json::array())) {
     rows.push_back({"", text_or(file, "path"), format_bytes(file.value("size", std::uint64_t{0})),

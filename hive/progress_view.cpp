@@ -60,6 +60,55 @@ std::string ProgressView::fit(std::string line) const {
   return line;
 }
 
+// Narration is wrapped at spaces, never cut: the end of a line ("… in 30000 ms)") is often
+// what matters. Continuation lines are indented past the time column.
+std::string ProgressView::wrap(const std::string& line) const {
+  if (width_ <= 1 || line.size() < static_cast<std::size_t>(width_)) return line;
+  constexpr std::size_t kIndent = 9;  // "12:04:05 "
+  const std::size_t width = static_cast<std::size_t>(width_ - 1);
+  std::string out;
+  std::string_view rest = line;
+  bool first = true;
+  while (!rest.empty()) {
+    const std::size_t room = first ? width : std::max<std::size_t>(width - kIndent, 16);
+    std::string_view piece = rest.substr(0, room);
+    if (rest.size() > room) {
+      const auto space = piece.rfind(' ');
+      if (space != std::string_view::npos && space > room / 2) piece = piece.substr(0, space);
+    }
+    if (!first) out += '\n' + std::string(kIndent, ' ');
+    out += piece;
+    rest.remove_prefix(piece.size());
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    first = false;
+  }
+  return out;
+}
+
+std::string describe_data_event(const nlohmann::json& event) {
+  const std::string action = event.value("action", "");
+  const nlohmann::json payload = event.value("payload", nlohmann::json::object());
+  const auto text = [&](const char* key) {
+    return payload.contains(key) && payload[key].is_string() ? payload[key].get<std::string>()
+                                                             : std::string();
+  };
+  if (action == "model_download" && !text("model").empty()) {
+    return payload.value("fallback", false)
+               ? fmt::format("Installed {} (fallback for {})", text("model"), text("requested"))
+               : fmt::format("Installed {}", text("model"));
+  }
+  if (action == "model_delete" && !text("id").empty()) return "Deleted " + text("id");
+  if (action == "model_list" && payload.contains("models") && payload["models"].is_array()) {
+    const auto count = payload["models"].size();
+    return fmt::format("{} model{} in the catalog", count, count == 1 ? "" : "s");
+  }
+  if (action == "model_get" && payload.contains("model") && payload["model"].is_object()) {
+    const auto& model = payload["model"];
+    return fmt::format("{} is {}", model.value("id", "?"), model.value("status", "?"));
+  }
+  return narration::dump_json(payload);  // an answer this client does not know: as it came
+}
+
 std::string terminal_safe(std::string_view text) {
   std::string out;
   for (std::size_t start = 0; start <= text.size();) {
@@ -129,20 +178,20 @@ void ProgressView::on_event(const nlohmann::json& event, Clock::time_point now) 
   const bool progress = action == "download_progress";
   if (progress && live()) return repaint_locked(now);  // the bars say it
   if (event.value("type", "") == "data") {
-    print_line_locked(terminal_json(event.contains("payload") ? event["payload"] : event));
+    print_line_locked(wrap(describe_data_event(event)));
+    if (live()) repaint_locked(now);
     return;
   }
   const std::string tag = level == "info" ? "" : fmt::format("{}: ", level);
   const std::string time = clock_time(event.value("emitted_at_ms", std::int64_t{0}));
-  print_line_locked(live() ? fit(fmt::format("{} {}{}", time, tag, human))
-                           : fmt::format("{} {}{}", time, tag, human));
+  print_line_locked(wrap(fmt::format("{} {}{}", time, tag, human)));
   if (live()) repaint_locked(now);
 }
 
 void ProgressView::note(const std::string& line) {
   std::lock_guard lock(mutex_);
   if (closed_) return;
-  print_line_locked(fit(line));
+  print_line_locked(wrap(line));
   if (live()) repaint_locked(Clock::now());
 }
 
@@ -162,7 +211,7 @@ std::vector<std::string> ProgressView::bar_lines_locked(Clock::time_point now) c
     lines.push_back(fit(fmt::format("{} {} {} {:>10} / {:<10} {}", name_column(path),
                                     bar(file.done, file.total), percent(file.done, file.total),
                                     format_bytes(file.done), format_bytes(file.total),
-                                    speed(file.bytes_per_sec))));
+                                    outcome_.empty() ? speed(file.bytes_per_sec) : outcome_)));
   }
   const double elapsed = std::chrono::duration<double>(now - started_).count();
   if (!has_total_) {
@@ -170,11 +219,12 @@ std::vector<std::string> ProgressView::bar_lines_locked(Clock::time_point now) c
         fit(fmt::format("Waiting for the first progress report... ({})", short_duration(elapsed))));
     return lines;
   }
-  lines.push_back(fit(
-      fmt::format("{} {} {} {:>10} / {:<10} {}{}", name_column("Total"),
-                  bar(total_done_, total_bytes_), percent(total_done_, total_bytes_),
-                  format_bytes(total_done_), format_bytes(total_bytes_), speed(bytes_per_sec_),
-                  eta_s_ && total_done_ < total_bytes_ ? "  ETA " + short_duration(*eta_s_) : "")));
+  const bool eta = outcome_.empty() && eta_s_ && total_done_ < total_bytes_;
+  lines.push_back(fit(fmt::format("{} {} {} {:>10} / {:<10} {}{}", name_column("Total"),
+                                  bar(total_done_, total_bytes_), percent(total_done_, total_bytes_),
+                                  format_bytes(total_done_), format_bytes(total_bytes_),
+                                  outcome_.empty() ? speed(bytes_per_sec_) : outcome_,
+                                  eta ? "  ETA " + short_duration(*eta_s_) : "")));
   return lines;
 }
 
@@ -194,9 +244,10 @@ void ProgressView::repaint(Clock::time_point now) {
   repaint_locked(now);
 }
 
-void ProgressView::close() {
+void ProgressView::close(std::string_view outcome) {
   std::lock_guard lock(mutex_);
   if (closed_) return;
+  outcome_ = outcome;
   if (live() && drawn_lines_ > 0) {
     out_ << fmt::format(fmt::runtime(kUp), drawn_lines_) << kClearBelow;
     // Leave the final state of the bars on screen, as a record of what was downloaded.

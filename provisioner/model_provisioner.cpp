@@ -15,6 +15,7 @@
 #include <rbee/catalog/file_lock.hpp>
 
 #include "rbee/provisioner/repo_snapshot.hpp"
+#include "ranged_download.hpp"
 #include "retry.hpp"
 #include "staging.hpp"
 #include "xet/chunk_index.hpp"
@@ -174,6 +175,9 @@ class ProgressReporter {
   // the catalog too).
   bool update(const ModelFile& file, std::uint64_t bytes) {
     std::lock_guard lock(mutex_);
+    // A file's first report is what was on disk already (a resumed part): counted as done,
+    // never as speed, or a resume would start with a burst of its kept bytes per second.
+    if (baselined_.insert(file.path).second) last_done_ += bytes;
     in_flight_[file.path] = {file.path, bytes, file.size};
     const auto now = Clock::now();
     if (now - last_report_ < interval_) return false;
@@ -221,6 +225,7 @@ class ProgressReporter {
   const std::chrono::milliseconds interval_;
   mutable std::mutex mutex_;
   std::map<std::string, narration::FileProgress> in_flight_;
+  std::set<std::string> baselined_;  // files whose first report has come
   std::uint64_t finished_ = 0;
   Clock::time_point last_report_;
   std::uint64_t last_done_ = 0;
@@ -600,7 +605,13 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       set_state(file, "verified");
       return;
     }
-    narrate("file_started", fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)),
+    const std::uint64_t resumed =
+        resumable_bytes(StagedFile(model, wanted), wanted,
+                        wanted.sha256.empty() ? wanted.git_sha1 : wanted.sha256);
+    narrate("file_started",
+            resumed > 0 ? fmt::format("Resuming {} at {} of {}", file.path, format_bytes(resumed),
+                                      format_bytes(file.size))
+                        : fmt::format("Downloading {} ({})", file.path, format_bytes(file.size)),
             Level::info, reporter.file_started(file));
     DownloadEvents events;
     std::optional<std::uint64_t> bytes_seen;  // the first report is what was on disk already
@@ -918,8 +929,9 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   if (before && before->status == ModelStatus::ready && before->commit == info.commit &&
       remaining == 0 && verified_bytes == total) {
     narrate("download_up_to_date",
-            fmt::format("{} is already up to date (commit {}, {} files, {})", id.str(),
-                        info.commit.substr(0, 12), files.size(), format_bytes(total)));
+            fmt::format("{} is already up to date: {} file{}, {}, nothing downloaded (commit {})",
+                        id.str(), files.size(), files.size() == 1 ? "" : "s",
+                        format_bytes(total), info.commit.substr(0, 12)));
     return;
   }
 
@@ -959,11 +971,15 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   entry.error.clear();
   catalog_.put(entry);
   const double elapsed = seconds_since(started);
-  narrate("download_completed",
-          fmt::format("Downloaded {}: {} file{}, {} in {:.1f} s ({}/s)", id.str(), files.size(),
-                      files.size() == 1 ? "" : "s", format_bytes(total), elapsed,
-                      format_bytes(static_cast<std::uint64_t>((total - verified_bytes) /
-                                                              std::max(elapsed, 1e-3)))));
+  const double average = static_cast<double>(total - verified_bytes) / std::max(elapsed, 1e-3);
+  // The final progress is the whole model at the average speed, so a client's Total line
+  // agrees with this sentence.
+  narrator_.emit({kActor, "download_completed", id.str(),
+                  fmt::format("Downloaded {}: {} file{}, {} in {:.1f} s ({}/s)", id.str(),
+                              files.size(), files.size() == 1 ? "" : "s", format_bytes(total),
+                              elapsed, format_bytes(static_cast<std::uint64_t>(average))),
+                  request.job_id, Level::info, 0,
+                  narration::Progress{"", 0, 0, average, std::nullopt, total, total, {}}});
 }
 
 }  // namespace rbee::provisioner

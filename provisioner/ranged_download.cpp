@@ -724,6 +724,20 @@ class RangedDownload {
 
 }  // namespace
 
+std::uint64_t resumable_bytes(const StagedFile& staged, const FileToFetch& file,
+                              std::string_view checksum) {
+  if (!staged.has_part()) return 0;
+  std::vector<ByteRange> done;
+  if (const auto sidecar = staged.read_sidecar()) {
+    done = parse_range_sidecar(*sidecar, file.size, checksum).value_or(done);
+  } else if (staged.part_size() <= file.size) {
+    done = {{0, staged.part_size()}};
+  }
+  std::uint64_t bytes = 0;
+  for (const auto& range : done) bytes += range.end - range.begin;
+  return bytes;
+}
+
 ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file,
                                   std::string_view checksum) {
   ResumablePart part{staged.open_part(), {}};

@@ -46,6 +46,11 @@ struct ResumablePart {
 ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file,
                                   std::string_view checksum);
 
+// The bytes of `file` a download would keep from its part (what open_resumable_part would
+// find), without opening or changing anything: 0 when there is no usable part.
+std::uint64_t resumable_bytes(const StagedFile& staged, const FileToFetch& file,
+                              std::string_view checksum);
+
 // Sorted, with overlapping or touching ranges merged and empty ones dropped.
 std::vector<ByteRange> merged_ranges(std::vector<ByteRange> ranges);
 

@@ -90,9 +90,59 @@ TEST_CASE("pull, piped, prints plain timestamped lines and exits 0 when the mode
   CHECK(read_text(h.hive.cache / "acme/tiny/model.Q4_K_M.gguf") ==
         h.hub.content("acme/tiny", "model.Q4_K_M.gguf"));
 
+  // The last line is where the files are: the folder a worker loads.
+  CHECK(result.out.ends_with((h.hive.cache / "acme/tiny").string() + "\n"));
+
   const auto again = client(h, {"pull", "acme/tiny"});
   CHECK(again.exit_code == 0);
-  CHECK(again.out.find("Done: acme/tiny is already up to date") != std::string::npos);
+  CHECK(again.out.find("Done: acme/tiny is already up to date: 3 files, 2.0 MiB, nothing "
+                       "downloaded") != std::string::npos);
+}
+
+TEST_CASE("--hive beats RBEE_HIVE_URL in every client command") {
+  HiveWithHub h;
+  h.hub.add_repo(tiny_repo("acme/tiny"));
+  const std::string url = url_of(*h.hive.hive);
+  const std::map<std::string, std::string> elsewhere = {
+      {"RBEE_HIVE_URL", fmt::format("http://127.0.0.1:{}", free_port())}};  // nobody there
+  const auto pulled = run_hive_command({"pull", "acme/tiny", "--hive", url}, elsewhere);
+  CHECK_MESSAGE(pulled.exit_code == 0, pulled.err);
+  const std::string job_id = get_json(*h.hive.hive, "/v1/jobs")["jobs"][0]["job_id"];
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"jobs", "--hive", url},
+        std::vector<std::string>{"watch", job_id, "--hive", url},
+        std::vector<std::string>{"models", "--hive", url},
+        std::vector<std::string>{"models", "get", "acme/tiny", "--hive", url}}) {
+    CAPTURE(command[0]);
+    const auto result = run_hive_command(command, elsewhere);
+    CHECK_MESSAGE(result.exit_code == 0, result.err);
+  }
+  // cancel of a finished job reaches this hive (409 "already finished"), not the environment's.
+  const auto cancelled = run_hive_command({"cancel", job_id, "--hive", url}, elsewhere);
+  CHECK(cancelled.err.find("already finished") != std::string::npos);
+  // Without a flag the environment is used.
+  const auto from_env = run_hive_command({"jobs"}, {{"RBEE_HIVE_URL", url}});
+  CHECK(from_env.exit_code == 0);
+  CHECK(from_env.out.find(job_id) != std::string::npos);
+}
+
+TEST_CASE("a cancelled pull of one file says how to resume exactly that; the resume says so") {
+  HiveWithHub h;
+  FixtureRepo repo;
+  repo.id = "acme/two";
+  repo.files = {{"big.gguf", 8 * 1024 * 1024, true, 81}, {"other.gguf", 4 * 1024 * 1024, true, 82}};
+  h.hub.add_repo(repo);
+  h.hub.set_rate_limit(512 * 1024);
+  TmuxPane pane(pull_command(h, "acme/two:big.gguf", " --revision main --include '*.gguf'"));
+  pane.wait_for(R"(big\.gguf +\[=*> *\] +\d+% +[1-9])");
+  pane.send_keys("C-c");
+  const std::string text = pane.wait_for("EXIT=130");
+  CHECK(text.find("resume with: rbee-hive pull acme/two:big.gguf --revision main --include "
+                  "'*.gguf' --hive http://127.0.0.1:") != std::string::npos);
+  h.hub.set_rate_limit(0);
+  const auto resumed = client(h, {"pull", "acme/two:big.gguf"});
+  CHECK_MESSAGE(resumed.exit_code == 0, resumed.err);
+  CHECK(std::regex_search(resumed.out, std::regex(R"(Resuming big\.gguf at [0-9.]+ [KM]iB of 8\.0 MiB)")));
 }
 
 TEST_CASE("pull of a missing repo exits non-zero with the reason on stderr") {
@@ -140,7 +190,14 @@ TEST_CASE("jobs, watch, models list/get/rm and cancel work on a real hive") {
   const auto watched = client(h, {"watch", job_id});  // a finished job replays from the start
   CHECK(watched.exit_code == 0);
   CHECK(watched.out.find("Downloading acme/tiny@main") != std::string::npos);
-  CHECK(watched.out.find("Done: " + job_id) != std::string::npos);
+  // watch ends as pull does: the same sentence, then the folder a worker loads.
+  CHECK(watched.out.find("Done: Downloaded acme/tiny: 3 files") != std::string::npos);
+  CHECK(watched.out.ends_with((h.hive.cache / "acme/tiny").string() + "\n"));
+  CHECK(watched.out.find("Installed acme/tiny") != std::string::npos);  // the data event, said
+  CHECK(watched.out.find("\"requested\"") == std::string::npos);        // not its raw JSON
+  const auto as_json = client(h, {"watch", job_id, "--json"});
+  CHECK(json::parse(as_json.out.substr(0, as_json.out.find('\n'))).is_object());
+  CHECK(as_json.out.ends_with("[DONE]\n"));
 
   const auto models = client(h, {"models"});
   CHECK(std::regex_search(models.out, std::regex(R"(acme/tiny +ready +2\.0 MiB +100%)")));
@@ -148,6 +205,7 @@ TEST_CASE("jobs, watch, models list/get/rm and cancel work on a real hive") {
   const auto one = client(h, {"models", "get", "acme/tiny"});
   CHECK(one.out.find("model.Q4_K_M.gguf") != std::string::npos);
   CHECK(one.out.find("verified") != std::string::npos);
+  CHECK(one.out.find("error:") == std::string::npos);  // empty fields are left out
 
   const auto cancel_finished = client(h, {"cancel", job_id});
   CHECK(cancel_finished.exit_code == 1);
@@ -195,7 +253,11 @@ TEST_CASE("Ctrl+C during pull cancels the job, keeps the part file and says how 
   pane.send_keys("C-c");
   const std::string text = pane.wait_for("EXIT=130");
   CHECK(text.find("was cancelled") != std::string::npos);
-  CHECK(text.find("rbee-hive pull acme/slow' resumes") != std::string::npos);
+  CHECK(text.find("resume with: rbee-hive pull acme/slow --hive http://127.0.0.1:") !=
+        std::string::npos);
+  // The bars stay as a record, marked: no stale ETA.
+  CHECK(std::regex_search(text, std::regex(R"(Total +\[[=> ]+\] +\d+% .*cancelled)")));
+  CHECK(text.find("ETA") == std::string::npos);
   CHECK(part_bytes(h.hive.cache / "acme/slow") > 0);
   const auto jobs = get_json(*h.hive.hive, "/v1/jobs");
   CHECK(jobs["jobs"][0]["state"] == "cancelled");

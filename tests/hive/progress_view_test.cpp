@@ -100,3 +100,59 @@ TEST_CASE("text from the hive reaches the terminal without control characters") 
   CHECK(text.find("failed") != std::string::npos);
   CHECK(rbee::hive::terminal_safe("two\nlines\x1b") == "two\nlines\xef\xbf\xbd");
 }
+
+TEST_CASE("on a terminal a long narration line is wrapped at spaces, its end kept") {
+  std::ostringstream out;
+  ProgressView view(out, 60);
+  const std::string human =
+      "Retrying tiny.Q2_K.gguf in 0.4 s (attempt 2): stalled (under 16384 bytes in 30000 ms)";
+  view.on_event(narration("download_retry", human, "warn"));
+  view.close();
+  std::string joined;
+  for (auto line : lines_of(out.str())) {
+    if (const auto clear = line.rfind("\x1b[J"); clear != std::string::npos) line.erase(0, clear + 3);
+    if (line.empty() || line.starts_with("Waiting for")) continue;  // the bars' line
+    CHECK(line.size() < 60);
+    joined += line + " ";
+  }
+  CHECK(joined.find("in 30000 ms)") != std::string::npos);  // was cut at "…bytes in 30"
+  CHECK(joined.find("tiny.Q2_K.gguf") != std::string::npos);
+}
+
+TEST_CASE("a data event is said in a sentence, not printed as JSON") {
+  std::ostringstream out;
+  ProgressView view(out, 0);
+  view.on_event({{"type", "data"},
+                 {"action", "model_download"},
+                 {"payload",
+                  {{"model", "acme/tiny-model"}, {"requested", "acme/x"}, {"fallback", true}}}});
+  view.on_event({{"type", "data"},
+                 {"action", "model_download"},
+                 {"payload", {{"model", "acme/x"}, {"requested", "acme/x"}, {"fallback", false}}}});
+  const auto lines = lines_of(out.str());
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0] == "Installed acme/tiny-model (fallback for acme/x)");
+  CHECK(lines[1] == "Installed acme/x");
+}
+
+TEST_CASE("a cancelled view marks its bars; the final speed is the one the summary says") {
+  std::ostringstream out;
+  ProgressView view(out, 100);
+  view.on_event(
+      progress(1024, 4096,
+               json::array({{{"file", "a.gguf"}, {"bytes_done", 1024}, {"bytes_total", 4096}}})));
+  view.close("cancelled");
+  const auto closed = lines_of(out.str());
+  CHECK(closed.back().find("cancelled") != std::string::npos);
+  CHECK(out.str().rfind("ETA") < out.str().rfind("\x1b[J"));  // only in the live frame
+
+  std::ostringstream done_out;
+  ProgressView done(done_out, 100);
+  done.on_event(progress(1024, 4096, json::array()));  // a smoothed 1.0 MiB/s
+  json completed = narration("download_completed", "Downloaded acme/x: 1 file, 4.0 KiB (2.0 KiB/s)");
+  completed.update({{"model_bytes_done", 4096}, {"model_bytes_total", 4096},
+                    {"bytes_per_sec", 2048.0}, {"files", json::array()}});
+  done.on_event(completed);
+  done.close();
+  CHECK(lines_of(done_out.str()).back().find("2.0 KiB/s") != std::string::npos);
+}

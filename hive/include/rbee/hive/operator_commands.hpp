@@ -14,9 +14,10 @@ namespace rbee::hive {
 inline constexpr const char* kDefaultHiveUrl = "http://127.0.0.1:7835";
 
 struct OperatorOptions {
-  std::string hive_url = kDefaultHiveUrl;
+  // --hive, else RBEE_HIVE_URL, else kDefaultHiveUrl: a flag always beats the environment.
+  std::string hive_url;
   std::string token;  // from RBEE_API_TOKEN only: a flag would show it in `ps`
-  bool json = false;  // jobs/models: the API's JSON instead of a table
+  bool json = false;  // jobs/models: the API's JSON; pull/watch: each event as a JSON line
   // pull
   std::string model;
   std::string revision;

@@ -21,6 +21,9 @@ namespace rbee::hive {
 std::string terminal_safe(std::string_view text);
 // JSON for a person's terminal: indented, every non-ASCII character escaped, never throws.
 std::string terminal_json(const nlohmann::json& value);
+// What a data event means, in a sentence ("Installed org/m (fallback for org/x)"); an answer
+// this client does not know is its JSON on one line.
+std::string describe_data_event(const nlohmann::json& event);
 
 class ProgressView {
  public:
@@ -34,8 +37,9 @@ class ProgressView {
   void on_event(const nlohmann::json& event, Clock::time_point now = Clock::now());
   void note(const std::string& line);  // a line of the client's own (reconnecting, cancelling)
   void repaint(Clock::time_point now = Clock::now());
-  // Takes the bars off the screen for good (before the final line is printed).
-  void close();
+  // Ends the view (before the final line is printed), leaving the bars' last state on screen;
+  // a non-empty `outcome` ("cancelled", "failed") stands where speed and ETA were.
+  void close(std::string_view outcome = {});
 
   bool live() const { return width_ > 0; }
 
@@ -51,6 +55,7 @@ class ProgressView {
   std::vector<std::string> bar_lines_locked(Clock::time_point now) const;
   void repaint_locked(Clock::time_point now);
   std::string fit(std::string line) const;
+  std::string wrap(const std::string& line) const;
 
   std::ostream& out_;
   const int width_;
@@ -62,6 +67,7 @@ class ProgressView {
   bool has_total_ = false;
   int drawn_lines_ = 0;  // bar lines on screen below the scrolled text
   bool closed_ = false;
+  std::string outcome_;  // set by close()
   Clock::time_point started_ = Clock::now();
 };
 

@@ -28,7 +28,8 @@ void JobContext::emit_data(std::string_view action, nlohmann::json payload) cons
 JobRouter::JobRouter(const narration::Narrator& narrator, std::size_t max_concurrent_jobs)
     : narrator_(narrator),
       quick_pool_(kQuickThreads),
-      long_pool_(max_concurrent_jobs == 0 ? 1 : max_concurrent_jobs) {}
+      long_pool_(max_concurrent_jobs == 0 ? 1 : max_concurrent_jobs),
+      pull_through_pool_(kPullThroughThreads) {}
 
 JobRouter::~JobRouter() {
   shutdown();
@@ -53,12 +54,17 @@ void JobRouter::route(std::string operation_name, JobHandler handler, Lane lane)
 void JobRouter::submit(std::shared_ptr<Job> job) {
   const auto found = routes_.find(job->operation_name());
   const bool long_running = found != routes_.end() && found->second.lane == Lane::long_running;
-  asio::post(long_running ? long_pool_ : quick_pool_, [this, job = std::move(job)] { run(*job); });
+  const auto* download = std::get_if<ModelDownload>(&job->operation());
+  auto& pool = !long_running                           ? quick_pool_
+               : download && download->pull_through ? pull_through_pool_
+                                                    : long_pool_;
+  asio::post(pool, [this, job = std::move(job)] { run(*job); });
 }
 
 void JobRouter::shutdown() {
   quick_pool_.join();
   long_pool_.join();
+  pull_through_pool_.join();
 }
 
 // The boundary of every job: nothing a handler throws, of any type, leaves this function

@@ -263,11 +263,14 @@ std::vector<Sibling> select_files(const std::vector<Sibling>& siblings,
   return selected;
 }
 
-// One of max_concurrent_downloads places; waiting for one is narrated and cancellable.
+// One of max_concurrent_downloads places; waiting for one is narrated and cancellable. A pull
+// the mirror makes for a peer takes none: a peer is waiting on it, its concurrency is bounded
+// by the job router's pull-through pool, and its connections by the hive's budget.
 class ModelProvisioner::DownloadSlot {
  public:
   DownloadSlot(ModelProvisioner& owner, const DownloadRequest& request, const std::stop_token& stop)
-      : owner_(owner) {
+      : owner_(owner), counted_(!request.for_mirror) {
+    if (!counted_) return;
     std::unique_lock lock(owner_.slots_mutex_);
     if (owner_.running_downloads_ >= owner_.settings_.max_concurrent_downloads) {
       owner_.narrator_.emit(
@@ -283,6 +286,7 @@ class ModelProvisioner::DownloadSlot {
     ++owner_.running_downloads_;
   }
   ~DownloadSlot() {
+    if (!counted_) return;
     {
       std::lock_guard lock(owner_.slots_mutex_);
       --owner_.running_downloads_;
@@ -292,6 +296,7 @@ class ModelProvisioner::DownloadSlot {
 
  private:
   ModelProvisioner& owner_;
+  const bool counted_;
 };
 
 ModelProvisioner::ModelProvisioner(HubClient hub, catalog::ModelCatalog& catalog,

@@ -627,3 +627,28 @@ TEST_CASE("mirror: a peer's parallel file pulls of one model wait without holdin
   CHECK(a_body == hub.content("org/big", "a.bin"));
   CHECK(b_body == hub.content("org/big", "b.bin"));
 }
+
+TEST_CASE("mirror: a peer's pull starts at once while this hive's own downloads fill every slot") {
+  HubFixture hub;
+  FixtureRepo big;
+  big.id = "org/big";
+  big.files = {{"weights.bin", 24u << 20, true, 51}};
+  hub.add_repo(big);
+  hub.add_repo(tiny_repo("org/small"));
+  hub.set_faults("weights.bin", Faults{.times = 1, .bytes_per_second = 1u << 20});  // ~24 s
+  HiveUnderTest hive(fast_flags({"--connections", "1", "--max-concurrent-downloads", "1",
+                                 "--max-concurrent-jobs", "1"}),
+                     "", {{"HF_ENDPOINT", hub.endpoint()}});
+  const auto own = hive->submit_job({{"operation", "model_download"}, {"model", "org/big"}});
+  REQUIRE(wait_for_part(hive.cache / "org/big", 1));
+  // A peer asks for a small file of a model this hive lacks: its pull neither queues behind
+  // the running job (the router's one long-running thread) nor waits for its slot.
+  auto client = hive->client();
+  client->set_read_timeout(60s);
+  const auto answer = client->Get("/hf/org/small/resolve/main/config.json");
+  REQUIRE(answer);
+  CHECK(answer->status == 200);
+  CHECK(answer->body == hub.content("org/small", "config.json"));
+  CHECK(get_json(*hive.hive, "/v1/jobs/" + own).at("state") == "running");
+  REQUIRE(hive->client()->Delete("/v1/jobs/" + own));
+}

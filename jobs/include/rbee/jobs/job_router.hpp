@@ -56,14 +56,19 @@ using JobHandler = std::function<void(JobContext&)>;
 
 // Which pool runs an operation. Quick operations (catalog reads, deletes) have threads of their
 // own, so they answer in milliseconds however many long ones (downloads) run or wait queued.
+// A download the mirror pulls through for a peer (`ModelDownload::pull_through`) runs on a
+// pool of its own too: a peer waiting on the other end of an HTTP request must not wait
+// behind this hive's own downloads.
 enum class Lane { quick, long_running };
 
-// Owns its worker threads: at most `max_concurrent_jobs` long-running handlers run at once and
-// `kQuickThreads` quick ones; the rest wait queued, holding no thread. shutdown() (or the
-// destructor) cancels nothing by itself: it waits for every job.
+// Owns its worker threads: at most `max_concurrent_jobs` long-running handlers run at once,
+// `kQuickThreads` quick ones and `kPullThroughThreads` pull-throughs; the rest wait queued,
+// holding no thread. shutdown() (or the destructor) cancels nothing by itself: it waits for
+// every job.
 class JobRouter {
  public:
   static constexpr std::size_t kQuickThreads = 4;
+  static constexpr std::size_t kPullThroughThreads = 4;
   JobRouter(const narration::Narrator& narrator, std::size_t max_concurrent_jobs);
   ~JobRouter();
   JobRouter(const JobRouter&) = delete;
@@ -88,6 +93,7 @@ class JobRouter {
   std::map<std::string, Route, std::less<>> routes_;
   asio::thread_pool quick_pool_;
   asio::thread_pool long_pool_;
+  asio::thread_pool pull_through_pool_;
 };
 
 }  // namespace rbee::jobs

@@ -121,7 +121,7 @@ std::string sha256_hex(const std::string& data) {
   return to_hex(digest, length);
 }
 
-HubFixture::HubFixture() {
+HubFixture::HubFixture(int hub_port) {
   for (httplib::Server* server : {&hub_, &cdn_}) {
     server->new_task_queue = [] { return new httplib::ThreadPool(32); };
     server->set_tcp_nodelay(true);
@@ -130,9 +130,13 @@ HubFixture::HubFixture() {
   install_hub_routes();
   install_xet_token_route();
   install_cdn_routes();
-  hub_port_ = hub_.bind_to_any_port("127.0.0.1");
+  hub_port_ = hub_port > 0 ? (hub_.bind_to_port("127.0.0.1", hub_port) ? hub_port : -1)
+                           : hub_.bind_to_any_port("127.0.0.1");
   cdn_port_ = cdn_.bind_to_any_port("127.0.0.1");
-  if (hub_port_ <= 0 || cdn_port_ <= 0) throw std::runtime_error("hub fixture cannot listen");
+  if (hub_port_ <= 0 || cdn_port_ <= 0) {
+    throw std::runtime_error(hub_port > 0 ? fmt::format("hub fixture cannot listen on {}", hub_port)
+                                          : "hub fixture cannot listen");
+  }
   hub_thread_ = std::thread([this] { hub_.listen_after_bind(); });
   cdn_thread_ = std::thread([this] { cdn_.listen_after_bind(); });
 }

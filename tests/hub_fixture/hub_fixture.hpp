@@ -90,7 +90,8 @@ std::string sha256_hex(const std::string& data);
 
 class HubFixture {
  public:
-  HubFixture();
+  // `hub_port` 0: any free port (tests); the CDN listener always takes a free one.
+  explicit HubFixture(int hub_port = 0);
   ~HubFixture();
   HubFixture(const HubFixture&) = delete;
   HubFixture& operator=(const HubFixture&) = delete;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,7 +38,15 @@ int main(int argc, char** argv) {
   std::uint64_t rate_limit = 0;
   double update_percent = 1;
   std::size_t ranges_per_url = 4;
+  int port = 0;
   CLI::App app{"A local Hugging Face Hub serving generated files (rbee-hive's test fixture)"};
+  app.footer(
+      "Once it serves, its first line on stdout is 'endpoint http://127.0.0.1:<port>': point "
+      "HF_ENDPOINT there. It runs until SIGINT or SIGTERM, then prints 'content bytes sent N'. "
+      "SIGUSR2 prints 'xet bytes sent N'; SIGUSR1 prints it too and publishes revision 2 "
+      "('revision 2 <commit>').");
+  app.add_option("--port", port, "Port of the Hub's API listener (default 0: a free port)")
+      ->check(CLI::Range(0, 65535));
   app.add_option("--repo", repo_id, "Repo id to serve (default bench/one)");
   app.add_option("--lfs-file", lfs_files, "path:size of an LFS file (served by the CDN listener)");
   app.add_option("--file", regular_files, "path:size of a regular file");
@@ -57,7 +66,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  rbee::testing::HubFixture hub;
+  std::unique_ptr<rbee::testing::HubFixture> fixture;
+  try {
+    fixture = std::make_unique<rbee::testing::HubFixture>(port);
+  } catch (const std::exception& error) {
+    std::cerr << "rbee-hub-fixture: " << error.what() << '\n';
+    return 1;
+  }
+  rbee::testing::HubFixture& hub = *fixture;
   rbee::testing::FixtureRepo repo;
   repo.id = repo_id;
   std::uint64_t seed = 1;

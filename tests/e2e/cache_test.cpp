@@ -340,4 +340,14 @@ TEST_CASE("a downloaded model holds no descriptor of its files, nor after model_
   REQUIRE(deleted.terminal() == "[DONE]");
   CHECK(descriptors_under(hive, cache).empty());
   CHECK_FALSE(std::filesystem::exists(cache / "org" / "tiny"));
+  // And the mirror serves nothing of it: a request pulls it again from the Hub, as new.
+  hub.clear_requests();
+  const auto again = hive.client()->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf");
+  REQUIRE(again);
+  CHECK(again->status == 200);
+  bool fetched = false;
+  for (const auto& request : hub.requests()) {
+    fetched |= request.method == "GET" && request.listener == "cdn";
+  }
+  CHECK(fetched);  // its bytes came from upstream, not from the deleted file's descriptor
 }

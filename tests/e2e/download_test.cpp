@@ -146,6 +146,8 @@ TEST_CASE(
     const SseStream hidden = h.download({{"model", "acme/secret"}});
     CHECK(hidden.terminal().find("private") != std::string::npos);
     CHECK(hidden.terminal().find("HF_TOKEN") != std::string::npos);
+    // The token belongs to the hive: a client's HF_TOKEN is never sent.
+    CHECK(hidden.terminal().find("in the hive's environment") != std::string::npos);
     CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/gated"));
   }
 

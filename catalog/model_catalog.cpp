@@ -38,23 +38,23 @@ ModelCatalog::ModelCatalog(fs::path root, std::chrono::milliseconds progress_int
     : root_(std::move(root)), progress_interval_(progress_interval) {}
 
 fs::path ModelCatalog::model_dir(const ModelId& id) const {
-  return root_ / id.org / id.name;
+  return root_ / id.folder();
 }
 
 // Locks live outside the model folder so that remove() can delete the folder while holding one,
 // in a folder per model so that no model's lock name is another's ("x.download" vs "x").
 fs::path ModelCatalog::lock_path(const ModelId& id) const {
-  return root_ / kLockFolder / id.org / id.name / "catalog.lock";
+  return root_ / kLockFolder / id.folder() / "catalog.lock";
 }
 
 fs::path ModelCatalog::download_lock_path(const ModelId& id) const {
-  return root_ / kLockFolder / id.org / id.name / "download.lock";
+  return root_ / kLockFolder / id.folder() / "download.lock";
 }
 
 std::optional<Directory> ModelCatalog::open_model_dir(const ModelId& id, bool create) const {
   std::error_code ec;
   if (!create && !fs::exists(root_, ec)) return std::nullopt;
-  return Directory::open(root_, create).descend(id.org + "/" + id.name, create);
+  return Directory::open(root_, create).descend(id.folder(), create);
 }
 
 // nullopt when the model has no entry.
@@ -75,7 +75,8 @@ std::optional<ModelEntry> ModelCatalog::read_entry(const ModelId& id) const {
   }
 }
 
-// The folders <org>/<name> whose names are model ids, sorted; whether each holds an entry is
+// The folders <org>/<name> (and _/<name> for ids without an owner) whose names are model ids,
+// sorted; whether each holds an entry is
 // for the caller to find out.
 std::vector<ModelId> ModelCatalog::model_ids() const {
   std::vector<ModelId> ids;
@@ -86,7 +87,7 @@ std::vector<ModelId> ModelCatalog::model_ids() const {
     for (const auto& model : fs::directory_iterator(org.path(), ec)) {
       if (!model.is_directory(ec)) continue;
       try {
-        ids.push_back(parse_model_id(org_name + "/" + model.path().filename().string()));
+        ids.push_back(model_id_of_folder(org_name, model.path().filename().string()));
       } catch (const CatalogError&) {
         // A folder whose name is no model id was not made by the catalog: not ours to list.
       }
@@ -186,13 +187,14 @@ bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
   }
   dir->remove_file(kMetadataFile);
   dir->sync();
-  const Directory org = *Directory::open(root_, false).descend(id.org, false);
+  const std::string org_folder = id.folder().substr(0, id.folder().find('/'));
+  const Directory org = *Directory::open(root_, false).descend(org_folder, false);
   if (::unlinkat(org.fd(), id.name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     throw FileSystemError("remove", dir->path(), errno);
   }
-  ::unlinkat(Directory::open(root_, false).fd(), id.org.c_str(), AT_REMOVEDIR);  // when empty
+  ::unlinkat(Directory::open(root_, false).fd(), org_folder.c_str(), AT_REMOVEDIR);  // if empty
   std::error_code ec;  // the hive's own lock folder (a held lock stays valid)
-  fs::remove_all(root_ / kLockFolder / id.org / id.name, ec);
+  fs::remove_all(root_ / kLockFolder / id.folder(), ec);
   {
     std::lock_guard throttle(throttle_mutex_);
     last_progress_write_.erase(id.str());

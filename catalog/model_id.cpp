@@ -77,14 +77,24 @@ ModelId parse_model_id(std::string_view text) {
     invalid_id(text, fmt::format("longer than {} characters", kMaxModelIdLength));
   }
   const auto slash = text.find('/');
-  if (slash == std::string_view::npos || text.find('/', slash + 1) != std::string_view::npos) {
-    invalid_id(text, "expected exactly one '/', as in 'org/name'");
+  if (slash == std::string_view::npos) {  // a canonical model without an owner: "gpt2"
+    validate_id_part(text, text, "name");
+    return ModelId{"", std::string(text)};
+  }
+  if (text.find('/', slash + 1) != std::string_view::npos) {
+    invalid_id(text, "expected 'org/name' or a name without an owner, with at most one '/'");
   }
   const auto org = text.substr(0, slash);
   const auto name = text.substr(slash + 1);
   validate_id_part(text, org, "organisation");
   validate_id_part(text, name, "name");
   return ModelId{std::string(org), std::string(name)};
+}
+
+ModelId model_id_of_folder(std::string_view org_folder, std::string_view name) {
+  if (org_folder == kNoOwnerFolder) return parse_model_id(name);
+  if (name.find('/') != std::string_view::npos) invalid_id(name, "not a folder name");
+  return parse_model_id(std::string(org_folder) + "/" + std::string(name));
 }
 
 ModelReference parse_model_reference(std::string_view text) {

@@ -110,30 +110,35 @@ class HubMirror::Impl {
         repos_(catalog, provisioner.hub().settings().listing) {}
 
   void install(httplib::Server& server) {
-    server.Get(R"(/hf/api/models/([^/]+)/([^/]+))", [this](const Request& rq, Response& rs) {
-      count("/hf/api/models/{repo}");
-      model_info(rq, rs, "main");
-    });
-    server.Get(R"(/hf/api/models/([^/]+)/([^/]+)/revision/(.+))",
-               [this](const Request& rq, Response& rs) {
-                 count("/hf/api/models/{repo}/revision/{rev}");
-                 model_info(rq, rs, rq.matches[3].str());
-               });
-    server.Get(R"(/hf/api/models/([^/]+)/([^/]+)/tree/(.+))",
-               [this](const Request& rq, Response& rs) {
-                 count("/hf/api/models/{repo}/tree/{rev}");
-                 tree(rq, rs);
-               });
-    server.Post(R"(/hf/api/models/([^/]+)/([^/]+)/paths-info/(.+))",
-                [this](const Request& rq, Response& rs) {
-                  count("/hf/api/models/{repo}/paths-info/{rev}");
-                  paths_info(rq, rs);
-                });
-    // cpp-httplib routes HEAD to the GET handlers.
-    server.Get(R"(/hf/([^/]+)/([^/]+)/resolve/(.+))", [this](const Request& rq, Response& rs) {
-      count("/hf/{repo}/resolve/{rev}/{path}");
-      resolve(rq, rs);
-    });
+    // Every route twice: for "org/name", then for a canonical id without an owner ("gpt2"),
+    // whose empty first group keeps the captures' numbers (model_id() reads them). The
+    // two-part form goes first: "/hf/api/models/a/b" is the repo a/b, as on the Hub.
+    for (const char* repo : {"([^/]+)/([^/]+)", "()([^/]+)"}) {
+      server.Get(fmt::format("/hf/api/models/{}", repo), [this](const Request& rq, Response& rs) {
+        count("/hf/api/models/{repo}");
+        model_info(rq, rs, "main");
+      });
+      server.Get(fmt::format("/hf/api/models/{}/revision/(.+)", repo),
+                 [this](const Request& rq, Response& rs) {
+                   count("/hf/api/models/{repo}/revision/{rev}");
+                   model_info(rq, rs, rq.matches[3].str());
+                 });
+      server.Get(fmt::format("/hf/api/models/{}/tree/(.+)", repo),
+                 [this](const Request& rq, Response& rs) {
+                   count("/hf/api/models/{repo}/tree/{rev}");
+                   tree(rq, rs);
+                 });
+      server.Post(fmt::format("/hf/api/models/{}/paths-info/(.+)", repo),
+                  [this](const Request& rq, Response& rs) {
+                    count("/hf/api/models/{repo}/paths-info/{rev}");
+                    paths_info(rq, rs);
+                  });
+      // cpp-httplib routes HEAD to the GET handlers.
+      server.Get(fmt::format("/hf/{}/resolve/(.+)", repo), [this](const Request& rq, Response& rs) {
+        count("/hf/{repo}/resolve/{rev}/{path}");
+        resolve(rq, rs);
+      });
+    }
   }
 
   void stop() { stopping_ = true; }
@@ -155,7 +160,9 @@ class HubMirror::Impl {
   // valid id (nothing could ever be stored under it).
   std::optional<catalog::ModelId> model_id(const Request& request, Response& response) {
     try {
-      return catalog::parse_model_id(request.matches[1].str() + "/" + request.matches[2].str());
+      const std::string org = request.matches[1].str();
+      return catalog::parse_model_id(org.empty() ? request.matches[2].str()
+                                                 : org + "/" + request.matches[2].str());
     } catch (const catalog::CatalogError&) {
       send_hub_error(response, 404, "RepoNotFound", "Repository not found: not a valid model id");
       return std::nullopt;

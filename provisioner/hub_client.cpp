@@ -15,6 +15,13 @@ namespace {
 
 constexpr int kMaxRedirects = 10;
 
+// "org/name" as URL path segments, or just "name" for a canonical model without an owner.
+std::string repo_segments(const catalog::ModelId& repo) {
+  return repo.org.empty()
+             ? percent_encode(repo.name, false)
+             : percent_encode(repo.org, false) + "/" + percent_encode(repo.name, false);
+}
+
 std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
   return value && *value ? std::string(value) : fallback;
@@ -236,8 +243,8 @@ XetAccess HubClient::xet_read_token(const catalog::ModelId& repo, const std::str
                                     std::stop_token stop) const {
   const std::string what = fmt::format("Xet read token for {} at {}", repo.str(), revision);
   const std::string target =
-      fmt::format("/api/models/{}/{}/xet-read-token/{}", percent_encode(repo.org, false),
-                  percent_encode(repo.name, false), percent_encode(revision, false));
+      fmt::format("/api/models/{}/xet-read-token/{}", repo_segments(repo),
+                  percent_encode(revision, false));
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   constexpr std::size_t kMaxBody = 64 << 10;
@@ -312,8 +319,8 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
                                std::stop_token stop) const {
   const std::string what = fmt::format("model {} at revision {}", repo.str(), revision);
   const std::string target =
-      fmt::format("/api/models/{}/{}/revision/{}?blobs=true", percent_encode(repo.org, false),
-                  percent_encode(repo.name, false), percent_encode(revision, false));
+      fmt::format("/api/models/{}/revision/{}?blobs=true", repo_segments(repo),
+                  percent_encode(revision, false));
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   bool send_token = true;
@@ -380,8 +387,8 @@ Url HubClient::resolve_url(const catalog::ModelId& repo, const std::string& revi
                            const std::string& path) const {
   Url url = endpoint_;
   const std::string target = fmt::format(
-      "/{}/{}/resolve/{}/{}", percent_encode(repo.org, false), percent_encode(repo.name, false),
-      percent_encode(revision, false), percent_encode(path, true));
+      "/{}/resolve/{}/{}", repo_segments(repo), percent_encode(revision, false),
+      percent_encode(path, true));
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   return url;
 }

@@ -125,11 +125,12 @@ try {
   await second.locator("button[data-cancel]").click();
   await second.locator(".state.cancelled").waitFor();
   await page.locator("#log .terminal", { hasText: "[CANCELLED]" }).waitFor();
-  await page.locator(`tr[data-model="${REPO}"] .state.cancelled`).waitFor();
+  // The model stays ready: the cancelled attempt replaced none of its files.
+  await page.locator(`tr[data-model="${REPO}"] .state.ready`).waitFor();
 
   if (pageErrors.length) throw new Error(`the page reported errors: ${pageErrors.join("; ")}`);
   await page.screenshot({ path: join(args.artifacts, "dashboard.png"), fullPage: true });
-  console.log(`ok: bar went through ${partial.length} partial values to 100%, model ready, cancel works; ` +
+  console.log(`ok: bar went through ${partial.length} partial values to 100%, model ready, cancel works and leaves it ready; ` +
               `screenshot in ${join(args.artifacts, "dashboard.png")}`);
 } catch (error) {
   console.error(`FAILED: ${error.message}`);

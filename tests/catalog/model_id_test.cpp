@@ -31,7 +31,7 @@ TEST_CASE("Hub-style ids parse into org and name") {
 
 TEST_CASE("hostile or malformed ids are refused") {
   for (std::string_view bad :
-       {"", "noslash", "a/b/c", "../x", "/etc", "org/..", "org/.hidden", "org/na--me", "org/na..me",
+       {"", "a/b/c", "../x", "/etc", "org/..", "org/.hidden", "org/na--me", "org/na..me",
         "org/name-", "org/name.", "-org/name", "org/na me", "org/na\nme", "org/na\x01me", "org/",
         "/name", "org\\name/x", "org/name:"}) {
     CAPTURE(bad);
@@ -39,6 +39,21 @@ TEST_CASE("hostile or malformed ids are refused") {
   }
   CHECK(id_refused(std::string(10000, 'a')));
   CHECK(id_refused("org/" + std::string(kMaxModelIdLength, 'a')));
+}
+
+TEST_CASE("canonical ids without an owner are accepted, in a folder no organisation can have") {
+  const ModelId gpt2 = parse_model_id("gpt2");
+  CHECK(gpt2.org.empty());
+  CHECK(gpt2.str() == "gpt2");
+  CHECK(gpt2.folder() == "_/gpt2");
+  CHECK(parse_model_id("bert-base-uncased").str() == "bert-base-uncased");
+  CHECK(parse_model_reference("t5-small:config.json").id.str() == "t5-small");
+  CHECK(model_id_of_folder("_", "gpt2") == gpt2);
+  CHECK(model_id_of_folder("gpt2", "other").str() == "gpt2/other");
+  for (std::string_view bad : {"_", "_/gpt2", "-gpt2", "gpt2-", "gp..t2", "."}) {
+    CAPTURE(bad);
+    CHECK(id_refused(bad));
+  }
 }
 
 TEST_CASE("error messages do not echo long or unprintable input") {

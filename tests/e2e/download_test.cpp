@@ -580,3 +580,49 @@ TEST_CASE("a gated model under a public listing fails at its first refused file;
     CHECK(get_json(*env.hive.hive, "/v1/jobs/" + alone).at("error_code") == "gated_repo");
   }
 }
+
+TEST_CASE("canonical ids without an owner (gpt2) work everywhere an id does, apart from org/name") {
+  HiveWithHub env;
+  env.hub.add_repo(tiny_repo("gpt2"));
+  FixtureRepo org_named_gpt2 = tiny_repo("gpt2/other");  // an organisation called gpt2
+  for (auto& file : org_named_gpt2.files) file.seed += 50;
+  env.hub.add_repo(org_named_gpt2);
+
+  REQUIRE(env.download({{"model", "gpt2"}}).terminal() == "[DONE]");
+  REQUIRE(env.download({{"model", "gpt2/other"}}).terminal() == "[DONE]");
+  CHECK(read_text(env.hive.cache / "_/gpt2/config.json") == env.hub.content("gpt2", "config.json"));
+  CHECK(read_text(env.hive.cache / "gpt2/other/config.json") ==
+        env.hub.content("gpt2/other", "config.json"));
+  CHECK(env.catalog_entry("_/gpt2")["id"].as<std::string>() == "gpt2");
+  CHECK(get_json(*env.hive.hive, "/v1/models/gpt2").at("status") == "ready");
+  CHECK(get_json(*env.hive.hive, "/v1/models").at("models").size() == 2);
+
+  // repo:file, fallbacks and the client take it too.
+  CHECK(env.download({{"model", "gpt2:config.json"}}).terminal() == "[DONE]");
+  CHECK(env.download({{"model", "org/missing"}, {"fallbacks", {"gpt2"}}}).terminal() == "[DONE]");
+  const auto pulled =
+      run_hive_command({"pull", "gpt2", "--hive", fmt::format("http://127.0.0.1:{}", env.hive->port())});
+  CHECK_MESSAGE(pulled.exit_code == 0, pulled.err);
+  CHECK(pulled.out.find("gpt2 is already up to date") != std::string::npos);
+
+  // The mirror's routes.
+  const auto client = env.hive->client();
+  const auto info = client->Get("/hf/api/models/gpt2");
+  REQUIRE(info);
+  CHECK(info->status == 200);
+  CHECK(json::parse(info->body).at("id") == "gpt2");
+  const auto file = client->Get("/hf/gpt2/resolve/main/config.json");
+  REQUIRE(file);
+  CHECK(file->status == 200);
+  CHECK(file->body == env.hub.content("gpt2", "config.json"));
+  const auto other = client->Get("/hf/gpt2/other/resolve/main/config.json");
+  REQUIRE(other);
+  CHECK(other->body == env.hub.content("gpt2/other", "config.json"));
+
+  // Deleting one leaves the other.
+  const auto deleted =
+      watch(*env.hive.hive, env.hive->submit_job({{"operation", "model_delete"}, {"id", "gpt2"}}));
+  CHECK(deleted.terminal() == "[DONE]");
+  CHECK_FALSE(std::filesystem::exists(env.hive.cache / "_/gpt2"));
+  CHECK(std::filesystem::exists(env.hive.cache / "gpt2/other/config.json"));
+}

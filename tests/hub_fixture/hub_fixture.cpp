@@ -230,6 +230,17 @@ const HubFixture::StoredRepo* HubFixture::find_repo(const std::string& id) const
   return it == repos_.end() ? nullptr : &it->second;
 }
 
+namespace {
+
+// "org/name" from the first two captures, or "name" for a canonical repo without an owner
+// (the first capture then matched nothing).
+std::string repo_id_of(const httplib::Request& request) {
+  const std::string org = request.matches[1].str();
+  return org.empty() ? request.matches[2].str() : org + "/" + request.matches[2].str();
+}
+
+}  // namespace
+
 bool HubFixture::authorized(const StoredRepo& repo, const httplib::Request& request) const {
   if (repo.repo.access == RepoAccess::open) return true;
   return !valid_token_.empty() &&
@@ -252,9 +263,9 @@ void HubFixture::record(const std::string& listener, const httplib::Request& req
 }
 
 void HubFixture::install_hub_routes() {
-  hub_.Get(R"(/api/models/([^/]+)/([^/]+)/revision/(.+))", [this](const httplib::Request& request,
+  hub_.Get(R"(/api/models/(?:([^/]+)/)?([^/]+)/revision/(.+))", [this](const httplib::Request& request,
                                                                   httplib::Response& response) {
-    const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+    const std::string id = repo_id_of(request);
     const std::string revision = request.matches[3].str();
     auto listing_faults = take_faults("/api/models/" + id);
     if (listing_faults && listing_faults->stall_after_bytes) {
@@ -341,9 +352,9 @@ void HubFixture::install_hub_routes() {
     record("hub", request, response.status);
   });
 
-  hub_.Get(R"(/([^/]+)/([^/]+)/resolve/(.+))", [this](const httplib::Request& request,
+  hub_.Get(R"(/(?:([^/]+)/)?([^/]+)/resolve/(.+))", [this](const httplib::Request& request,
                                                       httplib::Response& response) {
-    const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+    const std::string id = repo_id_of(request);
     const std::string rest = request.matches[3].str();
     std::unique_lock lock(mutex_);
     const StoredRepo* repo = find_repo(id);
@@ -427,9 +438,9 @@ void HubFixture::install_hub_routes() {
 // The Xet read token of a repo (DESIGN §15): as the listing, it needs the Hub token for gated
 // and private repos.
 void HubFixture::install_xet_token_route() {
-  hub_.Get(R"(/api/models/([^/]+)/([^/]+)/xet-read-token/(.+))",
+  hub_.Get(R"(/api/models/(?:([^/]+)/)?([^/]+)/xet-read-token/(.+))",
            [this](const httplib::Request& request, httplib::Response& response) {
-             const std::string id = request.matches[1].str() + "/" + request.matches[2].str();
+             const std::string id = repo_id_of(request);
              std::unique_lock lock(mutex_);
              const StoredRepo* repo = find_repo(id);
              const bool allowed = repo && authorized(*repo, request);

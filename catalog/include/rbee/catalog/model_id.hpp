@@ -13,19 +13,32 @@ inline constexpr std::size_t kMaxModelIdLength = 96;  // the Hub's limit for a r
 inline constexpr std::size_t kMaxRepoPathLength = 1024;
 inline constexpr std::size_t kMaxRevisionLength = 255;
 
+// The folder under the cache root that holds the models without an owner ("gpt2"): no Hub
+// organisation can have this name (an org starts with a letter or digit), so "gpt2" and an
+// org "gpt2"'s models never share a folder.
+inline constexpr std::string_view kNoOwnerFolder = "_";
+
+// "org/name", or a canonical id without an owner ("gpt2", "bert-base-uncased"): org empty.
 struct ModelId {
-  std::string org;
+  std::string org;  // empty for a canonical id without an owner
   std::string name;
 
-  std::string str() const { return org + "/" + name; }
+  std::string str() const { return org.empty() ? name : org + "/" + name; }
+  // The model's folder below the cache root: "org/name", or "_/name" without an owner.
+  std::string folder() const {
+    return (org.empty() ? std::string(kNoOwnerFolder) : org) + "/" + name;
+  }
   friend bool operator==(const ModelId&, const ModelId&) = default;
 };
 
-// Each part follows the Hub's rule [A-Za-z0-9][A-Za-z0-9._-]*, with no "--" or "..", not
-// ending in '-' or '.', the whole at most kMaxModelIdLength. Throws CatalogError
-// (invalid_model_id) naming what is wrong; the message quotes the input only when it is short
-// and printable.
+// "org/name" or "name" (the Hub's canonical models: gpt2, t5-small). Each part follows the
+// Hub's rule [A-Za-z0-9][A-Za-z0-9._-]*, with no "--" or "..", not ending in '-' or '.', the
+// whole at most kMaxModelIdLength. Throws CatalogError (invalid_model_id) naming what is
+// wrong; the message quotes the input only when it is short and printable.
 ModelId parse_model_id(std::string_view text);
+// The id of the model folder `org_folder`/`name` (ModelId::folder()); throws like
+// parse_model_id when the folder is no model's.
+ModelId model_id_of_folder(std::string_view org_folder, std::string_view name);
 
 // rbee's "org/name[:path/in/repo]": the model plus, optionally, the one file wanted.
 struct ModelReference {

@@ -238,6 +238,13 @@ TEST_CASE("pull on a terminal draws live bars per file and a total, then the fin
   const std::string done = pane.wait_for("EXIT=0");
   CHECK(std::regex_search(done, std::regex(R"(Total +\[=+\] +100%)")));
   CHECK(done.find("Done: Downloaded acme/tiny: 3 files") != std::string::npos);
+  // The final Total bar and the summary give the same speed.
+  std::smatch summary, total;
+  REQUIRE(std::regex_search(done, summary, std::regex(R"(Done: Downloaded .* \(([0-9.]+ \w+/s)\))")));
+  REQUIRE(std::regex_search(done, total, std::regex(R"(Total +\[=+\] +100% [^\n]*?([0-9.]+ \w+/s))")));
+  CHECK(summary[1].str() == total[1].str());
+  // The last line is the folder a worker loads.
+  CHECK(done.find((h.hive.cache / "acme/tiny").string()) != std::string::npos);
 }
 
 TEST_CASE("Ctrl+C during pull cancels the job, keeps the part file and says how to resume") {

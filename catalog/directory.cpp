@@ -19,9 +19,9 @@ namespace {
 std::string describe(std::string_view what, const fs::path& path, int error) {
   // ELOOP from O_NOFOLLOW says "Too many levels of symbolic links", which reads like a loop;
   // kNotRegularFile is ours: a FIFO, a socket or a device where a file should be.
-  const std::string reason =
-      error == ELOOP             ? "it is a symlink, which the hive never follows"
-      : error == kNotRegularFile ? "it is not a regular file, which the hive never opens"
+  const std::string reason = error == ELOOP ? "it is a symlink, which the hive never follows"
+                             : error == kNotRegularFile
+                                 ? "it is not a regular file, which the hive never opens"
                                  : std::string(std::strerror(error));
   return fmt::format("cannot {} {}: {}", what, path.string(), reason);
 }

@@ -143,7 +143,8 @@ void validate_revision(std::string_view revision) {
     return c > 0x20 && c < 0x7f && std::string_view("~^:?*[\\").find(c) == std::string_view::npos;
   });
   if (!plain) refuse("only printable ASCII without spaces or any of ~^:?*[\\ is allowed");
-  if (revision.find("..") != std::string_view::npos || revision.find("//") != std::string_view::npos ||
+  if (revision.find("..") != std::string_view::npos ||
+      revision.find("//") != std::string_view::npos ||
       revision.find("@{") != std::string_view::npos) {
     refuse("'..', '//' and '@{' are not allowed");
   }

@@ -42,7 +42,8 @@ std::optional<std::string_view> allowed_methods(const std::string& path) {
   };
   static const std::vector<Route> kRoutes = [] {
     std::vector<Route> routes;
-    for (const auto& [pattern, methods] : std::initializer_list<std::pair<const char*, const char*>>{
+    for (const auto& [pattern, methods] :
+         std::initializer_list<std::pair<const char*, const char*>>{
              {"/|/health|/metrics|/v1/models|/v1/models/.+", "GET, HEAD"},
              {"/v1/jobs", "GET, HEAD, POST"},
              {"/v1/jobs/[^/]+/stream-ticket", "POST"},
@@ -276,9 +277,9 @@ void HiveServer::install_routes() {
       if (const auto methods = allowed_methods(request.path)) {
         response.status = 405;
         response.set_header("Allow", std::string(*methods));
-        return send_error(response, 405, "method_not_allowed",
-                          fmt::format("{} allows {}", narration::sanitize(request.path, 256),
-                                      *methods));
+        return send_error(
+            response, 405, "method_not_allowed",
+            fmt::format("{} allows {}", narration::sanitize(request.path, 256), *methods));
       }
     }
     auto [code, message] = default_error(request, response.status);
@@ -329,8 +330,8 @@ void HiveServer::install_routes() {
       std::lock_guard lock(submit_mutex_);
       submitted = jobs_submitted_;
     }
-    const MetricsSources sources{registry_,     catalog_,  provisioner_,
-                                 http_metrics_, submitted, open_streams_.load(),
+    const MetricsSources sources{registry_,       catalog_,        provisioner_,
+                                 http_metrics_,   submitted,       open_streams_.load(),
                                  server_.stats(), mirror_->stats()};
     response.set_content(render_metrics(sources), "text/plain; version=0.0.4");
   });
@@ -449,9 +450,8 @@ void HiveServer::handle_stream(const Request& request, Response& response) {
   // Exactly text/event-stream: any other type is compressed and buffered by cpp-httplib.
   response.set_chunked_content_provider(
       "text/event-stream",
-      [this, job, cursor, profile, idle_interval,
-       last_write = std::chrono::steady_clock::now()](std::size_t,
-                                                       httplib::DataSink& sink) mutable {
+      [this, job, cursor, profile, idle_interval, last_write = std::chrono::steady_clock::now()](
+          std::size_t, httplib::DataSink& sink) mutable {
         // Waits until the stream has been silent for one idle interval (since whatever it last
         // wrote, not since this call), in slices so that shutdown is never kept waiting, and
         // every call writes something: events, the end, or the idle line (which also finds a

@@ -98,9 +98,12 @@ void model_download(JobContext& context, provisioner::ModelProvisioner& provisio
   for (std::size_t i = 0; i < candidates.size(); ++i) {
     const std::string& model = candidates[i];
     // The revision names the primary's; a fallback is another repo, downloaded at its main.
-    provisioner::DownloadRequest request{model,      i == 0 ? op.revision : "main",
-                                         op.include, op.exclude,
-                                         context.job_id(), op.connections,
+    provisioner::DownloadRequest request{model,
+                                         i == 0 ? op.revision : "main",
+                                         op.include,
+                                         op.exclude,
+                                         context.job_id(),
+                                         op.connections,
                                          op.pull_through};
     try {
       provisioner.download(request, context.cancellation().stop_token());

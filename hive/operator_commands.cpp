@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cctype>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -257,9 +257,9 @@ OperatorCommands::OperatorCommands(CLI::App& app) {
   // No envname: CLI11 would apply RBEE_HIVE_URL through the other subcommands' --hive after
   // this one's flag. run() falls back to the environment only when no flag was given.
   auto add_hive_option = [this](CLI::App* command) {
-    command->add_option("--hive", options_.hive_url,
-                        fmt::format("URL of the hive (default: $RBEE_HIVE_URL, else {})",
-                                    kDefaultHiveUrl));
+    command->add_option(
+        "--hive", options_.hive_url,
+        fmt::format("URL of the hive (default: $RBEE_HIVE_URL, else {})", kDefaultHiveUrl));
   };
   pull_ = app.add_subcommand("pull", "Download a model on a hive and show its progress");
   pull_->add_option("model", options_.model, "org/name, or org/name:path/in/repo for one file")
@@ -352,10 +352,10 @@ int OperatorCommands::pull() {
     Repainter repainter(view);
     result = follow_job(client, job_id, view, stopping, options_.json);
   }
-  return finish_job(client, view, result, job_id,
-                    fmt::format("; its part files stay in the cache; resume with: {}",
-                                pull_command(options_)),
-                    options_.json);
+  return finish_job(
+      client, view, result, job_id,
+      fmt::format("; its part files stay in the cache; resume with: {}", pull_command(options_)),
+      options_.json);
 }
 
 int OperatorCommands::watch() {

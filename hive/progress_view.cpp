@@ -220,11 +220,11 @@ std::vector<std::string> ProgressView::bar_lines_locked(Clock::time_point now) c
     return lines;
   }
   const bool eta = outcome_.empty() && eta_s_ && total_done_ < total_bytes_;
-  lines.push_back(fit(fmt::format("{} {} {} {:>10} / {:<10} {}{}", name_column("Total"),
-                                  bar(total_done_, total_bytes_), percent(total_done_, total_bytes_),
-                                  format_bytes(total_done_), format_bytes(total_bytes_),
-                                  outcome_.empty() ? speed(bytes_per_sec_) : outcome_,
-                                  eta ? "  ETA " + short_duration(*eta_s_) : "")));
+  lines.push_back(fit(fmt::format(
+      "{} {} {} {:>10} / {:<10} {}{}", name_column("Total"), bar(total_done_, total_bytes_),
+      percent(total_done_, total_bytes_), format_bytes(total_done_), format_bytes(total_bytes_),
+      outcome_.empty() ? speed(bytes_per_sec_) : outcome_,
+      eta ? "  ETA " + short_duration(*eta_s_) : "")));
   return lines;
 }
 

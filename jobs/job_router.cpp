@@ -55,7 +55,7 @@ void JobRouter::submit(std::shared_ptr<Job> job) {
   const auto found = routes_.find(job->operation_name());
   const bool long_running = found != routes_.end() && found->second.lane == Lane::long_running;
   const auto* download = std::get_if<ModelDownload>(&job->operation());
-  auto& pool = !long_running                           ? quick_pool_
+  auto& pool = !long_running                        ? quick_pool_
                : download && download->pull_through ? pull_through_pool_
                                                     : long_pool_;
   asio::post(pool, [this, job = std::move(job)] { run(*job); });

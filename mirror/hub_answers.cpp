@@ -75,11 +75,10 @@ nlohmann::json model_info_json(const std::string& repo, const provisioner::RepoS
 nlohmann::json file_entry_json(const provisioner::Sibling& sibling) {
   // "oid" is the git blob id (of the LFS pointer, for an LFS file), as on the Hub; a listing
   // without one leaves the content's sha256 as the only id there is.
-  nlohmann::json entry = {
-      {"type", "file"},
-      {"oid", sibling.blob_id.empty() ? sibling.lfs_sha256 : sibling.blob_id},
-      {"size", sibling.size},
-      {"path", sibling.path}};
+  nlohmann::json entry = {{"type", "file"},
+                          {"oid", sibling.blob_id.empty() ? sibling.lfs_sha256 : sibling.blob_id},
+                          {"size", sibling.size},
+                          {"path", sibling.path}};
   if (!sibling.lfs_sha256.empty()) {
     entry["lfs"] = {{"oid", sibling.lfs_sha256}, {"size", sibling.size}};
   }

@@ -70,7 +70,7 @@ RangeRequest parse_single_range(const std::string& header, std::uint64_t size, B
 
 // Where a response's bytes come from: the verified file, or the file still downloading.
 struct FileSource {
-  catalog::UniqueFd verified;              // the published file, when this hive has it
+  catalog::UniqueFd verified;               // the published file, when this hive has it
   std::shared_ptr<const LiveFile> growing;  // else the download in progress
   int fd() const { return verified ? verified.get() : growing->fd(); }
 };
@@ -198,15 +198,15 @@ class HubMirror::Impl {
       const RepoMiss miss = std::get<RepoMiss>(found);
       const std::string wanted = fmt::format("{}@{}", id.str(), revision);
       if (!may_pull(request)) {
-        send_hub_error(response, 404, miss == RepoMiss::no_repo ? "RepoNotFound" : "RevisionNotFound",
-                       fmt::format("{} is not in this hive's cache, and {}", wanted,
-                                   why_no_pull()));
+        send_hub_error(
+            response, 404, miss == RepoMiss::no_repo ? "RepoNotFound" : "RevisionNotFound",
+            fmt::format("{} is not in this hive's cache, and {}", wanted, why_no_pull()));
         return nullptr;
       }
       if (status && status->state == PullThrough::State::failed) {
-        send_pull_failure(response, status->error_code,
-                          fmt::format("pulling {} from upstream failed ({}): {}", wanted, job_id,
-                                      status->error));
+        send_pull_failure(
+            response, status->error_code,
+            fmt::format("pulling {} from upstream failed ({}): {}", wanted, job_id, status->error));
         return nullptr;
       }
       if (status && status->state == PullThrough::State::completed) {
@@ -285,7 +285,8 @@ class HubMirror::Impl {
   bool from_web_page(const Request& request) const {
     if (settings_.requests_authenticated) return false;
     const std::string site = request.get_header_value("Sec-Fetch-Site");
-    return request.has_header("Origin") || (!site.empty() && site != "none" && site != "same-origin");
+    return request.has_header("Origin") ||
+           (!site.empty() && site != "none" && site != "same-origin");
   }
   bool may_pull(const Request& request) const {
     return settings_.pull_through && !settings_.offline && !from_web_page(request);
@@ -320,8 +321,8 @@ class HubMirror::Impl {
     if (!id) return;
     const auto snapshot = find_repo(request, *id, revision, id->str(), response);
     if (!snapshot || !allowed(*id, *snapshot, response)) return;
-    send_json(response, model_info_json(id->str(), *snapshot,
-                                        request.get_param_value("blobs") == "true"));
+    send_json(response,
+              model_info_json(id->str(), *snapshot, request.get_param_value("blobs") == "true"));
   }
 
   void tree(const Request& request, Response& response) {
@@ -387,12 +388,13 @@ class HubMirror::Impl {
     nlohmann::json page = nlohmann::json::array();
     for (std::size_t i = cursor; i < end; ++i) page.push_back(entries[i]);
     if (end < entries.size()) {
-      const std::string below =
-          folder.empty() ? std::string() : fmt::format("/{}", provisioner::percent_encode(folder, true));
-      const std::string url = fmt::format(
-          "{}/hf/api/models/{}/tree/{}{}?recursive={}&limit={}&cursor={}", base_url(request),
-          id.str(), provisioner::percent_encode(revision, false), below,
-          recursive ? "true" : "false", limit, end);
+      const std::string below = folder.empty()
+                                    ? std::string()
+                                    : fmt::format("/{}", provisioner::percent_encode(folder, true));
+      const std::string url =
+          fmt::format("{}/hf/api/models/{}/tree/{}{}?recursive={}&limit={}&cursor={}",
+                      base_url(request), id.str(), provisioner::percent_encode(revision, false),
+                      below, recursive ? "true" : "false", limit, end);
       response.set_header("Link", fmt::format("<{}>; rel=\"next\"", url));
     }
     send_json(response, page);
@@ -434,9 +436,8 @@ class HubMirror::Impl {
       if (file != siblings.end()) {
         answer.push_back(file_entry_json(*file));
       } else if (!path.empty() &&
-                 std::any_of(siblings.begin(), siblings.end(), [&](const Sibling& s) {
-                   return s.path.starts_with(path + "/");
-                 })) {
+                 std::any_of(siblings.begin(), siblings.end(),
+                             [&](const Sibling& s) { return s.path.starts_with(path + "/"); })) {
         answer.push_back(directory_entry_json(path));
       }
     }
@@ -464,10 +465,9 @@ class HubMirror::Impl {
     const auto file = std::find_if(siblings.begin(), siblings.end(),
                                    [&](const Sibling& s) { return s.path == path; });
     if (file == siblings.end()) {
-      return send_hub_error(
-          response, 404, "EntryNotFound",
-          fmt::format("{} has no file '{}' at commit {}", id->str(), narration::sanitize(path, 300),
-                      snapshot->listing.commit));
+      return send_hub_error(response, 404, "EntryNotFound",
+                            fmt::format("{} has no file '{}' at commit {}", id->str(),
+                                        narration::sanitize(path, 300), snapshot->listing.commit));
     }
     const Sibling& sibling = *file;
     // The file's headers go only with an answer about the file (not with a 404 for it).
@@ -556,8 +556,8 @@ class HubMirror::Impl {
                                                const RepoSnapshot& snapshot,
                                                const Sibling& sibling) const {
     auto live = provisioner_.live_files().find({id.str(), snapshot.listing.commit, sibling.path});
-    if (live && (live->size() != sibling.size ||
-                 live->progress().state == LiveFile::State::abandoned)) {
+    if (live &&
+        (live->size() != sibling.size || live->progress().state == LiveFile::State::abandoned)) {
       return nullptr;
     }
     return live;
@@ -592,9 +592,9 @@ class HubMirror::Impl {
         return std::nullopt;
       }
       if (status && status->state == PullThrough::State::failed) {
-        send_pull_failure(response, status->error_code,
-                          fmt::format("pulling {} from upstream failed ({}): {}", wanted, job_id,
-                                      status->error));
+        send_pull_failure(
+            response, status->error_code,
+            fmt::format("pulling {} from upstream failed ({}): {}", wanted, job_id, status->error));
         return std::nullopt;
       }
       if (status && status->state == PullThrough::State::completed) {
@@ -646,8 +646,7 @@ class HubMirror::Impl {
             transfer->buffer.resize(
                 std::min<std::uint64_t>(settings_.read_buffer_bytes, end - begin));
           }
-          const std::size_t want =
-              std::min<std::uint64_t>(transfer->buffer.size(), readable - at);
+          const std::size_t want = std::min<std::uint64_t>(transfer->buffer.size(), readable - at);
           ssize_t n = -1;
           do {
             n = ::pread(transfer->source.fd(), transfer->buffer.data(), want,

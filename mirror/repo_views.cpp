@@ -29,7 +29,8 @@ std::shared_ptr<const provisioner::RepoSnapshot> RepoViews::load(const catalog::
   // The snapshot's file, looked at without following symlinks (the provisioner's own name).
   std::optional<catalog::Directory> work;
   try {
-    if (const auto model = catalog_.open_model_dir(id, false)) work = model->descend(".rbee", false);
+    if (const auto model = catalog_.open_model_dir(id, false))
+      work = model->descend(".rbee", false);
   } catch (const std::exception&) {
     return nullptr;  // a symlink where the folder should be: nothing this hive wrote
   }

@@ -242,9 +242,8 @@ HubError hub_error_for(int status, const std::string& error_code, const std::str
 XetAccess HubClient::xet_read_token(const catalog::ModelId& repo, const std::string& revision,
                                     std::stop_token stop) const {
   const std::string what = fmt::format("Xet read token for {} at {}", repo.str(), revision);
-  const std::string target =
-      fmt::format("/api/models/{}/xet-read-token/{}", repo_segments(repo),
-                  percent_encode(revision, false));
+  const std::string target = fmt::format("/api/models/{}/xet-read-token/{}", repo_segments(repo),
+                                         percent_encode(revision, false));
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   constexpr std::size_t kMaxBody = 64 << 10;
@@ -318,9 +317,8 @@ HttpHeaders HubClient::headers_for(bool send_token) const {
 RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& revision,
                                std::stop_token stop) const {
   const std::string what = fmt::format("model {} at revision {}", repo.str(), revision);
-  const std::string target =
-      fmt::format("/api/models/{}/revision/{}?blobs=true", repo_segments(repo),
-                  percent_encode(revision, false));
+  const std::string target = fmt::format("/api/models/{}/revision/{}?blobs=true",
+                                         repo_segments(repo), percent_encode(revision, false));
   Url url = endpoint_;
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   bool send_token = true;
@@ -386,9 +384,9 @@ RepoInfo HubClient::model_info(const catalog::ModelId& repo, const std::string& 
 Url HubClient::resolve_url(const catalog::ModelId& repo, const std::string& revision,
                            const std::string& path) const {
   Url url = endpoint_;
-  const std::string target = fmt::format(
-      "/{}/resolve/{}/{}", repo_segments(repo), percent_encode(revision, false),
-      percent_encode(path, true));
+  const std::string target =
+      fmt::format("/{}/resolve/{}/{}", repo_segments(repo), percent_encode(revision, false),
+                  percent_encode(path, true));
   url.target = endpoint_.target == "/" ? target : endpoint_.target + target;
   return url;
 }

@@ -124,7 +124,8 @@ void LiveFiles::forget_model(const std::string& model) {
       continue;
     }
     const auto progress = it->second.file->progress();
-    it->second.file->update(LiveFile::State::abandoned, progress.committed, "the model was deleted");
+    it->second.file->update(LiveFile::State::abandoned, progress.committed,
+                            "the model was deleted");
     it = files_.erase(it);
   }
   std::erase_if(verified_, [&](const Verified& v) { return v.key.model == model; });

@@ -14,8 +14,8 @@
 #include <fmt/format.h>
 #include <rbee/catalog/file_lock.hpp>
 
-#include "rbee/provisioner/repo_snapshot.hpp"
 #include "ranged_download.hpp"
+#include "rbee/provisioner/repo_snapshot.hpp"
 #include "retry.hpp"
 #include "staging.hpp"
 #include "xet/chunk_index.hpp"
@@ -409,10 +409,10 @@ bool ModelProvisioner::restore_if_untouched(const Attempt& attempt,
       }
     }
   } catch (const catalog::CatalogError& error) {
-    narrator_.emit({kActor, "catalog_write_failed", id.str(),
-                    fmt::format("Could not put back the entry of {} as it was: {}", id.str(),
-                                error.what()),
-                    request.job_id, Level::warn, 0, std::nullopt});
+    narrator_.emit(
+        {kActor, "catalog_write_failed", id.str(),
+         fmt::format("Could not put back the entry of {} as it was: {}", id.str(), error.what()),
+         request.job_id, Level::warn, 0, std::nullopt});
   }
   return true;
 }
@@ -610,9 +610,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       set_state(file, "verified");
       return;
     }
-    const std::uint64_t resumed =
-        resumable_bytes(StagedFile(model, wanted), wanted,
-                        wanted.sha256.empty() ? wanted.git_sha1 : wanted.sha256);
+    const std::uint64_t resumed = resumable_bytes(
+        StagedFile(model, wanted), wanted, wanted.sha256.empty() ? wanted.git_sha1 : wanted.sha256);
     narrate("file_started",
             resumed > 0 ? fmt::format("Resuming {} at {} of {}", file.path, format_bytes(resumed),
                                       format_bytes(file.size))
@@ -660,8 +659,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
     };
     events.discarded = [&](const std::string& reason) { live_files_.abandoned(live, reason); };
     try {
-      downloader.fetch(id, commit, wanted, model, files_stop.get_token(), events,
-                       &job_connections);
+      downloader.fetch(id, commit, wanted, model, files_stop.get_token(), events, &job_connections);
     } catch (const DownloadCancelled&) {
       live_files_.abandoned(live, "the download was cancelled");
       throw;
@@ -688,8 +686,8 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
   std::vector<std::string> failures;
   const auto record_file_failure = [&](ModelFile& file, const std::exception& error) {
     stats_.add_error(error_kind(error));
-    const std::string reason = narrator_.clean(
-        explain_out_of_space(error, id, total - std::min(total, reporter.done())));
+    const std::string reason =
+        narrator_.clean(explain_out_of_space(error, id, total - std::min(total, reporter.done())));
     narrate("file_failed", fmt::format("{} failed: {}", file.path, reason), Level::error,
             reporter.file_failed(file));
     set_state(file, "failed");
@@ -852,8 +850,8 @@ void ModelProvisioner::refuse_revision_conflict(const DownloadRequest& request, 
 }
 
 void ModelProvisioner::download_listed(const DownloadRequest& request, const ModelId& id,
-                                       const RepoInfo& info, const HubClient& hub,
-                                       Attempt& attempt, const std::stop_token& stop) {
+                                       const RepoInfo& info, const HubClient& hub, Attempt& attempt,
+                                       const std::stop_token& stop) {
   const auto reference = catalog::parse_model_reference(request.model);
   const auto started = Clock::now();
   auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
@@ -935,8 +933,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
       remaining == 0 && verified_bytes == total) {
     narrate("download_up_to_date",
             fmt::format("{} is already up to date: {} file{}, {}, nothing downloaded (commit {})",
-                        id.str(), files.size(), files.size() == 1 ? "" : "s",
-                        format_bytes(total), info.commit.substr(0, 12)));
+                        id.str(), files.size(), files.size() == 1 ? "" : "s", format_bytes(total),
+                        info.commit.substr(0, 12)));
     return;
   }
 

@@ -70,7 +70,9 @@ std::string range_sidecar_json(const FileToFetch& file, std::string_view checksu
 
 namespace {
 
-std::vector<Range> merged(std::vector<Range> ranges) { return merged_ranges(std::move(ranges)); }
+std::vector<Range> merged(std::vector<Range> ranges) {
+  return merged_ranges(std::move(ranges));
+}
 
 // One piece of the file, fetched by one connection at a time.
 struct Segment {
@@ -648,7 +650,8 @@ class RangedDownload {
       }
     }
     if (events_.progress) events_.progress(written);
-    if (events_.ranges_written && fd_) events_.ranges_written(fd_.get(), merged(std::move(on_disk)));
+    if (events_.ranges_written && fd_)
+      events_.ranges_written(fd_.get(), merged(std::move(on_disk)));
   }
 
   // The done ranges are only claimed after the part's data is on disk.

@@ -261,7 +261,8 @@ TEST_CASE("a FIFO where the catalog expects a file is refused at once, never wai
   CHECK_THROWS_AS(dir->read_file("metadata.yaml", 1024), FileSystemError);
   CHECK_THROWS_AS(dir->open_file("metadata.yaml", O_RDONLY), FileSystemError);
   // A regular file opened by the same call reads as before (O_NONBLOCK was cleared).
-  const auto fd = catalog.open_model_dir(parse_model_id("org/a"), false)->open_file("metadata.yaml", O_RDONLY);
+  const auto fd =
+      catalog.open_model_dir(parse_model_id("org/a"), false)->open_file("metadata.yaml", O_RDONLY);
   REQUIRE(fd);
   CHECK((::fcntl(fd.get(), F_GETFL) & O_NONBLOCK) == 0);
 }
@@ -277,7 +278,8 @@ TEST_CASE("remove_tree works through descriptors: a folder swapped for a symlink
   // Another user of the shared cache moves the folder away and leaves a symlink in its place
   // between the hive's open and its delete.
   std::filesystem::rename(root.path() / "cache" / "model", root.path() / "cache" / "moved");
-  std::filesystem::create_directory_symlink(root.path() / "victim", root.path() / "cache" / "model");
+  std::filesystem::create_directory_symlink(root.path() / "victim",
+                                            root.path() / "cache" / "model");
 
   for (const auto& name : model->entry_names()) model->remove_tree(name);
   CHECK(read_text(root.path() / "victim" / "sub" / "precious") == "theirs");
@@ -286,7 +288,8 @@ TEST_CASE("remove_tree works through descriptors: a folder swapped for a symlink
   SUBCASE("a symlink inside is removed itself, its target untouched") {
     const auto cache = Directory::open(root.path() / "cache", false);
     CHECK(cache.remove_tree("model"));
-    CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(root.path() / "cache" / "model")));
+    CHECK_FALSE(
+        std::filesystem::exists(std::filesystem::symlink_status(root.path() / "cache" / "model")));
     CHECK(read_text(root.path() / "victim" / "sub" / "precious") == "theirs");
   }
 }

@@ -146,7 +146,9 @@ TEST_CASE(
        json({{"operation", "model_download"}, {"model", "org/n"}, {"revision", "../main"}}).dump(),
        "application/json", 400, "invalid_revision"},
       {"revision over 255 bytes",
-       json({{"operation", "model_download"}, {"model", "org/n"}, {"revision", std::string(256, 'a')}})
+       json({{"operation", "model_download"},
+             {"model", "org/n"},
+             {"revision", std::string(256, 'a')}})
            .dump(),
        "application/json", 400, "invalid_revision"},
       {"hostile id", R"({"operation":"model_get","id":"../../etc"})", "application/json", 400,

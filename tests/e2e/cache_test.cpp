@@ -295,7 +295,8 @@ std::filesystem::path cache_with_tiny(const TempDir& dir, HubFixture& hub) {
 
 }  // namespace
 
-TEST_CASE("a FIFO planted in the cache is refused at once: the catalog, the mirror and the hive answer") {
+TEST_CASE(
+    "a FIFO planted in the cache is refused at once: the catalog, the mirror and the hive answer") {
   TempDir dir;
   HubFixture hub;
   const auto cache = cache_with_tiny(dir, hub);

@@ -142,7 +142,8 @@ TEST_CASE("a cancelled pull of one file says how to resume exactly that; the res
   h.hub.set_rate_limit(0);
   const auto resumed = client(h, {"pull", "acme/two:big.gguf"});
   CHECK_MESSAGE(resumed.exit_code == 0, resumed.err);
-  CHECK(std::regex_search(resumed.out, std::regex(R"(Resuming big\.gguf at [0-9.]+ [KM]iB of 8\.0 MiB)")));
+  CHECK(std::regex_search(resumed.out,
+                          std::regex(R"(Resuming big\.gguf at [0-9.]+ [KM]iB of 8\.0 MiB)")));
 }
 
 TEST_CASE("pull of a missing repo exits non-zero with the reason on stderr") {
@@ -240,8 +241,10 @@ TEST_CASE("pull on a terminal draws live bars per file and a total, then the fin
   CHECK(done.find("Done: Downloaded acme/tiny: 3 files") != std::string::npos);
   // The final Total bar and the summary give the same speed.
   std::smatch summary, total;
-  REQUIRE(std::regex_search(done, summary, std::regex(R"(Done: Downloaded .* \(([0-9.]+ \w+/s)\))")));
-  REQUIRE(std::regex_search(done, total, std::regex(R"(Total +\[=+\] +100% [^\n]*?([0-9.]+ \w+/s))")));
+  REQUIRE(
+      std::regex_search(done, summary, std::regex(R"(Done: Downloaded .* \(([0-9.]+ \w+/s)\))")));
+  REQUIRE(
+      std::regex_search(done, total, std::regex(R"(Total +\[=+\] +100% [^\n]*?([0-9.]+ \w+/s))")));
   CHECK(summary[1].str() == total[1].str());
   // The last line is the folder a worker loads.
   CHECK(done.find((h.hive.cache / "acme/tiny").string()) != std::string::npos);

@@ -600,8 +600,8 @@ TEST_CASE("canonical ids without an owner (gpt2) work everywhere an id does, apa
   // repo:file, fallbacks and the client take it too.
   CHECK(env.download({{"model", "gpt2:config.json"}}).terminal() == "[DONE]");
   CHECK(env.download({{"model", "org/missing"}, {"fallbacks", {"gpt2"}}}).terminal() == "[DONE]");
-  const auto pulled =
-      run_hive_command({"pull", "gpt2", "--hive", fmt::format("http://127.0.0.1:{}", env.hive->port())});
+  const auto pulled = run_hive_command(
+      {"pull", "gpt2", "--hive", fmt::format("http://127.0.0.1:{}", env.hive->port())});
   CHECK_MESSAGE(pulled.exit_code == 0, pulled.err);
   CHECK(pulled.out.find("gpt2 is already up to date") != std::string::npos);
 

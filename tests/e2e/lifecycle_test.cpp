@@ -116,8 +116,8 @@ TEST_CASE("a bad flag or variable is one line naming what it allows, exit 2, nev
 TEST_CASE("a cache folder that cannot be created or written is refused at start, exit 2") {
   TempDir dir;
   std::filesystem::create_directories(dir / "readonly");
-  std::filesystem::permissions(dir / "readonly", std::filesystem::perms::owner_read |
-                                                     std::filesystem::perms::owner_exec);
+  std::filesystem::permissions(
+      dir / "readonly", std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
   std::vector<std::string> folders = {"/proc/nope"};
   if (::geteuid() != 0) folders.push_back((dir / "readonly").string());  // root writes anyway
   for (const auto& folder : folders) {

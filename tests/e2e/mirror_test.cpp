@@ -59,8 +59,8 @@ TEST_CASE("mirror: a cached model's info, tree, paths-info and files answer as t
     CHECK(info.at("id") == "org/tiny");
     CHECK(info.at("siblings").size() == 3);
     CHECK_FALSE(info.at("siblings")[0].contains("size"));
-    const auto blobs = json_of(client->Get("/hf/api/models/org/tiny/revision/" + kCommit +
-                                           "?blobs=true"));
+    const auto blobs =
+        json_of(client->Get("/hf/api/models/org/tiny/revision/" + kCommit + "?blobs=true"));
     bool saw_lfs = false;
     for (const auto& sibling : blobs.at("siblings")) {
       CHECK(sibling.contains("size"));
@@ -96,15 +96,15 @@ TEST_CASE("mirror: a cached model's info, tree, paths-info and files answer as t
   }
 
   SUBCASE("ranges: 206 with Content-Range, a suffix range, and 416 past the end") {
-    const auto part = client->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf",
-                                  {{"Range", "bytes=1000-1999"}});
+    const auto part =
+        client->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf", {{"Range", "bytes=1000-1999"}});
     REQUIRE(part);
     CHECK(part->status == 206);
     CHECK(part->get_header_value("Content-Range") ==
           fmt::format("bytes 1000-1999/{}", gguf.size()));
     CHECK(part->body == gguf.substr(1000, 1000));
-    const auto tail = client->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf",
-                                  {{"Range", "bytes=-7"}});
+    const auto tail =
+        client->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf", {{"Range", "bytes=-7"}});
     REQUIRE(tail);
     CHECK(tail->status == 206);
     CHECK(tail->body == gguf.substr(gguf.size() - 7));
@@ -137,8 +137,8 @@ TEST_CASE("mirror: a cached model's info, tree, paths-info and files answer as t
       }
     }
     CHECK(pages == 2);
-    CHECK(paths == std::set<std::string>{"config.json", "model.Q4_K_M.gguf",
-                                         "tokenizer/tokenizer.json"});
+    CHECK(paths ==
+          std::set<std::string>{"config.json", "model.Q4_K_M.gguf", "tokenizer/tokenizer.json"});
     const auto flat = json_of(client->Get("/hf/api/models/org/tiny/tree/main"));
     CHECK(flat.size() == 3);  // two files and the folder "tokenizer"
     const auto info = json_of(client->Post(
@@ -419,9 +419,10 @@ TEST_CASE("mirror: memory stays flat while 50 clients read a 1 GiB file at once"
     auto client = std::make_unique<RawConnection>(a->port());
     // Each starts at its own place in the file, so the readers share nothing but the file.
     const std::uint64_t offset = static_cast<std::uint64_t>(i) * (kSize / kClients);
-    REQUIRE(client->send(fmt::format("GET /hf/org/big/resolve/main/model.gguf HTTP/1.1\r\n"
-                                     "Host: 127.0.0.1\r\nRange: bytes={}-\r\n\r\n",
-                                     offset)));
+    REQUIRE(
+        client->send(fmt::format("GET /hf/org/big/resolve/main/model.gguf HTTP/1.1\r\n"
+                                 "Host: 127.0.0.1\r\nRange: bytes={}-\r\n\r\n",
+                                 offset)));
     clients.push_back(std::move(client));
   }
   // Every client reads its head and 4 MiB in turns while all 50 responses are open (the hive
@@ -454,9 +455,8 @@ TEST_CASE("mirror: a web page cannot make a hive without a token pull anything")
   HiveWithHub env;
   env.hub.add_repo(tiny_repo("org/tiny"));
   const auto client = env.hive->client();
-  for (const httplib::Headers& browser :
-       {httplib::Headers{{"Sec-Fetch-Site", "cross-site"}},
-        httplib::Headers{{"Origin", "http://evil.example"}}}) {
+  for (const httplib::Headers& browser : {httplib::Headers{{"Sec-Fetch-Site", "cross-site"}},
+                                          httplib::Headers{{"Origin", "http://evil.example"}}}) {
     const auto answer = client->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf", browser);
     REQUIRE(answer);
     CHECK(answer->status == 404);
@@ -482,9 +482,10 @@ TEST_CASE("mirror: a peer killed mid-download resumes from the mirror with a ran
   TempDir shared;
   const std::filesystem::path cache = shared / "models";
   std::filesystem::create_directories(cache);
-  const HiveOptions b_options{cache, fast_flags({"--connections", "1", "--stall-timeout-ms", "20000"}),
-                              {{"HF_ENDPOINT", mirror_endpoint(*a.hive)},
-                               {"HF_HOME", (shared / "hf-home").string()}}};
+  const HiveOptions b_options{
+      cache,
+      fast_flags({"--connections", "1", "--stall-timeout-ms", "20000"}),
+      {{"HF_ENDPOINT", mirror_endpoint(*a.hive)}, {"HF_HOME", (shared / "hf-home").string()}}};
   const nlohmann::json download = {{"operation", "model_download"}, {"model", repo.id}};
   {
     HiveProcess b(b_options);
@@ -577,7 +578,7 @@ TEST_CASE("mirror: HEAD answers as GET would for a listed file the hive may not 
     REQUIRE(mirror.env.download({{"model", "org/tiny"}, {"include", {"config.json"}}}).terminal() ==
             "[DONE]");
     const auto head = mirror.env.hive->client()->Head("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf",
-                                                     {{"Sec-Fetch-Site", "cross-site"}});
+                                                      {{"Sec-Fetch-Site", "cross-site"}});
     REQUIRE(head);
     CHECK(head->status == 404);
     CHECK(get_json(*mirror.env.hive.hive, "/v1/jobs").at("jobs").size() == 1);  // no pull
@@ -617,8 +618,8 @@ TEST_CASE("mirror: a peer's parallel file pulls of one model wait without holdin
   REQUIRE(b_waiting);
   std::this_thread::sleep_for(300ms);  // b's job reaches its wait for the lock
   // A download of another model gets the second slot at once: b's pull does not hold it.
-  const auto other = watch(*hive.hive, hive->submit_job({{"operation", "model_download"},
-                                                         {"model", "org/other"}}));
+  const auto other = watch(
+      *hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", "org/other"}}));
   CHECK(other.terminal() == "[DONE]");
   const auto said = actions(other);
   CHECK(std::find(said.begin(), said.end(), "download_queued") == said.end());

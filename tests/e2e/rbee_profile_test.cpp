@@ -195,11 +195,12 @@ TEST_CASE("in rbee's profile a download that narrates progress never says it is 
   repo.files = {{"model.gguf", 6u << 20, true, 7}};
   hub.add_repo(repo);
   hub.set_rate_limit(1536u << 10);  // ~4 s on one connection, a progress line every second
-  HiveUnderTest hive({"--progress-interval-ms", "1000", "--connections", "1", "--disk-reserve-mb",
-                      "0"},
-                     "", {{"HF_ENDPOINT", hub.endpoint()}});
+  HiveUnderTest hive(
+      {"--progress-interval-ms", "1000", "--connections", "1", "--disk-reserve-mb", "0"}, "",
+      {{"HF_ENDPOINT", hub.endpoint()}});
   const RbeeRun run = rbee_submit_and_stream(
-      *hive.hive, {{"operation", "model_download"}, {"hive_id", "localhost"}, {"model", "org/paced"}});
+      *hive.hive,
+      {{"operation", "model_download"}, {"hive_id", "localhost"}, {"model", "org/paced"}});
   check_rbee_printout(run);
   CHECK(run.printed.back() == "[DONE]");
   int progress = 0, idle = 0;

@@ -67,8 +67,7 @@ SseStream restart_and_download(HiveUnderTest& hive, const std::vector<std::strin
       HiveOptions{hive.cache,
                   flags,
                   {{"HF_ENDPOINT", hub.endpoint()}, {"HF_HOME", (hive.dir / "hf").string()}}});
-  return watch(*hive.hive,
-               hive->submit_job({{"operation", "model_download"}, {"model", model}}));
+  return watch(*hive.hive, hive->submit_job({{"operation", "model_download"}, {"model", model}}));
 }
 
 }  // namespace

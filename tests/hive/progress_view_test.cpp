@@ -110,7 +110,8 @@ TEST_CASE("on a terminal a long narration line is wrapped at spaces, its end kep
   view.close();
   std::string joined;
   for (auto line : lines_of(out.str())) {
-    if (const auto clear = line.rfind("\x1b[J"); clear != std::string::npos) line.erase(0, clear + 3);
+    if (const auto clear = line.rfind("\x1b[J"); clear != std::string::npos)
+      line.erase(0, clear + 3);
     if (line.empty() || line.starts_with("Waiting for")) continue;  // the bars' line
     CHECK(line.size() < 60);
     joined += line + " ";
@@ -122,10 +123,10 @@ TEST_CASE("on a terminal a long narration line is wrapped at spaces, its end kep
 TEST_CASE("a data event is said in a sentence, not printed as JSON") {
   std::ostringstream out;
   ProgressView view(out, 0);
-  view.on_event({{"type", "data"},
-                 {"action", "model_download"},
-                 {"payload",
-                  {{"model", "acme/tiny-model"}, {"requested", "acme/x"}, {"fallback", true}}}});
+  view.on_event(
+      {{"type", "data"},
+       {"action", "model_download"},
+       {"payload", {{"model", "acme/tiny-model"}, {"requested", "acme/x"}, {"fallback", true}}}});
   view.on_event({{"type", "data"},
                  {"action", "model_download"},
                  {"payload", {{"model", "acme/x"}, {"requested", "acme/x"}, {"fallback", false}}}});
@@ -149,9 +150,12 @@ TEST_CASE("a cancelled view marks its bars; the final speed is the one the summa
   std::ostringstream done_out;
   ProgressView done(done_out, 100);
   done.on_event(progress(1024, 4096, json::array()));  // a smoothed 1.0 MiB/s
-  json completed = narration("download_completed", "Downloaded acme/x: 1 file, 4.0 KiB (2.0 KiB/s)");
-  completed.update({{"model_bytes_done", 4096}, {"model_bytes_total", 4096},
-                    {"bytes_per_sec", 2048.0}, {"files", json::array()}});
+  json completed =
+      narration("download_completed", "Downloaded acme/x: 1 file, 4.0 KiB (2.0 KiB/s)");
+  completed.update({{"model_bytes_done", 4096},
+                    {"model_bytes_total", 4096},
+                    {"bytes_per_sec", 2048.0},
+                    {"files", json::array()}});
   done.on_event(completed);
   done.close();
   CHECK(lines_of(done_out.str()).back().find("2.0 KiB/s") != std::string::npos);

@@ -31,8 +31,8 @@ TEST_CASE("RepoViews: the verified files are parsed once per change of metadata.
   const auto id = catalog::parse_model_id("org/m");
   CHECK_FALSE(views.verified_files(id));
 
-  catalog.put(entry_with("c1", {{"a.bin", 3, "", "sha1a", "verified"},
-                                {"b.bin", 5, "", "sha1b", "pending"}}));
+  catalog.put(entry_with(
+      "c1", {{"a.bin", 3, "", "sha1a", "verified"}, {"b.bin", 5, "", "sha1b", "pending"}}));
   const auto first = views.verified_files(id);
   REQUIRE(first);
   CHECK(first->commit == "c1");
@@ -40,8 +40,8 @@ TEST_CASE("RepoViews: the verified files are parsed once per change of metadata.
   CHECK(first->sizes.at("a.bin") == 3);
   CHECK(views.verified_files(id) == first);  // the same parse, while the file is unchanged
 
-  catalog.put(entry_with("c1", {{"a.bin", 3, "", "sha1a", "verified"},
-                                {"b.bin", 5, "", "sha1b", "verified"}}));
+  catalog.put(entry_with(
+      "c1", {{"a.bin", 3, "", "sha1a", "verified"}, {"b.bin", 5, "", "sha1b", "verified"}}));
   const auto second = views.verified_files(id);
   REQUIRE(second);
   CHECK(second != first);

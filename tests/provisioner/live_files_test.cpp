@@ -116,7 +116,8 @@ TEST_CASE("LiveFiles: verified files stay findable for a while, a bounded number
   CHECK(files.find({"org/m", "c0ffee", "f299"})->progress().state == LiveFile::State::verified);
 }
 
-TEST_CASE("LiveFiles: verified files are closed once the catalog has them, a deleted model's at once") {
+TEST_CASE(
+    "LiveFiles: verified files are closed once the catalog has them, a deleted model's at once") {
   rbee::testing::TempDir dir;
   const auto part_a = part_in(dir, "a.part");
   const auto part_b = part_in(dir, "b.part");

@@ -9,8 +9,8 @@
 
 #include <CLI/CLI.hpp>
 #include <rbee/jobs/job_registry.hpp>
-#include <rbee/narration/event.hpp>
 #include <rbee/mirror/hub_mirror.hpp>
+#include <rbee/narration/event.hpp>
 #include <rbee/provisioner/model_provisioner.hpp>
 
 namespace rbee::hive {

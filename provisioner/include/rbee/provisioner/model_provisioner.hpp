@@ -2,10 +2,9 @@
 // ModelProvisioner: turns a model_download request into verified files on disk, a catalog
 // entry workers can trust, and narration an operator can follow.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <atomic>
-#include <memory>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -151,7 +150,7 @@ class ModelProvisioner {
   void record_failure(const catalog::ModelId& id, const DownloadRequest& request,
                       const std::string& reason);
 
-  std::vector<HubClient> hubs_;  // the endpoint, then its fallbacks
+  std::vector<HubClient> hubs_;   // the endpoint, then its fallbacks
   ConnectionBudget connections_;  // every job's connections draw on it
   catalog::ModelCatalog& catalog_;
   const narration::Narrator& narrator_;

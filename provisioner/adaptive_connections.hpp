@@ -15,6 +15,7 @@
 // unit tests drive it. Not thread-safe: the ranged download's coordinator thread owns it.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -63,6 +64,28 @@ class AdaptiveConnections {
   std::uint64_t window_bytes_ = 0;
   int previous_count_ = 0;  // the count before the last doubling, and its speed
   double previous_rate_ = 0;
+};
+
+// The workers a transfer runs, and which of them leave when the controller's target falls.
+// Deciding that a worker leaves and counting it out are one step: were they two (every worker
+// checks "more running than the target?", and only later counts itself out), a target that
+// falls by several would let every worker leave at once, the last one too, and the file
+// would end with terms nobody fetched. Not synchronised: its owner calls it under its lock.
+class WorkerRoster {
+ public:
+  void reset() { running_ = 0; }
+  void joined() { ++running_; }
+  // True, and the worker counted out, when more run than `target`; at least one always stays.
+  bool leave_if_surplus(std::size_t target) {
+    if (running_ <= (target > 0 ? target : 1)) return false;
+    --running_;
+    return true;
+  }
+  void left() { --running_; }  // for any other reason (no work left, stopped, failed)
+  std::size_t running() const { return running_; }
+
+ private:
+  std::size_t running_ = 0;
 };
 
 }  // namespace rbee::provisioner

@@ -359,7 +359,7 @@ class XetDownload {
     expired_ = false;
     failure_ = nullptr;
     group_stop_ = std::stop_source();
-    workers_running_ = 0;
+    roster_.reset();
     // As many connections as pay off (adaptive_connections.hpp): on a fast link a few beat
     // 32, which only contend for the same cores; under a per-connection cap more help.
     const int ceiling = static_cast<int>(std::min<std::size_t>(
@@ -390,10 +390,10 @@ class XetDownload {
     std::lock_guard lock(mutex_);
     const bool waiting = std::any_of(jobs_.begin(), jobs_.end(),
                                      [](const Job& job) { return !job.done && !job.taken; });
-    while (waiting && !group_stop_.stop_requested() && workers_running_ < target_workers_) {
+    while (waiting && !group_stop_.stop_requested() && roster_.running() < target_workers_) {
       const bool paid = !workers_.empty() && extra_connections_;
       if (paid && !extra_connections_->try_acquire()) return;
-      ++workers_running_;
+      roster_.joined();
       workers_.emplace_back([this, paid] {
         work();
         if (paid) extra_connections_->release();
@@ -448,10 +448,10 @@ class XetDownload {
   void coordinate() {
     auto last_persist = Clock::now();
     std::unique_lock lock(mutex_);
-    while (workers_running_ > 0) {
+    while (roster_.running() > 0) {
       changed_.wait_for(lock, kTick);
       if (stop_.stop_requested()) group_stop_.request_stop();
-      const int open = static_cast<int>(workers_running_);
+      const int open = static_cast<int>(roster_.running());
       lock.unlock();
       const bool was_settled = controller_->settled();
       controller_->sample(Clock::now(), received_.load(), open);
@@ -475,9 +475,9 @@ class XetDownload {
     persist();
   }
 
-  // A worker is counted in workers_running_ until claim_job() lets it go, and only there: the
-  // decision to leave and the count it changes are one step under mutex_, so when the target
-  // falls exactly the surplus leaves, never every worker at once.
+  // A worker is counted in roster_ until claim_job() lets it go: the decision to leave and the
+  // count it changes are one step under mutex_ (WorkerRoster), so when the target falls exactly
+  // the surplus leaves, never every worker at once.
   void work() {
     struct Departure {
       XetDownload& download;
@@ -485,7 +485,7 @@ class XetDownload {
       ~Departure() {
         if (!counted) return;
         std::lock_guard lock(download.mutex_);
-        --download.workers_running_;
+        download.roster_.left();
       }
     } departure{*this};
     HttpConnection connection(hub_.settings());
@@ -527,13 +527,16 @@ class XetDownload {
   std::optional<std::size_t> claim_job(bool& counted) {
     std::lock_guard lock(mutex_);
     const auto leave = [&]() -> std::optional<std::size_t> {
-      --workers_running_;
+      roster_.left();
       counted = false;
       return std::nullopt;
     };
     if (group_stop_.stop_requested()) return leave();
     // Above the target (a step that did not pay is undone): this connection leaves.
-    if (workers_running_ > std::max<std::size_t>(target_workers_, 1)) return leave();
+    if (roster_.leave_if_surplus(target_workers_)) {
+      counted = false;
+      return std::nullopt;
+    }
     for (std::size_t i = 0; i < jobs_.size(); ++i) {
       if (!jobs_[i].done && !jobs_[i].taken) {
         jobs_[i].taken = true;
@@ -843,7 +846,7 @@ class XetDownload {
   std::condition_variable changed_;
   std::vector<ByteRange> done_;
   std::vector<bool> term_done_;
-  std::size_t workers_running_ = 0;
+  WorkerRoster roster_;                // the workers running (under mutex_)
   std::size_t target_workers_ = 1;     // the controller's target, for the workers to read
   std::vector<std::jthread> workers_;  // started by the coordinator; last of these, joined first
   bool expired_ = false;

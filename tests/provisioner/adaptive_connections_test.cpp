@@ -3,6 +3,11 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 #include "adaptive_connections.hpp"
 
 using namespace rbee::provisioner;
@@ -80,4 +85,29 @@ TEST_CASE("a ceiling of one is settled from the start") {
   AdaptiveConnections controller(1, 4);
   CHECK(controller.settled());
   CHECK(controller.target() == 1);
+}
+
+TEST_CASE("WorkerRoster: when the target falls, exactly the surplus leaves, never the last") {
+  // Eight Xet workers check at once after the target fell from 8 to 2. Checking "more running
+  // than the target?" and counting out later let all eight leave; here six do.
+  WorkerRoster roster;
+  std::mutex mutex;
+  for (int i = 0; i < 8; ++i) roster.joined();
+  std::atomic<int> left{0};
+  {
+    std::vector<std::jthread> workers;
+    for (int i = 0; i < 8; ++i) {
+      workers.emplace_back([&] {
+        std::lock_guard lock(mutex);
+        if (roster.leave_if_surplus(2)) ++left;
+      });
+    }
+  }
+  CHECK(left == 6);
+  CHECK(roster.running() == 2);
+  CHECK(roster.leave_if_surplus(0));        // a target of 0: one of the two leaves...
+  CHECK_FALSE(roster.leave_if_surplus(0));  // ...and the last one stays
+  CHECK(roster.running() == 1);
+  roster.left();  // it runs out of work
+  CHECK(roster.running() == 0);
 }

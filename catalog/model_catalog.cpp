@@ -76,8 +76,7 @@ std::optional<ModelEntry> ModelCatalog::read_entry(const ModelId& id) const {
 }
 
 // The folders <org>/<name> (and _/<name> for ids without an owner) whose names are model ids,
-// sorted; whether each holds an entry is
-// for the caller to find out.
+// sorted; whether each holds an entry is for the caller to find out.
 std::vector<ModelId> ModelCatalog::model_ids() const {
   std::vector<ModelId> ids;
   std::error_code ec;
@@ -187,7 +186,7 @@ bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
   }
   dir->remove_file(kMetadataFile);
   dir->sync();
-  const std::string org_folder = id.folder().substr(0, id.folder().find('/'));
+  const std::string org_folder = id.owner_folder();
   const Directory org = *Directory::open(root_, false).descend(org_folder, false);
   if (::unlinkat(org.fd(), id.name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     throw FileSystemError("remove", dir->path(), errno);

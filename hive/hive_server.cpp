@@ -49,7 +49,7 @@ std::optional<std::string_view> allowed_methods(const std::string& path) {
              {"/v1/jobs/[^/]+/stream-ticket", "POST"},
              {"/v1/jobs/[^/]+/stream", "GET, HEAD"},
              {"/v1/jobs/[^/]+", "GET, HEAD, DELETE"},
-             {"/hf/api/models/[^/]+/[^/]+/paths-info/.+", "POST"},
+             {"/hf/api/models/(?:[^/]+/)?[^/]+/paths-info/.+", "POST"},
              {"/hf/.+", "GET, HEAD"}}) {
       routes.push_back({std::regex(pattern), methods});
     }
@@ -274,7 +274,8 @@ void HiveServer::install_routes() {
   server_.set_error_handler([](const Request& request, Response& response) {
     if (!response.body.empty()) return;
     if (response.status == 404) {  // no handler: a known path asked with another method?
-      if (const auto methods = allowed_methods(request.path)) {
+      if (const auto methods = allowed_methods(request.path);
+          methods && methods->find(request.method) == std::string_view::npos) {
         response.status = 405;
         response.set_header("Allow", std::string(*methods));
         return send_error(

@@ -37,46 +37,46 @@ std::shared_ptr<const provisioner::RepoSnapshot> RepoViews::load(const catalog::
   if (!work) return nullptr;
   const auto status = work->status_of("listing.json");
   if (!status) return nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    const auto found = snapshots_.find(id.str());
-    if (found != snapshots_.end() && same_file(found->second.file, *status)) {
-      return found->second.value;
-    }
-  }
-  auto model = catalog_.open_model_dir(id, false);
-  if (!model) return nullptr;
-  auto loaded = provisioner::load_repo_snapshot(*model, limits_);
-  if (!loaded) return nullptr;
-  auto snapshot = std::make_shared<const provisioner::RepoSnapshot>(std::move(*loaded));
-  std::lock_guard lock(mutex_);
-  if (snapshots_.size() >= kMaxCachedSnapshots) snapshots_.clear();
-  snapshots_[id.str()] = {*status, snapshot};
-  return snapshot;
+  return cached(snapshots_, id, *status, [&]() -> std::shared_ptr<const provisioner::RepoSnapshot> {
+    auto model = catalog_.open_model_dir(id, false);
+    if (!model) return nullptr;
+    auto loaded = provisioner::load_repo_snapshot(*model, limits_);
+    if (!loaded) return nullptr;
+    return std::make_shared<const provisioner::RepoSnapshot>(std::move(*loaded));
+  });
 }
 
 std::shared_ptr<const VerifiedFiles> RepoViews::verified_files(const catalog::ModelId& id) {
   const auto status = catalog_.entry_file_status(id);
   if (!status) return nullptr;
+  return cached(verified_, id, *status, [&]() -> std::shared_ptr<const VerifiedFiles> {
+    const auto entry = catalog_.get(id);
+    if (!entry) return nullptr;
+    auto files = std::make_shared<VerifiedFiles>();
+    files->commit = entry->commit;
+    for (const auto& file : entry->files) {
+      if (file.state == "verified") files->sizes.emplace(file.path, file.size);
+    }
+    return files;
+  });
+}
+
+template <typename T, typename Parse>
+std::shared_ptr<const T> RepoViews::cached(std::unordered_map<std::string, Cached<T>>& cache,
+                                           const catalog::ModelId& id, const struct stat& status,
+                                           Parse parse) {
   {
     std::lock_guard lock(mutex_);
-    const auto found = verified_.find(id.str());
-    if (found != verified_.end() && same_file(found->second.file, *status)) {
-      return found->second.value;
-    }
+    const auto found = cache.find(id.str());
+    if (found != cache.end() && same_file(found->second.file, status)) return found->second.value;
   }
-  // Read after the look at the file: if it changes in between, the next look reads it again.
-  const auto entry = catalog_.get(id);
-  if (!entry) return nullptr;
-  auto files = std::make_shared<VerifiedFiles>();
-  files->commit = entry->commit;
-  for (const auto& file : entry->files) {
-    if (file.state == "verified") files->sizes.emplace(file.path, file.size);
-  }
+  // Parsed after the look at the file: if it changes in between, the next look parses again.
+  std::shared_ptr<const T> value = parse();
+  if (!value) return nullptr;
   std::lock_guard lock(mutex_);
-  if (verified_.size() >= kMaxCachedSnapshots) verified_.clear();
-  verified_[id.str()] = {*status, files};
-  return files;
+  if (cache.size() >= kMaxCachedSnapshots) cache.clear();
+  cache[id.str()] = {status, value};
+  return value;
 }
 
 }  // namespace rbee::mirror

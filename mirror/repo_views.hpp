@@ -48,6 +48,12 @@ class RepoViews {
     std::shared_ptr<const T> value;
   };
   std::shared_ptr<const provisioner::RepoSnapshot> load(const catalog::ModelId& id);
+  // The value cached for `id` while its file still has `status`, else `parse()`'s (cached;
+  // a null result is not).
+  template <typename T, typename Parse>
+  std::shared_ptr<const T> cached(std::unordered_map<std::string, Cached<T>>& cache,
+                                  const catalog::ModelId& id, const struct stat& status,
+                                  Parse parse);
 
   const catalog::ModelCatalog& catalog_;
   const provisioner::ListingLimits limits_;

@@ -39,8 +39,12 @@ std::string FileHash::hex_digest() {
   return hex;
 }
 
+const std::string& expected_checksum(const FileToFetch& file) {
+  return file.sha256.empty() ? file.git_sha1 : file.sha256;
+}
+
 const std::string& FileHash::expected() const {
-  return uses_sha256() ? file_.sha256 : file_.git_sha1;
+  return expected_checksum(file_);
 }
 
 std::string_view FileHash::algorithm() const {

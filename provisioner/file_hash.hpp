@@ -18,6 +18,9 @@
 
 namespace rbee::provisioner {
 
+// The checksum the Hub lists for `file`: its SHA-256 (LFS), else its git blob SHA-1.
+const std::string& expected_checksum(const FileToFetch& file);
+
 // SHA-256 for LFS files; git's blob SHA-1 ("blob <size>\0" + content) for regular ones.
 class FileHash {
  public:

@@ -381,8 +381,7 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
     }
     throw;
   } catch (const FilesFailed& error) {
-    // Each file's error is counted already.
-    if (!restore_if_untouched(attempt, request)) record_failure(id, request, error.what());
+    record_failed_attempt(attempt, id, request, error.what());  // each file counted already
     throw;
   } catch (const std::exception& error) {
     stats_.add_error(error_kind(error));
@@ -390,11 +389,16 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
     const std::uint64_t needed =
         entry ? entry->bytes_total - std::min(entry->bytes_total, entry->bytes_done) : 0;
     const std::string reason = explain_out_of_space(error, id, needed);
-    // Where workers look; the job says the same.
-    if (!restore_if_untouched(attempt, request)) record_failure(id, request, reason);
+    record_failed_attempt(attempt, id, request, reason);  // the job says the same
     if (reason != error.what()) throw NotEnoughDisk(reason);
     throw;
   }
+}
+
+void ModelProvisioner::record_failed_attempt(const Attempt& attempt, const ModelId& id,
+                                             const DownloadRequest& request,
+                                             const std::string& reason) {
+  if (!restore_if_untouched(attempt, request)) record_failure(id, request, reason);
 }
 
 bool ModelProvisioner::restore_if_untouched(const Attempt& attempt,
@@ -405,7 +409,7 @@ bool ModelProvisioner::restore_if_untouched(const Attempt& attempt,
     if (catalog_.get(id) != attempt.before) catalog_.put(*attempt.before);
     if (attempt.snapshot_before) {
       if (const auto model = catalog_.open_model_dir(id, false)) {
-        restore_repo_snapshot(*model, *attempt.snapshot_before);
+        write_repo_snapshot(*model, *attempt.snapshot_before);
       }
     }
   } catch (const catalog::CatalogError& error) {
@@ -610,8 +614,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       set_state(file, "verified");
       return;
     }
-    const std::uint64_t resumed = resumable_bytes(
-        StagedFile(model, wanted), wanted, wanted.sha256.empty() ? wanted.git_sha1 : wanted.sha256);
+    const std::uint64_t resumed = resumable_bytes(StagedFile(model, wanted), wanted);
     narrate("file_started",
             resumed > 0 ? fmt::format("Resuming {} at {} of {}", file.path, format_bytes(resumed),
                                       format_bytes(file.size))
@@ -711,17 +714,16 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       } catch (const DownloadCancelled&) {
         return;
       } catch (const HubError& error) {
-        if (!refuses_access(error)) {
-          record_file_failure(file, error);
-          continue;
+        if (refuses_access(error)) {
+          // The Hub lists a gated repo to anyone and refuses its files: the first refusal is
+          // the model's answer (no other file would fare better), so a fallback gets its turn.
+          stats_.add_error(error_kind(error));
+          std::lock_guard lock(failures_mutex);
+          if (!access_refused) access_refused = std::current_exception();
+          files_stop.request_stop();
+          return;
         }
-        // The Hub lists a gated repo to anyone and refuses its files: the first refusal is
-        // the model's answer (no other file would fare better), so a fallback gets its turn.
-        stats_.add_error(error_kind(error));
-        std::lock_guard lock(failures_mutex);
-        if (!access_refused) access_refused = std::current_exception();
-        files_stop.request_stop();
-        return;
+        record_file_failure(file, error);
       } catch (const std::exception& error) {
         record_file_failure(file, error);
       } catch (...) {
@@ -883,8 +885,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   const fs::path dir = catalog_.model_dir(id);
   const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
   try {
-    attempt.snapshot_before = load_repo_snapshot(model, hub.settings().listing);
-    record_repo_snapshot(model, info, request.revision, hub.settings().listing);
+    attempt.snapshot_before =
+        record_repo_snapshot(model, info, request.revision, hub.settings().listing);
   } catch (const std::exception& error) {
     // Only the mirror reads it: it then lists the repo again when asked.
     narrate(

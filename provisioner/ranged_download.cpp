@@ -145,7 +145,7 @@ class RangedDownload {
  private:
   // Opens (or creates) the part, learns what is already on disk, and preallocates the rest.
   void prepare_part() {
-    auto part = open_resumable_part(staged_, file_, hash_.expected());
+    auto part = open_resumable_part(staged_, file_);
     fd_ = std::move(part.fd);
     persisted_ = part.done;
     preallocate();
@@ -727,40 +727,45 @@ class RangedDownload {
 
 }  // namespace
 
-std::uint64_t resumable_bytes(const StagedFile& staged, const FileToFetch& file,
-                              std::string_view checksum) {
-  if (!staged.has_part()) return 0;
-  std::vector<ByteRange> done;
+namespace {
+
+// What of a part of `part_length` bytes a download may keep: the ranges its sidecar records,
+// else the prefix a single connection wrote (a part without a sidecar is always one);
+// nullopt when neither can be trusted (a sidecar of another file, a part longer than the file).
+std::optional<std::vector<ByteRange>> kept_ranges(const StagedFile& staged, const FileToFetch& file,
+                                                  std::uint64_t part_length) {
   if (const auto sidecar = staged.read_sidecar()) {
-    done = parse_range_sidecar(*sidecar, file.size, checksum).value_or(done);
-  } else if (staged.part_size() <= file.size) {
-    done = {{0, staged.part_size()}};
+    return parse_range_sidecar(*sidecar, file.size, expected_checksum(file));
   }
+  if (part_length > file.size) return std::nullopt;
+  return merged_ranges({{0, part_length}});
+}
+
+}  // namespace
+
+std::uint64_t resumable_bytes(const StagedFile& staged, const FileToFetch& file) {
+  if (!staged.has_part()) return 0;
   std::uint64_t bytes = 0;
-  for (const auto& range : done) bytes += range.end - range.begin;
+  for (const auto& range :
+       kept_ranges(staged, file, staged.part_size()).value_or(std::vector<ByteRange>{})) {
+    bytes += range.end - range.begin;
+  }
   return bytes;
 }
 
-ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file,
-                                  std::string_view checksum) {
+ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file) {
   ResumablePart part{staged.open_part(), {}};
   const fs::path part_path = staged.part_path();
   const off_t length = ::lseek(part.fd.get(), 0, SEEK_END);
   if (length < 0) throw_disk_error("seek", part_path, errno);
-  bool keep = false;
-  if (const auto sidecar = staged.read_sidecar()) {
-    // A sidecar that is not valid for this file leaves the part's layout unknown (it may be
-    // preallocated, full of holes): start over rather than trust any of it.
-    if (auto ranges = parse_range_sidecar(*sidecar, file.size, checksum)) {
-      part.done = std::move(*ranges);
-      keep = true;
-    }
-  } else if (static_cast<std::uint64_t>(length) <= file.size) {
-    part.done = merged_ranges({{0, static_cast<std::uint64_t>(length)}});
-    keep = true;
+  // An untrusted part's layout is unknown (it may be preallocated, full of holes): it starts
+  // over rather than keep any of it.
+  if (auto kept = kept_ranges(staged, file, static_cast<std::uint64_t>(length))) {
+    part.done = std::move(*kept);
+  } else if (::ftruncate(part.fd.get(), 0) != 0) {
+    throw_disk_error("truncate", part_path, errno);
   }
-  if (!keep && ::ftruncate(part.fd.get(), 0) != 0) throw_disk_error("truncate", part_path, errno);
-  staged.write_sidecar(range_sidecar_json(file, checksum, part.done));
+  staged.write_sidecar(range_sidecar_json(file, expected_checksum(file), part.done));
   return part;
 }
 

@@ -43,13 +43,11 @@ struct ResumablePart {
 // nothing (the part is then emptied). Before it returns, a sidecar naming exactly `done` is
 // durable, so the caller may extend or preallocate the part: after a crash at any instant a
 // part full of holes is never mistaken for a contiguous prefix. Throws DownloadError (disk).
-ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file,
-                                  std::string_view checksum);
+ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& file);
 
 // The bytes of `file` a download would keep from its part (what open_resumable_part would
 // find), without opening or changing anything: 0 when there is no usable part.
-std::uint64_t resumable_bytes(const StagedFile& staged, const FileToFetch& file,
-                              std::string_view checksum);
+std::uint64_t resumable_bytes(const StagedFile& staged, const FileToFetch& file);
 
 // Sorted, with overlapping or touching ranges merged and empty ones dropped.
 std::vector<ByteRange> merged_ranges(std::vector<ByteRange> ranges);

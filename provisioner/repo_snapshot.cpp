@@ -34,22 +34,25 @@ std::string snapshot_json(const RepoSnapshot& snapshot) {
   return document.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-void record_repo_snapshot(const catalog::Directory& model, const RepoInfo& listing,
-                          const std::string& revision, const ListingLimits& limits) {
+std::optional<RepoSnapshot> record_repo_snapshot(const catalog::Directory& model,
+                                                 const RepoInfo& listing,
+                                                 const std::string& revision,
+                                                 const ListingLimits& limits) {
   RepoSnapshot snapshot{listing, {}};
-  if (auto previous = load_repo_snapshot(model, limits);
-      previous && previous->listing.commit == listing.commit) {
-    snapshot.revisions = std::move(previous->revisions);
+  auto previous = load_repo_snapshot(model, limits);
+  if (previous && previous->listing.commit == listing.commit) {
+    snapshot.revisions = previous->revisions;
   }
   std::erase(snapshot.revisions, revision);
   snapshot.revisions.push_back(revision);
   if (snapshot.revisions.size() > kMaxRevisions) {
     snapshot.revisions.erase(snapshot.revisions.begin());
   }
-  restore_repo_snapshot(model, snapshot);
+  write_repo_snapshot(model, snapshot);
+  return previous;
 }
 
-void restore_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot) {
+void write_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot) {
   const auto work = model.descend(kWorkFolder, true);
   work->replace_file(kSnapshotName, snapshot_json(snapshot), *work);
 }

@@ -279,7 +279,7 @@ class XetDownload {
   // The sidecar is durable before the part is extended (open_resumable_part), so a part cut
   // short at any instant is never mistaken for a complete one.
   void prepare_part() {
-    auto part = open_resumable_part(staged_, file_, hash_.expected());
+    auto part = open_resumable_part(staged_, file_);
     fd_ = std::move(part.fd);
     if (::ftruncate(fd_.get(), static_cast<off_t>(file_.size)) != 0) {
       throw_disk_error("size", part_path_, errno);
@@ -475,13 +475,14 @@ class XetDownload {
     persist();
   }
 
-  // A worker is counted in roster_ until claim_job() lets it go: the decision to leave and the
-  // count it changes are one step under mutex_ (WorkerRoster), so when the target falls exactly
-  // the surplus leaves, never every worker at once.
+  // A worker is counted in roster_ until it leaves. A surplus worker (the target fell) is
+  // counted out by claim_job() in the same step under mutex_ that decided it (WorkerRoster), so
+  // exactly the surplus leaves, never every worker at once; any other departure (no work left,
+  // stopped, failed) is counted when work() returns.
   void work() {
     struct Departure {
       XetDownload& download;
-      bool counted = true;  // claim_job() already counted this worker out
+      bool counted = true;  // false once claim_job() counted this worker out
       ~Departure() {
         if (!counted) return;
         std::lock_guard lock(download.mutex_);
@@ -522,16 +523,11 @@ class XetDownload {
     }
   }
 
-  // The next job for a worker, or nullopt: the worker leaves, and is counted out here
-  // (`counted` cleared) under the lock that decided it.
+  // The next job for a worker, or nullopt: the worker leaves. A surplus worker is counted out
+  // here (`counted` cleared), under the lock that decided it.
   std::optional<std::size_t> claim_job(bool& counted) {
     std::lock_guard lock(mutex_);
-    const auto leave = [&]() -> std::optional<std::size_t> {
-      roster_.left();
-      counted = false;
-      return std::nullopt;
-    };
-    if (group_stop_.stop_requested()) return leave();
+    if (group_stop_.stop_requested()) return std::nullopt;
     // Above the target (a step that did not pay is undone): this connection leaves.
     if (roster_.leave_if_surplus(target_workers_)) {
       counted = false;
@@ -543,7 +539,7 @@ class XetDownload {
         return i;
       }
     }
-    return leave();
+    return std::nullopt;
   }
 
   // One range of a job as its bytes arrive: decoded chunk by chunk, each chunk written into

@@ -24,10 +24,10 @@ struct ModelId {
   std::string name;
 
   std::string str() const { return org.empty() ? name : org + "/" + name; }
+  // The folder below the cache root that holds the model's folder: "org", or "_".
+  std::string owner_folder() const { return org.empty() ? std::string(kNoOwnerFolder) : org; }
   // The model's folder below the cache root: "org/name", or "_/name" without an owner.
-  std::string folder() const {
-    return (org.empty() ? std::string(kNoOwnerFolder) : org) + "/" + name;
-  }
+  std::string folder() const { return owner_folder() + "/" + name; }
   friend bool operator==(const ModelId&, const ModelId&) = default;
 };
 

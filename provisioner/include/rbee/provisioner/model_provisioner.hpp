@@ -121,6 +121,9 @@ class ModelProvisioner {
   // After a failed attempt: puts a ready model back as it was when the attempt replaced no
   // file (true), else leaves recording the failure to the caller (false).
   bool restore_if_untouched(const Attempt& attempt, const DownloadRequest& request);
+  // restore_if_untouched, else record_failure with `reason`.
+  void record_failed_attempt(const Attempt& attempt, const catalog::ModelId& id,
+                             const DownloadRequest& request, const std::string& reason);
   std::unique_ptr<catalog::FileLock> acquire_model_lock(const DownloadRequest& request,
                                                         const catalog::ModelId& id,
                                                         const std::stop_token& stop);

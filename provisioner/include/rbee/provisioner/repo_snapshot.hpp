@@ -26,14 +26,16 @@ struct RepoSnapshot {
 std::string snapshot_json(const RepoSnapshot& snapshot);
 
 // Records that `revision` resolved to `listing.commit`: the snapshot of the same commit keeps
-// its other revisions; one of another commit is replaced. Atomic (temp file, fsync, rename).
-// Throws catalog::CatalogError.
-void record_repo_snapshot(const catalog::Directory& model, const RepoInfo& listing,
-                          const std::string& revision, const ListingLimits& limits);
+// its other revisions; one of another commit is replaced. Returns the snapshot it replaced (to
+// put back with write_repo_snapshot if the attempt comes to nothing). Atomic (temp file,
+// fsync, rename). Throws catalog::CatalogError.
+std::optional<RepoSnapshot> record_repo_snapshot(const catalog::Directory& model,
+                                                 const RepoInfo& listing,
+                                                 const std::string& revision,
+                                                 const ListingLimits& limits);
 
-// Puts `snapshot` back as it was (a failed attempt that replaced no file). Atomic; throws
-// catalog::CatalogError.
-void restore_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot);
+// Writes `snapshot` as the model's, atomically. Throws catalog::CatalogError.
+void write_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot);
 
 // nullopt when there is none, or when it is not a valid listing.
 std::optional<RepoSnapshot> load_repo_snapshot(const catalog::Directory& model,

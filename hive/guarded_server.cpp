@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <rbee/narration/sanitize.hpp>
 
+#include "guarded_connection.hpp"
 #include "rbee/hive/api_json.hpp"
 #include "rbee/hive/elastic_task_queue.hpp"
 
@@ -33,7 +34,6 @@ namespace {
 
 constexpr int kListenBacklog = 1024;
 constexpr auto kSweepInterval = std::chrono::milliseconds(250);
-constexpr std::size_t kStreamBufferSize = 16 * 1024;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 
 // The answers the accept loop gives without a worker: the connection closes right after.
@@ -48,16 +48,9 @@ const std::string& refused_at_capacity() {
   }();
   return response;
 }
-constexpr std::string_view kHeadTimedOut =
-    "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-constexpr std::string_view kHeadTooLarge =
-    "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: "
-    "0\r\n\r\n";
-constexpr std::string_view kNotHttp =
-    "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
-// Best effort on a non-blocking socket that is about to be closed: what does not fit now is
-// dropped, the close ends the connection either way.
+}  // namespace
+
 void send_and_forget(int fd, std::string_view text) {
   [[maybe_unused]] auto sent = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
@@ -77,166 +70,9 @@ std::string address_of(const sockaddr_storage& address, int& port) {
   return text;
 }
 
-// Where a request head ends (CRLF CRLF, or the bare LF LF some clients send), or npos.
-std::size_t head_end(std::string_view bytes) {
-  const auto crlf = bytes.find("\r\n\r\n");
-  const auto lf = bytes.find("\n\n");
-  return std::min(crlf, lf);
-}
-
-// A request line starts with a method token: anything else (TLS, a port scanner) is not HTTP.
-bool starts_like_http(char first) {
-  return (first >= 'A' && first <= 'Z') || first == '\r' || first == '\n';
-}
-
-struct BodyRefusal {
-  int status;
-  std::string_view code;
-  std::string message;
-};
-
-// A body is read only when its size is declared and small: cpp-httplib bounds a body by its
-// payload limit only when Content-Length is present, and inflates gzip and brotli without bound.
-std::optional<BodyRefusal> refuse_body(const Request& request, std::size_t max_body_bytes) {
-  if (request.has_header("Transfer-Encoding")) {
-    return BodyRefusal{411, "length_required",
-                       fmt::format("chunked request bodies are not accepted: send the body with "
-                                   "Content-Length (at most {} bytes)",
-                                   max_body_bytes)};
-  }
-  if (request.has_header("Content-Encoding")) {
-    return BodyRefusal{415, "unsupported_content_encoding",
-                       "compressed request bodies are not accepted: send the body uncompressed"};
-  }
-  const auto lengths = request.get_header_value_count("Content-Length");
-  if (lengths == 0) return std::nullopt;
-  const std::string text = request.get_header_value("Content-Length");
-  std::uint64_t length = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), length);
-  if (lengths > 1 || text.empty() || error != std::errc() || end != text.data() + text.size()) {
-    return BodyRefusal{400, "bad_request", "the request has an invalid Content-Length"};
-  }
-  if (length > max_body_bytes) {
-    return BodyRefusal{413, "payload_too_large",
-                       fmt::format("the request body is larger than {} bytes", max_body_bytes)};
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-// One client connection. The fields under "waiting" belong to the accept loop and are guarded
-// by the server's mutex; those under "served" belong to the one worker serving it.
-struct GuardedServer::Connection {
-  int fd = -1;
-  std::string client;  // the peer's address: the unit of the per-client cap
-  int client_port = 0;
-  bool closed = false;  // under mutex_
-
-  // waiting
-  bool waiting = false;
-  std::list<ConnectionPtr>::iterator waiting_position;
-  Clock::time_point waiting_since;
-  bool head_started = false;  // some bytes of the next head have arrived
-  std::size_t requests = 0;   // served on this connection so far
-
-  // served
-  Clock::time_point read_deadline;
-  std::size_t head_budget = 0;  // head bytes cpp-httplib may still read before routing
-  bool reached_routing = false;
-  bool close_after = false;
-};
-
 namespace {
 thread_local bool* t_close_after = nullptr;  // the served connection's close_after flag
 }  // namespace
-
-// cpp-httplib's Stream over one connection: buffered reads that fail at the connection's
-// deadline (the head's, then the body's), writes that fail after write_timeout without progress.
-class GuardedServer::ConnectionStream final : public httplib::Stream {
- public:
-  ConnectionStream(Connection& connection, const ConnectionLimits& limits)
-      : connection_(connection), limits_(limits) {}
-
-  bool is_readable() const override {
-    return buffered() || wait_for(POLLIN, connection_.read_deadline);
-  }
-  bool is_writable() const override {
-    return wait_for(POLLOUT, Clock::now() + limits_.write_timeout);
-  }
-
-  ssize_t read(char* ptr, std::size_t size) override {
-    if (!connection_.reached_routing) {
-      if (connection_.head_budget == 0) return -1;  // a head larger than max_head_bytes
-      size = std::min(size, connection_.head_budget);
-    }
-    if (!buffered() && !fill()) return -1;
-    const std::size_t n = std::min(size, end_ - begin_);
-    std::memcpy(ptr, buffer_.data() + begin_, n);
-    begin_ += n;
-    if (!connection_.reached_routing) connection_.head_budget -= n;
-    return static_cast<ssize_t>(n);
-  }
-
-  ssize_t write(const char* ptr, std::size_t size) override {
-    for (;;) {
-      const ssize_t n = ::send(connection_.fd, ptr, size, MSG_NOSIGNAL);
-      if (n >= 0) return n;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-      if (!wait_for(POLLOUT, Clock::now() + limits_.write_timeout)) return -1;
-    }
-  }
-
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    ip = connection_.client;
-    port = connection_.client_port;
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    sockaddr_storage address{};
-    socklen_t length = sizeof(address);
-    if (::getsockname(connection_.fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-      ip = address_of(address, port);
-    }
-  }
-  socket_t socket() const override { return connection_.fd; }
-
-  bool buffered() const { return begin_ < end_; }
-
- private:
-  bool fill() {
-    for (;;) {
-      const ssize_t n = ::recv(connection_.fd, buffer_.data(), buffer_.size(), 0);
-      if (n > 0) {
-        begin_ = 0;
-        end_ = static_cast<std::size_t>(n);
-        return true;
-      }
-      if (n == 0) return false;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
-      if (!wait_for(POLLIN, connection_.read_deadline)) return false;
-    }
-  }
-
-  // True when the socket is ready (or has failed, which the next call reports) before deadline.
-  bool wait_for(short events, Clock::time_point deadline) const {
-    for (;;) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return false;
-      pollfd entry{connection_.fd, events, 0};
-      const int ready = ::poll(&entry, 1, static_cast<int>(std::min<long long>(left, 60000)));
-      if (ready > 0) return true;
-      if (ready < 0 && errno != EINTR) return false;
-    }
-  }
-
-  Connection& connection_;
-  const ConnectionLimits& limits_;
-  std::array<char, kStreamBufferSize> buffer_{};
-  std::size_t begin_ = 0, end_ = 0;
-};
 
 GuardedServer::GuardedServer(ConnectionLimits limits)
     : limits_(limits), workers_(std::make_unique<ElasticTaskQueue>(limits.max_connections)) {
@@ -293,25 +129,6 @@ ConnectionStats GuardedServer::stats() const {
   stats.waiting = waiting_.size();
   stats.served = connections_.size() - waiting_.size();
   return stats;
-}
-
-httplib::Server::HandlerResponse GuardedServer::guard_request(const Request& request,
-                                                              Response& response) {
-  HandlerResponse outcome = HandlerResponse::Unhandled;
-  if (auto refusal = refuse_body(request, limits_.max_body_bytes)) {
-    response.status = refusal->status;
-    response.set_content(narration::dump_json(error_body(refusal->code, refusal->message)),
-                         "application/json");
-    outcome = HandlerResponse::Handled;
-  } else if (request_guard_) {
-    outcome = request_guard_(request, response);
-  }
-  // Answered before the body was read: the unread body must never be parsed as a request.
-  if (outcome == HandlerResponse::Handled) {
-    response.set_header("Connection", "close");
-    close_connection_after_response();
-  }
-  return outcome;
 }
 
 bool GuardedServer::serve() {
@@ -429,79 +246,11 @@ void GuardedServer::accept_connections() {
   }
 }
 
-// Evicts a waiting connection (of `client` when that client is at its cap, else of anyone),
-// the least likely to be a real client first: one that has sent part of a head and not the rest
-// (a slowloris), then one that has sent nothing yet, then an idle keep-alive connection that
-// has completed requests; the oldest of its kind. False when nothing is waiting.
-bool GuardedServer::make_room_for(const std::string& client) {
-  ConnectionPtr victim;
-  {
-    std::lock_guard lock(mutex_);
-    const bool client_full = !client.empty() && per_client_.count(client) != 0 &&
-                             per_client_[client] >= limits_.max_connections_per_client;
-    auto suspicion = [](const Connection& c) {
-      return c.head_started ? 0 : c.requests == 0 ? 1 : 2;
-    };
-    for (const auto& candidate : waiting_) {
-      if (client_full && candidate->client != client) continue;
-      if (!victim || suspicion(*candidate) < suspicion(*victim)) victim = candidate;
-      if (suspicion(*victim) == 0) break;  // the oldest partial head: none is more suspect
-    }
-    if (!victim) return false;
-    ++stats_.evicted;
-  }
-  close_connection(victim);
-  return true;
-}
-
 void GuardedServer::watch(const ConnectionPtr& connection) {
   // Edge-triggered: the head is only peeked at, so a level-triggered partial head would wake
   // the loop for ever; each new segment wakes it once.
   epoll_event event{EPOLLIN | EPOLLRDHUP | EPOLLET, {.fd = connection->fd}};
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, connection->fd, &event);
-}
-
-void GuardedServer::check_head(const ConnectionPtr& connection) {
-  // Peeking consumes nothing, so the kernel would delay its ACK; a client that sends its head
-  // and body in two writes (Nagle) would then wait 40 ms for it. Acknowledge at once.
-  const int yes = 1;
-  ::setsockopt(connection->fd, IPPROTO_TCP, TCP_QUICKACK, &yes, sizeof(yes));
-  thread_local std::vector<char> peeked;
-  peeked.resize(limits_.max_head_bytes + 1);
-  const ssize_t n = ::recv(connection->fd, peeked.data(), peeked.size(), MSG_PEEK | MSG_DONTWAIT);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-  if (n <= 0) return close_connection(connection);  // gone, or failed
-  const std::string_view bytes(peeked.data(), static_cast<std::size_t>(n));
-  if (!starts_like_http(bytes.front())) {
-    send_and_forget(connection->fd, kNotHttp);
-    return close_connection(connection);
-  }
-  if (head_end(bytes) != std::string_view::npos) return hand_to_worker(connection);
-  if (bytes.size() > limits_.max_head_bytes) {
-    send_and_forget(connection->fd, kHeadTooLarge);
-    return close_connection(connection);
-  }
-  std::lock_guard lock(mutex_);
-  connection->head_started = true;
-}
-
-void GuardedServer::expire_waiting() {
-  const auto now = Clock::now();
-  std::vector<std::pair<ConnectionPtr, bool>> expired;  // connection, whether a head had begun
-  {
-    std::lock_guard lock(mutex_);
-    for (const auto& connection : waiting_) {
-      // A new connection or a begun head gets head_timeout; an idle keep-alive one idle_timeout.
-      const bool head_due = connection->head_started || connection->requests == 0;
-      const auto limit = head_due ? limits_.head_timeout : limits_.idle_timeout;
-      if (now - connection->waiting_since >= limit) expired.emplace_back(connection, head_due);
-    }
-    for (const auto& [connection, head_due] : expired) stats_.timed_out += head_due ? 1 : 0;
-  }
-  for (const auto& [connection, head_due] : expired) {
-    if (head_due) send_and_forget(connection->fd, kHeadTimedOut);
-    close_connection(connection);
-  }
 }
 
 void GuardedServer::hand_to_worker(const ConnectionPtr& connection) {

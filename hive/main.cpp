@@ -13,10 +13,10 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <rbee/catalog/model_catalog.hpp>
+#include <rbee/cli/operator_commands.hpp>
 #include <rbee/hive/config.hpp>
 #include <rbee/hive/hive_server.hpp>
 #include <rbee/hive/model_operations.hpp>
-#include <rbee/hive/operator_commands.hpp>
 #include <rbee/jobs/job_registry.hpp>
 #include <rbee/jobs/job_router.hpp>
 #include <rbee/narration/log_sink.hpp>
@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
                                  config);
   app.add_subcommand("serve", "Run the hive daemon (the default without a subcommand)")
       ->fallthrough();
-  rbee::hive::OperatorCommands operator_commands(app);
+  rbee::cli::OperatorCommands operator_commands(app);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);

@@ -30,9 +30,3 @@ TEST_CASE("rbee's org/name:file form selects exactly that file, or fails clearly
   CHECK_THROWS_WITH(select_files(kRepo, std::string("absent.gguf"), {}, {}),
                     doctest::Contains("absent.gguf"));
 }
-
-TEST_CASE("sizes are formatted for people") {
-  CHECK(format_bytes(512) == "512 B");
-  CHECK(format_bytes(1536) == "1.5 KiB");
-  CHECK(format_bytes(3ULL << 30) == "3.0 GiB");
-}

@@ -160,7 +160,7 @@ class ModelProvisioner {
   ProvisionerSettings settings_;
   DownloadStats stats_;
   LiveFiles live_files_;
-  std::unique_ptr<xet::ChunkIndex> chunk_index_;  // Xet chunks on disk, for every job
+  std::shared_ptr<xet::ChunkIndex> chunk_index_;  // Xet chunks on disk, for every job
 
   mutable std::mutex slots_mutex_;
   std::condition_variable_any slot_freed_;
@@ -173,7 +173,5 @@ std::vector<Sibling> select_files(const std::vector<Sibling>& siblings,
                                   const std::optional<std::string>& single_file,
                                   const std::vector<std::string>& include,
                                   const std::vector<std::string>& exclude);
-
-std::string format_bytes(std::uint64_t bytes);
 
 }  // namespace rbee::provisioner

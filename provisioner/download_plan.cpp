@@ -1,0 +1,201 @@
+// What to fetch for a listed model: the files selected, checked (a path the hive can write, a
+// checksum to verify against), what an earlier job left verified or half-downloaded, whether
+// the disk can hold the rest; then the entry workers read, the transfers and the completion.
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+#include <rbee/narration/human_units.hpp>
+
+#include "model_story.hpp"
+#include "rbee/provisioner/repo_snapshot.hpp"
+
+namespace rbee::provisioner {
+namespace {
+
+bool matches_any(const std::vector<std::string>& globs, const std::string& path) {
+  // No FNM_PATHNAME: '*' also matches '/', as DESIGN §3 and huggingface_hub's patterns do.
+  return std::any_of(globs.begin(), globs.end(), [&](const std::string& glob) {
+    return ::fnmatch(glob.c_str(), path.c_str(), 0) == 0;
+  });
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+ModelFile catalog_file(const Sibling& sibling) {
+  return ModelFile{sibling.path, sibling.size, sibling.lfs_sha256,
+                   sibling.lfs_sha256.empty() ? sibling.blob_id : "", "pending"};
+}
+
+// Already verified in an earlier run, with the same content, and still on disk.
+bool already_verified(const ModelEntry* entry, const ModelFile& wanted, const fs::path& dir) {
+  if (!entry) return false;
+  for (const auto& file : entry->files) {
+    if (file.path == wanted.path && file.state == "verified" && file.size == wanted.size &&
+        file.sha256 == wanted.sha256 && file.etag == wanted.etag) {
+      return on_disk_with_size(dir / file.path, file.size);
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<Sibling> select_files(const std::vector<Sibling>& siblings,
+                                  const std::optional<std::string>& single_file,
+                                  const std::vector<std::string>& include,
+                                  const std::vector<std::string>& exclude) {
+  std::vector<Sibling> selected;
+  for (const auto& sibling : siblings) {
+    const bool wanted = single_file ? sibling.path == *single_file
+                                    : (include.empty() || matches_any(include, sibling.path)) &&
+                                          !matches_any(exclude, sibling.path);
+    if (wanted) selected.push_back(sibling);
+  }
+  if (single_file && selected.empty()) {
+    throw HubError(HubErrorKind::entry_not_found,
+                   fmt::format("the repo has no file '{}'", *single_file));
+  }
+  return selected;
+}
+
+void ModelProvisioner::download_listed(const DownloadRequest& request, const ModelId& id,
+                                       const RepoInfo& info, const HubClient& hub, Attempt& attempt,
+                                       const std::stop_token& stop) {
+  const auto reference = catalog::parse_model_reference(request.model);
+  const auto started = Clock::now();
+  auto narrate = [&](std::string action, std::string human, Level level = Level::info) {
+    narrator_.emit({kActor, std::move(action), id.str(), std::move(human), request.job_id, level, 0,
+                    std::nullopt});
+  };
+
+  const auto selected =
+      select_files(info.siblings, reference.file, request.include, request.exclude);
+  if (selected.empty()) {
+    throw ProvisionError(
+        fmt::format("no file of {} matches the include/exclude patterns", id.str()));
+  }
+  for (const auto& sibling : selected) {
+    try {
+      catalog::validate_repo_path(sibling.path);
+    } catch (const catalog::CatalogError& error) {
+      throw ProvisionError(fmt::format(
+          "refusing {}: the Hub lists a file it cannot safely write: {}", id.str(), error.what()));
+    }
+    if (sibling.lfs_sha256.empty() && sibling.blob_id.empty()) {
+      throw ProvisionError(fmt::format(
+          "the Hub gave no checksum for {}: refusing an unverifiable file", sibling.path));
+    }
+  }
+
+  const auto& previous = attempt.before;
+  refuse_revision_conflict(request, id, info, previous);
+  const fs::path dir = catalog_.model_dir(id);
+  const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
+  try {
+    attempt.snapshot_before =
+        record_repo_snapshot(model, info, request.revision, hub.settings().listing);
+  } catch (const std::exception& error) {
+    // Only the mirror reads it: it then lists the repo again when asked.
+    narrate(
+        "snapshot_write_failed",
+        fmt::format("Could not keep the listing of {} for the mirror: {}", id.str(), error.what()),
+        Level::warn);
+  }
+  const ModelEntry* before = previous && previous->status != ModelStatus::failed &&
+                                     previous->status != ModelStatus::deleting
+                                 ? &*previous
+                                 : nullptr;
+  std::set<std::string_view> repo_paths;
+  for (const auto& sibling : info.siblings) repo_paths.insert(sibling.path);
+  std::vector<ModelFile> files;
+  std::uint64_t total = 0, verified_bytes = 0, remaining = 0;
+  // Files of this commit that an earlier job verified stay in the entry (one file, then
+  // another, of the same repo: the catalog lists both).
+  if (before && before->commit == info.commit) {
+    std::set<std::string_view> selected_paths;
+    for (const auto& sibling : selected) selected_paths.insert(sibling.path);
+    for (const auto& kept : before->files) {
+      if (kept.state == "verified" && !selected_paths.contains(kept.path) &&
+          on_disk_with_size(dir / kept.path, kept.size)) {
+        files.push_back(kept);
+        total += kept.size;
+        verified_bytes += kept.size;
+      }
+    }
+  }
+  for (const auto& sibling : selected) {
+    ModelFile file = catalog_file(sibling);
+    if (already_verified(before, file, dir)) {
+      file.state = "verified";
+      verified_bytes += file.size;
+    } else {
+      const bool adopt_legacy_part = !repo_paths.contains(file.path + ".part");
+      remaining += file.size -
+                   std::min(file.size, part_size_on_disk(model, to_fetch(file), adopt_legacy_part));
+    }
+    total += file.size;
+    files.push_back(file);
+  }
+
+  if (before && before->status == ModelStatus::ready && before->commit == info.commit &&
+      remaining == 0 && verified_bytes == total) {
+    narrate("download_up_to_date",
+            fmt::format("{} is already up to date: {} file{}, {}, nothing downloaded (commit {})",
+                        id.str(), files.size(), files.size() == 1 ? "" : "s", format_bytes(total),
+                        info.commit.substr(0, 12)));
+    return;
+  }
+
+  const std::uint64_t available = free_bytes(dir);
+  if (available < remaining + settings_.disk_reserve_bytes) {
+    throw NotEnoughDisk(
+        fmt::format("not enough disk space for {}: {} still to download plus {} kept free, but "
+                    "only {} available",
+                    id.str(), format_bytes(remaining), format_bytes(settings_.disk_reserve_bytes),
+                    format_bytes(available)));
+  }
+
+  check_gated_access(hub, info, id, files, stop);
+  ModelEntry entry = catalog_.update(id, [&](ModelEntry& e) {
+    e.endpoint = hub.settings().endpoint;
+    // The revision the hive's model follows is the operator's: a peer's pull of the same commit
+    // by another name (a tag, the commit id) does not change it.
+    if (!request.for_mirror || e.revision.empty()) e.revision = request.revision;
+    e.commit = info.commit;
+    e.status = ModelStatus::downloading;
+    e.bytes_total = total;
+    e.bytes_done = verified_bytes;
+    e.error.clear();
+    e.files = files;
+    e.last_job_id = request.job_id;
+  });
+  narrator_.emit({kActor, "download_started", id.str(),
+                  fmt::format("Downloading {}@{} (commit {}): {} file{}, {}", id.str(),
+                              request.revision, info.commit.substr(0, 12), files.size(),
+                              files.size() == 1 ? "" : "s", format_bytes(total)),
+                  request.job_id, Level::info, 0,
+                  narration::Progress{"", 0, 0, 0, std::nullopt, verified_bytes, total, {}}});
+
+  download_files(request, entry, hub, attempt, stop);
+  entry.status = ModelStatus::ready;
+  entry.bytes_done = total;
+  entry.error.clear();
+  catalog_.put(entry);
+  const double elapsed = seconds_since(started);
+  const double average = static_cast<double>(total - verified_bytes) / std::max(elapsed, 1e-3);
+  // The final progress is the whole model at the average speed, so a client's Total line
+  // agrees with this sentence.
+  narrator_.emit({kActor, "download_completed", id.str(),
+                  fmt::format("Downloaded {}: {} file{}, {} in {:.1f} s ({}/s)", id.str(),
+                              files.size(), files.size() == 1 ? "" : "s", format_bytes(total),
+                              elapsed, format_bytes(static_cast<std::uint64_t>(average))),
+                  request.job_id, Level::info, 0,
+                  narration::Progress{"", 0, 0, average, std::nullopt, total, total, {}}});
+}
+
+}  // namespace rbee::provisioner

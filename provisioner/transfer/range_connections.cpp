@@ -1,0 +1,253 @@
+// One connection of a ranged download: it claims a segment (or, when none is left, half of the
+// largest remainder another connection is still receiving), fetches it with a Range request
+// into the part, and retries, hands its range over or leaves on failures.
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "part_file.hpp"
+#include "ranged_file_download.hpp"
+#include "rbee/provisioner/content_range.hpp"
+#include "rbee/provisioner/retry.hpp"
+
+namespace rbee::provisioner::ranged {
+
+// An unfinished segment nobody fetches, with the download still on.
+bool RangedDownload::has_unclaimed_work() {
+  std::lock_guard lock(mutex_);
+  if (group_stop_.stop_requested()) return false;
+  return std::any_of(segments_.begin(), segments_.end(),
+                     [](const Segment& s) { return !s.taken && !s.complete(); });
+}
+
+bool RangedDownload::has_work_to_share() {
+  std::lock_guard lock(mutex_);
+  if (group_stop_.stop_requested()) return false;
+  for (const auto& s : segments_) {
+    if (!s.taken && !s.complete()) return true;
+    if (s.taken && s.end - s.received >= 2 * kMinStealBytes) return true;
+  }
+  return false;
+}
+
+void RangedDownload::work(Worker& worker) {
+  std::stop_callback relay_group_stop(group_stop_.get_token(),
+                                      [&worker] { worker.stop.request_stop(); });
+  try {
+    while (!worker.retire) {
+      const auto index = claim_segment();
+      if (!index) break;
+      fetch_segment(*index, worker);
+    }
+  } catch (...) {
+    fail(std::current_exception());
+  }
+  worker.http.reset();  // the connection closes before the coordinator counts this one out
+  std::lock_guard lock(mutex_);
+  if (worker.refused) --refused_open_;
+  worker.finished = true;
+  ++workers_done_;
+  cv_.notify_all();
+}
+
+// An untaken unfinished segment, or half of the largest remainder another connection is
+// still receiving; nullopt when nothing worth a connection is left.
+std::optional<std::size_t> RangedDownload::claim_segment() {
+  std::lock_guard lock(mutex_);
+  if (group_stop_.stop_requested()) return std::nullopt;
+  for (std::size_t i = 0; i < segments_.size(); ++i) {
+    if (!segments_[i].taken && !segments_[i].complete()) {
+      segments_[i].taken = true;
+      return i;
+    }
+  }
+  std::optional<std::size_t> largest;
+  for (std::size_t i = 0; i < segments_.size(); ++i) {
+    const auto& s = segments_[i];
+    if (s.taken &&
+        (!largest || s.end - s.received > segments_[*largest].end - segments_[*largest].received)) {
+      largest = i;
+    }
+  }
+  if (!largest) return std::nullopt;
+  const Segment victim = segments_[*largest];
+  const std::uint64_t left = victim.end - victim.received;
+  if (left < 2 * kMinStealBytes) return std::nullopt;
+  const std::uint64_t split = victim.received + left / 2;
+  segments_[*largest].end = split;  // its connection stops there and drops
+  segments_.push_back({split, victim.end, split, split, true});
+  return segments_.size() - 1;
+}
+
+void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
+  int failures = 0;
+  for (;;) {
+    std::uint64_t from = 0, to = 0;
+    {
+      std::lock_guard lock(mutex_);
+      Segment& segment = segments_[index];
+      segment.received = segment.written;  // an unflushed batch of a failed try is gone
+      if (segment.complete() || group_stop_.stop_requested() || worker.retire) {
+        segment.taken = false;
+        return;
+      }
+      from = segment.written;
+      to = segment.end;
+    }
+    int generation = 0;
+    try {
+      const ResolvedFile source = current_source(generation);
+      transfer(index, source, worker, from, to);
+    } catch (const HubError& error) {
+      if (group_stop_.stop_requested()) continue;  // the loop top releases the segment
+      std::uint64_t now_written;
+      {
+        std::lock_guard lock(mutex_);
+        now_written = segments_[index].written;
+      }
+      if (now_written > from) failures = 0;  // bytes flowed: a new run of failures
+      if (const int others = refused_while_others_run(error); others > 0) {
+        notify_retry(0,
+                     fmt::format("{}; its range goes to the other {} connection{}", error.what(),
+                                 others, others == 1 ? "" : "s"),
+                     {});
+        worker.refused = true;
+        worker.retire = true;  // the loop top releases the segment to the others
+        continue;
+      }
+      if (error.kind() == HubErrorKind::forbidden && source_is_cdn(generation)) {
+        refresh_source(generation, error);  // the signed URL expired, for every connection
+        continue;
+      }
+      const auto delay = retry_delay_or_throw(policy_, file_.path, error, failures);
+      notify_retry(failures, error.what(), delay);
+      sleep_unless_stopped(delay, group_stop_.get_token());
+    }
+  }
+}
+
+// One GET of bytes [from, to) of segment `index`. Returns when the segment is complete (or
+// was shortened to what it has); throws HubError otherwise.
+// A 429 or 503 while other connections are served: the server's limit, not a passing fault.
+// Returns how many others there are (recorded for the controller), or 0 for an ordinary retry.
+int RangedDownload::refused_while_others_run(const HubError& error) {
+  if (error.kind() != HubErrorKind::rate_limited && error.status() != 503) return 0;
+  std::lock_guard lock(mutex_);
+  // Others refused at the same moment are leaving too: they are not served.
+  const int others = workers_started_ - workers_done_ - refused_open_ - 1;
+  if (others <= 0) return 0;  // the last connection retries, with backoff, as always
+  ++refused_open_;
+  refused_with_others_ =
+      refused_with_others_ == 0 ? others : std::min(refused_with_others_, others);
+  return others;
+}
+
+void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Worker& worker,
+                              std::uint64_t from, std::uint64_t to) {
+  if (!worker.http) worker.http = std::make_unique<HttpConnection>(hub_.settings());
+  if (group_stop_.stop_requested()) return;
+  HttpRequest request;
+  request.url = source.url;
+  request.headers = hub_.headers_for(source.send_token);
+  request.headers.emplace("Range", fmt::format("bytes={}-{}", from, to - 1));
+  request.stall_timeout = policy_.stall_timeout;
+  request.stall_min_bytes = policy_.stall_min_bytes;
+  request.receive_buffer = kReceiveBuffer;
+
+  std::vector<char>& batch = worker.batch;
+  batch.clear();
+  batch.reserve(kWriteBatch);
+  std::uint64_t batch_offset = from;
+  auto flush = [&] {
+    write_at(fd_.get(), part_path_, batch.data(), batch.size(), batch_offset);
+    batch_offset += batch.size();
+    batch.clear();
+    std::lock_guard lock(mutex_);
+    segments_[index].written = batch_offset;
+  };
+  bool wrong_range = false, reached_end = false;
+  request.on_head = [&](const HttpResponseHead& head) {
+    if (head.status == 200) {  // the server ignores Range: ranges are of no use here
+      std::lock_guard lock(mutex_);
+      ranges_refused_ = true;
+      group_stop_.request_stop();
+      return false;
+    }
+    if (head.status != 206) return false;
+    wrong_range = !content_range_matches(head.header("Content-Range"), from, to - 1, file_.size);
+    return !wrong_range;
+  };
+  request.on_body = [&](const char* data, std::size_t length) {
+    if (worker.retire) return false;
+    worker.received += length;
+    std::uint64_t end;
+    {
+      std::lock_guard lock(mutex_);
+      end = segments_[index].end;  // may have shrunk: another connection took the tail
+      const std::uint64_t room = end - std::min(end, segments_[index].received);
+      length = std::min<std::uint64_t>(length, room);
+      segments_[index].received += length;
+    }
+    batch.insert(batch.end(), data, data + length);
+    if (batch.size() >= kWriteBatch) flush();
+    if (batch_offset + batch.size() >= end) {
+      reached_end = true;
+      return false;
+    }
+    return true;
+  };
+  const HttpResult result = worker.http->perform(request, worker.stop.get_token());
+  if (!batch.empty()) flush();
+  if (reached_end || group_stop_.stop_requested() || worker.retire) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (segments_[index].complete()) return;
+  }
+  const std::string what = fmt::format("{} (bytes {}-{})", file_.path, from, to - 1);
+  const int status = result.head.status;
+  if (wrong_range) {
+    throw HubError(HubErrorKind::protocol,
+                   fmt::format("{}: the server answered another range or file size", what));
+  }
+  if (status != 0 && status != 206) {
+    throw hub_error_for(status, result.head.header("X-Error-Code"), what,
+                        result.head.header("Retry-After"),
+                        source.send_token && !hub_.settings().token.empty());
+  }
+  if (result.outcome == HttpOutcome::stalled) {
+    throw HubError(
+        HubErrorKind::network,
+        fmt::format("{}: stalled (under {} bytes in {} ms) at byte {}", what,
+                    policy_.stall_min_bytes, policy_.stall_timeout.count(), batch_offset));
+  }
+  throw HubError(
+      HubErrorKind::network,
+      fmt::format("{}: connection lost at byte {} ({})", what, batch_offset,
+                  result.outcome == HttpOutcome::complete ? "the body ended early" : result.error));
+}
+
+// The file's URL, resolved once for all connections; `generation` says which resolution.
+ResolvedFile RangedDownload::current_source(int& generation) {
+  std::lock_guard lock(source_mutex_);
+  if (!source_) {
+    source_ = hub_.resolve(repo_, commit_, file_.path, nullptr, group_stop_.get_token());
+    ++source_generation_;
+  }
+  generation = source_generation_;
+  return *source_;
+}
+
+bool RangedDownload::source_is_cdn(int generation) {
+  std::lock_guard lock(source_mutex_);
+  return generation == source_generation_ && source_ && !source_->send_token;
+}
+
+void RangedDownload::refresh_source(int generation, const HubError& error) {
+  std::lock_guard lock(source_mutex_);
+  if (generation != source_generation_) return;  // another connection already did
+  if (++url_refreshes_ > 3) throw error;
+  source_.reset();
+  notify_retry(0, std::string(error.what()) + "; refreshing the URL", {});
+}
+
+}  // namespace rbee::provisioner::ranged

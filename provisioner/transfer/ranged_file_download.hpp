@@ -1,0 +1,218 @@
+#pragma once
+// RangedDownload (internal): one large file over several connections (ranged_download.hpp).
+// ranged_download.cpp is the coordinator: the part, the plan of segments, the connection count,
+// hashing, progress and persistence; range_connections.cpp is one connection's life: claiming
+// a segment (or half of another's), fetching it, and its failures.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+#include "adaptive_connections.hpp"
+#include "file_hash.hpp"
+#include "http_connection.hpp"
+#include "ranged_download.hpp"
+
+namespace rbee::provisioner::ranged {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Per connection: libcurl's receive buffer and the write batch. Many connections run at once,
+// so each reads and writes less than a lone one does (HttpRequest::receive_buffer): 32 of them
+// hold 16 MiB.
+inline constexpr std::size_t kWriteBatch = 256 << 10;
+inline constexpr long kReceiveBuffer = 256 << 10;
+inline constexpr int kStartConnections = 4;               // the adaptive controller's first step
+inline constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
+inline constexpr auto kTick = 100ms;                      // hashing and progress cadence
+inline constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadence
+
+using Range = ByteRange;
+
+// One piece of the file, fetched by one connection at a time.
+struct Segment {
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;       // shrinks when another connection takes over the tail
+  std::uint64_t written = 0;   // bytes before this offset are on disk
+  std::uint64_t received = 0;  // bytes before this offset are accepted (written, or batched)
+  bool taken = false;
+  bool complete() const { return written >= end; }
+};
+
+// One connection's thread. Its HTTP connection is reused across the segments it fetches
+// (libcurl reconnects when the origin changes).
+struct Worker {
+  std::atomic<std::uint64_t> received{0};  // body bytes, for the speed comparisons
+  std::atomic<bool> retire{false};         // leave now, releasing the segment to the others
+  std::stop_source stop;                   // ends its transfer: retired, or the group stops
+  Clock::time_point started = Clock::now();
+  std::uint64_t window_received = 0;  // the coordinator's: `received` at the last speed check
+  bool finished = false;              // guarded by the download's mutex
+  bool refused = false;               // leaving after a 429/503 (its own thread only)
+  std::vector<char> batch;            // the write batch, allocated once (its own thread only)
+  std::unique_ptr<HttpConnection> http;
+  std::jthread thread;  // last: joined first
+};
+
+class RangedDownload {
+ public:
+  RangedDownload(const HubClient& hub, const DownloadPolicy& policy, const catalog::ModelId& repo,
+                 const std::string& commit, const FileToFetch& file, const StagedFile& staged,
+                 const std::stop_token& stop, const DownloadEvents& events,
+                 ConnectionBudget* extra_connections)
+      : extra_connections_(extra_connections),
+        hub_(hub),
+        policy_(policy),
+        repo_(repo),
+        commit_(commit),
+        file_(file),
+        staged_(staged),
+        part_path_(staged.part_path()),
+        stop_(stop),
+        events_(events),
+        hash_(file) {}
+
+  RangedOutcome run(std::string& mismatch_reason);
+
+ private:
+  // Opens (or creates) the part, learns what is already on disk, and preallocates the rest.
+  void prepare_part();
+
+  void preallocate();
+
+  // The gaps between the done ranges, cut into pieces of about remaining / connections.
+  void plan_segments(const std::vector<Range>& done);
+
+  void run_workers();
+
+  // Until every connection is done: hash the growing prefix, report progress, persist, and
+  // steer the connection count (adaptive_connections.hpp).
+  void coordinate();
+
+  void start_worker(ConnectionLease lease);
+
+  int open_workers();
+
+  // Up to the controller's target, each extra connection paid from the budget. True when the
+  // target is reached, or cannot be (no budget, or no work worth another connection).
+  bool add_workers();
+
+  // One tick of the controller: refusals first, then the speed sample, then the count.
+  void steer_connections();
+
+  void report_connections(const std::string& reason);
+
+  std::vector<Worker*> running_workers();
+
+  // The worker leaves at once (its transfer is woken and ends), releasing its segment.
+  static void retire(Worker& worker);
+
+  // Above the target (the controller went back a step): the newest connections leave.
+  void retire_surplus();
+
+  // A connection far slower than the median (a bad route, a slow CDN node) leaves; the next
+  // tick opens a fresh one in its place, which takes over its segment. This is the tail that
+  // makes other downloaders stick at 99%.
+  void replace_slow_connection();
+
+  // An unfinished segment nobody fetches, with the download still on.
+  bool has_unclaimed_work();
+
+  bool has_work_to_share();
+
+  void work(Worker& worker);
+
+  // An untaken unfinished segment, or half of the largest remainder another connection is
+  // still receiving; nullopt when nothing worth a connection is left.
+  std::optional<std::size_t> claim_segment();
+
+  void fetch_segment(std::size_t index, Worker& worker);
+
+  // One GET of bytes [from, to) of segment `index`. Returns when the segment is complete (or
+  // was shortened to what it has); throws HubError otherwise.
+  // A 429 or 503 while other connections are served: the server's limit, not a passing fault.
+  // Returns how many others there are (recorded for the controller), or 0 for an ordinary retry.
+  int refused_while_others_run(const HubError& error);
+
+  void transfer(std::size_t index, const ResolvedFile& source, Worker& worker, std::uint64_t from,
+                std::uint64_t to);
+
+  // The file's URL, resolved once for all connections; `generation` says which resolution.
+  ResolvedFile current_source(int& generation);
+
+  bool source_is_cdn(int generation);
+
+  void refresh_source(int generation, const HubError& error);
+
+  void notify_retry(int attempt, const std::string& reason, std::chrono::milliseconds delay);
+
+  void fail(std::exception_ptr error);
+
+  void stop_workers();
+
+  // Feeds the hash with the bytes between what it has seen and the end of the contiguous prefix.
+  void hash_prefix();
+
+  void report_progress();
+
+  // The done ranges are only claimed after the part's data is on disk.
+  void persist();
+
+  void discard_part();
+
+  void commit_part() { staged_.publish(fd_.get()); }
+
+  ConnectionBudget* extra_connections_;
+  const HubClient& hub_;
+  const DownloadPolicy& policy_;
+  const catalog::ModelId& repo_;
+  const std::string& commit_;
+  const FileToFetch& file_;
+  const StagedFile& staged_;
+  const std::filesystem::path part_path_;
+  const std::stop_token& stop_;
+  const DownloadEvents& events_;
+
+  FileHash hash_;  // the coordinator's thread only
+  std::uint64_t hashed_ = 0;
+  std::vector<Range> persisted_;
+  catalog::UniqueFd fd_;
+  std::optional<AdaptiveConnections> controller_;  // made once the work is planned
+  bool settled_reported_ = false;
+  Clock::time_point last_speed_check_ = Clock::now();
+  int replacements_ = 0;
+  double typical_rate_ = 0;  // a connection's median speed in the last window with 3 or more
+  static constexpr double kSlowFactor = 4;  // "far slower than the median"
+
+  std::mutex mutex_;  // guards what follows
+  std::condition_variable cv_;
+  std::vector<Segment> segments_;
+  int workers_started_ = 0;
+  int workers_done_ = 0;
+  int refused_with_others_ = 0;  // the fewest others open at a 429/503 since the last tick
+  int refused_open_ = 0;         // refused connections not yet closed
+  bool ranges_refused_ = false;
+  std::exception_ptr failure_;
+  std::stop_source group_stop_;
+
+  std::mutex source_mutex_;  // guards the resolved URL
+  std::optional<ResolvedFile> source_;
+  int source_generation_ = 0;
+  int url_refreshes_ = 0;
+
+  std::mutex events_mutex_;  // the caller's retry callback is called from one thread at a time
+
+  // The coordinator's thread only; last, so joined first.
+  std::vector<std::unique_ptr<Worker>> workers_;
+};
+
+}  // namespace rbee::provisioner::ranged

@@ -1,0 +1,384 @@
+#include "xet/xet_download.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <exception>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "adaptive_connections.hpp"
+#include "file_hash.hpp"
+#include "http_connection.hpp"
+#include "part_file.hpp"
+#include "rbee/provisioner/content_range.hpp"
+#include "rbee/provisioner/retry.hpp"
+#include "xet/xet_format.hpp"
+
+#include "xet/xet_file_download.hpp"
+
+namespace fs = std::filesystem;
+
+namespace rbee::provisioner::xet {
+namespace {
+
+bool covered(const std::vector<ByteRange>& done, std::uint64_t begin, std::uint64_t end) {
+  for (const auto& range : done) {
+    if (range.begin <= begin && end <= range.end) return true;
+  }
+  return begin == end;
+}
+
+}  // namespace
+
+XetOutcome XetDownload::run(std::string& reason) {
+  if (!plan(reason)) return XetOutcome::cas_unreachable;
+  prepare_part();
+  for (int replans = 0;;) {
+    const std::uint64_t before = done_bytes();
+    copy_reused_terms();
+    try {
+      fetch_missing_terms();
+      break;
+    } catch (const UrlsExpired&) {
+      replans = done_bytes() > before ? 1 : replans + 1;
+      if (replans > kMaxReplans) {
+        throw HubError(HubErrorKind::forbidden,
+                       fmt::format("{}: the CAS's URLs keep expiring (403)", file_.path), 403);
+      }
+      notify_retry(0, fmt::format("{}: Xet transfer URLs expired; asking for new ones", file_.path),
+                   {});
+      if (!plan(reason)) throw HubError(HubErrorKind::network, reason);
+    }
+  }
+  hash_prefix();
+  if (hashed_ != file_.size) {
+    throw HubError(HubErrorKind::protocol, fmt::format("{}: Xet terms ended at {} of {} bytes",
+                                                       file_.path, hashed_, file_.size));
+  }
+  const std::string actual = hash_.hex_digest();
+  if (actual != hash_.expected()) {
+    reason = fmt::format("{} mismatch for {}: expected {}, got {}", hash_.algorithm(), file_.path,
+                         hash_.expected(), actual);
+    fd_ = catalog::UniqueFd();
+    staged_.discard();
+    return XetOutcome::hash_mismatch;
+  }
+  staged_.publish(fd_.get());
+  record_chunks();
+  return XetOutcome::verified;
+}
+
+// Asks the CAS for the file's reconstruction. Before the first one, the bridge is still a way
+// to the file: no token, no connection to the CAS, or a CAS that keeps failing or answers
+// what cannot be used make this return false (with `reason`) for the caller to fall back.
+// Later (URLs expired mid-file) the errors are thrown like any transfer's.
+bool XetDownload::plan(std::string& reason) {
+  ReconstructionVersion version = ReconstructionVersion::v2;
+  std::string refused;
+  int failures = 0;
+  const auto fall_back = [&](const std::string& why) {
+    if (stop_.stop_requested()) throw DownloadCancelled();
+    reason = why;
+    return false;
+  };
+  for (;;) {
+    if (stop_.stop_requested()) throw DownloadCancelled();
+    XetAccess access;
+    try {
+      access = tokens_.get(repo_, commit_, stop_, refused);
+    } catch (const HubError& error) {
+      if (!planned_) return fall_back(fmt::format("no Xet read token ({})", error.what()));
+      throw;
+    }
+    std::string body;
+    std::optional<HubError> error;
+    try {
+      const HttpResult result = request_reconstruction(access, version, body);
+      const int status = result.head.status;
+      if (status == 200) {
+        reconstruction_ = parse_reconstruction(body, version, file_.size, {});
+        place_terms();
+        planned_ = true;
+        return true;
+      }
+      if ((status == 404 || status == 501) && version == ReconstructionVersion::v2) {
+        version = ReconstructionVersion::v1;  // a CAS without v2
+        continue;
+      }
+      if (status == 401 && refused != access.access_token) {
+        refused = access.access_token;  // expired or revoked: one fresh token
+        continue;
+      }
+      error = hub_error_for(status, result.head.header("X-Error-Code"),
+                            fmt::format("{} (Xet reconstruction)", file_.path),
+                            result.head.header("Retry-After"), false);
+    } catch (const XetFormatError& bad) {
+      error = HubError(HubErrorKind::protocol, fmt::format("{}: {}", file_.path, bad.what()));
+    } catch (const HubError& failed) {
+      error = failed;
+    }
+    if (stop_.stop_requested()) throw DownloadCancelled();
+    std::chrono::milliseconds delay{};
+    try {
+      if (error->kind() == HubErrorKind::network && !planned_) throw *error;  // unreachable
+      delay = retry_delay_or_throw(policy_, file_.path, *error, failures);
+    } catch (const std::exception& given_up) {
+      if (!planned_)
+        return fall_back(fmt::format("the Xet CAS cannot serve it ({})", given_up.what()));
+      throw;
+    }
+    notify_retry(failures, error->what(), delay);
+    if (!sleep_unless_stopped(delay, stop_)) throw DownloadCancelled();
+  }
+}
+
+// GET {cas}/v2/reconstructions/{hash} with the Xet token (and nothing of the Hub's).
+HttpResult XetDownload::request_reconstruction(const XetAccess& access,
+                                               ReconstructionVersion version, std::string& body) {
+  const ReconstructionLimits limits;
+  Url url = access.cas;
+  url.target =
+      (url.target == "/" ? "" : url.target) +
+      (version == ReconstructionVersion::v2 ? "/v2/reconstructions/" : "/v1/reconstructions/") +
+      xet_hash_;
+  HttpRequest request;
+  request.url = url;
+  request.headers = {{"User-Agent", "rbee-hive/0.1"},
+                     {"Authorization", "Bearer " + access.access_token}};
+  request.stall_timeout = policy_.stall_timeout;
+  request.stall_min_bytes = 1;
+  HttpConnection connection(hub_.settings());
+  CappedAnswer answer = connection.perform_capped(request, limits.max_bytes, stop_);
+  if (answer.too_large) {
+    throw HubError(HubErrorKind::protocol,
+                   fmt::format("{}: the Xet reconstruction is too large", file_.path));
+  }
+  HttpResult& result = answer.result;
+  body = std::move(answer.body);
+  if (result.outcome == HttpOutcome::cancelled) throw DownloadCancelled();
+  if (result.outcome != HttpOutcome::complete) {
+    throw HubError(
+        HubErrorKind::network,
+        fmt::format("cannot reach the Xet CAS at {} for {}: {}", url.origin(), file_.path,
+                    result.outcome == HttpOutcome::stalled ? "no answer in time" : result.error));
+  }
+  return result;
+}
+
+void XetDownload::place_terms() {
+  const auto& terms = reconstruction_.terms;
+  places_.assign(terms.size(), {});
+  chunk_lengths_.assign(terms.size(), {});
+  std::uint64_t at = 0;
+  std::uint64_t skip = reconstruction_.offset_into_first_range;
+  for (std::size_t i = 0; i < terms.size(); ++i) {
+    const std::uint64_t length = terms[i].unpacked_length - skip;
+    places_[i] = {at, at + length, skip};
+    at += length;
+    skip = 0;
+  }
+  std::lock_guard lock(mutex_);
+  mark_terms_on_disk_locked();
+}
+
+// A term is done when the byte ranges on disk cover it.
+void XetDownload::mark_terms_on_disk_locked() {
+  term_done_.assign(places_.size(), false);
+  for (std::size_t i = 0; i < places_.size(); ++i) {
+    term_done_[i] = covered(done_, places_[i].begin, places_[i].end);
+  }
+}
+
+// The sidecar is durable before the part is extended (open_resumable_part), so a part cut
+// short at any instant is never mistaken for a complete one.
+void XetDownload::prepare_part() {
+  auto part = open_resumable_part(staged_, file_);
+  fd_ = std::move(part.fd);
+  if (::ftruncate(fd_.get(), static_cast<off_t>(file_.size)) != 0) {
+    throw_disk_error("size", part_path_, errno);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    done_ = std::move(part.done);
+    mark_terms_on_disk_locked();
+  }
+  persisted_ = done_;
+  hash_prefix();
+  report_progress();  // the first report is what was on disk already (not fetched, not copied)
+}
+
+void XetDownload::copy_reused_terms() {
+  if (!reuse_) return;
+  std::uint64_t copied = 0;
+  for (std::size_t i = 0; i < reconstruction_.terms.size(); ++i) {
+    if (stop_.stop_requested()) throw DownloadCancelled();
+    if (is_done(i)) continue;
+    const Term& term = reconstruction_.terms[i];
+    const auto source = reuse_->find(term.xorb, term.chunks);
+    if (!source || source->length != term.unpacked_length) continue;
+    if (!copy_from(*source, places_[i])) continue;
+    chunk_lengths_[i] = source->chunk_lengths;
+    copied += places_[i].end - places_[i].begin;
+    mark_done(i);
+  }
+  if (copied > 0) {
+    if (events_.reused) events_.reused(copied);
+    report_progress();
+    persist();  // copied terms are committed like fetched ones: a restart keeps them
+  }
+}
+
+// Copies the term from the file that holds it; false when that file is no longer as
+// recorded. Opened once, without following symlinks: a file renamed over it meanwhile (a
+// new revision) leaves this descriptor on the old, unchanged bytes.
+bool XetDownload::copy_from(const ReuseSource& source, const TermPlace& place) {
+  catalog::UniqueFd in;
+  try {
+    const auto model = catalog::Directory::open(source.model_dir, false);
+    const auto [parent, name] = split_parent(source.repo_path);
+    const auto folder = model.descend(parent, false);
+    if (!folder) return false;
+    in = folder->open_file(name, O_RDONLY);
+  } catch (const std::exception&) {
+    return false;
+  }
+  struct stat info {};
+  if (!in || ::fstat(in.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
+      static_cast<std::uint64_t>(info.st_size) != source.file_size) {
+    return false;
+  }
+  std::vector<char> buffer(kCopyBuffer);
+  std::uint64_t from = source.offset + place.skip;
+  for (std::uint64_t at = place.begin; at < place.end;) {
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), place.end - at));
+    const ssize_t n = ::pread(in.get(), buffer.data(), want, static_cast<off_t>(from));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    write_at(fd_.get(), part_path_, buffer.data(), static_cast<std::size_t>(n), at);
+    at += static_cast<std::uint64_t>(n);
+    from += static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
+bool XetDownload::is_done(std::size_t term) {
+  std::lock_guard lock(mutex_);
+  return term_done_[term];
+}
+
+void XetDownload::mark_done(std::size_t term) {
+  std::lock_guard lock(mutex_);
+  term_done_[term] = true;
+  done_.push_back({places_[term].begin, places_[term].end});
+  done_ = merged_ranges(std::move(done_));
+  changed_.notify_all();
+}
+
+std::uint64_t XetDownload::done_bytes() {
+  std::lock_guard lock(mutex_);
+  std::uint64_t total = 0;
+  for (const auto& range : done_) total += range.end - range.begin;
+  return total;
+}
+
+void XetDownload::hash_prefix() {
+  std::uint64_t prefix = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (!done_.empty() && done_.front().begin == 0) prefix = done_.front().end;
+  }
+  if (prefix > hashed_) {
+    hash_file_range(fd_.get(), part_path_, hashed_, prefix, hash_);
+    hashed_ = prefix;
+    if (events_.prefix_committed) events_.prefix_committed(fd_.get(), hashed_);
+  }
+}
+
+void XetDownload::report_progress() {
+  std::vector<ByteRange> done;
+  {
+    std::lock_guard lock(mutex_);
+    done = done_;
+  }
+  std::uint64_t total = in_flight_.load();
+  for (const auto& range : done) total += range.end - range.begin;
+  if (events_.progress) events_.progress(std::min(total, file_.size));
+  if (events_.ranges_written && fd_) events_.ranges_written(fd_.get(), done);
+}
+
+// Terms are committed only once their bytes are on disk: fdatasync, then the sidecar.
+void XetDownload::persist() {
+  std::vector<ByteRange> done;
+  {
+    std::lock_guard lock(mutex_);
+    done = done_;
+  }
+  if (done == persisted_) return;
+  if (::fdatasync(fd_.get()) != 0) {
+    const int error = errno;
+    fd_ = catalog::UniqueFd();
+    staged_.discard();  // which pages reached the disk is unknown: nothing is trusted
+    throw_disk_error("sync", part_path_, error);
+  }
+  staged_.write_sidecar(range_sidecar_json(file_, hash_.expected(), done));
+  persisted_ = std::move(done);
+}
+
+void XetDownload::record_chunks() {
+  if (!reuse_) return;
+  std::vector<ChunkSpan> spans;
+  for (std::size_t i = 0; i < reconstruction_.terms.size(); ++i) {
+    if (places_[i].skip > 0) continue;  // not the whole term: never a source
+    const Term& term = reconstruction_.terms[i];
+    spans.push_back(
+        {term.xorb, term.chunks, places_[i].begin, term.unpacked_length, chunk_lengths_[i]});
+  }
+  if (const auto error = reuse_->record(model_, file_.path, fd_.get(), std::move(spans))) {
+    notify_retry(
+        0,
+        fmt::format("{}: its Xet chunks could not be recorded for reuse ({})", file_.path, *error),
+        {});
+  }
+}
+
+void XetDownload::notify_retry(int attempt, const std::string& reason,
+                               std::chrono::milliseconds delay) {
+  std::lock_guard lock(events_mutex_);
+  if (events_.retrying) events_.retrying(attempt, reason, delay);
+}
+
+XetAccess XetTokens::get(const catalog::ModelId& repo, const std::string& revision,
+                         const std::stop_token& stop, const std::string& refused) {
+  const std::string key = repo.str() + "@" + revision;
+  std::lock_guard lock(mutex_);
+  const auto found = by_repo_.find(key);
+  const bool fresh = found != by_repo_.end() && found->second.access_token != refused &&
+                     std::chrono::system_clock::now() + kTokenMargin < found->second.expires;
+  if (fresh) return found->second;
+  XetAccess access = hub_.xet_read_token(repo, revision, stop);
+  by_repo_[key] = access;
+  return access;
+}
+
+XetOutcome fetch_with_xet(const HubClient& hub, XetTokens& tokens, ChunkIndex* reuse,
+                          const DownloadPolicy& policy, const catalog::ModelId& repo,
+                          const std::string& commit, const XetFile& file,
+                          const catalog::Directory& model, const StagedFile& staged,
+                          const std::stop_token& stop, const DownloadEvents& events,
+                          ConnectionBudget* extra_connections, std::string& reason) {
+  XetDownload download(hub, tokens, reuse, policy, repo, commit, file, model, staged, stop, events,
+                       extra_connections);
+  return download.run(reason);
+}
+
+}  // namespace rbee::provisioner::xet

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (tests/fuzz) with Debian's clang and runs each for N seconds
-# (default 120), starting from the seed corpus in tests/fuzz/corpus/<target>. New inputs go to
-# build-fuzz/corpus/<target>; a crash leaves its input in build-fuzz/ and fails the run.
+# Runs each libFuzzer target (tests/fuzz) for N seconds (default 120), starting from the seed
+# corpus in tests/fuzz/corpus/<target>. The targets live in the clang ASan+UBSan build
+# (build-asan; `make fuzz` builds them first). New inputs go to build-asan/corpus/<target>; a
+# crash leaves its input in build-asan/ and fails the run.
 #
-#   bash scripts/fuzz.sh        # `make fuzz`: two minutes per target
-#   bash scripts/fuzz.sh 5      # CI: a few seconds per target
+#   make fuzz                    # two minutes per target
+#   make fuzz FUZZ_SECONDS=5     # CI: a few seconds per target
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-120}"
-build=build-fuzz
+build=build-asan
 
-cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DRBEE_SANITIZE=fuzz \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j2 --target fuzz_targets >/dev/null
+if [ ! -x "$build/tests/fuzz/fuzz_operation" ]; then
+  echo "fuzz: no fuzz targets in $build: run 'make fuzz' (it builds them)" >&2
+  exit 2
+fi
 
 for target in fuzz_operation fuzz_model_id fuzz_request_headers fuzz_sse_parser fuzz_sanitize \
               fuzz_hub_listing fuzz_range_sidecar fuzz_catalog_entry fuzz_xet_reconstruction \

@@ -20,7 +20,8 @@ if $for_tests; then
   packages+=(tmux chromium)  # `pull` on a real terminal; the dashboard in a real browser
   packages+=(tinyproxy-bin)  # a real proxy for the proxy tests (HTTPS_PROXY, CONNECT, NO_PROXY)
   packages+=(nginx-light openssl)  # TLS with a test CA and HTTP/2 in front of the Hub fixture
-  packages+=(clang libclang-rt-14-dev)  # libFuzzer (make fuzz); -fsanitize=fuzzer needs the rt
+  packages+=(clang libclang-rt-14-dev)  # the ASan+UBSan build and libFuzzer (make fuzz)
+  packages+=(ccache)  # compiled objects kept outside the clone, for the next build here
   command -v node >/dev/null || packages+=(nodejs npm)
 fi
 

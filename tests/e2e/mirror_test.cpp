@@ -173,8 +173,8 @@ TEST_CASE("mirror: three hives, B and C behind A, fetch each byte from the Hub o
   repo.id = "org/fleet";
   repo.files = {{"config.json", 700, false, 21},
                 {"tokenizer.json", 9000, false, 22},
-                {"model-00001-of-00002.safetensors", 40u << 20, true, 23},
-                {"model-00002-of-00002.safetensors", 24u << 20, true, 24}};
+                {"model-00001-of-00002.safetensors", 12u << 20, true, 23},
+                {"model-00002-of-00002.safetensors", 9u << 20, true, 24}};
   hub.add_repo(repo);
   std::uint64_t model_bytes = 0;
   for (const auto& file : repo.files) model_bytes += file.size;

@@ -46,7 +46,7 @@ class InterruptWatcher {
   explicit InterruptWatcher(std::function<void()> on_interrupt) {
     sigset_t signals = watched();
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-    waiter_ = std::thread([this, signals, on_interrupt = std::move(on_interrupt)] {
+    waiter_ = std::thread([signals, on_interrupt = std::move(on_interrupt)] {
       for (int count = 0;;) {
         int signal = 0;
         sigwait(&signals, &signal);

@@ -149,7 +149,8 @@ void HubMirror::Impl::tree(const Request& request, Response& response) {
   if (!id) return;
   const auto split = split_revision(request.matches[3].str());
   if (!split) return send_hub_error(response, 404, "RevisionNotFound", "no revision given");
-  const auto& [revision, folder] = *split;
+  const std::string& revision = split->first;
+  const std::string& folder = split->second;
   const auto snapshot = find_repo(request, *id, revision, id->str(), response);
   if (!snapshot || !allowed(*id, *snapshot, response)) return;
 

@@ -59,7 +59,9 @@ void HubMirror::Impl::resolve(const Request& request, Response& response) {
   if (!split || split->second.empty()) {
     return send_hub_error(response, 404, "EntryNotFound", "no file path given");
   }
-  const auto& [revision, path] = *split;
+  // Named, not a structured binding: clang 14 (the ASan build) cannot capture one in a lambda.
+  const std::string& revision = split->first;
+  const std::string& path = split->second;
   try {
     catalog::validate_repo_path(path);
   } catch (const catalog::CatalogError&) {

@@ -73,7 +73,9 @@ TEST_CASE("hostile listings end in a clean [ERROR] that says what was wrong; not
       {"{\"rfilename\":\"a\xff\xfe.gguf\",\"size\":1}", "listing"},
   };
   int n = 0;
-  for (const auto& [siblings, reason] : cases) {
+  for (const auto& hostile : cases) {
+    const std::string& siblings = hostile.first;  // CAPTURE's lambda cannot name a binding (clang 14)
+    const std::string& reason = hostile.second;
     CAPTURE(siblings);
     FixtureRepo repo;
     repo.id = "org/hostile" + std::to_string(n++);

@@ -392,7 +392,14 @@ std::string read_exactly(const RawConnection& connection, std::size_t length) {
 
 // Sanitizers multiply memory (shadow bytes for every thread and buffer) and time: there the test
 // checks 10 readers of a smaller file, not the resident memory.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// (GCC defines __SANITIZE_*__; clang, which builds the ASan suite, answers __has_feature.)
+#if defined(__has_feature)
+#define RBEE_HAS_FEATURE(x) __has_feature(x)
+#else
+#define RBEE_HAS_FEATURE(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
+    RBEE_HAS_FEATURE(address_sanitizer) || RBEE_HAS_FEATURE(thread_sanitizer)
 constexpr bool kSanitized = true;
 #else
 constexpr bool kSanitized = false;

@@ -225,9 +225,8 @@ CappedAnswer HttpConnection::perform_capped(HttpRequest request, std::size_t max
     return true;
   };
   request.on_body = [&](const char* data, std::size_t length) {
-    if (status != 200)
-      return true;  // an error's body: read to its end (the connection stays
-                    // usable), not kept
+    // An error's body is read to its end (the connection stays usable) but not kept.
+    if (status != 200) return true;
     if (answer.body.size() + length > max_bytes) {
       answer.too_large = true;
       return false;

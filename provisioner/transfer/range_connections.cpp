@@ -11,6 +11,16 @@
 #include "rbee/provisioner/retry.hpp"
 
 namespace rbee::provisioner::ranged {
+namespace {
+
+// Per connection: libcurl's receive buffer and the write batch. Many connections run at once,
+// so each reads and writes less than a lone one does (HttpRequest::receive_buffer): 32 of them
+// hold 16 MiB.
+constexpr std::size_t kWriteBatch = 256 << 10;
+constexpr long kReceiveBuffer = 256 << 10;
+constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
+
+}  // namespace
 
 // An unfinished segment nobody fetches, with the download still on.
 bool RangedDownload::has_unclaimed_work() {

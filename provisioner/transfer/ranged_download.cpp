@@ -29,6 +29,15 @@ namespace fs = std::filesystem;
 
 namespace rbee::provisioner {
 namespace ranged {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kStartConnections = 4;  // the adaptive controller's first step
+constexpr auto kTick = 100ms;         // hashing and progress cadence
+constexpr auto kPersistEvery = 1s;    // fdatasync + sidecar cadence
+
+}  // namespace
 
 RangedOutcome RangedDownload::run(std::string& mismatch_reason) {
   prepare_part();

@@ -23,18 +23,7 @@
 
 namespace rbee::provisioner::ranged {
 
-using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-// Per connection: libcurl's receive buffer and the write batch. Many connections run at once,
-// so each reads and writes less than a lone one does (HttpRequest::receive_buffer): 32 of them
-// hold 16 MiB.
-inline constexpr std::size_t kWriteBatch = 256 << 10;
-inline constexpr long kReceiveBuffer = 256 << 10;
-inline constexpr int kStartConnections = 4;               // the adaptive controller's first step
-inline constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
-inline constexpr auto kTick = 100ms;                      // hashing and progress cadence
-inline constexpr auto kPersistEvery = 1s;                 // fdatasync + sidecar cadence
 
 using Range = ByteRange;
 

@@ -30,6 +30,12 @@ namespace fs = std::filesystem;
 namespace rbee::provisioner::xet {
 namespace {
 
+using namespace std::chrono_literals;
+
+constexpr auto kTokenMargin = 60s;  // a token is renewed this long before it expires
+constexpr int kMaxReplans = 5;      // reconstructions asked again without progress
+constexpr std::size_t kCopyBuffer = 1 << 20;
+
 bool covered(const std::vector<ByteRange>& done, std::uint64_t begin, std::uint64_t end) {
   for (const auto& range : done) {
     if (range.begin <= begin && end <= range.end) return true;
@@ -99,13 +105,13 @@ bool XetDownload::plan(std::string& reason) {
       if (!planned_) return fall_back(fmt::format("no Xet read token ({})", error.what()));
       throw;
     }
-    std::string body;
     std::optional<HubError> error;
     try {
-      const HttpResult result = request_reconstruction(access, version, body);
-      const int status = result.head.status;
+      const CappedAnswer answer = request_reconstruction(access, version);
+      const HttpResponseHead& head = answer.result.head;
+      const int status = head.status;
       if (status == 200) {
-        reconstruction_ = parse_reconstruction(body, version, file_.size, {});
+        reconstruction_ = parse_reconstruction(answer.body, version, file_.size, {});
         place_terms();
         planned_ = true;
         return true;
@@ -118,9 +124,9 @@ bool XetDownload::plan(std::string& reason) {
         refused = access.access_token;  // expired or revoked: one fresh token
         continue;
       }
-      error = hub_error_for(status, result.head.header("X-Error-Code"),
+      error = hub_error_for(status, head.header("X-Error-Code"),
                             fmt::format("{} (Xet reconstruction)", file_.path),
-                            result.head.header("Retry-After"), false);
+                            head.header("Retry-After"), false);
     } catch (const XetFormatError& bad) {
       error = HubError(HubErrorKind::protocol, fmt::format("{}: {}", file_.path, bad.what()));
     } catch (const HubError& failed) {
@@ -142,8 +148,8 @@ bool XetDownload::plan(std::string& reason) {
 }
 
 // GET {cas}/v2/reconstructions/{hash} with the Xet token (and nothing of the Hub's).
-HttpResult XetDownload::request_reconstruction(const XetAccess& access,
-                                               ReconstructionVersion version, std::string& body) {
+CappedAnswer XetDownload::request_reconstruction(const XetAccess& access,
+                                                 ReconstructionVersion version) {
   const ReconstructionLimits limits;
   Url url = access.cas;
   url.target =
@@ -162,8 +168,7 @@ HttpResult XetDownload::request_reconstruction(const XetAccess& access,
     throw HubError(HubErrorKind::protocol,
                    fmt::format("{}: the Xet reconstruction is too large", file_.path));
   }
-  HttpResult& result = answer.result;
-  body = std::move(answer.body);
+  const HttpResult& result = answer.result;
   if (result.outcome == HttpOutcome::cancelled) throw DownloadCancelled();
   if (result.outcome != HttpOutcome::complete) {
     throw HubError(
@@ -171,7 +176,7 @@ HttpResult XetDownload::request_reconstruction(const XetAccess& access,
         fmt::format("cannot reach the Xet CAS at {} for {}: {}", url.origin(), file_.path,
                     result.outcome == HttpOutcome::stalled ? "no answer in time" : result.error));
   }
-  return result;
+  return answer;
 }
 
 void XetDownload::place_terms() {

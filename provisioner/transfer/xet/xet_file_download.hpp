@@ -21,15 +21,7 @@
 
 namespace rbee::provisioner::xet {
 
-using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-inline constexpr auto kTick = 100ms;         // hashing and progress cadence
-inline constexpr auto kPersistEvery = 1s;    // fdatasync + sidecar cadence
-inline constexpr auto kTokenMargin = 60s;    // a token is renewed this long before it expires
-inline constexpr int kMaxReplans = 5;        // reconstructions asked again without progress
-inline constexpr int kStartConnections = 4;  // the adaptive controller's first step, as for ranges
-inline constexpr std::size_t kCopyBuffer = 1 << 20;
 
 // The URLs of a reconstruction expired (a transfer answered 403): ask for a new one.
 struct UrlsExpired {};
@@ -86,8 +78,7 @@ class XetDownload {
   bool plan(std::string& reason);
 
   // GET {cas}/v2/reconstructions/{hash} with the Xet token (and nothing of the Hub's).
-  HttpResult request_reconstruction(const XetAccess& access, ReconstructionVersion version,
-                                    std::string& body);
+  CappedAnswer request_reconstruction(const XetAccess& access, ReconstructionVersion version);
 
   void place_terms();
 

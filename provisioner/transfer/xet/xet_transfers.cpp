@@ -12,6 +12,15 @@
 #include "xet/xet_file_download.hpp"
 
 namespace rbee::provisioner::xet {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kTick = 100ms;         // hashing and progress cadence
+constexpr auto kPersistEvery = 1s;    // fdatasync + sidecar cadence
+constexpr int kStartConnections = 4;  // the adaptive controller's first step, as for ranges
+
+}  // namespace
 
 void XetDownload::fetch_missing_terms() {
   plan_jobs();

@@ -43,11 +43,17 @@ inline std::filesystem::path working_file(const std::filesystem::path& model_dir
   return model_dir / ".rbee" / ("none" + std::string(extension));
 }
 
-// Bytes in the model's part file; 0 without one.
+// Bytes in the model's part files (one per file still downloading); 0 without any. Summed, so
+// a second file's empty part never hides the first one's bytes.
 inline std::uint64_t part_bytes(const std::filesystem::path& model_dir) {
   std::error_code ec;
-  const auto size = std::filesystem::file_size(working_file(model_dir, ".part"), ec);
-  return ec ? 0 : size;
+  std::uint64_t bytes = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(model_dir / ".rbee", ec)) {
+    if (entry.path().extension() != ".part") continue;
+    const auto size = std::filesystem::file_size(entry.path(), ec);
+    bytes += ec ? 0 : size;
+  }
+  return bytes;
 }
 
 // Waits (up to 20 s) until the model's part file has at least `bytes`.

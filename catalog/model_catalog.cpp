@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "rbee/catalog/file_lock.hpp"
+#include "rbee/catalog/repo_store.hpp"
 
 namespace fs = std::filesystem;
 
@@ -39,6 +40,14 @@ ModelCatalog::ModelCatalog(fs::path root, std::chrono::milliseconds progress_int
 
 fs::path ModelCatalog::model_dir(const ModelId& id) const {
   return root_ / id.folder();
+}
+
+fs::path ModelCatalog::snapshot_dir(const ModelId& id, std::string_view commit) const {
+  return model_dir(id) / kSnapshotsFolder / commit;
+}
+
+fs::path ModelCatalog::blob_path(const ModelId& id, std::string_view blob) const {
+  return model_dir(id) / kBlobsFolder / blob;
 }
 
 // Locks live outside the model folder so that remove() can delete the folder while holding one,
@@ -75,21 +84,18 @@ std::optional<ModelEntry> ModelCatalog::read_entry(const ModelId& id) const {
   }
 }
 
-// The folders <org>/<name> (and _/<name> for ids without an owner) whose names are model ids,
-// sorted; whether each holds an entry is for the caller to find out.
+// The folders models--… whose names are model ids, sorted; whether each holds an entry is for
+// the caller to find out. A shared Hugging Face cache also holds datasets--…, spaces--… and
+// models other tools downloaded: only the ones with an entry are the catalog's.
 std::vector<ModelId> ModelCatalog::model_ids() const {
   std::vector<ModelId> ids;
   std::error_code ec;
-  for (const auto& org : fs::directory_iterator(root_, ec)) {
-    const std::string org_name = org.path().filename().string();
-    if (org_name.starts_with('.') || !org.is_directory(ec)) continue;
-    for (const auto& model : fs::directory_iterator(org.path(), ec)) {
-      if (!model.is_directory(ec)) continue;
-      try {
-        ids.push_back(model_id_of_folder(org_name, model.path().filename().string()));
-      } catch (const CatalogError&) {
-        // A folder whose name is no model id was not made by the catalog: not ours to list.
-      }
+  for (const auto& model : fs::directory_iterator(root_, ec)) {
+    if (!model.is_directory(ec) || model.is_symlink(ec)) continue;
+    try {
+      ids.push_back(model_id_of_folder(model.path().filename().string()));
+    } catch (const CatalogError&) {
+      // A folder whose name is no model id was not made by the catalog: not ours to list.
     }
   }
   std::sort(ids.begin(), ids.end(),
@@ -122,7 +128,11 @@ std::optional<struct stat> ModelCatalog::entry_file_status(const ModelId& id) co
 void ModelCatalog::write_entry(ModelEntry& entry) const {
   entry.updated_at_ms = now_unix_ms();
   if (entry.added_at_ms == 0) entry.added_at_ms = entry.updated_at_ms;
-  if (entry.path.empty()) entry.path = model_dir(entry.id).string();
+  // Before anything is linked, the folder where the commit's snapshot will be (or the model's).
+  if (entry.path.empty()) {
+    entry.path = entry.commit.empty() ? model_dir(entry.id).string()
+                                      : snapshot_dir(entry.id, entry.commit).string();
+  }
   const Directory dir = *open_model_dir(entry.id, true);
   const Directory work = *dir.descend(kWorkFolder, true);
   dir.replace_file(kMetadataFile, to_yaml(entry), work);
@@ -186,14 +196,17 @@ bool ModelCatalog::remove(const ModelId& id, std::stop_token stop) {
   }
   dir->remove_file(kMetadataFile);
   dir->sync();
-  const std::string org_folder = id.owner_folder();
-  const Directory org = *Directory::open(root_, false).descend(org_folder, false);
-  if (::unlinkat(org.fd(), id.name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+  const Directory root = Directory::open(root_, false);
+  if (::unlinkat(root.fd(), id.folder().c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     throw FileSystemError("remove", dir->path(), errno);
   }
-  ::unlinkat(Directory::open(root_, false).fd(), org_folder.c_str(), AT_REMOVEDIR);  // if empty
-  std::error_code ec;  // the hive's own lock folder (a held lock stays valid)
-  fs::remove_all(root_ / kLockFolder / id.folder(), ec);
+  root.sync();
+  // The hive's own locks (a held lock stays valid); huggingface_hub keeps its blob locks in the
+  // same folder, so the folder goes only when empty.
+  std::error_code ec;
+  fs::remove(lock_path(id), ec);
+  fs::remove(download_lock_path(id), ec);
+  fs::remove(root_ / kLockFolder / id.folder(), ec);
   {
     std::lock_guard throttle(throttle_mutex_);
     last_progress_write_.erase(id.str());

@@ -14,6 +14,8 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include "rbee/catalog/repo_store.hpp"
+
 namespace rbee::catalog {
 namespace {
 
@@ -61,17 +63,27 @@ void emit_number(YAML::Emitter& out, std::string_view key, T value) {
 
 // metadata.yaml read as a stream of parser events, so memory follows the entry's own size: the
 // node tree yaml-cpp builds for a 100 000-file entry (20 MB of text) took about 500 MB. The
-// layout is ours and flat: a mapping of scalars, and `files`, a list of mappings of scalars.
-// Anything nested elsewhere (or an alias, or a null) is kept as "not a scalar", so the field
-// reads as the wrong type, as it did with the node tree.
+// layout is ours: a mapping of scalars with three nested fields: `files` (a list of mappings of
+// scalars), `refs` (a mapping of scalars) and `revisions` (a list of mappings of scalars, each
+// with its own `files`). Anything nested elsewhere (or an alias, or a null) is kept as "not a
+// scalar", so the field reads as the wrong type, as it did with the node tree.
 class EntryEvents final : public YAML::EventHandler {
  public:
   using Fields = std::map<std::string, std::optional<std::string>, std::less<>>;
+  struct Revision {
+    Fields fields;
+    std::vector<Fields> files;
+    bool files_is_list = false;
+  };
 
   Fields top;
   std::vector<Fields> files;
+  Fields refs;
+  std::vector<Revision> revisions;
   bool root_is_mapping = false;
   bool files_is_list = false;
+  bool refs_is_mapping = false;
+  bool revisions_is_list = false;
   std::string structure_error;  // the first thing that is not our layout
 
   void OnDocumentStart(const YAML::Mark&) override {}
@@ -94,9 +106,27 @@ class EntryEvents final : public YAML::EventHandler {
   void OnMapEnd() override { on_close(); }
 
  private:
-  enum class Level { top, files, file };
+  // Mappings of scalars (top, file, refs, revision, revision_file) and the lists that hold them.
+  enum class Level { top, files, file, refs, revisions, revision, revision_files, revision_file };
 
-  Fields& current_fields() { return stack_.back() == Level::top ? top : files.back(); }
+  static bool is_list(Level level) {
+    return level == Level::files || level == Level::revisions || level == Level::revision_files;
+  }
+
+  Fields& current_fields() {
+    switch (stack_.back()) {
+      case Level::file:
+        return files.back();
+      case Level::refs:
+        return refs;
+      case Level::revision:
+        return revisions.back().fields;
+      case Level::revision_file:
+        return revisions.back().files.back();
+      default:
+        return top;
+    }
+  }
 
   void fail(std::string reason) {
     if (structure_error.empty()) structure_error = std::move(reason);
@@ -104,7 +134,7 @@ class EntryEvents final : public YAML::EventHandler {
 
   void on_value(std::optional<std::string> value) {
     if (skipped_depth_ > 0 || stack_.empty()) return;  // a scalar document is not a mapping
-    if (stack_.back() == Level::files) return fail("every entry of 'files' must be a mapping");
+    if (is_list(stack_.back())) return fail("every entry of a list must be a mapping");
     if (!key_) {
       if (!value) return fail("a key is not text");
       key_ = std::move(value);
@@ -112,6 +142,49 @@ class EntryEvents final : public YAML::EventHandler {
       current_fields()[*key_] = std::move(value);
       key_.reset();
     }
+  }
+
+  void open_list_entry(bool sequence) {
+    if (sequence) {
+      fail("every entry of a list must be a mapping");
+      skipped_depth_ = 1;
+      return;
+    }
+    switch (stack_.back()) {
+      case Level::files:
+        files.emplace_back();
+        stack_.push_back(Level::file);
+        break;
+      case Level::revisions:
+        revisions.emplace_back();
+        stack_.push_back(Level::revision);
+        break;
+      default:
+        revisions.back().files.emplace_back();
+        stack_.push_back(Level::revision_file);
+        break;
+    }
+  }
+
+  // The level a nested value under `key` opens at `level`, if it is one of ours.
+  std::optional<Level> nested_level(Level level, const std::string& key, bool sequence) {
+    if (level == Level::top && key == "files" && sequence) {
+      files_is_list = true;
+      return Level::files;
+    }
+    if (level == Level::top && key == "refs" && !sequence) {
+      refs_is_mapping = true;
+      return Level::refs;
+    }
+    if (level == Level::top && key == "revisions" && sequence) {
+      revisions_is_list = true;
+      return Level::revisions;
+    }
+    if (level == Level::revision && key == "files" && sequence) {
+      revisions.back().files_is_list = true;
+      return Level::revision_files;
+    }
+    return std::nullopt;
   }
 
   void on_open(bool sequence) {
@@ -127,29 +200,18 @@ class EntryEvents final : public YAML::EventHandler {
         stack_.push_back(Level::top);
       return;
     }
-    if (stack_.back() == Level::files) {
-      if (sequence) {
-        fail("every entry of 'files' must be a mapping");
-        skipped_depth_ = 1;
-        return;
-      }
-      files.emplace_back();
-      stack_.push_back(Level::file);
-      return;
-    }
+    if (is_list(stack_.back())) return open_list_entry(sequence);
     if (!key_) {
       fail("a key is not text");
       skipped_depth_ = 1;
       return;
     }
-    if (stack_.back() == Level::top && *key_ == "files" && sequence) {
-      files_is_list = true;
-      top["files"] = std::nullopt;
-      stack_.push_back(Level::files);
-    } else {
-      current_fields()[*key_] = std::nullopt;  // a nested value where a scalar belongs
+    const auto nested = nested_level(stack_.back(), *key_, sequence);
+    current_fields()[*key_] = std::nullopt;  // a nested value where a scalar belongs, or ours
+    if (nested)
+      stack_.push_back(*nested);
+    else
       skipped_depth_ = 1;
-    }
     key_.reset();
   }
 
@@ -179,12 +241,57 @@ T field(const EntryEvents::Fields& fields, std::string_view key) {
   }
 }
 
-ModelFile parse_file(const EntryEvents::Fields& fields) {
+ModelFile parse_file(const EntryEvents::Fields& fields, bool schema1) {
   ModelFile file{field<std::string>(fields, "path"), field<std::uint64_t>(fields, "size"),
                  field<std::string>(fields, "sha256"), field<std::string>(fields, "etag"),
-                 field<std::string>(fields, "state")};
+                 field<std::string>(fields, "state"),
+                 schema1 ? std::string() : field<std::string>(fields, "blob")};
   validate_repo_path(file.path);
   return file;
+}
+
+std::vector<ModelFile> parse_files(const std::vector<EntryEvents::Fields>& list, bool schema1) {
+  std::vector<ModelFile> files;
+  files.reserve(list.size());
+  for (const auto& file : list) files.push_back(parse_file(file, schema1));
+  return files;
+}
+
+ModelStatus status_field(const EntryEvents::Fields& fields) {
+  try {
+    return parse_model_status(field<std::string>(fields, "status"));
+  } catch (const std::invalid_argument& error) {
+    throw std::runtime_error(error.what());
+  }
+}
+
+RevisionRecord parse_revision(const EntryEvents::Revision& revision) {
+  RevisionRecord record;
+  record.commit = field<std::string>(revision.fields, "commit");
+  if (!is_commit_id(record.commit)) {
+    throw std::runtime_error("a revision's commit is not 40 hex digits");
+  }
+  record.status = status_field(revision.fields);
+  record.size = field<std::uint64_t>(revision.fields, "size");
+  record.error = field<std::string>(revision.fields, "error");
+  if (!revision.files_is_list) throw std::runtime_error("a revision's 'files' must be a list");
+  record.files = parse_files(revision.files, false);
+  return record;
+}
+
+void emit_files(YAML::Emitter& out, const std::vector<ModelFile>& files) {
+  out << YAML::Key << "files" << YAML::Value << YAML::BeginSeq;
+  for (const ModelFile& file : files) {
+    out << YAML::BeginMap;
+    emit_string(out, "path", file.path);
+    emit_number(out, "size", file.size);
+    emit_string(out, "sha256", file.sha256);
+    emit_string(out, "etag", file.etag);
+    emit_string(out, "state", file.state);
+    emit_string(out, "blob", file.blob);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
 }
 
 // Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
@@ -224,6 +331,23 @@ ModelStatus parse_model_status(std::string_view text) {
   return static_cast<ModelStatus>(it - kStatusNames.begin());
 }
 
+const RevisionRecord* ModelEntry::find_revision(std::string_view commit) const {
+  for (const auto& revision : revisions) {
+    if (revision.commit == commit) return &revision;
+  }
+  return nullptr;
+}
+
+RevisionRecord& ModelEntry::revision_record(const std::string& commit) {
+  const auto at = std::lower_bound(
+      revisions.begin(), revisions.end(), commit,
+      [](const RevisionRecord& record, const std::string& key) { return record.commit < key; });
+  if (at != revisions.end() && at->commit == commit) return *at;
+  RevisionRecord fresh;
+  fresh.commit = commit;
+  return *revisions.insert(at, std::move(fresh));
+}
+
 double ModelEntry::progress() const {
   if (status == ModelStatus::ready) return 1.0;
   if (bytes_total == 0) return 0.0;
@@ -247,14 +371,18 @@ std::string to_yaml(const ModelEntry& entry) {
   emit_number(out, "progress", entry.progress());
   emit_number(out, "size", entry.bytes_total);
   emit_string(out, "error", entry.error);
-  out << YAML::Key << "files" << YAML::Value << YAML::BeginSeq;
-  for (const ModelFile& file : entry.files) {
+  emit_files(out, entry.files);
+  out << YAML::Key << "refs" << YAML::Value << YAML::BeginMap;
+  for (const auto& [ref, commit] : entry.refs) emit_string(out, ref, commit);
+  out << YAML::EndMap;
+  out << YAML::Key << "revisions" << YAML::Value << YAML::BeginSeq;
+  for (const RevisionRecord& revision : entry.revisions) {
     out << YAML::BeginMap;
-    emit_string(out, "path", file.path);
-    emit_number(out, "size", file.size);
-    emit_string(out, "sha256", file.sha256);
-    emit_string(out, "etag", file.etag);
-    emit_string(out, "state", file.state);
+    emit_string(out, "commit", revision.commit);
+    emit_string(out, "status", std::string(to_string(revision.status)));
+    emit_number(out, "size", revision.size);
+    emit_string(out, "error", revision.error);
+    emit_files(out, revision.files);
     out << YAML::EndMap;
   }
   out << YAML::EndSeq;
@@ -266,7 +394,7 @@ std::string to_yaml(const ModelEntry& entry) {
   return std::string(out.c_str()) + "\n";
 }
 
-ModelEntry parse_model_entry(std::string_view yaml) {
+ModelEntry parse_model_entry(std::string_view yaml, bool schema1) {
   // YAML is UTF-8; yaml-cpp would read a stray byte as a Latin-1 character and write it back
   // as another, so an entry with one could never be written back unchanged.
   if (!is_valid_utf8(yaml)) throw std::runtime_error("not valid UTF-8");
@@ -282,9 +410,10 @@ ModelEntry parse_model_entry(std::string_view yaml) {
   if (!events.structure_error.empty()) throw std::runtime_error(events.structure_error);
   const auto& root = events.top;
   const int schema = field<int>(root, "schema");
-  if (schema != kSchemaVersion) {
+  const int expected = schema1 ? 1 : kSchemaVersion;
+  if (schema != expected) {
     throw std::runtime_error(
-        fmt::format("schema {} is not supported (expected {})", schema, kSchemaVersion));
+        fmt::format("schema {} is not supported (expected {})", schema, expected));
   }
   ModelEntry entry;
   entry.id = parse_model_id(field<std::string>(root, "id"));
@@ -293,18 +422,29 @@ ModelEntry parse_model_entry(std::string_view yaml) {
   entry.revision = field<std::string>(root, "revision");
   entry.commit = field<std::string>(root, "commit");
   entry.path = field<std::string>(root, "path");
-  try {
-    entry.status = parse_model_status(field<std::string>(root, "status"));
-  } catch (const std::invalid_argument& error) {
-    throw std::runtime_error(error.what());
-  }
+  entry.status = status_field(root);
   entry.bytes_done = field<std::uint64_t>(root, "bytes_done");
   entry.bytes_total = field<std::uint64_t>(root, "bytes_total");
   entry.error = field<std::string>(root, "error");
   if (!root.contains("files")) throw std::runtime_error("missing field 'files'");
   if (!events.files_is_list) throw std::runtime_error("field 'files' must be a list");
-  entry.files.reserve(events.files.size());
-  for (const auto& file : events.files) entry.files.push_back(parse_file(file));
+  entry.files = parse_files(events.files, schema1);
+  if (!schema1) {
+    if (!events.refs_is_mapping) throw std::runtime_error("field 'refs' must be a mapping");
+    for (const auto& [ref, commit] : events.refs) {
+      validate_revision(ref);
+      if (!commit || !is_commit_id(*commit)) {
+        throw std::runtime_error(fmt::format("ref '{}' names no commit", ref));
+      }
+      entry.refs[ref] = *commit;
+    }
+    if (!events.revisions_is_list) throw std::runtime_error("field 'revisions' must be a list");
+    for (const auto& revision : events.revisions) {
+      RevisionRecord record = parse_revision(revision);
+      const std::string commit = record.commit;
+      entry.revision_record(commit) = std::move(record);
+    }
+  }
   entry.added_at_ms = parse_time(field<std::string>(root, "added_at"));
   entry.updated_at_ms = parse_time(field<std::string>(root, "updated_at"));
   // The last field written: a file cut short anywhere before it is refused, not half-read.

@@ -91,8 +91,19 @@ ModelId parse_model_id(std::string_view text) {
   return ModelId{std::string(org), std::string(name)};
 }
 
-ModelId model_id_of_folder(std::string_view org_folder, std::string_view name) {
-  if (org_folder == kNoOwnerFolder) return parse_model_id(name);
+ModelId model_id_of_folder(std::string_view folder) {
+  if (!folder.starts_with(kRepoFolderPrefix)) invalid_id(folder, "not a model folder");
+  const auto rest = folder.substr(kRepoFolderPrefix.size());
+  const auto separator = rest.find("--");
+  if (separator == std::string_view::npos) return parse_model_id(rest);
+  const ModelId id = parse_model_id(std::string(rest.substr(0, separator)) + "/" +
+                                    std::string(rest.substr(separator + 2)));
+  if (id.folder() != folder) invalid_id(folder, "not a model folder");
+  return id;
+}
+
+ModelId model_id_of_schema1_folder(std::string_view org_folder, std::string_view name) {
+  if (org_folder == kSchema1NoOwnerFolder) return parse_model_id(name);
   if (name.find('/') != std::string_view::npos) invalid_id(name, "not a folder name");
   return parse_model_id(std::string(org_folder) + "/" + std::string(name));
 }

@@ -53,12 +53,28 @@ std::shared_ptr<const VerifiedFiles> RepoViews::verified_files(const catalog::Mo
     const auto entry = catalog_.get(id);
     if (!entry) return nullptr;
     auto files = std::make_shared<VerifiedFiles>();
-    files->commit = entry->commit;
-    for (const auto& file : entry->files) {
-      if (file.state == "verified") files->sizes.emplace(file.path, file.size);
+    const auto add = [&](const std::string& commit, const std::vector<catalog::ModelFile>& list) {
+      auto& at_commit = files->by_commit[commit];
+      for (const auto& file : list) {
+        if (file.state == "verified") {
+          at_commit.emplace(file.path, VerifiedFiles::File{file.size, catalog::blob_name(file)});
+        }
+      }
+    };
+    add(entry->commit, entry->files);  // the current download's, verified so far
+    for (const auto& revision : entry->revisions) {
+      if (revision.status == catalog::ModelStatus::ready) add(revision.commit, revision.files);
     }
     return files;
   });
+}
+
+const VerifiedFiles::File* VerifiedFiles::find(const std::string& commit,
+                                               const std::string& path) const {
+  const auto at_commit = by_commit.find(commit);
+  if (at_commit == by_commit.end()) return nullptr;
+  const auto file = at_commit->second.find(path);
+  return file == at_commit->second.end() ? nullptr : &file->second;
 }
 
 template <typename T, typename Parse>

@@ -24,10 +24,15 @@ enum class RepoMiss {
 
 using RepoLookup = std::variant<std::shared_ptr<const provisioner::RepoSnapshot>, RepoMiss>;
 
-// The files the catalog records as verified for a model, at its commit.
+// The files the catalog records as verified for a model, at each commit it holds.
 struct VerifiedFiles {
-  std::string commit;
-  std::unordered_map<std::string, std::uint64_t> sizes;  // repo path → size
+  struct File {
+    std::uint64_t size = 0;
+    std::string blob;  // its name under blobs/
+  };
+  // commit → repo path → file
+  std::unordered_map<std::string, std::unordered_map<std::string, File>> by_commit;
+  const File* find(const std::string& commit, const std::string& path) const;
 };
 
 class RepoViews {

@@ -14,6 +14,8 @@
 #include "hub_answers.hpp"
 #include "mirror_impl.hpp"
 
+#include <rbee/catalog/repo_store.hpp>
+
 namespace rbee::mirror {
 namespace {
 
@@ -129,23 +131,17 @@ void HubMirror::Impl::set_partial(Response& response, const ByteRange& range, st
                       fmt::format("bytes {}-{}/{}", range.begin, range.end - 1, size));
 }
 
-// The verified file in the model folder, when the catalog says so and it has the listed size.
+// The verified file's blob, when the catalog says the commit has it with the listed size.
 catalog::UniqueFd HubMirror::Impl::open_verified(const catalog::ModelId& id,
                                                  const RepoSnapshot& snapshot,
                                                  const Sibling& sibling) {
   try {
     const auto verified = repos_.verified_files(id);
-    if (!verified || verified->commit != snapshot.listing.commit) return {};
-    const auto file = verified->sizes.find(sibling.path);
-    if (file == verified->sizes.end() || file->second != sibling.size) return {};
-    auto folder = catalog_.open_model_dir(id, false);
-    const auto slash = sibling.path.rfind('/');
-    if (folder && slash != std::string::npos) {
-      folder = folder->descend(sibling.path.substr(0, slash), false);
-    }
+    const auto* file = verified ? verified->find(snapshot.listing.commit, sibling.path) : nullptr;
+    if (!file || file->size != sibling.size) return {};
+    const auto folder = catalog_.open_model_dir(id, false);
     if (!folder) return {};
-    auto fd = folder->open_file(
-        slash == std::string::npos ? sibling.path : sibling.path.substr(slash + 1), O_RDONLY);
+    auto fd = catalog::open_blob(*folder, file->blob);
     struct stat info {};
     if (!fd || ::fstat(fd.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
         static_cast<std::uint64_t>(info.st_size) != sibling.size) {

@@ -12,6 +12,8 @@
 #include "model_story.hpp"
 #include "rbee/provisioner/repo_snapshot.hpp"
 
+#include <rbee/catalog/repo_store.hpp>
+
 namespace rbee::provisioner {
 namespace {
 
@@ -27,20 +29,30 @@ double seconds_since(Clock::time_point start) {
 }
 
 ModelFile catalog_file(const Sibling& sibling) {
-  return ModelFile{sibling.path, sibling.size, sibling.lfs_sha256,
-                   sibling.lfs_sha256.empty() ? sibling.blob_id : "", "pending"};
+  return ModelFile{sibling.path,
+                   sibling.size,
+                   sibling.lfs_sha256,
+                   sibling.lfs_sha256.empty() ? sibling.blob_id : "",
+                   "pending",
+                   ""};
 }
 
-// Already verified in an earlier run, with the same content, and still on disk.
-bool already_verified(const ModelEntry* entry, const ModelFile& wanted, const fs::path& dir) {
+bool same_blob_verified(const ModelFile& file, const ModelFile& wanted) {
+  return file.state == "verified" && file.size == wanted.size &&
+         catalog::blob_name(file) == catalog::blob_name(wanted);
+}
+
+// The blob of `wanted` is one an earlier job verified, for this commit or any other (an
+// unchanged file of a new revision is the same blob: nothing is downloaded or copied), and it
+// is still on disk.
+bool already_verified(const ModelEntry* entry, const ModelFile& wanted) {
   if (!entry) return false;
-  for (const auto& file : entry->files) {
-    if (file.path == wanted.path && file.state == "verified" && file.size == wanted.size &&
-        file.sha256 == wanted.sha256 && file.etag == wanted.etag) {
-      return on_disk_with_size(dir / file.path, file.size);
-    }
+  const auto same = [&](const ModelFile& file) { return same_blob_verified(file, wanted); };
+  bool known = std::ranges::any_of(entry->files, same);
+  for (const auto& revision : entry->revisions) {
+    known = known || std::ranges::any_of(revision.files, same);
   }
-  return false;
+  return known && on_disk_with_size(wanted.blob, wanted.size);
 }
 
 }  // namespace
@@ -90,10 +102,17 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
       throw ProvisionError(fmt::format(
           "the Hub gave no checksum for {}: refusing an unverifiable file", sibling.path));
     }
+    // The checksum names the file's blob (DESIGN §16): only hex may become a file name.
+    if (!catalog::is_blob_name(sibling.lfs_sha256.empty() ? sibling.blob_id : sibling.lfs_sha256)) {
+      throw ProvisionError(fmt::format(
+          "the Hub gave {} a checksum that is not a sha256 or git sha1: refusing it",
+          sibling.path));
+    }
   }
 
   const auto& previous = attempt.before;
   refuse_revision_conflict(request, id, info, previous);
+  attempt.commit = info.commit;
   const fs::path dir = catalog_.model_dir(id);
   const catalog::Directory model = *catalog_.open_model_dir(id, true);  // refuses a symlink
   try {
@@ -121,7 +140,7 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     for (const auto& sibling : selected) selected_paths.insert(sibling.path);
     for (const auto& kept : before->files) {
       if (kept.state == "verified" && !selected_paths.contains(kept.path) &&
-          on_disk_with_size(dir / kept.path, kept.size)) {
+          on_disk_with_size(kept.blob, kept.size)) {
         files.push_back(kept);
         total += kept.size;
         verified_bytes += kept.size;
@@ -130,7 +149,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   }
   for (const auto& sibling : selected) {
     ModelFile file = catalog_file(sibling);
-    if (already_verified(before, file, dir)) {
+    file.blob = catalog_.blob_path(id, catalog::blob_name(file)).string();
+    if (already_verified(before, file)) {
       file.state = "verified";
       verified_bytes += file.size;
     } else {
@@ -144,6 +164,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
 
   if (before && before->status == ModelStatus::ready && before->commit == info.commit &&
       remaining == 0 && verified_bytes == total) {
+    // The same commit by another name (a tag, the commit id) still gets its ref.
+    publish_revision(request, *before);
     narrate("download_up_to_date",
             fmt::format("{} is already up to date: {} file{}, {}, nothing downloaded (commit {})",
                         id.str(), files.size(), files.size() == 1 ? "" : "s", format_bytes(total),
@@ -167,6 +189,11 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     // by another name (a tag, the commit id) does not change it.
     if (!request.for_mirror || e.revision.empty()) e.revision = request.revision;
     e.commit = info.commit;
+    // A worker loads the snapshot its ref names; before the first one is whole, the one coming.
+    if (e.path.empty() || !e.refs.contains(e.revision)) {
+      e.path = catalog_.snapshot_dir(id, info.commit).string();
+    }
+    e.revision_record(info.commit).status = ModelStatus::downloading;
     e.status = ModelStatus::downloading;
     e.bytes_total = total;
     e.bytes_done = verified_bytes;
@@ -181,11 +208,11 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                   request.job_id, Level::info, 0,
                   narration::Progress{"", 0, 0, 0, std::nullopt, verified_bytes, total, {}}});
 
-  download_files(request, entry, hub, attempt, stop);
+  download_files(request, entry, hub, stop);
   entry.status = ModelStatus::ready;
   entry.bytes_done = total;
   entry.error.clear();
-  catalog_.put(entry);
+  publish_revision(request, entry);
   const double elapsed = seconds_since(started);
   const double average = static_cast<double>(total - verified_bytes) / std::max(elapsed, 1e-3);
   // The final progress is the whole model at the average speed, so a client's Total line
@@ -196,6 +223,44 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                               elapsed, format_bytes(static_cast<std::uint64_t>(average))),
                   request.job_id, Level::info, 0,
                   narration::Progress{"", 0, 0, average, std::nullopt, total, total, {}}});
+}
+
+}  // namespace rbee::provisioner
+
+namespace rbee::provisioner {
+
+// Whole revisions (DESIGN §16): every verified file of the commit is linked into
+// snapshots/<commit>/ first, and only then is refs/<revision> replaced (temp file, rename, fsync
+// of the folder): a reader that follows the ref sees this commit whole or the one before, never a
+// mix. A revision asked for by its commit id gets no ref, as in huggingface_hub.
+void ModelProvisioner::publish_revision(const DownloadRequest& request, ModelEntry entry) {
+  const ModelId& id = entry.id;
+  const catalog::Directory model = *catalog_.open_model_dir(id, true);
+  std::uint64_t size = 0;
+  std::vector<ModelFile> linked;
+  for (const auto& file : entry.files) {
+    if (file.state != "verified") continue;
+    catalog::link_snapshot_file(model, entry.commit, file.path, catalog::blob_name(file));
+    size += file.size;
+    linked.push_back(file);
+  }
+  const bool names_a_ref = request.revision != entry.commit;
+  if (names_a_ref) {
+    const catalog::Directory work = *model.descend(catalog::ModelCatalog::kWorkFolder, true);
+    catalog::write_ref(model, request.revision, entry.commit, work);
+    entry.refs[request.revision] = entry.commit;
+  }
+  auto& record = entry.revision_record(entry.commit);
+  record.status = ModelStatus::ready;
+  record.size = size;
+  record.error.clear();
+  record.files = std::move(linked);
+  // The revision the hive's workers follow moved (or this is the first whole one): they load it.
+  if (request.revision == entry.revision || entry.path.empty() ||
+      !entry.refs.contains(entry.revision)) {
+    entry.path = catalog_.snapshot_dir(id, entry.commit).string();
+  }
+  catalog_.put(std::move(entry));
 }
 
 }  // namespace rbee::provisioner

@@ -140,8 +140,7 @@ class ProgressReporter {
 // connection budget. A file that fails does not stop the others; the job then fails with a
 // summary of every failed file.
 void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry& entry,
-                                      const HubClient& hub, Attempt& attempt,
-                                      const std::stop_token& stop) {
+                                      const HubClient& hub, const std::stop_token& stop) {
   const ModelId& id = entry.id;
   const std::string commit = entry.commit;
   std::vector<ModelFile>& files = entry.files;
@@ -263,7 +262,6 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       throw;
     }
     live_files_.verified(live);
-    attempt.files_replaced = true;  // published at its path: a failure now is recorded
     const auto progress = reporter.file_done(file);
     set_state(file, "verified");
     // Chunk reuse is worth saying: how much came from disk, how much over the network.

@@ -160,7 +160,7 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
     stats_.add_error(error_kind(error));
     throw;  // nothing was touched: the model stays as it is
   } catch (const DownloadCancelled&) {
-    if (restore_if_untouched(attempt, request)) throw;
+    if (restore_if_untouched(attempt, request, ModelStatus::cancelled, "")) throw;
     try {
       catalog_.update(id, [&](ModelEntry& e) {
         e.status = ModelStatus::cancelled;
@@ -192,15 +192,25 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
 void ModelProvisioner::record_failed_attempt(const Attempt& attempt, const ModelId& id,
                                              const DownloadRequest& request,
                                              const std::string& reason) {
-  if (!restore_if_untouched(attempt, request)) record_failure(id, request, reason);
+  if (!restore_if_untouched(attempt, request, ModelStatus::failed, reason)) {
+    record_failure(id, request, reason);
+  }
 }
 
-bool ModelProvisioner::restore_if_untouched(const Attempt& attempt,
-                                            const DownloadRequest& request) {
+bool ModelProvisioner::restore_if_untouched(const Attempt& attempt, const DownloadRequest& request,
+                                            ModelStatus status, const std::string& reason) {
   if (!attempt.keeps_ready()) return false;
   const ModelId& id = attempt.before->id;
   try {
-    if (catalog_.get(id) != attempt.before) catalog_.put(*attempt.before);
+    ModelEntry restored = *attempt.before;
+    // The failure is the attempted commit's alone; the ready one keeps its status.
+    const auto* known = restored.find_revision(attempt.commit);
+    if (!attempt.commit.empty() && (!known || known->status != ModelStatus::ready)) {
+      auto& tried = restored.revision_record(attempt.commit);
+      tried.status = status;
+      tried.error = narrator_.clean(reason);
+    }
+    if (catalog_.get(id) != restored) catalog_.put(std::move(restored));
     if (attempt.snapshot_before) {
       if (const auto model = catalog_.open_model_dir(id, false)) {
         write_repo_snapshot(*model, *attempt.snapshot_before);
@@ -307,9 +317,8 @@ void ModelProvisioner::serve_from_cache(const DownloadRequest& request, const Mo
   }
   std::vector<Sibling> held;
   if (revision_matches) {
-    const fs::path dir = catalog_.model_dir(id);
     for (const auto& file : entry->files) {
-      if (file.state == "verified" && on_disk_with_size(dir / file.path, file.size))
+      if (file.state == "verified" && on_disk_with_size(file.blob, file.size))
         held.push_back({file.path, file.size, file.etag, file.sha256});
     }
   }

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <rbee/catalog/repo_store.hpp>
 #include <rbee/narration/sanitize.hpp>
 
 #include "file_hash.hpp"
@@ -280,9 +281,14 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
   }
 }
 
+std::string stored_path(const FileToFetch& file) {
+  return fmt::format("{}/{}", catalog::kBlobsFolder,
+                     file.sha256.empty() ? file.git_sha1 : file.sha256);
+}
+
 bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file) {
   try {
-    const auto [parent, name] = split_parent(file.path);
+    const auto [parent, name] = split_parent(stored_path(file));
     const auto folder = model.descend(parent, false);
     if (!folder) return false;
     const catalog::UniqueFd fd = folder->open_file(name, O_RDONLY);

@@ -69,7 +69,7 @@ fs::path StagedFile::part_path() const {
   return work_.path() / (key_ + ".part");
 }
 fs::path StagedFile::destination() const {
-  return model_.path() / file_.path;
+  return model_.path() / stored_path(file_);
 }
 
 UniqueFd StagedFile::open_part() const {
@@ -154,7 +154,8 @@ void StagedFile::publish(int part_fd) const {
                                     part_path().string()));
   }
   as_download_error([&] {
-    const auto [parent, name] = split_parent(file_.path);
+    const std::string blob = stored_path(file_);
+    const auto [parent, name] = split_parent(blob);
     const Directory folder = *model_.descend(parent, true);
     const std::string published = key_ + ".publish";
     work_.remove_file(published);  // left by a crash between the link and the rename

@@ -13,7 +13,7 @@
 // symlink planted at a part, a sidecar or a folder on the way is refused, never followed. The
 // verified file is published by its descriptor: a hard link to the open file, made through
 // /proc/self/fd, is renamed into place, so a part swapped by someone else during the download
-// is never what appears under the repo path.
+// is never what appears as the blob.
 
 #include <cstdint>
 #include <optional>
@@ -50,7 +50,7 @@ class StagedFile {
   // Removes the part and its sidecar (a mismatch, an fsync error, another revision).
   void discard() const;
 
-  // fsyncs the verified part `part_fd`, makes it the file at its repo path (replacing what was
+  // fsyncs the verified part `part_fd`, makes it the file's blob (stored_path; replacing what was
   // there, a symlink included, without touching a symlink's target), and removes the part and
   // sidecar names. After an fsync error the part is discarded: its bytes are not trusted.
   void publish(int part_fd) const;

@@ -34,18 +34,18 @@ ModelEntry ready_entry(const std::string& id) {
 }
 }  // namespace
 
-TEST_CASE("put then get and list return the entry, stored nested as org/name/metadata.yaml") {
+TEST_CASE("put then get and list return the entry, stored as models--org--name/metadata.yaml") {
   TempDir root;
   ModelCatalog catalog(root.path());
   catalog.put(ready_entry("org/b"));
   catalog.put(ready_entry("org/a"));
   catalog.put(ready_entry("other/c"));
 
-  CHECK(std::filesystem::exists(root / "org/a/metadata.yaml"));
+  CHECK(std::filesystem::exists(root / "models--org--a/metadata.yaml"));
   const auto entry = catalog.get(parse_model_id("org/a"));
   REQUIRE(entry);
   CHECK(entry->status == ModelStatus::ready);
-  CHECK(entry->path == (root / "org/a").string());
+  CHECK(entry->path == (root / "models--org--a/snapshots/abc123").string());
   CHECK(entry->added_at_ms > 0);
   CHECK(entry->updated_at_ms >= entry->added_at_ms);
 
@@ -61,10 +61,10 @@ TEST_CASE("a corrupted or truncated metadata.yaml shows the model as failed with
   ModelCatalog catalog(root.path());
   catalog.put(ready_entry("org/good"));
   catalog.put(ready_entry("org/cut"));
-  const auto cut_file = root / "org/cut/metadata.yaml";
+  const auto cut_file = root / "models--org--cut/metadata.yaml";
   const std::string text = read_text(cut_file);
   write_text(cut_file, text.substr(0, text.size() / 2));
-  write_text(root / "org/garbage/metadata.yaml", "{{{{ not: yaml");
+  write_text(root / "models--org--garbage/metadata.yaml", "{{{{ not: yaml");
 
   const auto all = catalog.list();
   REQUIRE(all.size() == 3);
@@ -83,8 +83,8 @@ TEST_CASE("an entry naming another model than its folder is refused") {
   TempDir root;
   ModelCatalog catalog(root.path());
   catalog.put(ready_entry("org/a"));
-  std::filesystem::create_directories(root / "org/b");
-  std::filesystem::copy_file(root / "org/a/metadata.yaml", root / "org/b/metadata.yaml");
+  std::filesystem::create_directories(root / "models--org--b");
+  std::filesystem::copy_file(root / "models--org--a/metadata.yaml", root / "models--org--b/metadata.yaml");
   const auto entry = catalog.get(parse_model_id("org/b"));
   REQUIRE(entry);
   CHECK(entry->status == ModelStatus::failed);
@@ -94,7 +94,7 @@ TEST_CASE("an entry naming another model than its folder is refused") {
 TEST_CASE("folders that are not model ids are not listed") {
   TempDir root;
   ModelCatalog catalog(root.path());
-  write_text(root / "org/bad..name/metadata.yaml", "x");
+  write_text(root / "models--org--bad..name/metadata.yaml", "x");
   write_text(root / "loose-file", "x");
   CHECK(catalog.list().empty());
 }
@@ -124,14 +124,14 @@ TEST_CASE("remove deletes the model folder and its entry, and leaves no temp fil
   TempDir root;
   ModelCatalog catalog(root.path());
   catalog.put(ready_entry("org/a"));
-  write_text(root / "org/a/a.bin", "abc");
+  write_text(root / "models--org--a/a.bin", "abc");
   for (int i = 0; i < 5; ++i) catalog.update(parse_model_id("org/a"), [](ModelEntry&) {});
   int files = 0;
-  for (auto& f : std::filesystem::directory_iterator(root / "org/a")) files += f.is_regular_file();
+  for (auto& f : std::filesystem::directory_iterator(root / "models--org--a")) files += f.is_regular_file();
   CHECK(files == 2);  // metadata.yaml and a.bin: no .tmp files
 
   CHECK(catalog.remove(parse_model_id("org/a")));
-  CHECK_FALSE(std::filesystem::exists(root / "org/a"));
+  CHECK_FALSE(std::filesystem::exists(root / "models--org--a"));
   CHECK_FALSE(catalog.get(parse_model_id("org/a")));
   CHECK_FALSE(catalog.remove(parse_model_id("org/a")));
 }
@@ -170,7 +170,7 @@ TEST_CASE("a write the disk refuses is reported as io_error and the old entry st
   catalog.put(ready_entry("org/a"));
   // A file where a folder must go fails the write as a full or read-only disk would, and does
   // so whatever user runs the test (root ignores permissions).
-  write_text(root / "other", "a file where the org folder 'other' should be");
+  write_text(root / "models--other--b", "a file where the model folder should be");
   try {
     catalog.put(ready_entry("other/b"));
     FAIL("write succeeded");
@@ -184,8 +184,7 @@ TEST_CASE("a write the disk refuses is reported as io_error and the old entry st
 TEST_CASE("a symlinked model folder is refused: nothing is written or read through it") {
   TempDir root, outside;
   ModelCatalog catalog(root.path());
-  std::filesystem::create_directories(root / "org");
-  std::filesystem::create_symlink(outside.path(), root / "org" / "m");
+  std::filesystem::create_symlink(outside.path(), root / "models--org--m");
   const ModelId id = parse_model_id("org/m");
   CHECK_THROWS_AS(catalog.update(id, [](ModelEntry&) {}), CatalogError);
   CHECK(std::filesystem::is_empty(outside.path()));
@@ -216,20 +215,20 @@ TEST_CASE("remove marks the entry deleting before the files go, and the entry go
   ModelCatalog catalog(root.path());
   const ModelId id = parse_model_id("org/m");
   catalog.update(id, [](ModelEntry& e) { e.status = ModelStatus::ready; });
-  write_text(root / "org/m/a.bin", "x");
+  write_text(root / "models--org--m/a.bin", "x");
   // A folder that cannot be emptied stops the delete half way, as a crash would.
-  std::filesystem::create_directories(root / "org/m/locked/inner");
-  std::filesystem::permissions(root / "org/m/locked", std::filesystem::perms::owner_read |
+  std::filesystem::create_directories(root / "models--org--m/locked/inner");
+  std::filesystem::permissions(root / "models--org--m/locked", std::filesystem::perms::owner_read |
                                                           std::filesystem::perms::owner_exec);
   const bool root_user = ::geteuid() == 0;  // root ignores permissions: nothing stops it
   if (!root_user) {
     CHECK_THROWS(catalog.remove(id));
     CHECK(catalog.get(id)->status == ModelStatus::deleting);
-    std::filesystem::permissions(root / "org/m/locked", std::filesystem::perms::owner_all);
+    std::filesystem::permissions(root / "models--org--m/locked", std::filesystem::perms::owner_all);
   }
   CHECK(catalog.remove(id));
   CHECK_FALSE(catalog.get(id));
-  CHECK_FALSE(std::filesystem::exists(root / "org"));
+  CHECK_FALSE(std::filesystem::exists(root / "models--org--m"));
 }
 
 TEST_CASE("temp files a killed writer left are removed at start, live documents are not") {
@@ -237,9 +236,9 @@ TEST_CASE("temp files a killed writer left are removed at start, live documents 
   ModelCatalog catalog(root.path());
   const ModelId id = parse_model_id("org/m");
   catalog.update(id, [](ModelEntry& e) { e.status = ModelStatus::ready; });
-  write_text(root / "org/m/.rbee/metadata.yaml.4242.0.tmp", "half a document");
+  write_text(root / "models--org--m/.rbee/metadata.yaml.4242.0.tmp", "half a document");
   CHECK(catalog.remove_stale_temp_files() == 1);
-  CHECK_FALSE(std::filesystem::exists(root / "org/m/.rbee/metadata.yaml.4242.0.tmp"));
+  CHECK_FALSE(std::filesystem::exists(root / "models--org--m/.rbee/metadata.yaml.4242.0.tmp"));
   CHECK(catalog.get(id)->status == ModelStatus::ready);
 }
 
@@ -247,8 +246,8 @@ TEST_CASE("a FIFO where the catalog expects a file is refused at once, never wai
   TempDir root;
   ModelCatalog catalog(root.path());
   catalog.put(ready_entry("org/a"));
-  std::filesystem::create_directories(root.path() / "org" / "fifo");
-  REQUIRE(::mkfifo((root.path() / "org" / "fifo" / "metadata.yaml").c_str(), 0644) == 0);
+  std::filesystem::create_directories(root.path() / "models--org--fifo");
+  REQUIRE(::mkfifo((root.path() / "models--org--fifo" / "metadata.yaml").c_str(), 0644) == 0);
 
   // Each of these opened the FIFO for reading and waited for a writer that never came.
   const auto listed = catalog.list();

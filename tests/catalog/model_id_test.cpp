@@ -41,15 +41,25 @@ TEST_CASE("hostile or malformed ids are refused") {
   CHECK(id_refused("org/" + std::string(kMaxModelIdLength, 'a')));
 }
 
-TEST_CASE("canonical ids without an owner are accepted, in a folder no organisation can have") {
+TEST_CASE("a model's folder is the Hugging Face cache's, and maps back to exactly one id") {
   const ModelId gpt2 = parse_model_id("gpt2");
   CHECK(gpt2.org.empty());
   CHECK(gpt2.str() == "gpt2");
-  CHECK(gpt2.folder() == "_/gpt2");
+  CHECK(gpt2.folder() == "models--gpt2");
+  CHECK(parse_model_id("org/name.v2").folder() == "models--org--name.v2");
   CHECK(parse_model_id("bert-base-uncased").str() == "bert-base-uncased");
   CHECK(parse_model_reference("t5-small:config.json").id.str() == "t5-small");
-  CHECK(model_id_of_folder("_", "gpt2") == gpt2);
-  CHECK(model_id_of_folder("gpt2", "other").str() == "gpt2/other");
+  CHECK(model_id_of_folder("models--gpt2") == gpt2);
+  CHECK(model_id_of_folder("models--gpt2--other").str() == "gpt2/other");
+  for (const char* not_a_model : {"datasets--org--x", "models--", "models--a--b--c", "gpt2",
+                                  "models--org--", ".locks"}) {
+    CAPTURE(not_a_model);
+    CHECK_THROWS_AS(model_id_of_folder(not_a_model), CatalogError);
+  }
+  // Schema 1's folders, for the migration.
+  CHECK(gpt2.schema1_folder() == "_/gpt2");
+  CHECK(model_id_of_schema1_folder("_", "gpt2") == gpt2);
+  CHECK(model_id_of_schema1_folder("gpt2", "other").str() == "gpt2/other");
   for (std::string_view bad : {"_", "_/gpt2", "-gpt2", "gpt2-", "gp..t2", "."}) {
     CAPTURE(bad);
     CHECK(id_refused(bad));

@@ -94,11 +94,11 @@ TEST_CASE("model_get streams the entry, an unknown model fails the job with a re
 TEST_CASE("model_delete removes the folder and the entry") {
   HiveUnderTest hive;
   seed_model(hive.cache, "org/one");
-  REQUIRE(std::filesystem::exists(hive.cache / "org/one/weights.gguf"));
+  REQUIRE(std::filesystem::exists(model_file(hive.cache, "org/one", "weights.gguf")));
   auto stream =
       watch(*hive.hive, hive->submit_job({{"operation", "model_delete"}, {"id", "org/one"}}));
   CHECK(stream.terminal() == "[DONE]");
-  CHECK_FALSE(std::filesystem::exists(hive.cache / "org/one"));
+  CHECK_FALSE(std::filesystem::exists(model_dir(hive.cache, "org/one")));
   CHECK(get_json(*hive.hive, "/v1/models")["models"].empty());
 }
 
@@ -272,7 +272,7 @@ TEST_CASE("with a token, the dashboard page is public and a stream ticket opens 
 TEST_CASE("the catalog is served as JSON, a corrupted entry shows as failed with the reason") {
   HiveUnderTest hive;
   seed_model(hive.cache, "org/good");
-  write_text(hive.cache / "org/broken/metadata.yaml", "schema: 1\nid: \"org/bro");
+  write_text(model_dir(hive.cache, "org/broken") / "metadata.yaml", "schema: 1\nid: \"org/bro");
   const json models = get_json(*hive.hive, "/v1/models")["models"];
   REQUIRE(models.size() == 2);
   CHECK(models[0]["id"] == "org/broken");

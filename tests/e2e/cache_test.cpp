@@ -92,7 +92,7 @@ TEST_CASE("a full disk fails the download with a disk error, the hive serves on,
   // One connection: no preallocation, so the disk fills while the bytes arrive.
   HiveProcess hive(options_for(cache, hub, fast_flags({"--connections", "1"})));
   const std::string job = submit_download(hive, "acme/full");
-  REQUIRE(wait_for_part(cache / "acme/full", 1024 * 1024));
+  REQUIRE(wait_for_part(model_dir(cache, "acme/full"), 1024 * 1024));
   const auto filler = disk.fill();
 
   const SseStream failed = watch(hive, job);
@@ -101,14 +101,14 @@ TEST_CASE("a full disk fails the download with a disk error, the hive serves on,
   CHECK(failed.terminal().starts_with("[ERROR]"));
   CHECK(text.find("disk full") != std::string::npos);
   CHECK(text.find("No space left on device") != std::string::npos);
-  CHECK(text.find((cache / "acme/full").string()) != std::string::npos);  // the folder
+  CHECK(text.find((model_dir(cache, "acme/full")).string()) != std::string::npos);  // the folder
   CHECK(text.find("still to download") != std::string::npos);             // the space needed
   // The daemon serves on, and the catalog entry is still a readable document.
   CHECK(hive.client()->Get("/health")->status == 200);
   const json entry = get_json(hive, "/v1/models/acme/full");
   CHECK((entry["status"] == "failed" || entry["status"] == "downloading"));
-  CHECK_NOTHROW(YAML::LoadFile((cache / "acme/full/metadata.yaml").string()));
-  const std::uint64_t kept = part_bytes(cache / "acme/full");
+  CHECK_NOTHROW(YAML::LoadFile((model_dir(cache, "acme/full") / "metadata.yaml").string()));
+  const std::uint64_t kept = part_bytes(model_dir(cache, "acme/full"));
   CHECK(kept > 0);
 
   std::filesystem::remove(filler);
@@ -116,7 +116,7 @@ TEST_CASE("a full disk fails the download with a disk error, the hive serves on,
   hub.clear_requests();
   const SseStream resumed = watch(hive, submit_download(hive, "acme/full"));
   REQUIRE_MESSAGE(resumed.terminal() == "[DONE]", stream_text(resumed));
-  CHECK(read_text(cache / "acme/full/model.gguf") == hub.content("acme/full", "model.gguf"));
+  CHECK(read_text(model_file(cache, "acme/full", "model.gguf")) == hub.content("acme/full", "model.gguf"));
   std::uint64_t first = UINT64_MAX;
   for (const auto& r : hub.requests()) {
     if (r.listener == "cdn" && r.method == "GET") first = std::min(first, range_start(r));
@@ -134,19 +134,19 @@ TEST_CASE("two hives sharing a cache: a delete during the other's download is re
   HiveProcess second(options_for(first.hive.cache, first.hub));
 
   const std::string download = submit_download(*first.hive.hive, "acme/shared");
-  REQUIRE(wait_for_part(first.hive.cache / "acme/shared", 1));
+  REQUIRE(wait_for_part(model_dir(first.hive.cache, "acme/shared"), 1));
   const SseStream refused =
       watch(second, second.submit_job({{"operation", "model_delete"}, {"id", "acme/shared"}}));
   CHECK(refused.terminal().starts_with("[ERROR]"));
   CHECK(stream_text(refused).find("being downloaded") != std::string::npos);
 
   CHECK(watch(*first.hive.hive, download).terminal() == "[DONE]");
-  CHECK(read_text(first.hive.cache / "acme/shared/model.gguf") ==
+  CHECK(read_text(model_file(first.hive.cache, "acme/shared", "model.gguf")) ==
         first.hub.content("acme/shared", "model.gguf"));
   const SseStream deleted =
       watch(second, second.submit_job({{"operation", "model_delete"}, {"id", "acme/shared"}}));
   CHECK(deleted.terminal() == "[DONE]");
-  CHECK_FALSE(std::filesystem::exists(first.hive.cache / "acme/shared"));
+  CHECK_FALSE(std::filesystem::exists(model_dir(first.hive.cache, "acme/shared")));
   get_json(*first.hive.hive, "/v1/models/acme/shared", 404);
 }
 
@@ -159,11 +159,11 @@ TEST_CASE("a delete a killed hive left half done is finished at the next start")
     catalog.update(rbee::catalog::parse_model_id("acme/gone"), [](rbee::catalog::ModelEntry& e) {
       e.status = rbee::catalog::ModelStatus::deleting;
     });
-    write_text(cache / "acme/gone/weights.bin", "left over");
+    write_text(model_file(cache, "acme/gone", "weights.bin"), "left over");
   }
   HiveProcess hive(options_for(cache, hub));
   get_json(hive, "/v1/models/acme/gone", 404);
-  CHECK_FALSE(std::filesystem::exists(cache / "acme/gone"));
+  CHECK_FALSE(std::filesystem::exists(model_dir(cache, "acme/gone")));
 }
 
 TEST_CASE("a symlinked org folder fails the job with a clear error, its target untouched") {
@@ -202,7 +202,7 @@ TEST_CASE("a SIGKILL soak: 20 kills at random instants lose nothing that was com
   const auto started = std::chrono::steady_clock::now();
 
   auto check_committed_state = [&](int kill) {
-    const auto metadata = cache / "acme/soak/metadata.yaml";
+    const auto metadata = model_dir(cache, "acme/soak") / "metadata.yaml";
     if (!std::filesystem::exists(metadata)) return;
     INFO("after kill " << kill);
     YAML::Node entry;
@@ -211,7 +211,7 @@ TEST_CASE("a SIGKILL soak: 20 kills at random instants lose nothing that was com
     for (const auto& file : entry["files"]) {
       if (file["state"].as<std::string>() != "verified") continue;
       const auto path = file["path"].as<std::string>();
-      CHECK_MESSAGE(read_text(cache / "acme/soak" / path) == hub.content("acme/soak", path), path);
+      CHECK_MESSAGE(read_text(model_file(cache, "acme/soak", path)) == hub.content("acme/soak", path), path);
     }
   };
 
@@ -228,7 +228,7 @@ TEST_CASE("a SIGKILL soak: 20 kills at random instants lose nothing that was com
   const SseStream last = watch(hive, submit_download(hive, "acme/soak"));
   REQUIRE_MESSAGE(last.terminal() == "[DONE]", stream_text(last));
   for (const auto& file : repo.files) {
-    CHECK_MESSAGE(read_text(cache / "acme/soak" / file.path) == hub.content("acme/soak", file.path),
+    CHECK_MESSAGE(read_text(model_file(cache, "acme/soak", file.path)) == hub.content("acme/soak", file.path),
                   file.path);
   }
   CHECK(get_json(hive, "/v1/models/acme/soak")["status"] == "ready");
@@ -257,12 +257,12 @@ TEST_CASE("a part an earlier hive left beside its file (<path>.part) is adopted 
   h.hub.add_repo(repo);
   const std::string content = h.hub.content("acme/upgraded", "model.gguf");
   const std::uint64_t kept = 1024 * 1024 + 17;
-  write_text(h.hive.cache / "acme/upgraded/model.gguf.part", content.substr(0, kept));
+  write_text(model_file(h.hive.cache, "acme/upgraded", "model.gguf.part"), content.substr(0, kept));
 
   const SseStream stream = h.download({{"model", "acme/upgraded"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(h.hive.cache / "acme/upgraded/model.gguf") == content);
-  CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/upgraded/model.gguf.part"));
+  CHECK(read_text(model_file(h.hive.cache, "acme/upgraded", "model.gguf")) == content);
+  CHECK_FALSE(std::filesystem::exists(model_file(h.hive.cache, "acme/upgraded", "model.gguf.part")));
   const auto gets = h.content_gets("cdn");
   REQUIRE(gets.size() == 1);
   CHECK(range_start(gets[0]) == kept);  // resumed, not fetched again
@@ -301,10 +301,10 @@ TEST_CASE(
   HubFixture hub;
   const auto cache = cache_with_tiny(dir, hub);
   // A catalog entry and the mirror's listing that would block whoever opens them for reading.
-  std::filesystem::create_directories(cache / "org" / "fifo");
-  REQUIRE(::mkfifo((cache / "org" / "fifo" / "metadata.yaml").c_str(), 0644) == 0);
-  std::filesystem::remove(cache / "org" / "tiny" / ".rbee" / "listing.json");
-  REQUIRE(::mkfifo((cache / "org" / "tiny" / ".rbee" / "listing.json").c_str(), 0644) == 0);
+  std::filesystem::create_directories(model_dir(cache, "org/fifo"));
+  REQUIRE(::mkfifo((model_dir(cache, "org/fifo") / "metadata.yaml").c_str(), 0644) == 0);
+  std::filesystem::remove(model_dir(cache, "org/tiny") / ".rbee" / "listing.json");
+  REQUIRE(::mkfifo((model_dir(cache, "org/tiny") / ".rbee" / "listing.json").c_str(), 0644) == 0);
 
   // The start-up scan reads every entry: the hive comes up (HiveProcess waits for /health).
   HiveProcess hive(options_for(cache, hub, fast_flags({"--mirror-pull-through=false"})));
@@ -331,7 +331,7 @@ TEST_CASE("a downloaded model holds no descriptor of its files, nor after model_
   REQUIRE(watch(hive, submit_download(hive, "org/tiny")).terminal() == "[DONE]");
   // Verified files were kept open for a minute (and until another file verified, for ever):
   // a deleted model's disk space was not freed.
-  CHECK(descriptors_under(hive, cache / "org" / "tiny").empty());
+  CHECK(descriptors_under(hive, model_dir(cache, "org/tiny")).empty());
   const auto served = hive.client()->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf");
   REQUIRE(served);
   CHECK(served->status == 200);
@@ -340,7 +340,7 @@ TEST_CASE("a downloaded model holds no descriptor of its files, nor after model_
       watch(hive, hive.submit_job({{"operation", "model_delete"}, {"id", "org/tiny"}}));
   REQUIRE(deleted.terminal() == "[DONE]");
   CHECK(descriptors_under(hive, cache).empty());
-  CHECK_FALSE(std::filesystem::exists(cache / "org" / "tiny"));
+  CHECK_FALSE(std::filesystem::exists(model_dir(cache, "org/tiny")));
   // And the mirror serves nothing of it: a request pulls it again from the Hub, as new.
   hub.clear_requests();
   const auto again = hive.client()->Get("/hf/org/tiny/resolve/main/model.Q4_K_M.gguf");

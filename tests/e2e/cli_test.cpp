@@ -87,11 +87,11 @@ TEST_CASE("pull, piped, prints plain timestamped lines and exits 0 when the mode
   CHECK(std::regex_search(result.out, std::regex(R"(\n\d\d:\d\d:\d\d Downloading model\.Q4_K_M)")));
   CHECK(result.out.find("Verified model.Q4_K_M.gguf") != std::string::npos);
   CHECK(result.out.find("Done: Downloaded acme/tiny: 3 files") != std::string::npos);
-  CHECK(read_text(h.hive.cache / "acme/tiny/model.Q4_K_M.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/tiny", "model.Q4_K_M.gguf")) ==
         h.hub.content("acme/tiny", "model.Q4_K_M.gguf"));
 
   // The last line is where the files are: the folder a worker loads.
-  CHECK(result.out.ends_with((h.hive.cache / "acme/tiny").string() + "\n"));
+  CHECK(result.out.ends_with((model_dir(h.hive.cache, "acme/tiny")).string() + "\n"));
 
   const auto again = client(h, {"pull", "acme/tiny"});
   CHECK(again.exit_code == 0);
@@ -193,7 +193,7 @@ TEST_CASE("jobs, watch, models list/get/rm and cancel work on a real hive") {
   CHECK(watched.out.find("Downloading acme/tiny@main") != std::string::npos);
   // watch ends as pull does: the same sentence, then the folder a worker loads.
   CHECK(watched.out.find("Done: Downloaded acme/tiny: 3 files") != std::string::npos);
-  CHECK(watched.out.ends_with((h.hive.cache / "acme/tiny").string() + "\n"));
+  CHECK(watched.out.ends_with((model_dir(h.hive.cache, "acme/tiny")).string() + "\n"));
   CHECK(watched.out.find("Installed acme/tiny") != std::string::npos);  // the data event, said
   CHECK(watched.out.find("\"requested\"") == std::string::npos);        // not its raw JSON
   const auto as_json = client(h, {"watch", job_id, "--json"});
@@ -220,7 +220,7 @@ TEST_CASE("jobs, watch, models list/get/rm and cancel work on a real hive") {
   const auto removed = client(h, {"models", "rm", "acme/tiny"});
   CHECK_MESSAGE(removed.exit_code == 0, removed.err);
   CHECK(removed.out == "Removed acme/tiny\n");
-  CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/tiny"));
+  CHECK_FALSE(std::filesystem::exists(model_dir(h.hive.cache, "acme/tiny")));
   CHECK(client(h, {"models", "get", "acme/tiny"}).err.find("no model with that id") !=
         std::string::npos);
 }
@@ -247,7 +247,7 @@ TEST_CASE("pull on a terminal draws live bars per file and a total, then the fin
       std::regex_search(done, total, std::regex(R"(Total +\[=+\] +100% [^\n]*?([0-9.]+ \w+/s))")));
   CHECK(summary[1].str() == total[1].str());
   // The last line is the folder a worker loads.
-  CHECK(done.find((h.hive.cache / "acme/tiny").string()) != std::string::npos);
+  CHECK(done.find((model_dir(h.hive.cache, "acme/tiny")).string()) != std::string::npos);
 }
 
 TEST_CASE("Ctrl+C during pull cancels the job, keeps the part file and says how to resume") {
@@ -268,7 +268,7 @@ TEST_CASE("Ctrl+C during pull cancels the job, keeps the part file and says how 
   // The bars stay as a record, marked: no stale ETA.
   CHECK(std::regex_search(text, std::regex(R"(Total +\[[=> ]+\] +\d+% .*cancelled)")));
   CHECK(text.find("ETA") == std::string::npos);
-  CHECK(part_bytes(h.hive.cache / "acme/slow") > 0);
+  CHECK(part_bytes(model_dir(h.hive.cache, "acme/slow")) > 0);
   const auto jobs = get_json(*h.hive.hive, "/v1/jobs");
   CHECK(jobs["jobs"][0]["state"] == "cancelled");
 }

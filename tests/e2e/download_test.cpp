@@ -67,7 +67,7 @@ TEST_CASE(
     CHECK_MESSAGE(has_action(stream, action), action);
   }
 
-  const auto dir = h.hive.cache / "acme/tiny";
+  const auto dir = model_dir(h.hive.cache, "acme/tiny");
   CHECK(files_in(dir) == std::set<std::string>{"config.json", "metadata.yaml", "model.Q4_K_M.gguf",
                                                "tokenizer/tokenizer.json"});
   for (const auto& file : tiny_repo("acme/tiny").files) {
@@ -113,13 +113,13 @@ TEST_CASE("org/name:file and include/exclude globs select exactly the right file
     h.hub.add_repo(repo);
   }
   CHECK(h.download({{"model", "acme/one:docs/README.md"}}).terminal() == "[DONE]");
-  CHECK(files_in(h.hive.cache / "acme/one") ==
+  CHECK(files_in(model_dir(h.hive.cache, "acme/one")) ==
         std::set<std::string>{"docs/README.md", "metadata.yaml"});
 
   const SseStream globs = h.download(
       {{"model", "acme/globs"}, {"include", {"*.gguf", "*.json"}}, {"exclude", {"*Q8*"}}});
   CHECK(globs.terminal() == "[DONE]");
-  CHECK(files_in(h.hive.cache / "acme/globs") ==
+  CHECK(files_in(model_dir(h.hive.cache, "acme/globs")) ==
         std::set<std::string>{"config.json", "metadata.yaml", "model.Q4_K_M.gguf"});
 
   const SseStream missing = h.download({{"model", "acme/one:nope.gguf"}});
@@ -148,7 +148,7 @@ TEST_CASE(
     CHECK(hidden.terminal().find("HF_TOKEN") != std::string::npos);
     // The token belongs to the hive: a client's HF_TOKEN is never sent.
     CHECK(hidden.terminal().find("in the hive's environment") != std::string::npos);
-    CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/gated"));
+    CHECK_FALSE(std::filesystem::exists(model_dir(h.hive.cache, "acme/gated")));
   }
 
   HiveWithHub h(fast_flags(), {{"HF_TOKEN", kToken}});
@@ -156,7 +156,7 @@ TEST_CASE(
   h.hub.add_repo(gated);
   const SseStream stream = h.download({{"model", "acme/gated"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(h.hive.cache / "acme/gated/model.Q4_K_M.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/gated", "model.Q4_K_M.gguf")) ==
         h.hub.content("acme/gated", "model.Q4_K_M.gguf"));
 
   bool hub_saw_token = false;
@@ -169,7 +169,7 @@ TEST_CASE(
   CHECK_FALSE(h.content_gets("cdn").empty());
   CHECK(stream_text(stream).find(kToken) == std::string::npos);
   CHECK(h.hive->log().find(kToken) == std::string::npos);
-  CHECK(read_text(h.hive.cache / "acme/gated/metadata.yaml").find(kToken) == std::string::npos);
+  CHECK(read_text(model_dir(h.hive.cache, "acme/gated") / "metadata.yaml").find(kToken) == std::string::npos);
 }
 
 TEST_CASE("a repo listing names that escape the model folder fails and writes nothing outside it") {
@@ -189,7 +189,7 @@ TEST_CASE("a repo listing names that escape the model folder fails and writes no
   CHECK(files_in(h.hive.dir.path()).count("escaped.txt") == 0);
   CHECK(files_in(h.hive.cache).count("b.txt") == 0);
   CHECK_FALSE(std::filesystem::exists("/tmp/absolute.txt"));
-  CHECK(files_in(h.hive.cache / "acme/evil") == std::set<std::string>{"metadata.yaml"});
+  CHECK(files_in(model_dir(h.hive.cache, "acme/evil")) == std::set<std::string>{"metadata.yaml"});
 }
 
 TEST_CASE("every fault mode of the network ends in a verified, ready model") {
@@ -215,7 +215,7 @@ TEST_CASE("every fault mode of the network ends in a verified, ready model") {
   const SseStream stream = h.download({{"model", "acme/faulty"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   for (const auto& file : repo.files) {
-    CHECK_MESSAGE(read_text(h.hive.cache / "acme/faulty" / file.path) ==
+    CHECK_MESSAGE(read_text(model_file(h.hive.cache, "acme/faulty", file.path)) ==
                       h.hub.content("acme/faulty", file.path),
                   file.path);
   }
@@ -244,7 +244,7 @@ TEST_CASE("a file corrupted on every try fails with both hashes and is never mar
   const YAML::Node entry = h.catalog_entry("acme/rotten");
   CHECK(entry["status"].as<std::string>() == "failed");
   CHECK(entry["error"].as<std::string>().find(expected) != std::string::npos);
-  CHECK_FALSE(std::filesystem::exists(h.hive.cache / "acme/rotten/model.gguf"));
+  CHECK_FALSE(std::filesystem::exists(model_file(h.hive.cache, "acme/rotten", "model.gguf")));
 }
 
 TEST_CASE(
@@ -258,11 +258,11 @@ TEST_CASE(
   hub.set_rate_limit(8 * 1024 * 1024);
 
   HiveUnderTest hive(fast_flags({"--connections", "1"}), "", {{"HF_ENDPOINT", hub.endpoint()}});
-  const auto model_dir = hive.cache / "acme/big";
+  const auto model = model_dir(hive.cache, "acme/big");
   start_download(*hive.hive, "acme/big");
-  REQUIRE(wait_for_part(model_dir, 2 * 1024 * 1024));
+  REQUIRE(wait_for_part(model, 2 * 1024 * 1024));
   CHECK_FALSE(hive->stop(SIGKILL).has_value());
-  const std::uint64_t kept = part_bytes(model_dir);
+  const std::uint64_t kept = part_bytes(model);
   CHECK(kept < size);
 
   hub.set_rate_limit(0);
@@ -276,7 +276,7 @@ TEST_CASE(
 
   const SseStream stream = watch(*hive.hive, start_download(*hive.hive, "acme/big"));
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(hive.cache / "acme/big/model.gguf") == hub.content("acme/big", "model.gguf"));
+  CHECK(read_text(model_file(hive.cache, "acme/big", "model.gguf")) == hub.content("acme/big", "model.gguf"));
   std::uint64_t fetched = 0;
   for (const auto& request : hub.requests()) {
     if (request.listener != "cdn" || request.method != "GET") continue;
@@ -295,7 +295,7 @@ TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifie
   hub.set_rate_limit(2 * 1024 * 1024);  // per connection
   const auto flags = fast_flags({"--connections", "8", "--min-range-mb", "1"});
   HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
-  const auto sidecar = [&] { return working_file(hive.cache / "acme/ranged", ".ranges"); };
+  const auto sidecar = [&] { return working_file(model_dir(hive.cache, "acme/ranged"), ".ranges"); };
   start_download(*hive.hive, "acme/ranged");
 
   auto kept_ranges = [&] {
@@ -321,7 +321,7 @@ TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifie
   CHECK(get_json(*hive.hive, "/v1/models/acme/ranged")["status"] == "interrupted");
   const SseStream stream = watch(*hive.hive, start_download(*hive.hive, "acme/ranged"));
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(hive.cache / "acme/ranged/model.gguf") ==
+  CHECK(read_text(model_file(hive.cache, "acme/ranged", "model.gguf")) ==
         hub.content("acme/ranged", "model.gguf"));
   CHECK_FALSE(std::filesystem::exists(sidecar()));
   std::set<std::uint64_t> resumed_at;
@@ -340,10 +340,10 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   h.hub.add_repo(one_file_repo("acme/slow", 32 * 1024 * 1024, 51));
   h.hub.set_rate_limit(8 * 1024 * 1024);
 
-  const auto model_dir = h.hive.cache / "acme/slow";
+  const auto model = model_dir(h.hive.cache, "acme/slow");
   const std::string job_id = h.hive->submit_job(  // one connection, for this job only
       {{"operation", "model_download"}, {"model", "acme/slow"}, {"connections", 1}});
-  REQUIRE(wait_for_part(model_dir, 1024 * 1024));
+  REQUIRE(wait_for_part(model, 1024 * 1024));
   const auto started = std::chrono::steady_clock::now();
   auto res = h.hive->client()->Delete("/v1/jobs/" + job_id);
   REQUIRE(res);
@@ -351,13 +351,13 @@ TEST_CASE("a cancelled download keeps its part and a new job resumes it") {
   CHECK(watch(*h.hive.hive, job_id).terminal() == "[CANCELLED]");
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
   CHECK(h.catalog_entry("acme/slow")["status"].as<std::string>() == "cancelled");
-  const std::uint64_t kept = part_bytes(model_dir);
+  const std::uint64_t kept = part_bytes(model);
   CHECK(kept > 0);
 
   h.hub.set_rate_limit(0);
   h.hub.clear_requests();
   CHECK(h.download({{"model", "acme/slow"}}).terminal() == "[DONE]");
-  CHECK(read_text(h.hive.cache / "acme/slow/model.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/slow", "model.gguf")) ==
         h.hub.content("acme/slow", "model.gguf"));
   // The resuming job uses ranges (8 connections): the single-connection part is their prefix.
   const auto gets = h.content_gets("cdn");
@@ -378,7 +378,7 @@ TEST_CASE("two hives sharing a cache download a model once, the second job follo
       {{"HF_ENDPOINT", first.hub.endpoint()}, {"HF_HOME", (first.hive.dir / "hf").string()}}});
 
   const std::string job_a = start_download(*first.hive.hive, "acme/shared");
-  REQUIRE(wait_for_part(first.hive.cache / "acme/shared", 1));
+  REQUIRE(wait_for_part(model_dir(first.hive.cache, "acme/shared"), 1));
   const std::string job_b = start_download(second, "acme/shared");
   const SseStream stream_b = watch(second, job_b);
   const SseStream stream_a = watch(*first.hive.hive, job_a);
@@ -387,7 +387,7 @@ TEST_CASE("two hives sharing a cache download a model once, the second job follo
   CHECK(has_action(stream_b, "download_waiting"));
   CHECK(has_action(stream_b, "download_progress"));
   CHECK(first.content_gets("cdn").size() == 1);
-  CHECK(read_text(first.hive.cache / "acme/shared/model.gguf") ==
+  CHECK(read_text(model_file(first.hive.cache, "acme/shared", "model.gguf")) ==
         first.hub.content("acme/shared", "model.gguf"));
 }
 
@@ -398,7 +398,7 @@ TEST_CASE("downloads over the concurrency limit are queued and say so") {
   h.hub.add_repo(one_file_repo("acme/q2", 4 * 1024 * 1024, 71));
   h.hub.set_rate_limit(8 * 1024 * 1024);
   const std::string first = start_download(*h.hive.hive, "acme/q1");
-  REQUIRE(wait_for_part(h.hive.cache / "acme/q1", 1));
+  REQUIRE(wait_for_part(model_dir(h.hive.cache, "acme/q1"), 1));
   const SseStream second = h.download({{"model", "acme/q2"}});
   CHECK(second.terminal() == "[DONE]");
   CHECK(has_action(second, "download_queued"));
@@ -422,7 +422,7 @@ TEST_CASE("a Hub that cannot be reached fails the job clearly and the hive serve
   const SseStream stream = watch(*hive.hive, start_download(*hive.hive, "acme/gone"));
   CHECK(stream.terminal().starts_with("[ERROR] cannot reach http://127.0.0.1:"));
   CHECK(get_json(*hive.hive, "/health")["status"] == "ok");
-  CHECK_FALSE(std::filesystem::exists(hive.cache / "acme/gone"));
+  CHECK_FALSE(std::filesystem::exists(model_dir(hive.cache, "acme/gone")));
 }
 
 TEST_CASE("a repo of many small files downloads several at once, within the job's connections") {
@@ -439,7 +439,7 @@ TEST_CASE("a repo of many small files downloads several at once, within the job'
   CHECK(h.hub.max_concurrent_content() >= 2);  // files in parallel…
   CHECK(h.hub.max_concurrent_content() <= 3);  // …and never past the job's budget
   for (const auto& file : repo.files) {
-    CHECK(read_text(h.hive.cache / "acme/many" / file.path) ==
+    CHECK(read_text(model_file(h.hive.cache, "acme/many", file.path)) ==
           h.hub.content("acme/many", file.path));
   }
 }
@@ -465,7 +465,7 @@ TEST_CASE("regular files are fetched with one GET each, over reused keep-alive c
   // Two files at a time: a connection or two each, not one per request.
   CHECK_MESSAGE(connections.size() <= 4, connections.size() << " connections");
   for (const auto& file : repo.files)
-    CHECK(read_text(h.hive.cache / "acme/shards" / file.path) ==
+    CHECK(read_text(model_file(h.hive.cache, "acme/shards", file.path)) ==
           h.hub.content("acme/shards", file.path));
 }
 
@@ -489,14 +489,14 @@ TEST_CASE("with parallel files, one failing file fails clearly and the others st
     CHECK_MESSAGE(file["state"].as<std::string>() == (path == "part-3.bin" ? "failed" : "verified"),
                   path);
     if (path != "part-3.bin") {
-      CHECK(read_text(h.hive.cache / "acme/partial" / path) == h.hub.content("acme/partial", path));
+      CHECK(read_text(model_file(h.hive.cache, "acme/partial", path)) == h.hub.content("acme/partial", path));
     }
   }
 
   // Two failures: the job's error sums them up.
   h.hub.set_faults("part-3.bin", Faults{.times = 100, .error_status = 404});
   h.hub.set_faults("part-5.bin", Faults{.times = 100, .error_status = 404});
-  std::filesystem::remove(h.hive.cache / "acme/partial/part-5.bin");
+  std::filesystem::remove(model_file(h.hive.cache, "acme/partial", "part-5.bin"));
   const SseStream again = h.download({{"model", "acme/partial"}});
   CHECK(again.terminal().starts_with("[ERROR] 2 of 6 files failed"));
 }
@@ -590,8 +590,8 @@ TEST_CASE("canonical ids without an owner (gpt2) work everywhere an id does, apa
 
   REQUIRE(env.download({{"model", "gpt2"}}).terminal() == "[DONE]");
   REQUIRE(env.download({{"model", "gpt2/other"}}).terminal() == "[DONE]");
-  CHECK(read_text(env.hive.cache / "_/gpt2/config.json") == env.hub.content("gpt2", "config.json"));
-  CHECK(read_text(env.hive.cache / "gpt2/other/config.json") ==
+  CHECK(read_text(model_file(env.hive.cache, "gpt2", "config.json")) == env.hub.content("gpt2", "config.json"));
+  CHECK(read_text(model_file(env.hive.cache, "gpt2/other", "config.json")) ==
         env.hub.content("gpt2/other", "config.json"));
   CHECK(env.catalog_entry("_/gpt2")["id"].as<std::string>() == "gpt2");
   CHECK(get_json(*env.hive.hive, "/v1/models/gpt2").at("status") == "ready");
@@ -623,6 +623,6 @@ TEST_CASE("canonical ids without an owner (gpt2) work everywhere an id does, apa
   const auto deleted =
       watch(*env.hive.hive, env.hive->submit_job({{"operation", "model_delete"}, {"id", "gpt2"}}));
   CHECK(deleted.terminal() == "[DONE]");
-  CHECK_FALSE(std::filesystem::exists(env.hive.cache / "_/gpt2"));
-  CHECK(std::filesystem::exists(env.hive.cache / "gpt2/other/config.json"));
+  CHECK_FALSE(std::filesystem::exists(model_dir(env.hive.cache, "gpt2")));
+  CHECK(std::filesystem::exists(model_file(env.hive.cache, "gpt2/other", "config.json")));
 }

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <rbee/catalog/file_lock.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include <memory>
 #include <optional>
@@ -30,6 +31,30 @@ struct HiveUnderTest {
   }
   HiveProcess* operator->() const { return hive.get(); }
 };
+
+// The model's folder in the cache, as the Hugging Face cache names it: models--org--name.
+inline std::filesystem::path model_dir(const std::filesystem::path& cache, std::string_view id) {
+  std::string folder = "models--" + std::string(id);
+  if (const auto slash = folder.find('/'); slash != std::string::npos) {
+    folder.replace(slash, 1, "--");
+  }
+  return cache / folder;
+}
+
+// Where a worker finds `file` of the model now: in the snapshot folder the catalog's `path`
+// names (the revision its ref names). A path that does not exist while there is none.
+inline std::filesystem::path model_file(const std::filesystem::path& cache, std::string_view id,
+                                        std::string_view file) {
+  const auto folder = model_dir(cache, id);
+  std::filesystem::path snapshot = folder / "snapshots" / "none";
+  try {
+    const auto entry = YAML::LoadFile((folder / "metadata.yaml").string());
+    if (entry["path"]) snapshot = entry["path"].as<std::string>();
+  } catch (const std::exception&) {
+    // No entry yet (or a test's own garbage): no snapshot to look in.
+  }
+  return snapshot / std::string(file);
+}
 
 // The hive's working file of a one-file model with this extension (".part", or ".ranges" for
 // the sidecar of a ranged download), in <model>/.rbee/; a path that does not exist while there
@@ -97,7 +122,8 @@ class ModelLockHolder {
  public:
   ModelLockHolder(const std::filesystem::path& cache, const std::string& org,
                   const std::string& name)
-      : lock_(std::in_place, cache / ".locks" / org / name / "catalog.lock") {}
+      : lock_(std::in_place,
+              cache / ".locks" / ("models--" + org + "--" + name) / "catalog.lock") {}
   void release() { lock_.reset(); }
 
  private:

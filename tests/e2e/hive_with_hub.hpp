@@ -44,7 +44,7 @@ struct HiveWithHub {
     return watch(*hive.hive, hive->submit_job(body));
   }
   YAML::Node catalog_entry(const std::string& id) const {
-    return YAML::LoadFile((hive.cache / id / "metadata.yaml").string());
+    return YAML::LoadFile((model_dir(hive.cache, id) / "metadata.yaml").string());
   }
   // GETs of file content (not the API) that reached `listener` for files named `file`.
   std::vector<RecordedRequest> content_gets(const std::string& listener,

@@ -146,10 +146,10 @@ TEST_CASE(
   const SseStream stream = setup.download({{"model", "org/liar"}});
   CHECK(stream.terminal().starts_with("[ERROR]"));
   CHECK(stream.terminal().find("another range or file size") != std::string::npos);
-  CHECK_FALSE(std::filesystem::exists(setup.hive.cache / "org/liar/model.gguf"));
+  CHECK_FALSE(std::filesystem::exists(model_file(setup.hive.cache, "org/liar", "model.gguf")));
   setup.hub.set_faults("model.gguf", {.times = 0});
   CHECK(setup.download({{"model", "org/liar"}}).terminal() == "[DONE]");  // an honest Hub later
-  CHECK(read_text(setup.hive.cache / "org/liar/model.gguf") ==
+  CHECK(read_text(model_file(setup.hive.cache, "org/liar", "model.gguf")) ==
         setup.hub.content("org/liar", "model.gguf"));
 }
 
@@ -217,11 +217,11 @@ TEST_CASE("a server that sends more bytes than the file has: a protocol error, n
   const SseStream stream = setup.download({{"model", "org/surplus"}});
   CHECK(stream.terminal().starts_with("[ERROR]"));
   CHECK_MESSAGE(stream.terminal().find("sent more than") != std::string::npos, stream.terminal());
-  CHECK_FALSE(std::filesystem::exists(setup.hive.cache / "org/surplus/model.gguf"));
-  CHECK_FALSE(std::filesystem::exists(setup.hive.cache / "org/surplus/config.json"));
+  CHECK_FALSE(std::filesystem::exists(model_file(setup.hive.cache, "org/surplus", "model.gguf")));
+  CHECK_FALSE(std::filesystem::exists(model_file(setup.hive.cache, "org/surplus", "config.json")));
   setup.hub.set_faults("model.gguf", {.times = 0});
   setup.hub.set_faults("config.json", {.times = 0});
   CHECK(setup.download({{"model", "org/surplus"}}).terminal() == "[DONE]");  // honest later
-  CHECK(read_text(setup.hive.cache / "org/surplus/model.gguf") ==
+  CHECK(read_text(model_file(setup.hive.cache, "org/surplus", "model.gguf")) ==
         setup.hub.content("org/surplus", "model.gguf"));
 }

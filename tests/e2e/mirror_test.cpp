@@ -338,7 +338,7 @@ TEST_CASE("sources: a dead peer mirror falls back to the Hub; fallbacks models s
         watch(*b.hive, b->submit_job({{"operation", "model_download"}, {"model", "org/tiny"}}));
     CHECK_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
     CHECK(has_action(stream, "download_endpoint_fallback"));
-    CHECK(file_on_disk(b.cache / "org/tiny/config.json") == hub.content("org/tiny", "config.json"));
+    CHECK(file_on_disk(model_file(b.cache, "org/tiny", "config.json")) == hub.content("org/tiny", "config.json"));
     for (const auto& request : hub.requests()) CHECK(request.authorization.empty());
   }
   SUBCASE("fallbacks: missing, then gated without a token, then one that exists") {
@@ -522,7 +522,7 @@ TEST_CASE("mirror: a peer's request for another commit never moves this hive's m
   mirror.add_and_download(current);
   const std::string config_c2 = mirror.env.hub.content("org/m", "config.json");
   const auto cache = mirror.env.hive.cache;
-  const std::string entry_before = file_on_disk(cache / "org/m/metadata.yaml");
+  const std::string entry_before = file_on_disk(model_dir(cache, "org/m") / "metadata.yaml");
   // Upstream, the repo's older commit (config.json differs), also tagged v1.
   FixtureRepo old = tiny_repo("org/m");
   old.commit = c1;
@@ -545,8 +545,8 @@ TEST_CASE("mirror: a peer's request for another commit never moves this hive's m
   CHECK(entry["revision"].as<std::string>() == "main");
   CHECK(entry["status"].as<std::string>() == "ready");
   CHECK(entry["files"].size() == 3);
-  CHECK(file_on_disk(cache / "org/m/metadata.yaml") == entry_before);
-  CHECK(file_on_disk(cache / "org/m/config.json") == config_c2);
+  CHECK(file_on_disk(model_dir(cache, "org/m") / "metadata.yaml") == entry_before);
+  CHECK(file_on_disk(model_file(cache, "org/m", "config.json")) == config_c2);
   // main and its commit are still served from the cache, with no new pull.
   const auto jobs_before = get_json(*mirror.env.hive.hive, "/v1/jobs").at("jobs").size();
   for (const std::string& revision : {std::string("main"), c2}) {
@@ -609,7 +609,7 @@ TEST_CASE("mirror: a peer's parallel file pulls of one model wait without holdin
     client->set_read_timeout(120s);
     if (const auto answer = client->Get("/hf/org/big/resolve/main/a.bin")) a_body = answer->body;
   });
-  for (int i = 0; i < 500 && part_bytes(hive.cache / "org/big") == 0; ++i)
+  for (int i = 0; i < 500 && part_bytes(model_dir(hive.cache, "org/big")) == 0; ++i)
     std::this_thread::sleep_for(10ms);
   std::thread reader_b([&] {
     auto client = hive->client();
@@ -648,7 +648,7 @@ TEST_CASE("mirror: a peer's pull starts at once while this hive's own downloads 
                                  "--max-concurrent-jobs", "1"}),
                      "", {{"HF_ENDPOINT", hub.endpoint()}});
   const auto own = hive->submit_job({{"operation", "model_download"}, {"model", "org/big"}});
-  REQUIRE(wait_for_part(hive.cache / "org/big", 1));
+  REQUIRE(wait_for_part(model_dir(hive.cache, "org/big"), 1));
   // A peer asks for a small file of a model this hive lacks: its pull neither queues behind
   // the running job (the router's one long-running thread) nor waits for its slot.
   auto client = hive->client();

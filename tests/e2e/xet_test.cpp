@@ -86,7 +86,7 @@ TEST_CASE("Xet files download from the CAS, verify, and each token stays where i
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   for (const auto& file : repo.files) {
     CHECK_MESSAGE(
-        read_text(h.hive.cache / "acme/xet" / file.path) == h.hub.content("acme/xet", file.path),
+        read_text(model_file(h.hive.cache, "acme/xet", file.path)) == h.hub.content("acme/xet", file.path),
         file.path);
   }
   CHECK(h.content_gets("cdn").empty());  // the bridge was never used
@@ -122,7 +122,7 @@ TEST_CASE("a CAS without v2 is read through v1, and one without a way to it leav
   h.hub.xet().set_v2_enabled(false);
   const SseStream stream = h.download({{"model", "acme/v1"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(h.hive.cache / "acme/v1/model.gguf") == h.hub.content("acme/v1", "model.gguf"));
+  CHECK(read_text(model_file(h.hive.cache, "acme/v1", "model.gguf")) == h.hub.content("acme/v1", "model.gguf"));
   bool asked_v1 = false;
   for (const auto& r : requests_to(h.hub, "cas")) asked_v1 = asked_v1 || r.path.starts_with("/v1/");
   CHECK(asked_v1);
@@ -133,7 +133,7 @@ TEST_CASE("a CAS without v2 is read through v1, and one without a way to it leav
   h.hub.xet().set_reconstruction_faults({1000, 503});
   const SseStream busy = h.download({{"model", "acme/busycas"}});
   REQUIRE_MESSAGE(busy.terminal() == "[DONE]", stream_text(busy));
-  CHECK(read_text(h.hive.cache / "acme/busycas/model.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/busycas", "model.gguf")) ==
         h.hub.content("acme/busycas", "model.gguf"));
   CHECK(stream_text(busy).find("through the Hub's bridge") != std::string::npos);
   h.hub.xet().set_reconstruction_faults({0, 0});
@@ -142,7 +142,7 @@ TEST_CASE("a CAS without v2 is read through v1, and one without a way to it leav
   h.hub.xet().stop_cas();
   const SseStream bridged = h.download({{"model", "acme/nocas"}});
   REQUIRE_MESSAGE(bridged.terminal() == "[DONE]", stream_text(bridged));
-  CHECK(read_text(h.hive.cache / "acme/nocas/model.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/nocas", "model.gguf")) ==
         h.hub.content("acme/nocas", "model.gguf"));
   CHECK(stream_text(bridged).find("through the Hub's bridge") != std::string::npos);
   CHECK(h.content_gets("cdn").size() == 2);
@@ -154,7 +154,7 @@ TEST_CASE("a file the bridge refuses downloads through Xet; with --xet=off it ca
   h.hub.set_bridge_limit(1024 * 1024);
   const SseStream stream = h.download({{"model", "acme/huge"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(h.hive.cache / "acme/huge/model.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/huge", "model.gguf")) ==
         h.hub.content("acme/huge", "model.gguf"));
 
   HiveUnderTest off(fast_flags({"--xet", "off"}), "", {{"HF_ENDPOINT", h.hub.endpoint()}});
@@ -179,7 +179,7 @@ TEST_CASE("a new revision fetches only its changed chunks and copies the rest fr
   h.hub.add_repo(xet_repo("acme/evolving", {changed}, "1111111111111111111111111111111111111111"));
   const SseStream update = h.download({{"model", "acme/evolving"}});
   REQUIRE_MESSAGE(update.terminal() == "[DONE]", stream_text(update));
-  CHECK(read_text(h.hive.cache / "acme/evolving/model.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/evolving", "model.gguf")) ==
         h.hub.content("acme/evolving", "model.gguf"));
   const std::uint64_t second = h.hub.xet().transfer_bytes_sent() - first;
   // Content-defined chunks: the change touches one or two chunks of at most 128 KiB each.
@@ -205,7 +205,7 @@ TEST_CASE("a file two models share is fetched once") {
   const SseStream fork = h.download({{"model", "acme/fork"}});
   REQUIRE_MESSAGE(fork.terminal() == "[DONE]", stream_text(fork));
   CHECK(h.hub.xet().transfer_bytes_sent() == first);  // every chunk came from disk
-  CHECK(read_text(h.hive.cache / "acme/fork/weights.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/fork", "weights.gguf")) ==
         h.hub.content("acme/fork", "weights.gguf"));
 }
 
@@ -219,7 +219,7 @@ TEST_CASE("expired tokens and URLs are renewed; 429, 503 and a dropped transfer 
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK(token_requests(h.hub) >= 2);
   CHECK(xet.reconstructions_served() >= 2);
-  CHECK(read_text(h.hive.cache / "acme/flaky/model.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/flaky", "model.gguf")) ==
         h.hub.content("acme/flaky", "model.gguf"));
 
   h.hub.add_repo(xet_repo("acme/flakier", {xet_file("model.gguf", 4 * 1024 * 1024, 72)}));
@@ -231,7 +231,7 @@ TEST_CASE("expired tokens and URLs are renewed; 429, 503 and a dropped transfer 
   h.hub.add_repo(xet_repo("acme/busy", {xet_file("model.gguf", 1024 * 1024, 73)}));
   const SseStream busy = h.download({{"model", "acme/busy"}});
   REQUIRE_MESSAGE(busy.terminal() == "[DONE]", stream_text(busy));
-  CHECK(read_text(h.hive.cache / "acme/busy/model.gguf") ==
+  CHECK(read_text(model_file(h.hive.cache, "acme/busy", "model.gguf")) ==
         h.hub.content("acme/busy", "model.gguf"));
   CHECK(has_action(busy, "download_retry"));
 }
@@ -246,9 +246,9 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
   hub.xet().set_transfer_rate(1024 * 1024);  // per answer: a few MiB/s with several connections
   const auto flags = fast_flags({"--connections", "4"});
   HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
-  const auto model_dir = hive.cache / "acme/resume";
+  const auto model = model_dir(hive.cache, "acme/resume");
   hive->submit_job({{"operation", "model_download"}, {"model", "acme/resume"}});
-  const auto sidecar = [&] { return working_file(model_dir, ".ranges"); };
+  const auto sidecar = [&] { return working_file(model, ".ranges"); };
   for (int i = 0; i < 300 && read_text(sidecar()).find("\"done\":[[") == std::string::npos; ++i) {
     std::this_thread::sleep_for(50ms);
   }
@@ -266,7 +266,7 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
   const std::uint64_t before = hub.xet().transfer_bytes_sent();
   const SseStream stream = restart_and_download(hive, flags, hub, "acme/resume");
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(model_dir / "model.gguf") == hub.content("acme/resume", "model.gguf"));
+  CHECK(read_text(model_file(hive.cache, "acme/resume", "model.gguf")) == hub.content("acme/resume", "model.gguf"));
   // Only terms not committed before the kill were fetched again (chunk headers aside).
   CHECK(hub.xet().transfer_bytes_sent() - before <= size - kept_bytes + 64 * 1024);
 
@@ -274,7 +274,7 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
   hub.xet().set_transfer_rate(256 * 1024);
   const std::string job =
       hive->submit_job({{"operation", "model_download"}, {"model", "acme/cancel"}});
-  REQUIRE(wait_for_part(hive.cache / "acme/cancel", 1));
+  REQUIRE(wait_for_part(model_dir(hive.cache, "acme/cancel"), 1));
   std::this_thread::sleep_for(300ms);
   const auto asked = std::chrono::steady_clock::now();
   REQUIRE(hive->client()->Delete("/v1/jobs/" + job));
@@ -294,11 +294,11 @@ TEST_CASE("a Xet download killed in its first moment leaves a part that resumes,
   hub.xet().set_transfer_rate(256 * 1024);
   const auto flags = fast_flags({"--connections", "2"});
   HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
-  const auto model_dir = hive.cache / "acme/early";
+  const auto model = model_dir(hive.cache, "acme/early");
   hive->submit_job({{"operation", "model_download"}, {"model", "acme/early"}});
-  REQUIRE(wait_for_part(model_dir, size));  // extended: the transfers have barely begun
+  REQUIRE(wait_for_part(model, size));  // extended: the transfers have barely begun
   CHECK_FALSE(hive->stop(SIGKILL).has_value());
-  const auto sidecar = working_file(model_dir, ".ranges");
+  const auto sidecar = working_file(model, ".ranges");
   REQUIRE_MESSAGE(std::filesystem::exists(sidecar), "a full-size part with no sidecar");
   CHECK(json::parse(read_text(sidecar)).at("done").is_array());
 
@@ -306,5 +306,5 @@ TEST_CASE("a Xet download killed in its first moment leaves a part that resumes,
   const SseStream stream = restart_and_download(hive, flags, hub, "acme/early");
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK_MESSAGE(stream_text(stream).find("mismatch") == std::string::npos, stream_text(stream));
-  CHECK(read_text(model_dir / "model.gguf") == hub.content("acme/early", "model.gguf"));
+  CHECK(read_text(model_file(hive.cache, "acme/early", "model.gguf")) == hub.content("acme/early", "model.gguf"));
 }

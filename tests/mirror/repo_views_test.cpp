@@ -35,9 +35,11 @@ TEST_CASE("RepoViews: the verified files are parsed once per change of metadata.
       "c1", {{"a.bin", 3, "", "sha1a", "verified"}, {"b.bin", 5, "", "sha1b", "pending"}}));
   const auto first = views.verified_files(id);
   REQUIRE(first);
-  CHECK(first->commit == "c1");
-  CHECK(first->sizes.size() == 1);
-  CHECK(first->sizes.at("a.bin") == 3);
+  REQUIRE(first->find("c1", "a.bin"));
+  CHECK(first->find("c1", "a.bin")->size == 3);
+  CHECK(first->find("c1", "a.bin")->blob == "sha1a");
+  CHECK_FALSE(first->find("c1", "b.bin"));
+  CHECK_FALSE(first->find("c2", "a.bin"));
   CHECK(views.verified_files(id) == first);  // the same parse, while the file is unchanged
 
   catalog.put(entry_with(
@@ -45,7 +47,7 @@ TEST_CASE("RepoViews: the verified files are parsed once per change of metadata.
   const auto second = views.verified_files(id);
   REQUIRE(second);
   CHECK(second != first);
-  CHECK(second->sizes.size() == 2);
+  CHECK(second->find("c1", "b.bin"));
 
   catalog.remove(id);
   CHECK_FALSE(views.verified_files(id));

@@ -31,7 +31,7 @@ std::vector<ChunkSpan> spans() {
 
 TEST_CASE("a recorded file is found for its chunks and any run inside them, until it changes") {
   TempDir root;
-  const auto model_dir = root / "acme/m";
+  const auto model_dir = root / "models--acme--m";
   write(model_dir / "weights.bin", std::string(100, 'w'));
   const auto model = Directory::open(model_dir, false);
   {
@@ -63,13 +63,13 @@ TEST_CASE("a recorded file is found for its chunks and any run inside them, unti
 
 TEST_CASE("a record that names a path outside its model, or lies about lengths, is ignored") {
   TempDir root;
-  const auto folder = root / "acme/m/.rbee/xet-chunks";
-  write(root / "acme/secret", std::string(100, 's'));
+  const auto folder = root / "models--acme--m/.rbee/xet-chunks";
+  write(root / "secret", std::string(100, 's'));
   // Whatever the name, the record must be the one of its own path, and the path a repo path.
   write(folder / "0123.json", R"({"version":1,"path":"../secret","size":100,"mtime_ns":0,)"
                               R"("spans":[[")" +
                                   kXorb + R"(",2,6,0,100,[]]]})");
-  write(root / "acme/m/w.bin", std::string(100, 'w'));
+  write(root / "models--acme--m/w.bin", std::string(100, 'w'));
   write(folder / "bad-lengths.json", R"({"version":1,"path":"w.bin","size":100,"mtime_ns":0,)"
                                      R"("spans":[[")" +
                                          kXorb + R"(",2,6,0,100,[1,2,3,4]]]})");

@@ -63,6 +63,10 @@ struct Setup {
     std::filesystem::create_directories(dir / ".rbee");
     return dir / ".rbee" / part_file_name(file(path));
   }
+  // Where the verified file of `path` is published: its blob (stored_path).
+  std::filesystem::path published(const std::string& path) {
+    return dir / stored_path(file(path));
+  }
   rbee::catalog::Directory model() const {
     return rbee::catalog::Directory::open(dir.path(), true);
   }
@@ -82,8 +86,8 @@ TEST_CASE("an LFS and a regular file arrive byte-exact, verified, with no part l
   Setup s;
   s.fetch("big.gguf");
   s.fetch("small.json");
-  CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
-  CHECK(read_text(s.dir / "small.json") == s.hub.content("org/m", "small.json"));
+  CHECK(read_text(s.published("big.gguf")) == s.hub.content("org/m", "big.gguf"));
+  CHECK(read_text(s.published("small.json")) == s.hub.content("org/m", "small.json"));
   CHECK_FALSE(std::filesystem::exists(s.part("big.gguf")));
   CHECK(std::filesystem::is_empty(s.dir / ".rbee"));
   CHECK(s.retries.empty());
@@ -93,7 +97,7 @@ TEST_CASE("a dropped connection resumes with a Range request from where it stopp
   Setup s;
   s.hub.set_faults("big.gguf", Faults{.times = 1, .drop_after_bytes = 1024 * 1024});
   s.fetch("big.gguf");
-  CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
+  CHECK(read_text(s.published("big.gguf")) == s.hub.content("org/m", "big.gguf"));
   const auto gets = s.content_requests("cdn");
   REQUIRE(gets.size() == 2);
   CHECK(gets[0].range.empty());
@@ -105,7 +109,7 @@ TEST_CASE("an existing part file is rehashed and resumed, not fetched again") {
   const std::string content = s.hub.content("org/m", "big.gguf");
   write_text(s.part("big.gguf"), content.substr(0, 2'000'000));
   s.fetch("big.gguf");
-  CHECK(read_text(s.dir / "big.gguf") == content);
+  CHECK(read_text(s.published("big.gguf")) == content);
   const auto gets = s.content_requests("cdn");
   REQUIRE(gets.size() == 1);
   CHECK(gets[0].range == "bytes=2000000-");
@@ -115,14 +119,14 @@ TEST_CASE("a part longer than the file is discarded and the file fetched whole")
   Setup s;
   write_text(s.part("small.json"), std::string(5000, 'x'));
   s.fetch("small.json");
-  CHECK(read_text(s.dir / "small.json") == s.hub.content("org/m", "small.json"));
+  CHECK(read_text(s.published("small.json")) == s.hub.content("org/m", "small.json"));
 }
 
 TEST_CASE("a corrupted byte fails the hash, the part is dropped and the file fetched again") {
   Setup s;
   s.hub.set_faults("big.gguf", Faults{.times = 1, .corrupt_at = 12345});
   s.fetch("big.gguf");
-  CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
+  CHECK(read_text(s.published("big.gguf")) == s.hub.content("org/m", "big.gguf"));
   REQUIRE(s.retries.size() == 1);
   CHECK(s.retries[0].find("sha256 mismatch") != std::string::npos);
 }
@@ -139,14 +143,14 @@ TEST_CASE("corruption twice in a row fails the file with both hashes and keeps n
     CHECK(message.find(sha256_hex(s.hub.content("org/m", "big.gguf"))) != std::string::npos);
     CHECK(message.find("got ") != std::string::npos);
   }
-  CHECK_FALSE(std::filesystem::exists(s.dir / "big.gguf"));
+  CHECK_FALSE(std::filesystem::exists(s.published("big.gguf")));
 }
 
 TEST_CASE("5xx and 429 answers are retried, honouring Retry-After") {
   Setup s;
   s.hub.set_faults("small.json", Faults{.times = 2, .error_status = 503, .retry_after_s = 0});
   s.fetch("small.json");
-  CHECK(read_text(s.dir / "small.json") == s.hub.content("org/m", "small.json"));
+  CHECK(read_text(s.published("small.json")) == s.hub.content("org/m", "small.json"));
   CHECK(s.retries.size() == 2);
 
   std::chrono::milliseconds reported{0};
@@ -182,14 +186,14 @@ TEST_CASE("a server that ignores Range answers 200: the part restarts from zero,
   write_text(s.part("big.gguf"), content.substr(0, 1'000'000));
   s.hub.set_faults("big.gguf", Faults{.times = 1, .ignore_range = true});
   s.fetch("big.gguf");
-  CHECK(read_text(s.dir / "big.gguf") == content);
+  CHECK(read_text(s.published("big.gguf")) == content);
 }
 
 TEST_CASE("a stalled connection is dropped and the download resumes") {
   Setup s;
   s.hub.set_faults("big.gguf", Faults{.times = 1, .stall_after_bytes = 500'000});
   s.fetch("big.gguf");
-  CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
+  CHECK(read_text(s.published("big.gguf")) == s.hub.content("org/m", "big.gguf"));
   const auto gets = s.content_requests("cdn");
   REQUIRE(gets.size() == 2);
   CHECK(gets[1].range == "bytes=500000-");
@@ -199,7 +203,7 @@ TEST_CASE("an expired signed URL is re-resolved and the download goes on") {
   Setup s;
   s.hub.set_faults("big.gguf", Faults{.times = 1, .expire_signed_url = true});
   s.fetch("big.gguf");
-  CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
+  CHECK(read_text(s.published("big.gguf")) == s.hub.content("org/m", "big.gguf"));
   int resolves = 0;
   for (auto& r : s.hub.requests()) resolves += r.listener == "hub" && r.method == "HEAD";
   CHECK(resolves == 2);
@@ -240,7 +244,7 @@ TEST_CASE("a regular file is one GET; redirected (a renamed repo), it is resolve
   FileDownloader(s.client, s.policy)
       .fetch(parse_model_id("oldorg/m"), "main", file,
              rbee::catalog::Directory::open(s.dir / "old", true), {}, {});
-  CHECK(read_text(s.dir / "old" / "small.json") == content);
+  CHECK(read_text(s.dir / "old" / stored_path(file)) == content);
   CHECK(s.retries.empty());  // a redirect is not a failure
 }
 
@@ -260,24 +264,25 @@ TEST_CASE("a symlink planted at the part is refused and its target is never touc
     CHECK(std::string(error.what()).find("symlink") != std::string::npos);
   }
   CHECK(read_text(outside / "precious") == "keep me");
-  CHECK_FALSE(std::filesystem::exists(s.dir / "small.json"));
+  CHECK_FALSE(std::filesystem::exists(s.published("small.json")));
 }
 
-TEST_CASE("a symlink at the file's path is replaced by the verified file, its target untouched") {
+TEST_CASE("a symlink at the file's blob is replaced by the verified file, its target untouched") {
   Setup s;
   TempDir outside;
   write_text(outside / "precious", "keep me");
-  std::filesystem::create_symlink(outside / "precious", s.dir / "small.json");
+  std::filesystem::create_directories(s.dir / "blobs");
+  std::filesystem::create_symlink(outside / "precious", s.published("small.json"));
   s.fetch("small.json");
-  CHECK_FALSE(std::filesystem::is_symlink(s.dir / "small.json"));
-  CHECK(read_text(s.dir / "small.json") == s.hub.content("org/m", "small.json"));
+  CHECK_FALSE(std::filesystem::is_symlink(s.published("small.json")));
+  CHECK(read_text(s.published("small.json")) == s.hub.content("org/m", "small.json"));
   CHECK(read_text(outside / "precious") == "keep me");
 }
 
 TEST_CASE("a symlinked folder on the way to a file is refused, nothing is written through it") {
   Setup s;
   TempDir outside;
-  std::filesystem::create_symlink(outside.path(), s.dir / "sub");
+  std::filesystem::create_symlink(outside.path(), s.dir / "blobs");
   CHECK_THROWS_AS(s.fetch("sub/nested.json"), DownloadError);
   CHECK(std::filesystem::is_empty(outside.path()));
 }
@@ -301,8 +306,8 @@ TEST_CASE("a part swapped during the download is never published") {
     CHECK(error.kind() == DownloadErrorKind::disk);
     CHECK(std::string(error.what()).find("replaced") != std::string::npos);
   }
-  CHECK_FALSE(std::filesystem::exists(s.dir / "big.gguf"));
+  CHECK_FALSE(std::filesystem::exists(s.published("big.gguf")));
   // The next attempt does not trust the forged part either: it fails the hash and starts over.
   s.fetch("big.gguf");
-  CHECK(read_text(s.dir / "big.gguf") == s.hub.content("org/m", "big.gguf"));
+  CHECK(read_text(s.published("big.gguf")) == s.hub.content("org/m", "big.gguf"));
 }

@@ -69,7 +69,7 @@ struct RangedSetup {
                rbee::catalog::Directory::open(dir.path(), true), stop, events);
   }
   bool exact(const std::string& path) {
-    return read_text(dir / path) == hub.content("org/m", path);
+    return read_text(dir / stored_path(file(path))) == hub.content("org/m", path);
   }
   std::vector<RecordedRequest> cdn_gets() {
     std::vector<RecordedRequest> gets;
@@ -159,9 +159,9 @@ TEST_CASE("a corrupted range fails the hash, and the file is fetched again from 
   CHECK(s.retry_text().find("sha256 mismatch") != std::string::npos);
 
   s.hub.set_faults("big.bin", Faults{.times = 100, .corrupt_at = 5});
-  std::filesystem::remove(s.dir / "big.bin");
+  std::filesystem::remove(s.dir / stored_path(s.file("big.bin")));
   CHECK_THROWS_AS(s.fetch("big.bin"), DownloadError);
-  CHECK_FALSE(std::filesystem::exists(s.dir / "big.bin"));
+  CHECK_FALSE(std::filesystem::exists(s.dir / stored_path(s.file("big.bin"))));
 }
 
 TEST_CASE("an expired signed URL is re-resolved once for all ranges") {

@@ -151,18 +151,15 @@ void ChunkIndex::add_locked(std::shared_ptr<const Record> record) {
   for (auto& xorb : xorbs) by_xorb_.emplace(std::move(xorb), record);
 }
 
-// Every model's records, once: <root>/<org>/<name>/.rbee/xet-chunks/*.json.
+// Every model's records, once: <root>/models--<org>--<name>/.rbee/xet-chunks/*.json.
 void ChunkIndex::load_locked() {
   if (loaded_) return;
   loaded_ = true;
   std::error_code ec;
-  for (const auto& org : fs::directory_iterator(root_, ec)) {
-    if (!org.is_directory(ec) || org.is_symlink(ec) ||
-        org.path().filename().string().starts_with('.')) {
-      continue;
-    }
-    for (const auto& name : fs::directory_iterator(org.path(), ec)) {
-      if (name.is_directory(ec) && !name.is_symlink(ec)) load_model_records(name.path());
+  for (const auto& model : fs::directory_iterator(root_, ec)) {
+    if (model.is_directory(ec) && !model.is_symlink(ec) &&
+        model.path().filename().string().starts_with(catalog::kRepoFolderPrefix)) {
+      load_model_records(model.path());
     }
   }
 }

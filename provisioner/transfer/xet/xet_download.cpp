@@ -348,7 +348,7 @@ void XetDownload::record_chunks() {
     spans.push_back(
         {term.xorb, term.chunks, places_[i].begin, term.unpacked_length, chunk_lengths_[i]});
   }
-  if (const auto error = reuse_->record(model_, file_.path, fd_.get(), std::move(spans))) {
+  if (const auto error = reuse_->record(model_, stored_path(file_), fd_.get(), std::move(spans))) {
     notify_retry(
         0,
         fmt::format("{}: its Xet chunks could not be recorded for reuse ({})", file_.path, *error),

@@ -1,15 +1,18 @@
 #pragma once
-// ModelCatalog: the models on this machine, one metadata.yaml per model, under a root folder:
-//   <root>/<org>/<name>/metadata.yaml   and the model's files beside it at their repo paths;
-//   <root>/<org>/<name>/.rbee/          the hive's working files (temp files, parts, sidecars);
-//   <root>/.locks/<org>/<name>/         catalog.lock and download.lock.
-// Repo paths may not use the names metadata.yaml and .rbee at the top (validate_repo_path),
-// and org names never start with '.', so no repo file or model id collides with the hive's own.
+// ModelCatalog: the models on this machine in the Hugging Face cache layout (DESIGN §16), one
+// metadata.yaml per model, under a root folder that may be shared with other HF tools:
+//   <root>/models--<org>--<name>/blobs, snapshots, refs   (see repo_store.hpp)
+//   <root>/models--<org>--<name>/metadata.yaml            the catalog entry (schema 2)
+//   <root>/models--<org>--<name>/.rbee/                   the hive's working files (parts,
+//                                                         sidecars, listings, temp files)
+//   <root>/.locks/models--<org>--<name>/                  catalog.lock and download.lock
+// HF tools ignore metadata.yaml and .rbee/, and skip .locks/ at the root (they keep their own
+// locks there, one per blob, beside ours).
 //
 // Safe for many threads and processes at once: writers serialise on a per-model advisory lock
 // and replace metadata.yaml atomically (temp file, fsync, rename, fsync of the folder), so
 // readers never take a lock and never see a torn file. The folders below the root are reached
-// without following symlinks (see Directory): a symlinked org or model folder is refused.
+// without following symlinks (see Directory): a symlinked model folder is refused.
 
 #include <atomic>
 #include <chrono>
@@ -44,6 +47,9 @@ class ModelCatalog {
 
   const std::filesystem::path& root() const { return root_; }
   std::filesystem::path model_dir(const ModelId& id) const;
+  // <model>/snapshots/<commit>: what a worker loads (entry.path once the commit is whole).
+  std::filesystem::path snapshot_dir(const ModelId& id, std::string_view commit) const;
+  std::filesystem::path blob_path(const ModelId& id, std::string_view blob) const;
   // The model's folder, reached without following a symlink; nullopt when missing and not
   // `create`. Throws FileSystemError (a symlinked folder, a refusing disk).
   std::optional<Directory> open_model_dir(const ModelId& id, bool create) const;

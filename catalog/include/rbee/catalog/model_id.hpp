@@ -13,10 +13,13 @@ inline constexpr std::size_t kMaxModelIdLength = 96;  // the Hub's limit for a r
 inline constexpr std::size_t kMaxRepoPathLength = 1024;
 inline constexpr std::size_t kMaxRevisionLength = 255;
 
-// The folder under the cache root that holds the models without an owner ("gpt2"): no Hub
-// organisation can have this name (an org starts with a letter or digit), so "gpt2" and an
-// org "gpt2"'s models never share a folder.
-inline constexpr std::string_view kNoOwnerFolder = "_";
+// A model's folder under the cache root is the Hugging Face cache's (DESIGN §16):
+// "models--{org}--{name}", or "models--{name}" for an id without an owner ("gpt2"). Ids never
+// hold "--" (parse_model_id), so the folder name maps back to exactly one id.
+inline constexpr std::string_view kRepoFolderPrefix = "models--";
+// Schema 1 (DESIGN §4, before §16) kept a model in "<org>/<name>", and one without an owner in
+// "_/<name>": only the migration still reads these.
+inline constexpr std::string_view kSchema1NoOwnerFolder = "_";
 
 // "org/name", or a canonical id without an owner ("gpt2", "bert-base-uncased"): org empty.
 struct ModelId {
@@ -24,10 +27,14 @@ struct ModelId {
   std::string name;
 
   std::string str() const { return org.empty() ? name : org + "/" + name; }
-  // The folder below the cache root that holds the model's folder: "org", or "_".
-  std::string owner_folder() const { return org.empty() ? std::string(kNoOwnerFolder) : org; }
-  // The model's folder below the cache root: "org/name", or "_/name" without an owner.
-  std::string folder() const { return owner_folder() + "/" + name; }
+  // The model's folder below the cache root: "models--org--name", or "models--name".
+  std::string folder() const {
+    return std::string(kRepoFolderPrefix) + (org.empty() ? name : org + "--" + name);
+  }
+  // Where schema 1 kept it: "org/name", or "_/name" without an owner.
+  std::string schema1_folder() const {
+    return (org.empty() ? std::string(kSchema1NoOwnerFolder) : org) + "/" + name;
+  }
   friend bool operator==(const ModelId&, const ModelId&) = default;
 };
 
@@ -36,9 +43,11 @@ struct ModelId {
 // whole at most kMaxModelIdLength. Throws CatalogError (invalid_model_id) naming what is
 // wrong; the message quotes the input only when it is short and printable.
 ModelId parse_model_id(std::string_view text);
-// The id of the model folder `org_folder`/`name` (ModelId::folder()); throws like
-// parse_model_id when the folder is no model's.
-ModelId model_id_of_folder(std::string_view org_folder, std::string_view name);
+// The id of the model folder `folder` (ModelId::folder()); throws like parse_model_id when the
+// folder is no model's (a dataset's, a space's, anything else).
+ModelId model_id_of_folder(std::string_view folder);
+// The id of the schema-1 folder `org_folder`/`name` (ModelId::schema1_folder()).
+ModelId model_id_of_schema1_folder(std::string_view org_folder, std::string_view name);
 
 // rbee's "org/name[:path/in/repo]": the model plus, optionally, the one file wanted.
 struct ModelReference {

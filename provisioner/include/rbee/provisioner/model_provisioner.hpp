@@ -107,20 +107,23 @@ class ModelProvisioner {
 
  private:
   class DownloadSlot;
-  // What one download() found before it began, and whether it has replaced a file since: an
-  // attempt that fails having replaced none leaves a ready model exactly as it was (workers
-  // read the catalog: a wrong `failed` takes a working model off the cluster).
+  // What one download() found before it began. An attempt never touches a ready revision (a
+  // new one is new blobs and a new snapshot, DESIGN §16), so one that fails leaves a ready model
+  // exactly as it was, the failure recorded on the commit it tried (workers read the catalog: a
+  // wrong `failed` takes a working model off the cluster).
   struct Attempt {
     std::optional<catalog::ModelEntry> before;
     std::optional<RepoSnapshot> snapshot_before;  // the mirror's listing
-    std::atomic<bool> files_replaced{false};
+    std::string commit;                           // the commit it downloads, once listed
     bool keeps_ready() const {
-      return before && before->status == catalog::ModelStatus::ready && !files_replaced;
+      return before && before->status == catalog::ModelStatus::ready;
     }
   };
-  // After a failed attempt: puts a ready model back as it was when the attempt replaced no
-  // file (true), else leaves recording the failure to the caller (false).
-  bool restore_if_untouched(const Attempt& attempt, const DownloadRequest& request);
+  // After a failed attempt: puts a ready model back as it was, with the attempted commit's
+  // record saying `status` and `reason` (true); else leaves recording the failure to the caller
+  // (false).
+  bool restore_if_untouched(const Attempt& attempt, const DownloadRequest& request,
+                            catalog::ModelStatus status, const std::string& reason);
   // restore_if_untouched, else record_failure with `reason`.
   void record_failed_attempt(const Attempt& attempt, const catalog::ModelId& id,
                              const DownloadRequest& request, const std::string& reason);
@@ -141,10 +144,13 @@ class ModelProvisioner {
   void check_gated_access(const HubClient& hub, const RepoInfo& info, const catalog::ModelId& id,
                           const std::vector<catalog::ModelFile>& files,
                           const std::stop_token& stop) const;
+  // Links the entry's verified files into its commit's snapshot, then moves the ref; writes the
+  // entry with the revision ready.
+  void publish_revision(const DownloadRequest& request, catalog::ModelEntry entry);
   // Downloads the entry's files that are not verified yet; `entry` is the catalog's entry as
   // this job last wrote it, kept up to date in memory and written from there.
   void download_files(const DownloadRequest& request, catalog::ModelEntry& entry,
-                      const HubClient& hub, Attempt& attempt, const std::stop_token& stop);
+                      const HubClient& hub, const std::stop_token& stop);
   // --offline: succeeds when the catalog holds what `request` asks for, else NotInCache.
   void serve_from_cache(const DownloadRequest& request, const catalog::ModelId& id);
   // The error's message, with the free space and the bytes still needed when it is a full disk.

@@ -2,8 +2,8 @@
 // FileDownloader: one file from the Hub onto disk, verified, resumable, in constant memory.
 //
 // Bytes stream into a part file in the model's working folder (.rbee/, see staging.hpp) and
-// through the file's hash in the same pass; the part is published at the file's repo path only
-// when size and hash match. An existing part is resumed with
+// through the file's hash in the same pass; the part is published as the file's blob
+// (stored_path) only when size and hash match. An existing part is resumed with
 // `Range: bytes=N-` after rehashing its prefix (cheaper than it sounds: ~2 GB/s with SHA-NI, and
 // it needs no hash state on disk that could disagree with the bytes).
 
@@ -32,6 +32,10 @@ struct FileToFetch {
   std::string sha256;    // LFS files: the expected SHA-256
   std::string git_sha1;  // regular files: the expected git blob SHA-1
 };
+
+// Where the verified file lives in the model folder: its blob, "blobs/<sha256 or git sha1>",
+// named as the Hub's ETag names it (DESIGN §16). The model's story links it into a snapshot.
+std::string stored_path(const FileToFetch& file);
 
 struct DownloadPolicy {
   int max_attempts = 6;  // consecutive failed attempts without a byte of progress
@@ -99,9 +103,9 @@ class DownloadCancelled : public std::runtime_error {
   DownloadCancelled() : std::runtime_error("download cancelled") {}
 };
 
-// True when the model folder holds exactly `file` at its repo path (size and checksum), read
-// once from disk, never through a symlink. For files whose catalog record was lost (the hive
-// died between the publish and the catalog write).
+// True when the model folder holds exactly `file` as its blob (size and checksum), read once
+// from disk, never through a symlink. For files whose catalog record was lost (the hive died
+// between the publish and the catalog write) and blobs another tool wrote (adoption).
 bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file);
 
 class StagedFile;  // the part and sidecar of one file (internal)

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <rbee/catalog/model_catalog.hpp>
+#include <rbee/catalog/schema1_migration.hpp>
 #include <rbee/cli/operator_commands.hpp>
 #include <rbee/hive/config.hpp>
 #include <rbee/hive/hive_server.hpp>
@@ -40,6 +41,35 @@ sigset_t shutdown_signals() {
 void narrate(const narration::Narrator& narrator, std::string action, std::string human,
              narration::Level level = narration::Level::info) {
   narrator.emit({"hive", std::move(action), "hive", std::move(human), "", level, 0, std::nullopt});
+}
+
+// A cache a hive before DESIGN §16 wrote moves into the Hugging Face layout, by renames, before
+// anything reads it; said once, when there was something to move. False (after saying why) when
+// the disk refused a step: the hive does not start on a half-read cache, and the next start
+// finishes the move.
+bool migrate_schema1_cache(const catalog::ModelCatalog& catalog,
+                           const narration::Narrator& narrator) {
+  try {
+    const auto report = catalog::migrate_schema1_models(catalog);
+    if (!report.models.empty()) {
+      narrate(narrator, "cache_migrated",
+              fmt::format("Moved {} model{} ({} file{}) into the Hugging Face cache layout by "
+                          "renames; nothing was copied or downloaded",
+                          report.models.size(), report.models.size() == 1 ? "" : "s",
+                          report.files, report.files == 1 ? "" : "s"));
+    }
+    for (const auto& folder : report.leftovers) {
+      narrate(narrator, "cache_migration_leftover",
+              fmt::format("{} holds files no catalog entry names; left where they are",
+                          (catalog.root() / folder).string()),
+              narration::Level::warn);
+    }
+    return true;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "rbee-hive: cannot move the cache into the Hugging Face layout: %s\n",
+                 error.what());
+    return false;
+  }
 }
 
 // The --fallback-endpoint Hubs, each like the first but for its endpoint and token: a token
@@ -102,6 +132,7 @@ int run_daemon(hive::HiveConfig& config) {
   jobs::JobRegistry registry(config.retention);
   narrator.add_sink(jobs::make_job_event_sink(registry));
   catalog::ModelCatalog catalog(config.cache_dir);
+  if (!migrate_schema1_cache(catalog, narrator)) return hive::kExitBadSettings;
   provisioner::ModelProvisioner provisioner(provisioner::HubClient(std::move(hub)), catalog,
                                             narrator, config.downloads, fallbacks);
   catalog.remove_stale_temp_files();  // a killed writer's: never a document anyone reads

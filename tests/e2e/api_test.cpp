@@ -15,9 +15,19 @@ void seed_model(const std::filesystem::path& cache, const std::string& id) {
   entry.id = rbee::catalog::parse_model_id(id);
   entry.status = rbee::catalog::ModelStatus::ready;
   entry.bytes_done = entry.bytes_total = 5;
-  entry.files = {{"weights.gguf", 5, "", "", "verified"}};
+  // A model as the store keeps it: the blob, the snapshot's link to it, the ref, the entry.
+  const std::string blob(40, 'e'), commit(40, 'c');
+  entry.commit = commit;
+  entry.refs["main"] = commit;
+  entry.files = {{"weights.gguf", 5, "", blob, "verified", ""}};
+  entry.files[0].blob = (model_dir(cache, id) / "blobs" / blob).string();
+  entry.revisions = {{commit, rbee::catalog::ModelStatus::ready, 5, "", entry.files}};
   catalog.put(entry);
-  write_text(cache / id / "weights.gguf", "12345");
+  write_text(model_dir(cache, id) / "blobs" / blob, "12345");
+  std::filesystem::create_directories(model_dir(cache, id) / "snapshots" / commit);
+  std::filesystem::create_symlink("../../blobs/" + blob,
+                                  model_dir(cache, id) / "snapshots" / commit / "weights.gguf");
+  write_text(model_dir(cache, id) / "refs" / "main", commit);
 }
 
 std::vector<std::string> files_under(const std::filesystem::path& root) {

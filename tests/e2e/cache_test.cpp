@@ -166,11 +166,11 @@ TEST_CASE("a delete a killed hive left half done is finished at the next start")
   CHECK_FALSE(std::filesystem::exists(model_dir(cache, "acme/gone")));
 }
 
-TEST_CASE("a symlinked org folder fails the job with a clear error, its target untouched") {
+TEST_CASE("a symlinked model folder fails the job with a clear error, its target untouched") {
   HiveWithHub h;
   h.hub.add_repo(tiny_repo("acme/tiny"));
   TempDir outside;
-  std::filesystem::create_symlink(outside.path(), h.hive.cache / "acme");
+  std::filesystem::create_symlink(outside.path(), model_dir(h.hive.cache, "acme/tiny"));
   const SseStream stream = h.download({{"model", "acme/tiny"}});
   CHECK(stream.terminal().starts_with("[ERROR]"));
   CHECK(stream_text(stream).find("symlink") != std::string::npos);
@@ -207,11 +207,19 @@ TEST_CASE("a SIGKILL soak: 20 kills at random instants lose nothing that was com
     INFO("after kill " << kill);
     YAML::Node entry;
     REQUIRE_NOTHROW(entry = YAML::LoadFile(metadata.string()));
-    CHECK(entry["schema"].as<int>() == 1);
+    CHECK(entry["schema"].as<int>() == 2);
     for (const auto& file : entry["files"]) {
       if (file["state"].as<std::string>() != "verified") continue;
       const auto path = file["path"].as<std::string>();
-      CHECK_MESSAGE(read_text(model_file(cache, "acme/soak", path)) == hub.content("acme/soak", path), path);
+      CHECK_MESSAGE(read_text(blob_of(entry, path)) == hub.content("acme/soak", path), path);
+    }
+    // A ref names a whole snapshot, or nothing yet.
+    const auto ref = model_dir(cache, "acme/soak") / "refs" / "main";
+    if (std::filesystem::exists(ref)) {
+      for (const auto& file : repo.files) {
+        const auto linked = model_dir(cache, "acme/soak") / "snapshots" / read_text(ref) / file.path;
+        CHECK_MESSAGE(read_text(linked) == hub.content("acme/soak", file.path), file.path);
+      }
     }
   };
 
@@ -257,12 +265,12 @@ TEST_CASE("a part an earlier hive left beside its file (<path>.part) is adopted 
   h.hub.add_repo(repo);
   const std::string content = h.hub.content("acme/upgraded", "model.gguf");
   const std::uint64_t kept = 1024 * 1024 + 17;
-  write_text(model_file(h.hive.cache, "acme/upgraded", "model.gguf.part"), content.substr(0, kept));
+  write_text(model_dir(h.hive.cache, "acme/upgraded") / "model.gguf.part", content.substr(0, kept));
 
   const SseStream stream = h.download({{"model", "acme/upgraded"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK(read_text(model_file(h.hive.cache, "acme/upgraded", "model.gguf")) == content);
-  CHECK_FALSE(std::filesystem::exists(model_file(h.hive.cache, "acme/upgraded", "model.gguf.part")));
+  CHECK_FALSE(std::filesystem::exists(model_dir(h.hive.cache, "acme/upgraded") / "model.gguf.part"));
   const auto gets = h.content_gets("cdn");
   REQUIRE(gets.size() == 1);
   CHECK(range_start(gets[0]) == kept);  // resumed, not fetched again

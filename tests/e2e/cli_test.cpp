@@ -91,7 +91,8 @@ TEST_CASE("pull, piped, prints plain timestamped lines and exits 0 when the mode
         h.hub.content("acme/tiny", "model.Q4_K_M.gguf"));
 
   // The last line is where the files are: the folder a worker loads.
-  CHECK(result.out.ends_with((model_dir(h.hive.cache, "acme/tiny")).string() + "\n"));
+  CHECK(result.out.ends_with(model_dir(h.hive.cache, "acme/tiny").string() + "/snapshots/" +
+                            FixtureRepo{}.commit + "\n"));
 
   const auto again = client(h, {"pull", "acme/tiny"});
   CHECK(again.exit_code == 0);
@@ -193,7 +194,8 @@ TEST_CASE("jobs, watch, models list/get/rm and cancel work on a real hive") {
   CHECK(watched.out.find("Downloading acme/tiny@main") != std::string::npos);
   // watch ends as pull does: the same sentence, then the folder a worker loads.
   CHECK(watched.out.find("Done: Downloaded acme/tiny: 3 files") != std::string::npos);
-  CHECK(watched.out.ends_with((model_dir(h.hive.cache, "acme/tiny")).string() + "\n"));
+  CHECK(watched.out.ends_with(model_dir(h.hive.cache, "acme/tiny").string() + "/snapshots/" +
+                              FixtureRepo{}.commit + "\n"));
   CHECK(watched.out.find("Installed acme/tiny") != std::string::npos);  // the data event, said
   CHECK(watched.out.find("\"requested\"") == std::string::npos);        // not its raw JSON
   const auto as_json = client(h, {"watch", job_id, "--json"});

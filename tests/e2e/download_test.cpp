@@ -34,10 +34,18 @@ std::string start_download(const HiveProcess& hive, const std::string& model) {
 std::set<std::string> files_in(const std::filesystem::path& dir) {
   std::set<std::string> files;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    const std::string path = std::filesystem::relative(entry.path(), dir).string();
-    if (entry.is_regular_file() && !path.starts_with(".rbee/")) files.insert(path);
+    const std::string path = entry.path().lexically_relative(dir).string();
+    if (std::filesystem::is_regular_file(entry.path()) && !path.starts_with(".rbee/")) {
+      files.insert(path);
+    }
   }
   return files;
+}
+
+std::string joined(const std::set<std::string>& files) {
+  std::string text;
+  for (const auto& file : files) text += file + " ";
+  return text;
 }
 
 std::vector<RecordedRequest> cdn_gets(const HubFixture& hub) {
@@ -67,12 +75,28 @@ TEST_CASE(
     CHECK_MESSAGE(has_action(stream, action), action);
   }
 
+  // The Hugging Face cache layout (DESIGN §16): blobs named by checksum, the commit's snapshot
+  // of relative links to them, and the ref naming the commit.
   const auto dir = model_dir(h.hive.cache, "acme/tiny");
-  CHECK(files_in(dir) == std::set<std::string>{"config.json", "metadata.yaml", "model.Q4_K_M.gguf",
-                                               "tokenizer/tokenizer.json"});
-  for (const auto& file : tiny_repo("acme/tiny").files) {
-    CHECK_MESSAGE(read_text(dir / file.path) == h.hub.content("acme/tiny", file.path), file.path);
+  const std::string commit = FixtureRepo{}.commit;
+  const auto snapshot = dir / "snapshots" / commit;
+  const std::set<std::string> expected{"config.json", "model.Q4_K_M.gguf",
+                                       "tokenizer/tokenizer.json"};
+  CHECK_MESSAGE(files_in(snapshot) == expected, joined(files_in(snapshot)));
+  CHECK(read_text(dir / "refs" / "main") == commit);
+  CHECK(std::filesystem::exists(dir / "metadata.yaml"));
+  for (const auto& file : h.catalog_entry("acme/tiny")["files"]) {
+    const std::string path = file["path"].as<std::string>();
+    CHECK_MESSAGE(read_text(snapshot / path) == h.hub.content("acme/tiny", path), path);
+    REQUIRE(std::filesystem::is_symlink(snapshot / path));
+    const std::string link = std::filesystem::read_symlink(snapshot / path).string();
+    const std::string up = path.find('/') == std::string::npos ? "../../" : "../../../";
+    const std::string sha256 = file["sha256"].as<std::string>();
+    const std::string blob = sha256.empty() ? file["etag"].as<std::string>() : sha256;
+    CHECK_MESSAGE(link == up + "blobs/" + blob, link);
+    CHECK(file["blob"].as<std::string>() == (dir / "blobs" / blob).string());
   }
+  CHECK(h.catalog_entry("acme/tiny")["path"].as<std::string>() == snapshot.string());
 
   const YAML::Node entry = h.catalog_entry("acme/tiny");
   CHECK(entry["status"].as<std::string>() == "ready");
@@ -113,14 +137,14 @@ TEST_CASE("org/name:file and include/exclude globs select exactly the right file
     h.hub.add_repo(repo);
   }
   CHECK(h.download({{"model", "acme/one:docs/README.md"}}).terminal() == "[DONE]");
-  CHECK(files_in(model_dir(h.hive.cache, "acme/one")) ==
-        std::set<std::string>{"docs/README.md", "metadata.yaml"});
+  const auto one = model_dir(h.hive.cache, "acme/one") / "snapshots" / FixtureRepo{}.commit;
+  CHECK(files_in(one) == std::set<std::string>{"docs/README.md"});
 
   const SseStream globs = h.download(
       {{"model", "acme/globs"}, {"include", {"*.gguf", "*.json"}}, {"exclude", {"*Q8*"}}});
   CHECK(globs.terminal() == "[DONE]");
-  CHECK(files_in(model_dir(h.hive.cache, "acme/globs")) ==
-        std::set<std::string>{"config.json", "metadata.yaml", "model.Q4_K_M.gguf"});
+  const auto globbed = model_dir(h.hive.cache, "acme/globs") / "snapshots" / FixtureRepo{}.commit;
+  CHECK(files_in(globbed) == std::set<std::string>{"config.json", "model.Q4_K_M.gguf"});
 
   const SseStream missing = h.download({{"model", "acme/one:nope.gguf"}});
   CHECK(missing.terminal().starts_with("[ERROR]"));
@@ -489,7 +513,8 @@ TEST_CASE("with parallel files, one failing file fails clearly and the others st
     CHECK_MESSAGE(file["state"].as<std::string>() == (path == "part-3.bin" ? "failed" : "verified"),
                   path);
     if (path != "part-3.bin") {
-      CHECK(read_text(model_file(h.hive.cache, "acme/partial", path)) == h.hub.content("acme/partial", path));
+      // Verified blobs stay for the next attempt; no snapshot names a revision that is not whole.
+      CHECK(read_text(blob_of(entry, path)) == h.hub.content("acme/partial", path));
     }
   }
 
@@ -593,7 +618,9 @@ TEST_CASE("canonical ids without an owner (gpt2) work everywhere an id does, apa
   CHECK(read_text(model_file(env.hive.cache, "gpt2", "config.json")) == env.hub.content("gpt2", "config.json"));
   CHECK(read_text(model_file(env.hive.cache, "gpt2/other", "config.json")) ==
         env.hub.content("gpt2/other", "config.json"));
-  CHECK(env.catalog_entry("_/gpt2")["id"].as<std::string>() == "gpt2");
+  CHECK(env.catalog_entry("gpt2")["id"].as<std::string>() == "gpt2");
+  CHECK(std::filesystem::exists(env.hive.cache / "models--gpt2" / "refs" / "main"));
+  CHECK(std::filesystem::exists(env.hive.cache / "models--gpt2--other" / "refs" / "main"));
   CHECK(get_json(*env.hive.hive, "/v1/models/gpt2").at("status") == "ready");
   CHECK(get_json(*env.hive.hive, "/v1/models").at("models").size() == 2);
 

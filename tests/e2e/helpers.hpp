@@ -56,6 +56,15 @@ inline std::filesystem::path model_file(const std::filesystem::path& cache, std:
   return snapshot / std::string(file);
 }
 
+// The blob the catalog entry records for the file at `path` (verified files only keep their
+// bytes there until their revision is whole and linked); a path that does not exist without one.
+inline std::filesystem::path blob_of(const YAML::Node& entry, const std::string& path) {
+  for (const auto& file : entry["files"]) {
+    if (file["path"].as<std::string>() == path) return file["blob"].as<std::string>();
+  }
+  return "/nonexistent";
+}
+
 // The hive's working file of a one-file model with this extension (".part", or ".ranges" for
 // the sidecar of a ranged download), in <model>/.rbee/; a path that does not exist while there
 // is none.

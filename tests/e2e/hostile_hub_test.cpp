@@ -85,7 +85,7 @@ TEST_CASE("hostile listings end in a clean [ERROR] that says what was wrong; not
     CHECK(stream.terminal().starts_with("[ERROR]"));
     CHECK_MESSAGE(stream.terminal().find(reason) != std::string::npos, stream.terminal());
     CHECK(stream_text(stream).find('\x1b') == std::string::npos);  // never an escape byte out
-    CHECK(files_under(setup.hive.cache / repo.id) == 0);
+    CHECK(files_under(model_dir(setup.hive.cache, repo.id)) == 0);
   }
   CHECK(setup.hive->client()->Get("/health")->status == 200);
 }

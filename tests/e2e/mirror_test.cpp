@@ -197,9 +197,9 @@ TEST_CASE("mirror: three hives, B and C behind A, fetch each byte from the Hub o
   CHECK(hub.content_bytes_sent() == model_bytes);
   for (const auto* hive : {&b, &c}) {
     for (const auto& file : repo.files) {
-      CHECK(file_on_disk(hive->cache / repo.id / file.path) == hub.content(repo.id, file.path));
+      CHECK(file_on_disk(model_file(hive->cache, repo.id, file.path)) == hub.content(repo.id, file.path));
     }
-    const auto entry = YAML::LoadFile((hive->cache / repo.id / "metadata.yaml").string());
+    const auto entry = YAML::LoadFile((model_dir(hive->cache, repo.id) / "metadata.yaml").string());
     CHECK(entry["status"].as<std::string>() == "ready");
   }
   // A holds the model too, downloaded by its own (visible) pull-through job.
@@ -497,15 +497,15 @@ TEST_CASE("mirror: a peer killed mid-download resumes from the mirror with a ran
   {
     HiveProcess b(b_options);
     b.submit_job(download);
-    REQUIRE(wait_for_part(cache / repo.id, 4u << 20));
+    REQUIRE(wait_for_part(model_dir(cache, repo.id), 4u << 20));
     b.stop(SIGKILL);
   }
-  const std::uint64_t kept = part_bytes(cache / repo.id);
+  const std::uint64_t kept = part_bytes(model_dir(cache, repo.id));
   CHECK(kept >= (4u << 20));
   HiveProcess b(b_options);
   const auto stream = watch(b, b.submit_job(download));
   CHECK_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(file_on_disk(cache / repo.id / "weights.bin") == hub.content(repo.id, "weights.bin"));
+  CHECK(file_on_disk(model_file(cache, repo.id, "weights.bin")) == hub.content(repo.id, "weights.bin"));
   // The restarted B asked A for the rest only (a 206), and the fixture sent the file once.
   const std::string metrics = a->client()->Get("/metrics")->body;
   CHECK(metrics.find("route=\"/hf/{repo}/resolve/{rev}/{path}\",status=\"206\"") !=

@@ -136,7 +136,7 @@ SseStream download(const HiveUnderTest& hive, const std::string& model) {
 
 bool downloaded(const HiveUnderTest& hive, const HubFixture& hub, const FixtureRepo& repo) {
   for (const auto& file : repo.files) {
-    if (read_all(hive.cache / repo.id / file.path) != hub.content(repo.id, file.path)) {
+    if (read_all(model_file(hive.cache, repo.id, file.path)) != hub.content(repo.id, file.path)) {
       return false;
     }
   }

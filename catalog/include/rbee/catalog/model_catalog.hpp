@@ -56,6 +56,8 @@ class ModelCatalog {
   // The lock a downloader of `id` holds for the whole download, so two downloads of one model
   // (in one process or two) never write the same files.
   std::filesystem::path download_lock_path(const ModelId& id) const;
+  // The lock every writer of the model's entry holds for its read-modify-write.
+  std::filesystem::path lock_path(const ModelId& id) const;
 
   // Reader API (workers): never blocks on writers. An entry whose metadata.yaml cannot be read
   // or validated comes back with status failed and the reason in `error`, never dropped.
@@ -90,7 +92,6 @@ class ModelCatalog {
   std::size_t remove_stale_temp_files() const;
 
  private:
-  std::filesystem::path lock_path(const ModelId& id) const;
   std::vector<ModelId> model_ids() const;
   std::optional<ModelEntry> read_entry(const ModelId& id) const;
   void write_entry(ModelEntry& entry) const;

@@ -128,6 +128,9 @@ std::optional<struct stat> ModelCatalog::entry_file_status(const ModelId& id) co
 void ModelCatalog::write_entry(ModelEntry& entry) const {
   entry.updated_at_ms = now_unix_ms();
   if (entry.added_at_ms == 0) entry.added_at_ms = entry.updated_at_ms;
+  for (auto& revision : entry.revisions) {
+    if (revision.added_at_ms == 0) revision.added_at_ms = entry.updated_at_ms;
+  }
   // Before anything is linked, the folder where the commit's snapshot will be (or the model's).
   if (entry.path.empty()) {
     entry.path = entry.commit.empty() ? model_dir(entry.id).string()

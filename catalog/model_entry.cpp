@@ -274,6 +274,7 @@ RevisionRecord parse_revision(const EntryEvents::Revision& revision) {
   record.status = status_field(revision.fields);
   record.size = field<std::uint64_t>(revision.fields, "size");
   record.error = field<std::string>(revision.fields, "error");
+  record.added_at_ms = parse_time(field<std::string>(revision.fields, "added_at"));
   if (!revision.files_is_list) throw std::runtime_error("a revision's 'files' must be a list");
   record.files = parse_files(revision.files, false);
   return record;
@@ -382,6 +383,7 @@ std::string to_yaml(const ModelEntry& entry) {
     emit_string(out, "status", std::string(to_string(revision.status)));
     emit_number(out, "size", revision.size);
     emit_string(out, "error", revision.error);
+    emit_string(out, "added_at", format_time(revision.added_at_ms));
     emit_files(out, revision.files);
     out << YAML::EndMap;
   }

@@ -142,18 +142,48 @@ void remove_snapshot(const Directory& model, std::string_view commit) {
   }
 }
 
-std::uint64_t remove_unlinked_blobs(const Directory& model, const std::set<std::string>& linked) {
+namespace {
+
+void collect_link_targets(const Directory& folder, std::set<std::string>& blobs, int depth) {
+  if (depth > 64) return;  // deeper than any repo path the hive accepts
+  for (const auto& name : folder.entry_names()) {
+    const auto status = folder.status_of(name);
+    if (!status) continue;
+    if (S_ISDIR(status->st_mode)) {
+      collect_link_targets(*folder.descend(name, false), blobs, depth + 1);
+    } else if (S_ISLNK(status->st_mode)) {
+      char text[1024];
+      const ssize_t length = ::readlinkat(folder.fd(), name.c_str(), text, sizeof text);
+      if (length <= 0 || static_cast<std::size_t>(length) == sizeof text) continue;
+      const std::string_view link(text, static_cast<std::size_t>(length));
+      blobs.insert(std::string(link.substr(link.rfind('/') + 1)));
+    }
+  }
+}
+
+}  // namespace
+
+std::set<std::string> linked_blobs(const Directory& model) {
+  std::set<std::string> blobs;
+  if (const auto snapshots = model.descend(kSnapshotsFolder, false)) {
+    collect_link_targets(*snapshots, blobs, 0);
+  }
+  return blobs;
+}
+
+std::uint64_t remove_blobs_unless_linked(const Directory& model,
+                                         const std::set<std::string>& candidates) {
   const auto blobs = model.descend(kBlobsFolder, false);
   if (!blobs) return 0;
+  const std::set<std::string> linked = linked_blobs(model);
   std::uint64_t freed = 0;
-  for (const auto& name : blobs->entry_names()) {
-    // Only finished blobs: another tool's "<etag>.<random>.incomplete" is its download.
+  for (const auto& name : candidates) {
     if (!is_blob_name(name) || linked.contains(name)) continue;
     const auto status = blobs->status_of(name);
-    if (status && S_ISREG(status->st_mode) && status->st_nlink == 1) {
+    if (!status || !S_ISREG(status->st_mode)) continue;
+    if (blobs->remove_file(name) && status->st_nlink == 1) {
       freed += static_cast<std::uint64_t>(status->st_size);
     }
-    blobs->remove_file(name);
   }
   blobs->sync();
   return freed;

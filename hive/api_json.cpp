@@ -9,14 +9,32 @@ nlohmann::json optional_ms(const std::optional<std::int64_t>& value) {
 
 }  // namespace
 
-nlohmann::json to_json(const catalog::ModelEntry& entry) {
+namespace {
+
+nlohmann::json files_json(const std::vector<catalog::ModelFile>& list) {
   nlohmann::json files = nlohmann::json::array();
-  for (const auto& file : entry.files) {
+  for (const auto& file : list) {
     files.push_back({{"path", file.path},
                      {"size", file.size},
                      {"sha256", file.sha256},
                      {"etag", file.etag},
-                     {"state", file.state}});
+                     {"state", file.state},
+                     {"blob", file.blob}});
+  }
+  return files;
+}
+
+}  // namespace
+
+nlohmann::json to_json(const catalog::ModelEntry& entry) {
+  nlohmann::json revisions = nlohmann::json::array();
+  for (const auto& revision : entry.revisions) {
+    revisions.push_back({{"commit", revision.commit},
+                         {"status", catalog::to_string(revision.status)},
+                         {"size", revision.size},
+                         {"error", revision.error},
+                         {"added_at_ms", revision.added_at_ms},
+                         {"files", files_json(revision.files)}});
   }
   // rbee's programs read name, size_bytes and loaded (its UI shows "NaN GB" without them).
   return {{"id", entry.id.str()},
@@ -34,7 +52,9 @@ nlohmann::json to_json(const catalog::ModelEntry& entry) {
           {"progress", entry.progress()},
           {"size", entry.bytes_total},
           {"error", entry.error},
-          {"files", std::move(files)},
+          {"files", files_json(entry.files)},
+          {"refs", entry.refs},
+          {"revisions", std::move(revisions)},
           {"added_at_ms", entry.added_at_ms},
           {"updated_at_ms", entry.updated_at_ms},
           {"last_job_id", entry.last_job_id}};

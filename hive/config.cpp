@@ -97,6 +97,11 @@ void add_config_options(CLI::App& app, HiveConfig& config) {
          [&downloads](std::uint64_t mb) { downloads.disk_reserve_bytes = mb << 20; },
          "Disk space (MiB) a download must leave free (default 1024)")
       ->envname("RBEE_DISK_RESERVE_MB");
+  app.add_option("--keep-revisions", downloads.keep_unnamed_revisions,
+                 "Revisions no ref names kept after a download moves a ref, newest first; every "
+                 "revision a ref names always stays (default 1: the one before)")
+      ->envname("RBEE_KEEP_REVISIONS")
+      ->check(CLI::Range(0, 1000));
   app.add_option("--max-concurrent-downloads", downloads.max_concurrent_downloads,
                  "Downloads that run at once; more wait queued (default 2)")
       ->envname("RBEE_MAX_CONCURRENT_DOWNLOADS")

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 #include <rbee/catalog/file_lock.hpp>
+#include <rbee/catalog/revisions.hpp>
+#include <rbee/narration/human_units.hpp>
 
 #include "rbee/hive/api_json.hpp"
 
@@ -37,6 +39,8 @@ ModelId model_id_of(const jobs::Operation& operation) {
         } else if constexpr (std::is_same_v<T, jobs::ModelList> ||
                              std::is_same_v<T, jobs::UnservedOperation>) {
           return {};
+        } else if constexpr (std::is_same_v<T, jobs::ModelPrune>) {
+          return op.id ? catalog::parse_model_id(*op.id) : ModelId{};
         } else {
           return catalog::parse_model_id(op.id);
         }
@@ -131,22 +135,71 @@ void model_download(JobContext& context, provisioner::ModelProvisioner& provisio
   }
 }
 
-void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
-                  const jobs::JobRegistry& registry, provisioner::ModelProvisioner& provisioner) {
-  const ModelId id = model_id_of(context.operation());
+// The download lock, held for the whole change: no download of this hive or another (sharing
+// the cache) can write the folder while files go, nor start before the entry says what is left.
+std::unique_ptr<catalog::FileLock> lock_for_removal(const catalog::ModelCatalog& catalog,
+                                                   const jobs::JobRegistry& registry,
+                                                   const ModelId& id) {
   if (auto download = active_download_of(registry, id)) {
     throw JobError("model_busy", fmt::format("model {} is being downloaded by {}; cancel that "
                                              "job first (DELETE /v1/jobs/{})",
                                              id.str(), download->id(), download->id()));
   }
-  // The download lock, held for the whole delete: no download of this hive or another (sharing
-  // the cache) can write the folder while it goes, nor start before the entry is gone.
-  const auto download_lock = catalog::FileLock::try_acquire(catalog.download_lock_path(id));
-  if (!download_lock) {
+  auto lock = catalog::FileLock::try_acquire(catalog.download_lock_path(id));
+  if (!lock) {
     throw JobError("model_busy",
                    fmt::format("model {} is being downloaded (by another hive sharing the cache, "
                                "or a job of this one); try again when it has finished",
                                id.str()));
+  }
+  return lock;
+}
+
+std::string describe_removed(const catalog::RemovedRevisions& removed) {
+  std::string commits;
+  for (const auto& commit : removed.commits) {
+    commits += fmt::format("{}{}", commits.empty() ? "" : ", ", commit.substr(0, 12));
+  }
+  return fmt::format("{} revision{} ({}), {} freed", removed.commits.size(),
+                     removed.commits.size() == 1 ? "" : "s", commits.empty() ? "none" : commits,
+                     narration::format_bytes(removed.bytes_freed));
+}
+
+// One revision of the model: its snapshot, the refs naming it, the blobs only it linked. The
+// model's last revision takes the model with it.
+void delete_revision(JobContext& context, catalog::ModelCatalog& catalog, const ModelId& id,
+                     const std::string& revision) {
+  const auto entry = catalog.get(id);
+  if (!entry) {
+    throw JobError("model_not_found", fmt::format("model {} is not in the catalog", id.str()));
+  }
+  const auto commit = catalog::commit_of(*entry, revision);
+  if (!commit) {
+    throw JobError("revision_not_found",
+                   fmt::format("model {} has no revision {}", id.str(), context.clean(revision)));
+  }
+  context.narrate("hive", "model_delete", id.str(),
+                  fmt::format("Deleting revision {} of {}", commit->substr(0, 12), id.str()));
+  const auto removed = catalog::remove_revision(catalog, id, *commit,
+                                                context.cancellation().stop_token());
+  context.narrate("hive", "model_deleted", id.str(),
+                  fmt::format("Deleted {} of {}", describe_removed(removed), id.str()));
+  context.emit_data("model_delete", {{"id", id.str()},
+                                     {"deleted", true},
+                                     {"revision", *commit},
+                                     {"bytes_freed", removed.bytes_freed}});
+}
+
+void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
+                  const jobs::JobRegistry& registry, provisioner::ModelProvisioner& provisioner) {
+  const ModelId id = model_id_of(context.operation());
+  const auto lock = lock_for_removal(catalog, registry, id);
+  const auto& op = std::get<jobs::ModelDelete>(context.operation());
+  if (op.revision) {
+    const auto entry = catalog.get(id);
+    const bool last = entry && entry->revisions.size() == 1 &&
+                      catalog::commit_of(*entry, *op.revision) == entry->revisions[0].commit;
+    if (!last) return delete_revision(context, catalog, id, *op.revision);
   }
   context.narrate("hive", "model_delete", id.str(), fmt::format("Deleting {}", id.str()));
   const auto entry = catalog.get(id);
@@ -161,10 +214,53 @@ void model_delete(JobContext& context, catalog::ModelCatalog& catalog,
   context.emit_data("model_delete", {{"id", id.str()}, {"deleted", true}});
 }
 
+// The revisions no ref names, of one model or of every model.
+void model_prune(JobContext& context, catalog::ModelCatalog& catalog,
+                 const jobs::JobRegistry& registry) {
+  const auto& op = std::get<jobs::ModelPrune>(context.operation());
+  std::vector<ModelId> ids;
+  if (op.id) {
+    ids.push_back(model_id_of(context.operation()));
+    if (!catalog.get(ids.back())) {
+      throw JobError("model_not_found",
+                     fmt::format("model {} is not in the catalog", ids.back().str()));
+    }
+  } else {
+    for (const auto& entry : catalog.list()) ids.push_back(entry.id);
+  }
+  nlohmann::json pruned = nlohmann::json::array();
+  std::uint64_t freed = 0;
+  for (const auto& id : ids) {
+    std::unique_ptr<catalog::FileLock> lock;
+    try {
+      lock = lock_for_removal(catalog, registry, id);
+    } catch (const JobError& busy) {
+      if (op.id) throw;
+      context.narrate("hive", "model_prune_skipped", id.str(), busy.what(),
+                      narration::Level::warn);
+      continue;
+    }
+    const auto removed =
+        catalog::prune_revisions(catalog, id, 0, context.cancellation().stop_token());
+    freed += removed.bytes_freed;
+    context.narrate("hive", "model_pruned", id.str(),
+                    fmt::format("Pruned {}: {}", id.str(), describe_removed(removed)));
+    pruned.push_back(
+        {{"id", id.str()}, {"revisions", removed.commits}, {"bytes_freed", removed.bytes_freed}});
+  }
+  context.narrate("hive", "model_prune", "catalog",
+                  fmt::format("Pruned {} model{}: {} freed", ids.size(),
+                              ids.size() == 1 ? "" : "s", narration::format_bytes(freed)));
+  context.emit_data("model_prune", {{"models", std::move(pruned)}, {"bytes_freed", freed}});
+}
+
 }  // namespace
 
 void validate_operation(const jobs::Operation& operation) {
   model_id_of(operation);  // throws for a hostile id or file path
+  if (const auto* remove = std::get_if<jobs::ModelDelete>(&operation); remove && remove->revision) {
+    catalog::validate_revision(*remove->revision);
+  }
   if (const auto* download = std::get_if<jobs::ModelDownload>(&operation)) {
     catalog::validate_revision(download->revision);
     for (const auto& fallback : download->fallbacks) catalog::parse_model_reference(fallback);
@@ -180,6 +276,9 @@ void register_model_operations(jobs::JobRouter& router, catalog::ModelCatalog& c
   router.route("model_get", [&catalog](JobContext& context) { model_get(context, catalog); });
   router.route("model_delete", [&catalog, &registry, &provisioner](JobContext& context) {
     model_delete(context, catalog, registry, provisioner);
+  });
+  router.route("model_prune", [&catalog, &registry](JobContext& context) {
+    model_prune(context, catalog, registry);
   });
   router.route(
       "model_download",

@@ -10,8 +10,8 @@
 namespace rbee::jobs {
 namespace {
 
-constexpr std::array<std::string_view, 4> kSupported = {"model_download", "model_list", "model_get",
-                                                        "model_delete"};
+constexpr std::array<std::string_view, 5> kSupported = {"model_download", "model_list", "model_get",
+                                                        "model_delete", "model_prune"};
 
 // Operations of rbee's contract (bin/97_contracts/operations-contract, and the names older rbee
 // releases used) that this hive does not serve: accepted, then failed with a clear reason.
@@ -115,6 +115,18 @@ std::optional<int> optional_connections(const nlohmann::json& body) {
   return it->get<int>();
 }
 
+// A string field that may be absent (or null); when present it must be a non-empty string.
+std::optional<std::string> optional_nonempty_string(const nlohmann::json& body,
+                                                    std::string_view key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string() || it->get_ref<const std::string&>().empty()) {
+    throw error(OperationErrorCode::invalid_field,
+                fmt::format("field '{}' must be a non-empty string", key));
+  }
+  return it->get<std::string>();
+}
+
 // rbee's clients always send hive_id; this hive serves only itself, so it is kept for the
 // record and defaults to "localhost" rather than refusing a job over it.
 std::string hive_id(const nlohmann::json& body) {
@@ -151,7 +163,11 @@ Operation parse_object(const nlohmann::json& body) {
   }
   if (name == "model_list") return ModelList{hive_id(body)};
   if (name == "model_get") return ModelGet{hive_id(body), required_string(body, "id")};
-  if (name == "model_delete") return ModelDelete{hive_id(body), required_string(body, "id")};
+  if (name == "model_delete") {
+    return ModelDelete{hive_id(body), required_string(body, "id"),
+                       optional_nonempty_string(body, "revision")};
+  }
+  if (name == "model_prune") return ModelPrune{hive_id(body), optional_nonempty_string(body, "id")};
 
   if (std::find(kOtherRbeeOperations.begin(), kOtherRbeeOperations.end(), name) !=
       kOtherRbeeOperations.end()) {
@@ -223,8 +239,13 @@ nlohmann::json to_json(const Operation& operation) {
             if (op.connections) json["connections"] = *op.connections;
             if (!op.fallbacks.empty()) json["fallbacks"] = op.fallbacks;
             if (op.pull_through) json["pull_through"] = true;
-          } else if constexpr (std::is_same_v<T, ModelGet> || std::is_same_v<T, ModelDelete>) {
+          } else if constexpr (std::is_same_v<T, ModelGet>) {
             json["id"] = op.id;
+          } else if constexpr (std::is_same_v<T, ModelDelete>) {
+            json["id"] = op.id;
+            if (op.revision) json["revision"] = *op.revision;
+          } else if constexpr (std::is_same_v<T, ModelPrune>) {
+            if (op.id) json["id"] = *op.id;
           }
           return json;
         }

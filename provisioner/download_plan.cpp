@@ -13,6 +13,7 @@
 #include "rbee/provisioner/repo_snapshot.hpp"
 
 #include <rbee/catalog/repo_store.hpp>
+#include <rbee/catalog/revisions.hpp>
 
 namespace rbee::provisioner {
 namespace {
@@ -261,6 +262,29 @@ void ModelProvisioner::publish_revision(const DownloadRequest& request, ModelEnt
     entry.path = catalog_.snapshot_dir(id, entry.commit).string();
   }
   catalog_.put(std::move(entry));
+  if (names_a_ref) prune_unnamed_revisions(request, id);
+}
+
+// --keep-revisions: once a ref moved, the revisions no ref names beyond the newest few go, with
+// the blobs only they held. A worker that has their files open keeps reading them.
+void ModelProvisioner::prune_unnamed_revisions(const DownloadRequest& request, const ModelId& id) {
+  try {
+    const auto removed = catalog::prune_revisions(catalog_, id, settings_.keep_unnamed_revisions);
+    if (removed.commits.empty()) return;
+    narrator_.emit({kActor, "revisions_pruned", id.str(),
+                    fmt::format("Removed {} older revision{} of {} that no ref names ({} freed; "
+                                "--keep-revisions {})",
+                                removed.commits.size(), removed.commits.size() == 1 ? "" : "s",
+                                id.str(), format_bytes(removed.bytes_freed),
+                                settings_.keep_unnamed_revisions),
+                    request.job_id, Level::info, 0, std::nullopt});
+  } catch (const catalog::CatalogError& error) {
+    // The download stands; the old revision stays until the next prune.
+    narrator_.emit({kActor, "revisions_prune_failed", id.str(),
+                    fmt::format("Could not remove older revisions of {}: {}", id.str(),
+                                error.what()),
+                    request.job_id, Level::warn, 0, std::nullopt});
+  }
 }
 
 }  // namespace rbee::provisioner

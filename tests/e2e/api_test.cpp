@@ -21,7 +21,7 @@ void seed_model(const std::filesystem::path& cache, const std::string& id) {
   entry.refs["main"] = commit;
   entry.files = {{"weights.gguf", 5, "", blob, "verified", ""}};
   entry.files[0].blob = (model_dir(cache, id) / "blobs" / blob).string();
-  entry.revisions = {{commit, rbee::catalog::ModelStatus::ready, 5, "", entry.files}};
+  entry.revisions = {{commit, rbee::catalog::ModelStatus::ready, 5, "", entry.files, 0}};
   catalog.put(entry);
   write_text(model_dir(cache, id) / "blobs" / blob, "12345");
   std::filesystem::create_directories(model_dir(cache, id) / "snapshots" / commit);

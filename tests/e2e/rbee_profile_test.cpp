@@ -151,7 +151,7 @@ TEST_CASE("an rbee operation this hive does not serve: 202, then Job failed: <wh
         *hive.hive, {{"operation", name}, {"hive_id", "localhost"}, {"model", "org/x"}});
     CHECK(run.result == std::string("Job failed: this hive does not serve the operation '") + name +
                             "'; it serves: model_download, model_list, model_get, " +
-                            "model_delete");
+                            "model_delete, model_prune");
   }
   // Not a request at all keeps its 4xx and makes no job.
   const auto unknown = hive->submit({{"operation", "make_coffee"}});

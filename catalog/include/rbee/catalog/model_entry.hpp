@@ -46,6 +46,7 @@ struct RevisionRecord {
   std::uint64_t size = 0;
   std::string error;  // why the last attempt at this commit failed
   std::vector<ModelFile> files;
+  std::int64_t added_at_ms = 0;  // when the hive first recorded the commit
   friend bool operator==(const RevisionRecord&, const RevisionRecord&) = default;
 };
 

@@ -54,9 +54,14 @@ void remove_ref(const Directory& model, std::string_view ref);
 // Removes snapshots/<commit> with its links (never what they point to).
 void remove_snapshot(const Directory& model, std::string_view commit);
 
-// Removes the blobs whose names are not in `linked` and that are not another tool's download in
-// progress; returns the bytes freed.
-std::uint64_t remove_unlinked_blobs(const Directory& model, const std::set<std::string>& linked);
+// The blobs some snapshot links, whoever made the link (the hive, huggingface_hub, llama.cpp):
+// the last path segment of every link under snapshots/. Links are read, never followed.
+std::set<std::string> linked_blobs(const Directory& model);
+
+// Removes each of `candidates` (blob names) that no snapshot links now; returns the bytes freed.
+// Only the candidates: a blob another tool wrote and has not linked yet is never touched.
+std::uint64_t remove_blobs_unless_linked(const Directory& model,
+                                         const std::set<std::string>& candidates);
 
 // An open blob by name (O_NOFOLLOW, a regular file only); an empty UniqueFd when missing.
 UniqueFd open_blob(const Directory& model, std::string_view blob);

@@ -37,6 +37,12 @@ struct ModelGet {
 struct ModelDelete {
   std::string hive_id;
   std::string id;
+  std::optional<std::string> revision;  // one revision (a ref or a commit) instead of the model
+};
+// Removes the revisions no ref names, and the blobs only they held (DESIGN §16).
+struct ModelPrune {
+  std::string hive_id;
+  std::optional<std::string> id;  // one model; every model without it
 };
 
 // An operation of rbee's contract that this hive does not serve (worker_spawn, model_load, …).
@@ -47,7 +53,8 @@ struct UnservedOperation {
   std::string name;
 };
 
-using Operation = std::variant<ModelDownload, ModelList, ModelGet, ModelDelete, UnservedOperation>;
+using Operation =
+    std::variant<ModelDownload, ModelList, ModelGet, ModelDelete, ModelPrune, UnservedOperation>;
 
 enum class OperationErrorCode {
   invalid_json,       // not JSON, or not a JSON object

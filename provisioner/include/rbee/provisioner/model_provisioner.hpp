@@ -32,6 +32,9 @@ struct ProvisionerSettings {
   std::size_t max_concurrent_downloads = 2;   // more wait, narrated as queued
   std::size_t parallel_files = 16;            // files of one job downloaded at once
   std::size_t max_download_connections = 64;  // across all jobs
+  // After a download moves a ref: revisions no ref names that stay, newest first
+  // (--keep-revisions; DESIGN §16). Every revision a ref names always stays.
+  std::size_t keep_unnamed_revisions = 1;
   // Cache only (--offline): a download succeeds only for what the catalog already holds, and
   // no Hub is ever contacted.
   bool offline = false;
@@ -147,6 +150,7 @@ class ModelProvisioner {
   // Links the entry's verified files into its commit's snapshot, then moves the ref; writes the
   // entry with the revision ready.
   void publish_revision(const DownloadRequest& request, catalog::ModelEntry entry);
+  void prune_unnamed_revisions(const DownloadRequest& request, const catalog::ModelId& id);
   // Downloads the entry's files that are not verified yet; `entry` is the catalog's entry as
   // this job last wrote it, kept up to date in memory and written from there.
   void download_files(const DownloadRequest& request, catalog::ModelEntry& entry,

@@ -235,7 +235,7 @@ namespace rbee::provisioner {
 // of the folder): a reader that follows the ref sees this commit whole or the one before, never a
 // mix. A revision asked for by its commit id gets no ref, as in huggingface_hub.
 void ModelProvisioner::publish_revision(const DownloadRequest& request, ModelEntry entry) {
-  const ModelId& id = entry.id;
+  const ModelId id = entry.id;  // a copy: the entry is moved into the catalog below
   const catalog::Directory model = *catalog_.open_model_dir(id, true);
   std::uint64_t size = 0;
   std::vector<ModelFile> linked;

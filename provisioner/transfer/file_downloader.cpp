@@ -288,7 +288,8 @@ std::string stored_path(const FileToFetch& file) {
 
 bool verify_on_disk(const catalog::Directory& model, const FileToFetch& file) {
   try {
-    const auto [parent, name] = split_parent(stored_path(file));
+    const std::string blob = stored_path(file);
+    const auto [parent, name] = split_parent(blob);
     const auto folder = model.descend(parent, false);
     if (!folder) return false;
     const catalog::UniqueFd fd = folder->open_file(name, O_RDONLY);

@@ -121,6 +121,14 @@ std::string sha256_hex(const std::string& data) {
   return to_hex(digest, length);
 }
 
+std::string git_blob_sha1_hex(const std::string& data) {
+  const std::string blob = fmt::format("blob {}", data.size()) + std::string(1, '\0') + data;
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned length = 0;
+  EVP_Digest(blob.data(), blob.size(), digest, &length, EVP_sha1(), nullptr);
+  return to_hex(digest, length);
+}
+
 HubFixture::HubFixture(int hub_port) {
   for (httplib::Server* server : {&hub_, &cdn_}) {
     server->new_task_queue = [] { return new httplib::ThreadPool(32); };

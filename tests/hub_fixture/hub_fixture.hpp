@@ -87,6 +87,8 @@ std::string generated_bytes(std::uint64_t seed, std::uint64_t offset, std::size_
 // A fixture file's bytes: generated from its seed, with its patches applied.
 std::string file_bytes(const FixtureFile& file, std::uint64_t offset, std::size_t length);
 std::string sha256_hex(const std::string& data);
+// git's blob id: SHA-1 of "blob <size>\0" and the bytes (the ETag of a regular file).
+std::string git_blob_sha1_hex(const std::string& data);
 
 class HubFixture {
  public:

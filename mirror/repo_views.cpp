@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <rbee/catalog/repo_store.hpp>
+
 namespace rbee::mirror {
 namespace {
 
@@ -15,41 +17,51 @@ bool same_file(const struct stat& a, const struct stat& b) {
 }  // namespace
 
 RepoLookup RepoViews::find(const catalog::ModelId& id, const std::string& revision) {
-  const auto snapshot = load(id);
+  const auto snapshot = load(id, "");
   if (!snapshot) return RepoMiss::no_repo;
   const auto& revisions = snapshot->revisions;
   if (revision == snapshot->listing.commit ||
       std::find(revisions.begin(), revisions.end(), revision) != revisions.end()) {
     return snapshot;
   }
+  // An older revision the store keeps beside the newest (DESIGN §16), by a ref or its commit.
+  const auto verified = verified_files(id);
+  if (!verified) return RepoMiss::no_revision;
+  const auto ref = verified->refs.find(revision);
+  const std::string commit = ref == verified->refs.end() ? revision : ref->second;
+  if (!verified->by_commit.contains(commit)) return RepoMiss::no_revision;
+  if (auto older = load(id, commit)) return older;
   return RepoMiss::no_revision;
 }
 
-std::shared_ptr<const provisioner::RepoSnapshot> RepoViews::load(const catalog::ModelId& id) {
-  // The snapshot's file, looked at without following symlinks (the provisioner's own name).
-  std::optional<catalog::Directory> work;
+std::shared_ptr<const provisioner::RepoSnapshot> RepoViews::load(const catalog::ModelId& id,
+                                                                 const std::string& commit) {
+  // The listing's file, looked at without following symlinks (the provisioner's own name).
+  std::optional<catalog::Directory> folder;
   try {
     if (const auto model = catalog_.open_model_dir(id, false))
-      work = model->descend(".rbee", false);
+      folder = model->descend(commit.empty() ? ".rbee" : ".rbee/listings", false);
   } catch (const std::exception&) {
     return nullptr;  // a symlink where the folder should be: nothing this hive wrote
   }
-  if (!work) return nullptr;
-  const auto status = work->status_of("listing.json");
+  if (!folder || (!commit.empty() && !catalog::is_commit_id(commit))) return nullptr;
+  const auto status = folder->status_of(commit.empty() ? "listing.json" : commit + ".json");
   if (!status) return nullptr;
-  return cached(snapshots_, id, *status, [&]() -> std::shared_ptr<const provisioner::RepoSnapshot> {
-    auto model = catalog_.open_model_dir(id, false);
-    if (!model) return nullptr;
-    auto loaded = provisioner::load_repo_snapshot(*model, limits_);
-    if (!loaded) return nullptr;
-    return std::make_shared<const provisioner::RepoSnapshot>(std::move(*loaded));
-  });
+  const std::string key = commit.empty() ? id.str() : id.str() + "@" + commit;
+  return cached(snapshots_, key, *status,
+                [&]() -> std::shared_ptr<const provisioner::RepoSnapshot> {
+                  auto model = catalog_.open_model_dir(id, false);
+                  if (!model) return nullptr;
+                  auto loaded = provisioner::load_repo_snapshot(*model, limits_, commit);
+                  if (!loaded) return nullptr;
+                  return std::make_shared<const provisioner::RepoSnapshot>(std::move(*loaded));
+                });
 }
 
 std::shared_ptr<const VerifiedFiles> RepoViews::verified_files(const catalog::ModelId& id) {
   const auto status = catalog_.entry_file_status(id);
   if (!status) return nullptr;
-  return cached(verified_, id, *status, [&]() -> std::shared_ptr<const VerifiedFiles> {
+  return cached(verified_, id.str(), *status, [&]() -> std::shared_ptr<const VerifiedFiles> {
     const auto entry = catalog_.get(id);
     if (!entry) return nullptr;
     auto files = std::make_shared<VerifiedFiles>();
@@ -61,6 +73,7 @@ std::shared_ptr<const VerifiedFiles> RepoViews::verified_files(const catalog::Mo
         }
       }
     };
+    files->refs = entry->refs;
     add(entry->commit, entry->files);  // the current download's, verified so far
     for (const auto& revision : entry->revisions) {
       if (revision.status == catalog::ModelStatus::ready) add(revision.commit, revision.files);
@@ -79,11 +92,11 @@ const VerifiedFiles::File* VerifiedFiles::find(const std::string& commit,
 
 template <typename T, typename Parse>
 std::shared_ptr<const T> RepoViews::cached(std::unordered_map<std::string, Cached<T>>& cache,
-                                           const catalog::ModelId& id, const struct stat& status,
+                                           const std::string& key, const struct stat& status,
                                            Parse parse) {
   {
     std::lock_guard lock(mutex_);
-    const auto found = cache.find(id.str());
+    const auto found = cache.find(key);
     if (found != cache.end() && same_file(found->second.file, status)) return found->second.value;
   }
   // Parsed after the look at the file: if it changes in between, the next look parses again.
@@ -91,7 +104,7 @@ std::shared_ptr<const T> RepoViews::cached(std::unordered_map<std::string, Cache
   if (!value) return nullptr;
   std::lock_guard lock(mutex_);
   if (cache.size() >= kMaxCachedSnapshots) cache.clear();
-  cache[id.str()] = {status, value};
+  cache[key] = {status, value};
   return value;
 }
 

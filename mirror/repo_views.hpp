@@ -4,6 +4,7 @@
 // matches (no guessing, no prefix ids). Snapshots are parsed once and kept while their file is
 // unchanged.
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,6 +33,7 @@ struct VerifiedFiles {
   };
   // commit → repo path → file
   std::unordered_map<std::string, std::unordered_map<std::string, File>> by_commit;
+  std::map<std::string, std::string> refs;  // ref → commit
   const File* find(const std::string& commit, const std::string& path) const;
 };
 
@@ -52,18 +54,20 @@ class RepoViews {
     struct stat file {};
     std::shared_ptr<const T> value;
   };
-  std::shared_ptr<const provisioner::RepoSnapshot> load(const catalog::ModelId& id);
+  // The newest listing (`commit` empty) or the one of `commit`.
+  std::shared_ptr<const provisioner::RepoSnapshot> load(const catalog::ModelId& id,
+                                                        const std::string& commit);
   // The value cached for `id` while its file still has `status`, else `parse()`'s (cached;
   // a null result is not).
   template <typename T, typename Parse>
   std::shared_ptr<const T> cached(std::unordered_map<std::string, Cached<T>>& cache,
-                                  const catalog::ModelId& id, const struct stat& status,
-                                  Parse parse);
+                                  const std::string& key, const struct stat& status, Parse parse);
 
   const catalog::ModelCatalog& catalog_;
   const provisioner::ListingLimits limits_;
   std::mutex mutex_;
-  std::unordered_map<std::string, Cached<provisioner::RepoSnapshot>> snapshots_;  // by model id
+  // by model id, or "id@commit" for a commit's listing
+  std::unordered_map<std::string, Cached<provisioner::RepoSnapshot>> snapshots_;
   std::unordered_map<std::string, Cached<VerifiedFiles>> verified_;               // by model id
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
+#include <rbee/catalog/repo_store.hpp>
 
 #include "rbee/provisioner/hub_client.hpp"
 
@@ -11,6 +12,9 @@ namespace {
 
 constexpr const char* kWorkFolder = ".rbee";  // the hive's working names (staging.hpp)
 constexpr const char* kSnapshotName = "listing.json";
+// One listing per commit the model has held, so the mirror answers for every revision it
+// keeps side by side (DESIGN §16), not only the newest.
+constexpr const char* kListingsFolder = ".rbee/listings";
 constexpr std::size_t kMaxRevisions = 64;  // the oldest names drop out first
 
 }  // namespace
@@ -54,18 +58,28 @@ std::optional<RepoSnapshot> record_repo_snapshot(const catalog::Directory& model
 
 void write_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot) {
   const auto work = model.descend(kWorkFolder, true);
-  work->replace_file(kSnapshotName, snapshot_json(snapshot), *work);
+  const std::string json = snapshot_json(snapshot);
+  work->replace_file(kSnapshotName, json, *work);
+  if (catalog::is_commit_id(snapshot.listing.commit)) {
+    model.descend(kListingsFolder, true)->replace_file(snapshot.listing.commit + ".json", json, *work);
+  }
 }
 
 std::optional<RepoSnapshot> load_repo_snapshot(const catalog::Directory& model,
-                                               const ListingLimits& limits) {
+                                               const ListingLimits& limits,
+                                               const std::string& commit) {
   try {
-    const auto work = model.descend(kWorkFolder, false);
+    if (!commit.empty() && !catalog::is_commit_id(commit)) return std::nullopt;
+    const auto work = model.descend(commit.empty() ? kWorkFolder : kListingsFolder, false);
     if (!work) return std::nullopt;
-    const auto text = work->read_file(kSnapshotName, limits.max_bytes);
+    const auto text =
+        work->read_file(commit.empty() ? std::string(kSnapshotName) : commit + ".json",
+                        limits.max_bytes);
     if (!text) return std::nullopt;
     RepoInfo listing = parse_listing(*text, limits);
-    if (listing.commit.empty()) return std::nullopt;
+    if (listing.commit.empty() || (!commit.empty() && listing.commit != commit)) {
+      return std::nullopt;
+    }
     auto revisions = std::move(listing.revisions);
     return RepoSnapshot{std::move(listing), std::move(revisions)};
   } catch (const std::exception&) {

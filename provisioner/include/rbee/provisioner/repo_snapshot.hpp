@@ -34,11 +34,14 @@ std::optional<RepoSnapshot> record_repo_snapshot(const catalog::Directory& model
                                                  const std::string& revision,
                                                  const ListingLimits& limits);
 
-// Writes `snapshot` as the model's, atomically. Throws catalog::CatalogError.
+// Writes `snapshot` as the model's (and as its commit's, .rbee/listings/<commit>.json),
+// atomically. Throws catalog::CatalogError.
 void write_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& snapshot);
 
-// nullopt when there is none, or when it is not a valid listing.
+// The newest listing, or with `commit` the one of that commit; nullopt when there is none, or
+// when it is not a valid listing (of that commit).
 std::optional<RepoSnapshot> load_repo_snapshot(const catalog::Directory& model,
-                                               const ListingLimits& limits);
+                                               const ListingLimits& limits,
+                                               const std::string& commit = "");
 
 }  // namespace rbee::provisioner

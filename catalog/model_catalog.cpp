@@ -138,6 +138,8 @@ void ModelCatalog::write_entry(ModelEntry& entry) const {
   }
   const Directory dir = *open_model_dir(entry.id, true);
   const Directory work = *dir.descend(kWorkFolder, true);
+  // HF tools take a model folder without snapshots/ for a broken one (scanCacheDir warns).
+  dir.descend(kSnapshotsFolder, true);
   dir.replace_file(kMetadataFile, to_yaml(entry), work);
   ++writes_;
 }

@@ -58,7 +58,11 @@ void link_snapshot_file(const Directory& model, std::string_view commit,
   const auto [parent, name] = split_parent(repo_path);
   const Directory folder = *model.descend(snapshot_folder(commit, parent), true);
   const std::string text = snapshot_link_text(repo_path, blob);
-  if (read_snapshot_link(model, commit, repo_path) == std::string(blob)) return;
+  try {
+    if (read_snapshot_link(model, commit, repo_path) == std::string(blob)) return;
+  } catch (const FileSystemError&) {
+    // Something else is at the name (a file, a link elsewhere): replaced below, never followed.
+  }
   static std::atomic<unsigned> counter{0};
   const std::string temp = fmt::format(".{}.{}.{}.link", name, ::getpid(), counter++);
   if (::symlinkat(text.c_str(), folder.fd(), temp.c_str()) != 0) {

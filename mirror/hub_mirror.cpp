@@ -225,9 +225,11 @@ void HubMirror::Impl::paths_info(const Request& request, Response& response) {
   const auto id = model_id(request, response);
   if (!id) return;
   std::vector<std::string> paths;
+  bool expand = request.get_param_value("expand") == "true";
   if (request.get_header_value("Content-Type").starts_with("application/json")) {
     const auto body = nlohmann::json::parse(request.body, nullptr, false);
     const auto found = body.is_object() ? body.find("paths") : body.end();
+    if (body.is_object() && body.contains("expand")) expand = body["expand"] == true;
     if (body.is_object() && found != body.end() && found->is_array()) {
       for (const auto& path : *found) {
         if (path.is_string()) paths.push_back(path.get<std::string>());
@@ -256,6 +258,10 @@ void HubMirror::Impl::paths_info(const Request& request, Response& response) {
                                    [&](const Sibling& s) { return s.path == path; });
     if (file != siblings.end()) {
       answer.push_back(file_entry_json(*file));
+      // With expand, the Hub names the last commit that touched the file; the mirror keeps no
+      // history and names the revision's commit. The JS client keys its snapshot folder on it
+      // (downloadFileToCacheDir), so a pointer lands beside the hive's own.
+      if (expand) answer.back()["lastCommit"] = {{"id", snapshot->listing.commit}};
     } else if (!path.empty() &&
                std::any_of(siblings.begin(), siblings.end(),
                            [&](const Sibling& s) { return s.path.starts_with(path + "/"); })) {

@@ -521,7 +521,7 @@ TEST_CASE("with parallel files, one failing file fails clearly and the others st
   // Two failures: the job's error sums them up.
   h.hub.set_faults("part-3.bin", Faults{.times = 100, .error_status = 404});
   h.hub.set_faults("part-5.bin", Faults{.times = 100, .error_status = 404});
-  std::filesystem::remove(model_file(h.hive.cache, "acme/partial", "part-5.bin"));
+  std::filesystem::remove(blob_of(entry, "part-5.bin"));
   const SseStream again = h.download({{"model", "acme/partial"}});
   CHECK(again.terminal().starts_with("[ERROR] 2 of 6 files failed"));
 }

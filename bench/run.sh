@@ -447,10 +447,11 @@ scenario_7() {
   start_hive $PORT_FAST
   local template=$ROOT/catalog/SCHEMA.md i
   for i in $(seq -w 1 "$MODELS"); do
-    mkdir -p "$WORK/hive-cache/org$i/model"
+    mkdir -p "$WORK/hive-cache/models--org$i--model"
     sed -n '/^```yaml/,/^```/p' "$template" | sed '1d;$d' |
-      sed "s|acme/tiny-chat-GGUF|org$i/model|; s|/home/me/.cache/rbee/models|$WORK/hive-cache|" \
-        >"$WORK/hive-cache/org$i/model/metadata.yaml"
+      sed "s|acme/tiny-chat-GGUF|org$i/model|; s|models--acme--tiny-chat-GGUF|models--org$i--model|g;
+           s|/home/me/.cache/rbee/models|$WORK/hive-cache|g" \
+        >"$WORK/hive-cache/models--org$i--model/metadata.yaml"
   done
   local start job list_s get_s count
   start=$(now)

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 #include <rbee/catalog/file_lock.hpp>
+#include <rbee/catalog/revisions.hpp>
 #include <rbee/narration/human_units.hpp>
 
 #include "model_story.hpp"
@@ -115,13 +116,26 @@ std::size_t ModelProvisioner::active_downloads() const {
 std::size_t ModelProvisioner::mark_interrupted_downloads() {
   std::size_t marked = 0;
   for (const auto& entry : catalog_.list()) {
-    if (entry.status != ModelStatus::downloading && entry.status != ModelStatus::deleting) continue;
+    const bool revision_deleting = std::ranges::any_of(entry.revisions, [](const auto& revision) {
+      return revision.status == ModelStatus::deleting;
+    });
+    if (entry.status != ModelStatus::downloading && entry.status != ModelStatus::deleting &&
+        !revision_deleting) {
+      continue;
+    }
     auto lock = catalog::FileLock::try_acquire(catalog_.download_lock_path(entry.id));
     if (!lock) continue;  // a live download (or delete) in another process
     if (entry.status == ModelStatus::deleting) {
       marked += catalog_.remove(entry.id) ? 1 : 0;
       continue;
     }
+    // A revision a killed hive was removing: its files go now, as model_delete would have.
+    for (const auto& revision : entry.revisions) {
+      if (revision.status != ModelStatus::deleting) continue;
+      catalog::remove_revision(catalog_, entry.id, revision.commit);
+      ++marked;
+    }
+    if (entry.status != ModelStatus::downloading) continue;
     catalog_.update(entry.id, [](ModelEntry& e) {
       if (e.status != ModelStatus::downloading) return;
       e.status = ModelStatus::interrupted;

@@ -54,4 +54,13 @@ if $for_tests; then
     echo "install-deps: npm ci in tests/hub_clients" >&2
     npm ci --prefix "$hub_clients" --no-audit --no-fund --loglevel=error >/dev/null
   fi
+  # A real llama.cpp for the store's end-to-end test: node-llama-cpp with its prebuilt CPU
+  # binary (83 MB). No optional packages (744 MB of CUDA/Vulkan builds) and no install script
+  # (it would offer to download or build llama.cpp): the test calls getLlama({build: "never"}).
+  llama_tests="$(cd "$(dirname "$0")/.." && pwd)/tests/llama"
+  if [ ! -d "$llama_tests/node_modules/@node-llama-cpp/linux-x64" ]; then
+    echo "install-deps: npm ci in tests/llama" >&2
+    npm ci --prefix "$llama_tests" --omit=optional --ignore-scripts --no-audit --no-fund \
+      --loglevel=error >/dev/null
+  fi
 fi

@@ -16,7 +16,7 @@
 //     of the file appended to the part, resumed with `Range: bytes=<part size>-`.
 //
 // Every way writes into the same part (part_file.hpp), hashes while the bytes arrive and
-// publishes the file at its repo path only once its checksum matches; a mismatch throws the part
+// publishes the file as its blob only once its checksum matches; a mismatch throws the part
 // away and the file is fetched once more from zero (for Xet: without copying from disk). A part
 // stays on every other failure, so the next attempt, or the next job, resumes it.
 #include "rbee/provisioner/file_downloader.hpp"

@@ -78,7 +78,7 @@ class PartFile {
   // The checksum of everything appended so far (ends this hash run).
   std::string digest();
 
-  // The verified file appears at its repo path whole or not at all.
+  // The verified file appears as its blob whole or not at all.
   void publish() { staged_.publish(fd_.get()); }
 
  private:

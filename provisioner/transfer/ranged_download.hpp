@@ -26,7 +26,7 @@ namespace rbee::provisioner {
 bool wants_ranges(const DownloadPolicy& policy, const FileToFetch& file, const StagedFile& staged);
 
 enum class RangedOutcome {
-  verified,        // the file is verified and published at its repo path
+  verified,        // the file is verified and published as its blob
   hash_mismatch,   // every byte arrived, the checksum did not match; the part and sidecar are gone
   ranges_refused,  // the server answered 200 to a Range request; part and sidecar are gone
 };

@@ -103,7 +103,8 @@ std::string generated_bytes(std::uint64_t seed, std::uint64_t offset, std::size_
 }
 
 std::string file_bytes(const FixtureFile& file, std::uint64_t offset, std::size_t length) {
-  std::string out = generated_bytes(file.seed, offset, length);
+  std::string out = file.bytes ? file.bytes->substr(offset, length)
+                               : generated_bytes(file.seed, offset, length);
   for (const auto& patch : file.patches) {
     const std::uint64_t begin = std::max(offset, patch.offset);
     const std::uint64_t end = std::min(offset + length, patch.offset + patch.length);

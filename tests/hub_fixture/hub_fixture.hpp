@@ -37,6 +37,9 @@ struct FixtureFile {
   std::vector<ContentPatch> patches;
   bool xet = false;  // LFS only: also in the Xet store (X-Xet-Hash; the CDN is the bridge)
   XetLayout xet_layout;
+  // The whole content when set (a generated GGUF, say), instead of the seed's bytes; the
+  // patches still apply on top of it. `size` must be its size.
+  std::shared_ptr<const std::string> bytes;
 };
 
 // gated: the listing and the files need the token. gated_files: as the real Hub does it, the

@@ -20,6 +20,7 @@
 #include <CLI/CLI.hpp>
 
 #include "hub_fixture/hub_fixture.hpp"
+#include "hub_fixture/tiny_gguf.hpp"
 
 namespace {
 
@@ -34,7 +35,7 @@ rbee::testing::FixtureFile parse_file(const std::string& spec, bool lfs, std::ui
 
 int main(int argc, char** argv) {
   std::string repo_id = "bench/one";
-  std::vector<std::string> lfs_files, regular_files, xet_files;
+  std::vector<std::string> lfs_files, regular_files, xet_files, llama_files;
   std::uint64_t rate_limit = 0;
   double update_percent = 1;
   std::size_t ranges_per_url = 4;
@@ -51,6 +52,9 @@ int main(int argc, char** argv) {
   app.add_option("--lfs-file", lfs_files, "path:size of an LFS file (served by the CDN listener)");
   app.add_option("--file", regular_files, "path:size of a regular file");
   app.add_option("--xet-file", xet_files, "path:size of an LFS file also in Xet storage");
+  app.add_option("--llama-gguf", llama_files,
+                 "path[:embedding] of a tiny valid llama GGUF (LFS; embedding 32 by default, "
+                 "under 1 MiB; 256 makes a few MiB)");
   app.add_option("--update-percent", update_percent,
                  "Of each Xet file's chunks, the share revision 2 changes (default 1)");
   app.add_option("--ranges-per-url", ranges_per_url,
@@ -86,6 +90,17 @@ int main(int argc, char** argv) {
     // changes an exact share of them.
     file.xet_layout = {rbee::testing::XetChunking::fixed, rbee::testing::XetCompression::none,
                        ranges_per_url, 1024, 0};
+    repo.files.push_back(file);
+  }
+  for (const auto& spec : llama_files) {
+    const auto colon = spec.find(':');
+    rbee::testing::TinyLlamaShape shape;
+    if (colon != std::string::npos) shape.embedding = std::stoul(spec.substr(colon + 1));
+    rbee::testing::FixtureFile file;
+    file.path = spec.substr(0, colon);
+    file.lfs = true;
+    file.bytes = std::make_shared<const std::string>(rbee::testing::tiny_llama_gguf(shape));
+    file.size = file.bytes->size();
     repo.files.push_back(file);
   }
   hub.add_repo(repo);

@@ -6,7 +6,7 @@
 // ranges of which xorbs landed at which offsets (and each chunk's length, so any sub-range can
 // be found):
 //
-//   <model>/.rbee/xet-chunks/<digest of the repo path>.json
+//   <model>/.rbee/xet-chunks/<digest of the blob path>.json
 //
 // A record is outside input once on disk (a crash, a shared cache): it is read bounded and
 // checked, and a source is used only while the file at its path still has the size and
@@ -52,7 +52,7 @@ struct ReuseSource {
 
 class ChunkIndex {
  public:
-  // `models_root`: the catalog's root (<root>/<org>/<name>/ are the models).
+  // `models_root`: the catalog's root (<root>/models--<org>--<name>/ are the models).
   explicit ChunkIndex(std::filesystem::path models_root);
 
   // A file on disk that holds exactly chunks `chunks` of `xorb`, still as recorded.

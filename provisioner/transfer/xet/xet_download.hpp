@@ -42,7 +42,7 @@ class XetTokens {
 };
 
 enum class XetOutcome {
-  verified,         // published at its repo path, and recorded in the chunk index
+  verified,         // published as its blob, and recorded in the chunk index
   hash_mismatch,    // every term arrived, the checksum did not match: part and sidecar are gone
   cas_unreachable,  // no token or no CAS: nothing was changed, the bridge may serve the file
 };

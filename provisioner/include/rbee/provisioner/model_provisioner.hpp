@@ -95,7 +95,8 @@ class ModelProvisioner {
 
   // At start-up: entries left `downloading` by a hive that died are marked `interrupted`
   // (unless a live download in another process holds them), and deletes a dead hive left
-  // half done (`deleting`) are finished. Returns how many entries were marked or removed.
+  // half done (`deleting`, a model or one revision) are finished. Returns how many entries
+  // were marked or removed.
   std::size_t mark_interrupted_downloads();
 
   const DownloadStats& stats() const { return stats_; }

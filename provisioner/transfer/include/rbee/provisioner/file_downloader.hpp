@@ -139,7 +139,7 @@ class FileDownloader {
                  xet::ChunkIndex* chunk_index = nullptr);
   ~FileDownloader();
 
-  // Blocks until `model` holds the verified file at its repo path. Throws HubError (not
+  // Blocks until `model` holds the verified file as its blob (stored_path). Throws HubError (not
   // retryable, or retries exhausted), DownloadError, or DownloadCancelled within moments of
   // `stop`.
   // The caller holds one connection for the file; a ranged download opens more while

@@ -5,3 +5,12 @@ median() { sort -g | awk 'NF {a[++n] = $1} END {print (n % 2) ? a[(n + 1) / 2] :
 
 # a / b with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# Timestamped lines on stderr.
+log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Kills the processes in PIDS (the caller's array) at exit.
+kill_started_processes() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}

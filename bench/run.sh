@@ -34,12 +34,7 @@ COMMIT=0123456789abcdef0123456789abcdef01234567
 SUDO=$([[ $EUID -eq 0 ]] && echo "" || echo sudo)
 PIDS=()
 
-log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+trap kill_started_processes EXIT
 
 install_tools() {
   bash "$ROOT/scripts/install-deps.sh"

@@ -16,6 +16,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 WORK=${BENCH_WORK:-/tmp/rbee-bench}/store
 GIB=$((1024 * 1024 * 1024))
 STORE_SIZE=${STORE_SIZE:-$GIB}
@@ -25,12 +26,7 @@ MODELS=${MODELS:-1000}
 RESULTS=$ROOT/bench/results
 PIDS=()
 
-log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+trap kill_started_processes EXIT
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 

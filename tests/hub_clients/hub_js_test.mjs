@@ -6,53 +6,26 @@
 //   node tests/hub_clients/hub_js_test.mjs --hive build/hive/rbee-hive \
 //        --fixture build/tests/rbee-hub-fixture
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { downloadFile, snapshotDownload } from "@huggingface/hub";
+import { check, failures, startFixture, startHive } from "../support/harness.mjs";
 
 const { values: args } = parseArgs({
   options: { hive: { type: "string" }, fixture: { type: "string" } },
 });
-const TIMEOUT = 30_000;
 const REPO = "org/js";
 const FILES = ["model.Q4_K_M.gguf", "config.json", "tokenizer/tokenizer.json"];
 
-let failures = 0;
-function check(condition, message) {
-  if (!condition) {
-    console.error(`FAIL: ${message}`);
-    failures += 1;
-  }
-}
-
-// Starts a process and resolves with the first match of `pattern` in its output.
-function start(command, argv, env, pattern, stream) {
-  const child = spawn(command, argv, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const ready = new Promise((resolve, reject) => {
-    let output = "";
-    const timer = setTimeout(() => reject(new Error(`${command} did not start:\n${output}`)), TIMEOUT);
-    child[stream].on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(pattern);
-      if (match) { clearTimeout(timer); resolve(match[1]); }
-    });
-  });
-  return { child, ready };
-}
-
 const home = mkdtempSync(join(tmpdir(), "rbee-hub-js-"));
-const fixture = start(args.fixture,
-  ["--repo", REPO, "--lfs-file", `${FILES[0]}:3145731`, "--file", `${FILES[1]}:613`, "--file", `${FILES[2]}:4099`],
-  {}, /endpoint (http:\/\/127\.0\.0\.1:\d+)/, "stdout");
+const fixture = startFixture(args.fixture,
+  ["--repo", REPO, "--lfs-file", `${FILES[0]}:3145731`, "--file", `${FILES[1]}:613`, "--file", `${FILES[2]}:4099`]);
 let hive;
 try {
   const upstream = await fixture.ready;
-  hive = start(args.hive, ["--port", "0", "--cache-dir", join(home, "models")],
-    { HOME: home, HF_HOME: join(home, "hf"), HF_ENDPOINT: upstream, HF_TOKEN: "" },
-    /Listening on (http:\/\/127\.0\.0\.1:\d+)/, "stderr");
+  hive = startHive(args.hive, { home, cacheDir: join(home, "models"), upstream });
   const base = await hive.ready;
   const hubUrl = `${base}/hf`;
   const truth = async (path) =>
@@ -80,12 +53,11 @@ try {
   check(jobs.some((job) => job.request.pull_through === true),
     `no pull-through job in /v1/jobs: ${JSON.stringify(jobs.map((job) => job.request))}`);
 } catch (error) {
-  console.error(`FAIL: ${error.stack ?? error}`);
-  failures += 1;
+  check(false, error.stack ?? error);
 } finally {
   hive?.child.kill("SIGTERM");
   fixture.child.kill("SIGTERM");
   rmSync(home, { recursive: true, force: true });
 }
-if (failures === 0) console.log("ok: snapshotDownload and downloadFile through the hive's /hf mirror");
-process.exit(failures === 0 ? 0 : 1);
+if (failures() === 0) console.log("ok: snapshotDownload and downloadFile through the hive's /hf mirror");
+process.exit(failures() === 0 ? 0 : 1);

@@ -11,65 +11,19 @@
 //   node tests/hub_clients/store_js_test.mjs --hive build/hive/rbee-hive \
 //        --fixture build/tests/rbee-hub-fixture
 
-import { spawn } from "node:child_process";
 import { lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { downloadFileToCacheDir, scanCacheDir, snapshotDownload } from "@huggingface/hub";
+import { check, failures, runJob, startFixture, startHive } from "../support/harness.mjs";
 
 const { values: args } = parseArgs({
   options: { hive: { type: "string" }, fixture: { type: "string" } },
 });
-const TIMEOUT = 30_000;
 const REPO = "org/store";
 const FILES = { "model.Q4_K_M.gguf": 3145731, "config.json": 613, "tokenizer/tokenizer.json": 4099 };
 const MODEL_BYTES = Object.values(FILES).reduce((a, b) => a + b, 0);
-
-let failures = 0;
-function check(condition, message) {
-  if (!condition) {
-    console.error(`FAIL: ${message}`);
-    failures += 1;
-  }
-}
-
-// Starts a process and resolves with the first match of `pattern` in its output; `output()`
-// is everything it printed on that stream so far.
-function start(command, argv, env, pattern, stream) {
-  const child = spawn(command, argv, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  const ready = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${command} did not start:\n${output}`)), TIMEOUT);
-    child[stream].on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(pattern);
-      if (match) { clearTimeout(timer); resolve(match[1]); }
-    });
-  });
-  return { child, ready, output: () => output };
-}
-
-function startHive(cacheDir, upstream) {
-  return start(args.hive, ["--port", "0", "--cache-dir", cacheDir],
-    { HOME: home, HF_HOME: join(home, "hf"), HF_ENDPOINT: upstream, HF_TOKEN: "" },
-    /Listening on (http:\/\/127\.0\.0\.1:\d+)/, "stderr");
-}
-
-// Submits a model_download and waits for the job to end; returns the job.
-async function download(base, model) {
-  const submitted = await (await fetch(`${base}/v1/jobs`, {
-    method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ operation: "model_download", model }),
-  })).json();
-  const deadline = Date.now() + TIMEOUT;
-  for (;;) {
-    const job = await (await fetch(`${base}/v1/jobs/${submitted.job_id}`)).json();
-    if (["completed", "failed", "cancelled"].includes(job.state)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${submitted.job_id} still ${job.state}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 // The fixture prints its count of content bytes sent when it stops.
 async function stopFixture() {
@@ -81,21 +35,19 @@ async function stopFixture() {
 }
 
 const home = mkdtempSync(join(tmpdir(), "rbee-store-js-"));
-const fixture = start(args.fixture,
+const fixture = startFixture(args.fixture,
   ["--repo", REPO, "--lfs-file", "model.Q4_K_M.gguf:3145731", "--file", "config.json:613",
-    "--file", "tokenizer/tokenizer.json:4099"],
-  {}, /endpoint (http:\/\/127\.0\.0\.1:\d+)/, "stdout");
+    "--file", "tokenizer/tokenizer.json:4099"]);
 const hives = [];
 try {
   const upstream = await fixture.ready;
   const root = join(home, "models");
-  const hiveA = startHive(root, upstream);
+  const hiveA = startHive(args.hive, { home, cacheDir: root, upstream });
   hives.push(hiveA);
   const base = await hiveA.ready;
 
   // 1. The hive downloads; the JS client reads its cache.
-  const job = await download(base, REPO);
-  check(job.state === "completed", `hive A's download: ${JSON.stringify(job)}`);
+  await runJob(base, { operation: "model_download", model: REPO });
   const model = await (await fetch(`${base}/v1/models/${REPO}`)).json();
   const scan = await scanCacheDir(root);
   check(scan.warnings.length === 0, `scanCacheDir warned: ${scan.warnings.map(String).join("; ")}`);
@@ -126,11 +78,10 @@ try {
   // 2. The JS client writes a cache; another hive adopts it.
   const root2 = join(home, "js-models");
   const written = await snapshotDownload({ repo: { type: "model", name: REPO }, hubUrl, cacheDir: root2 });
-  const hiveC = startHive(root2, upstream);
+  const hiveC = startHive(args.hive, { home, cacheDir: root2, upstream });
   hives.push(hiveC);
   const baseC = await hiveC.ready;
-  const adopted = await download(baseC, REPO);
-  check(adopted.state === "completed", `hive C's download: ${JSON.stringify(adopted)}`);
+  await runJob(baseC, { operation: "model_download", model: REPO });
   const modelC = await (await fetch(`${baseC}/v1/models/${REPO}`)).json();
   check(modelC.status === "ready", `hive C's model is ${modelC.status}`);
   for (const path of Object.keys(FILES)) {
@@ -144,12 +95,11 @@ try {
   check(sent === MODEL_BYTES,
     `the fixture sent ${sent} content bytes; the model's ${MODEL_BYTES} once was expected`);
 } catch (error) {
-  console.error(`FAIL: ${error.stack ?? error}`);
-  failures += 1;
+  check(false, error.stack ?? error);
 } finally {
   for (const hive of hives) hive.child.kill("SIGTERM");
   fixture.child.kill("SIGTERM");
   rmSync(home, { recursive: true, force: true });
 }
-if (failures === 0) console.log("ok: the JS client reads the hive's cache, the hive adopts the JS client's");
-process.exit(failures === 0 ? 0 : 1);
+if (failures() === 0) console.log("ok: the JS client reads the hive's cache, the hive adopts the JS client's");
+process.exit(failures() === 0 ? 0 : 1);

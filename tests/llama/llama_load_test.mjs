@@ -7,60 +7,17 @@
 //   node tests/llama/llama_load_test.mjs --hive build/hive/rbee-hive \
 //        --fixture build/tests/rbee-hub-fixture
 
-import { spawn } from "node:child_process";
 import { copyFileSync, lstatSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { check, failures, runJob, startFixture, startHive } from "../support/harness.mjs";
 
 const { values: args } = parseArgs({
   options: { hive: { type: "string" }, fixture: { type: "string" } },
 });
-const TIMEOUT = 30_000;
 const REPO = "org/tiny-llama";
-
-let failures = 0;
-function check(condition, message) {
-  if (!condition) {
-    console.error(`FAIL: ${message}`);
-    failures += 1;
-  }
-}
-
-function start(command, argv, env, pattern, stream) {
-  const child = spawn(command, argv, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const ready = new Promise((resolve, reject) => {
-    let output = "";
-    const timer = setTimeout(() => reject(new Error(`${command} did not start:\n${output}`)), TIMEOUT);
-    child[stream].on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(pattern);
-      if (match) { clearTimeout(timer); resolve(match[1]); }
-    });
-  });
-  return { child, ready };
-}
-
-// Submits a job and waits for its end; returns the payload of its data event.
-async function runJob(base, body) {
-  const { job_id: id } = await (await fetch(`${base}/v1/jobs`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-  })).json();
-  const deadline = Date.now() + TIMEOUT;
-  for (;;) {
-    const job = await (await fetch(`${base}/v1/jobs/${id}`)).json();
-    if (job.state === "completed") break;
-    if (job.state === "failed" || Date.now() > deadline) throw new Error(`job ${id}: ${JSON.stringify(job)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  const stream = await (await fetch(`${base}/v1/jobs/${id}/stream`, {
-    headers: { Accept: "text/event-stream" },
-  })).text();
-  const events = stream.split("\n").filter((line) => line.startsWith("data: {"))
-    .map((line) => JSON.parse(line.slice(6)));
-  return events.find((event) => event.type === "data")?.payload;
-}
 
 // llama.cpp reports load errors through its logger, asynchronously: they are collected, and
 // read a moment after a failure.
@@ -98,20 +55,18 @@ async function refused(modelPath) {
 }
 
 const home = mkdtempSync(join(tmpdir(), "rbee-llama-"));
-const fixture = start(args.fixture,
+const fixture = startFixture(args.fixture,
   ["--repo", REPO, "--llama-gguf", "model.gguf", "--llama-gguf", "wide/model-3mib.gguf:256",
-    "--file", "config.json:120"],
-  {}, /endpoint (http:\/\/127\.0\.0\.1:\d+)/, "stdout");
+    "--file", "config.json:120"]);
 let hive;
 try {
   const upstream = await fixture.ready;
   // Ranges from 1 MiB: the few-MiB GGUF arrives over several connections.
-  hive = start(args.hive, ["--port", "0", "--cache-dir", join(home, "models"), "--min-range-mb", "1"],
-    { HOME: home, HF_HOME: join(home, "hf"), HF_ENDPOINT: upstream, HF_TOKEN: "" },
-    /Listening on (http:\/\/127\.0\.0\.1:\d+)/, "stderr");
+  hive = startHive(args.hive,
+    { home, cacheDir: join(home, "models"), upstream, flags: ["--min-range-mb", "1"] });
   const base = await hive.ready;
   await runJob(base, { operation: "model_download", model: REPO });
-  const { model } = await runJob(base, { operation: "model_get", id: REPO });
+  const { model } = (await runJob(base, { operation: "model_get", id: REPO })).data;
   check(model.status === "ready", `model_get: ${JSON.stringify(model)}`);
   check(model.path.includes("/models--org--tiny-llama/snapshots/"), `path ${model.path}`);
 
@@ -134,12 +89,11 @@ try {
   check(await refused(corrupted), "llama.cpp loaded a GGUF with a corrupted header");
 } catch (error) {
   await new Promise((resolve) => setTimeout(resolve, 200));
-  console.error(`FAIL: ${error.stack ?? error}\n${logs.join("\n")}`);
-  failures += 1;
+  check(false, `${error.stack ?? error}\n${logs.join("\n")}`);
 } finally {
   hive?.child.kill("SIGTERM");
   fixture.child.kill("SIGTERM");
   rmSync(home, { recursive: true, force: true });
 }
-if (failures === 0) console.log("ok: llama.cpp loads and runs the GGUFs the hive downloaded");
-process.exit(failures === 0 ? 0 : 1);
+if (failures() === 0) console.log("ok: llama.cpp loads and runs the GGUFs the hive downloaded");
+process.exit(failures() === 0 ? 0 : 1);

@@ -16,13 +16,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const std::runtime_error&) {
     return 0;  // refused with a reason: the catalog reports the model as failed
   }
-  for (const auto& file : entry.files) {
-    try {
-      rbee::catalog::validate_repo_path(file.path);
-    } catch (const rbee::catalog::CatalogError&) {
-      std::abort();  // an escaping path was accepted
+  auto check_paths = [](const std::vector<rbee::catalog::ModelFile>& files) {
+    for (const auto& file : files) {
+      try {
+        rbee::catalog::validate_repo_path(file.path);
+      } catch (const rbee::catalog::CatalogError&) {
+        std::abort();  // an escaping path was accepted
+      }
     }
-  }
+  };
+  check_paths(entry.files);
+  for (const auto& revision : entry.revisions) check_paths(revision.files);
   rbee::catalog::ModelEntry again;
   try {
     again = rbee::catalog::parse_model_entry(rbee::catalog::to_yaml(entry));

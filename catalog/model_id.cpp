@@ -163,6 +163,10 @@ void validate_revision(std::string_view revision) {
       revision.ends_with(".lock")) {
     refuse("it may not start or end with '/', nor end with '.' or '.lock'");
   }
+  // A ref becomes a file under refs/ (DESIGN §16): as git, no part of it starts with '.'.
+  if (revision.front() == '.' || revision.find("/.") != std::string_view::npos) {
+    refuse("no part of it may start with '.'");
+  }
 }
 
 }  // namespace rbee::catalog

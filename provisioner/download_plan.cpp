@@ -86,6 +86,12 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
                     std::nullopt});
   };
 
+  // The commit names a snapshot folder (DESIGN §16): refused before any byte is fetched.
+  if (!catalog::is_commit_id(info.commit)) {
+    throw ProvisionError(fmt::format(
+        "the Hub named the commit of {}@{} '{}', which is not 40 hex digits: refusing it",
+        id.str(), narrator_.clean(request.revision), narrator_.clean(info.commit.substr(0, 64))));
+  }
   const auto selected =
       select_files(info.siblings, reference.file, request.include, request.exclude);
   if (selected.empty()) {

@@ -371,3 +371,16 @@ TEST_CASE("the mirror serves every cached revision by ref or commit, side by sid
   CHECK(json::parse(listing->body)["sha"] == kCommit1);
   CHECK(h.content_gets("hub").empty());  // all of it from this hive's disk
 }
+
+TEST_CASE("a listing whose commit is not 40 hex digits fails the job before any byte is fetched") {
+  HiveWithHub h;
+  FixtureRepo repo = evolving_repo(1, "../../../../tmp/x");
+  h.hub.add_repo(repo);
+  const SseStream stream = h.download({{"model", "acme/evolving"}});
+  CHECK(stream.terminal().starts_with("[ERROR]"));
+  CHECK(stream_text(stream).find("not 40 hex digits") != std::string::npos);
+  CHECK(h.content_gets("hub").empty());
+  CHECK(h.content_gets("cdn").empty());
+  CHECK_FALSE(std::filesystem::exists(model_dir(h.hive.cache, "acme/evolving") / "snapshots" /
+                                      "../../../../tmp/x"));
+}

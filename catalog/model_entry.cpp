@@ -242,8 +242,10 @@ T field(const EntryEvents::Fields& fields, std::string_view key) {
 }
 
 ModelFile parse_file(const EntryEvents::Fields& fields, bool schema1) {
-  ModelFile file{field<std::string>(fields, "path"), field<std::uint64_t>(fields, "size"),
-                 field<std::string>(fields, "sha256"), field<std::string>(fields, "etag"),
+  ModelFile file{field<std::string>(fields, "path"),
+                 field<std::uint64_t>(fields, "size"),
+                 field<std::string>(fields, "sha256"),
+                 field<std::string>(fields, "etag"),
                  field<std::string>(fields, "state"),
                  schema1 ? std::string() : field<std::string>(fields, "blob")};
   validate_repo_path(file.path);

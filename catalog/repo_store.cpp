@@ -51,8 +51,8 @@ std::string snapshot_link_text(std::string_view repo_path, std::string_view blob
   return fmt::format("{}{}/{}", text, kBlobsFolder, blob);
 }
 
-void link_snapshot_file(const Directory& model, std::string_view commit,
-                        std::string_view repo_path, std::string_view blob) {
+void link_snapshot_file(const Directory& model, std::string_view commit, std::string_view repo_path,
+                        std::string_view blob) {
   check_commit(commit, model);
   if (!is_blob_name(blob)) throw FileSystemError("link a blob in", model.path(), EINVAL);
   const auto [parent, name] = split_parent(repo_path);

@@ -107,8 +107,8 @@ RemovedRevisions remove_revision(ModelCatalog& catalog, const ModelId& id,
   return remove_commits(catalog, id, {commit}, std::move(stop));
 }
 
-RemovedRevisions prune_revisions(ModelCatalog& catalog, const ModelId& id,
-                                 std::size_t keep_unnamed, std::stop_token stop) {
+RemovedRevisions prune_revisions(ModelCatalog& catalog, const ModelId& id, std::size_t keep_unnamed,
+                                 std::stop_token stop) {
   const auto entry = catalog.get(id);
   if (!entry) return {};
   std::set<std::string> named;
@@ -119,9 +119,8 @@ RemovedRevisions prune_revisions(ModelCatalog& catalog, const ModelId& id,
     if (!named.contains(revision.commit)) unnamed.push_back(&revision);
   }
   // Newest first; the first `keep_unnamed` ready ones stay.
-  std::sort(unnamed.begin(), unnamed.end(), [](const auto* a, const auto* b) {
-    return a->added_at_ms > b->added_at_ms;
-  });
+  std::sort(unnamed.begin(), unnamed.end(),
+            [](const auto* a, const auto* b) { return a->added_at_ms > b->added_at_ms; });
   std::set<std::string> commits;
   std::size_t kept = 0;
   for (const auto* revision : unnamed) {

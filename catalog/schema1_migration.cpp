@@ -104,8 +104,8 @@ ModelEntry schema2_entry(const ModelCatalog& catalog, ModelEntry entry) {
   }
   if (has_commit) {
     auto& revision = entry.revision_record(entry.commit);
-    revision.status = entry.status == ModelStatus::ready ? ModelStatus::ready
-                                                         : ModelStatus::interrupted;
+    revision.status =
+        entry.status == ModelStatus::ready ? ModelStatus::ready : ModelStatus::interrupted;
     revision.size = size;
     revision.files = std::move(linked);
     if (entry.status == ModelStatus::ready && entry.revision != entry.commit) {
@@ -157,13 +157,13 @@ void migrate_model(const ModelCatalog& catalog, const ModelId& id, MigrationRepo
     }
   }
   blobs.sync();
-  const bool whole = std::ranges::all_of(entry.files, [](const ModelFile& file) {
-    return file.state == "verified";
-  });
+  const bool whole = std::ranges::all_of(
+      entry.files, [](const ModelFile& file) { return file.state == "verified"; });
   if (entry.status == ModelStatus::ready && !whole) {
     entry.status = ModelStatus::interrupted;
-    entry.error = "files were missing when the cache moved to the Hugging Face layout; a new "
-                  "model_download fetches them";
+    entry.error =
+        "files were missing when the cache moved to the Hugging Face layout; a new "
+        "model_download fetches them";
   }
   const ModelEntry migrated = schema2_entry(catalog, entry);
   if (migrated.status == ModelStatus::ready && migrated.refs.contains(migrated.revision)) {
@@ -173,8 +173,8 @@ void migrate_model(const ModelCatalog& catalog, const ModelId& id, MigrationRepo
   // The schema-1 entry goes last: until then a restart runs all of this again.
   old_model->remove_file(kMetadataFile);
   old_model->sync();
-  const Directory org = *root.descend(id.schema1_folder().substr(0, id.schema1_folder().find('/')),
-                                      false);
+  const Directory org =
+      *root.descend(id.schema1_folder().substr(0, id.schema1_folder().find('/')), false);
   if (!remove_if_empty(org, id.name)) report.leftovers.push_back(id.schema1_folder());
   ::unlinkat(root.fd(), id.schema1_folder().substr(0, id.schema1_folder().find('/')).c_str(),
              AT_REMOVEDIR);  // the org folder, when it held nothing else

@@ -55,8 +55,8 @@ bool migrate_schema1_cache(const catalog::ModelCatalog& catalog,
       narrate(narrator, "cache_migrated",
               fmt::format("Moved {} model{} ({} file{}) into the Hugging Face cache layout by "
                           "renames; nothing was copied or downloaded",
-                          report.models.size(), report.models.size() == 1 ? "" : "s",
-                          report.files, report.files == 1 ? "" : "s"));
+                          report.models.size(), report.models.size() == 1 ? "" : "s", report.files,
+                          report.files == 1 ? "" : "s"));
     }
     for (const auto& folder : report.leftovers) {
       narrate(narrator, "cache_migration_leftover",

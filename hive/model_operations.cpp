@@ -138,8 +138,8 @@ void model_download(JobContext& context, provisioner::ModelProvisioner& provisio
 // The download lock, held for the whole change: no download of this hive or another (sharing
 // the cache) can write the folder while files go, nor start before the entry says what is left.
 std::unique_ptr<catalog::FileLock> lock_for_removal(const catalog::ModelCatalog& catalog,
-                                                   const jobs::JobRegistry& registry,
-                                                   const ModelId& id) {
+                                                    const jobs::JobRegistry& registry,
+                                                    const ModelId& id) {
   if (auto download = active_download_of(registry, id)) {
     throw JobError("model_busy", fmt::format("model {} is being downloaded by {}; cancel that "
                                              "job first (DELETE /v1/jobs/{})",
@@ -180,8 +180,8 @@ void delete_revision(JobContext& context, catalog::ModelCatalog& catalog, const 
   }
   context.narrate("hive", "model_delete", id.str(),
                   fmt::format("Deleting revision {} of {}", commit->substr(0, 12), id.str()));
-  const auto removed = catalog::remove_revision(catalog, id, *commit,
-                                                context.cancellation().stop_token());
+  const auto removed =
+      catalog::remove_revision(catalog, id, *commit, context.cancellation().stop_token());
   context.narrate("hive", "model_deleted", id.str(),
                   fmt::format("Deleted {} of {}", describe_removed(removed), id.str()));
   context.emit_data("model_delete", {{"id", id.str()},
@@ -236,8 +236,7 @@ void model_prune(JobContext& context, catalog::ModelCatalog& catalog,
       lock = lock_for_removal(catalog, registry, id);
     } catch (const JobError& busy) {
       if (op.id) throw;
-      context.narrate("hive", "model_prune_skipped", id.str(), busy.what(),
-                      narration::Level::warn);
+      context.narrate("hive", "model_prune_skipped", id.str(), busy.what(), narration::Level::warn);
       continue;
     }
     const auto removed =
@@ -249,8 +248,8 @@ void model_prune(JobContext& context, catalog::ModelCatalog& catalog,
         {{"id", id.str()}, {"revisions", removed.commits}, {"bytes_freed", removed.bytes_freed}});
   }
   context.narrate("hive", "model_prune", "catalog",
-                  fmt::format("Pruned {} model{}: {} freed", ids.size(),
-                              ids.size() == 1 ? "" : "s", narration::format_bytes(freed)));
+                  fmt::format("Pruned {} model{}: {} freed", ids.size(), ids.size() == 1 ? "" : "s",
+                              narration::format_bytes(freed)));
   context.emit_data("model_prune", {{"models", std::move(pruned)}, {"bytes_freed", freed}});
 }
 

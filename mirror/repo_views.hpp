@@ -68,7 +68,7 @@ class RepoViews {
   std::mutex mutex_;
   // by model id, or "id@commit" for a commit's listing
   std::unordered_map<std::string, Cached<provisioner::RepoSnapshot>> snapshots_;
-  std::unordered_map<std::string, Cached<VerifiedFiles>> verified_;               // by model id
+  std::unordered_map<std::string, Cached<VerifiedFiles>> verified_;  // by model id
 };
 
 }  // namespace rbee::mirror

@@ -30,12 +30,9 @@ double seconds_since(Clock::time_point start) {
 }
 
 ModelFile catalog_file(const Sibling& sibling) {
-  return ModelFile{sibling.path,
-                   sibling.size,
-                   sibling.lfs_sha256,
-                   sibling.lfs_sha256.empty() ? sibling.blob_id : "",
-                   "pending",
-                   ""};
+  return ModelFile{sibling.path,       sibling.size,
+                   sibling.lfs_sha256, sibling.lfs_sha256.empty() ? sibling.blob_id : "",
+                   "pending",          ""};
 }
 
 bool same_blob_verified(const ModelFile& file, const ModelFile& wanted) {
@@ -89,8 +86,8 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
   // The commit names a snapshot folder (DESIGN §16): refused before any byte is fetched.
   if (!catalog::is_commit_id(info.commit)) {
     throw ProvisionError(fmt::format(
-        "the Hub named the commit of {}@{} '{}', which is not 40 hex digits: refusing it",
-        id.str(), narrator_.clean(request.revision), narrator_.clean(info.commit.substr(0, 64))));
+        "the Hub named the commit of {}@{} '{}', which is not 40 hex digits: refusing it", id.str(),
+        narrator_.clean(request.revision), narrator_.clean(info.commit.substr(0, 64))));
   }
   const auto selected =
       select_files(info.siblings, reference.file, request.include, request.exclude);
@@ -111,9 +108,9 @@ void ModelProvisioner::download_listed(const DownloadRequest& request, const Mod
     }
     // The checksum names the file's blob (DESIGN §16): only hex may become a file name.
     if (!catalog::is_blob_name(sibling.lfs_sha256.empty() ? sibling.blob_id : sibling.lfs_sha256)) {
-      throw ProvisionError(fmt::format(
-          "the Hub gave {} a checksum that is not a sha256 or git sha1: refusing it",
-          sibling.path));
+      throw ProvisionError(
+          fmt::format("the Hub gave {} a checksum that is not a sha256 or git sha1: refusing it",
+                      sibling.path));
     }
   }
 
@@ -277,19 +274,19 @@ void ModelProvisioner::prune_unnamed_revisions(const DownloadRequest& request, c
   try {
     const auto removed = catalog::prune_revisions(catalog_, id, settings_.keep_unnamed_revisions);
     if (removed.commits.empty()) return;
-    narrator_.emit({kActor, "revisions_pruned", id.str(),
-                    fmt::format("Removed {} older revision{} of {} that no ref names ({} freed; "
-                                "--keep-revisions {})",
-                                removed.commits.size(), removed.commits.size() == 1 ? "" : "s",
-                                id.str(), format_bytes(removed.bytes_freed),
-                                settings_.keep_unnamed_revisions),
-                    request.job_id, Level::info, 0, std::nullopt});
+    narrator_.emit(
+        {kActor, "revisions_pruned", id.str(),
+         fmt::format("Removed {} older revision{} of {} that no ref names ({} freed; "
+                     "--keep-revisions {})",
+                     removed.commits.size(), removed.commits.size() == 1 ? "" : "s", id.str(),
+                     format_bytes(removed.bytes_freed), settings_.keep_unnamed_revisions),
+         request.job_id, Level::info, 0, std::nullopt});
   } catch (const catalog::CatalogError& error) {
     // The download stands; the old revision stays until the next prune.
-    narrator_.emit({kActor, "revisions_prune_failed", id.str(),
-                    fmt::format("Could not remove older revisions of {}: {}", id.str(),
-                                error.what()),
-                    request.job_id, Level::warn, 0, std::nullopt});
+    narrator_.emit(
+        {kActor, "revisions_prune_failed", id.str(),
+         fmt::format("Could not remove older revisions of {}: {}", id.str(), error.what()),
+         request.job_id, Level::warn, 0, std::nullopt});
   }
 }
 

@@ -61,7 +61,8 @@ void write_repo_snapshot(const catalog::Directory& model, const RepoSnapshot& sn
   const std::string json = snapshot_json(snapshot);
   work->replace_file(kSnapshotName, json, *work);
   if (catalog::is_commit_id(snapshot.listing.commit)) {
-    model.descend(kListingsFolder, true)->replace_file(snapshot.listing.commit + ".json", json, *work);
+    model.descend(kListingsFolder, true)
+        ->replace_file(snapshot.listing.commit + ".json", json, *work);
   }
 }
 
@@ -72,9 +73,8 @@ std::optional<RepoSnapshot> load_repo_snapshot(const catalog::Directory& model,
     if (!commit.empty() && !catalog::is_commit_id(commit)) return std::nullopt;
     const auto work = model.descend(commit.empty() ? kWorkFolder : kListingsFolder, false);
     if (!work) return std::nullopt;
-    const auto text =
-        work->read_file(commit.empty() ? std::string(kSnapshotName) : commit + ".json",
-                        limits.max_bytes);
+    const auto text = work->read_file(
+        commit.empty() ? std::string(kSnapshotName) : commit + ".json", limits.max_bytes);
     if (!text) return std::nullopt;
     RepoInfo listing = parse_listing(*text, limits);
     if (listing.commit.empty() || (!commit.empty() && listing.commit != commit)) {

@@ -84,7 +84,8 @@ TEST_CASE("an entry naming another model than its folder is refused") {
   ModelCatalog catalog(root.path());
   catalog.put(ready_entry("org/a"));
   std::filesystem::create_directories(root / "models--org--b");
-  std::filesystem::copy_file(root / "models--org--a/metadata.yaml", root / "models--org--b/metadata.yaml");
+  std::filesystem::copy_file(root / "models--org--a/metadata.yaml",
+                             root / "models--org--b/metadata.yaml");
   const auto entry = catalog.get(parse_model_id("org/b"));
   REQUIRE(entry);
   CHECK(entry->status == ModelStatus::failed);
@@ -127,7 +128,8 @@ TEST_CASE("remove deletes the model folder and its entry, and leaves no temp fil
   write_text(root / "models--org--a/a.bin", "abc");
   for (int i = 0; i < 5; ++i) catalog.update(parse_model_id("org/a"), [](ModelEntry&) {});
   int files = 0;
-  for (auto& f : std::filesystem::directory_iterator(root / "models--org--a")) files += f.is_regular_file();
+  for (auto& f : std::filesystem::directory_iterator(root / "models--org--a"))
+    files += f.is_regular_file();
   CHECK(files == 2);  // metadata.yaml and a.bin: no .tmp files
 
   CHECK(catalog.remove(parse_model_id("org/a")));
@@ -218,8 +220,9 @@ TEST_CASE("remove marks the entry deleting before the files go, and the entry go
   write_text(root / "models--org--m/a.bin", "x");
   // A folder that cannot be emptied stops the delete half way, as a crash would.
   std::filesystem::create_directories(root / "models--org--m/locked/inner");
-  std::filesystem::permissions(root / "models--org--m/locked", std::filesystem::perms::owner_read |
-                                                          std::filesystem::perms::owner_exec);
+  std::filesystem::permissions(
+      root / "models--org--m/locked",
+      std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
   const bool root_user = ::geteuid() == 0;  // root ignores permissions: nothing stops it
   if (!root_user) {
     CHECK_THROWS(catalog.remove(id));

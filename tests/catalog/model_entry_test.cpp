@@ -22,13 +22,13 @@ ModelEntry sample_entry() {
   entry.last_job_id = "job-1";
   const std::string c1(40, 'a'), c2(40, 'b');
   entry.refs = {{"main", c1}, {"refs/pr/1", c2}};
-  RevisionRecord ready{c1,
-                       ModelStatus::ready,
-                       12,
-                       "",
-                       {{"config.json", 12, "", "abc", "verified",
-                         "/tmp/models/models--org--yes/blobs/abc"}},
-                       1795383181000};
+  RevisionRecord ready{
+      c1,
+      ModelStatus::ready,
+      12,
+      "",
+      {{"config.json", 12, "", "abc", "verified", "/tmp/models/models--org--yes/blobs/abc"}},
+      1795383181000};
   RevisionRecord failed{c2, ModelStatus::failed, 0, "the Hub said no", {}, 1795383182000};
   entry.revisions = {ready, failed};
   return entry;

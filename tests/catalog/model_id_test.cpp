@@ -51,8 +51,8 @@ TEST_CASE("a model's folder is the Hugging Face cache's, and maps back to exactl
   CHECK(parse_model_reference("t5-small:config.json").id.str() == "t5-small");
   CHECK(model_id_of_folder("models--gpt2") == gpt2);
   CHECK(model_id_of_folder("models--gpt2--other").str() == "gpt2/other");
-  for (const char* not_a_model : {"datasets--org--x", "models--", "models--a--b--c", "gpt2",
-                                  "models--org--", ".locks"}) {
+  for (const char* not_a_model :
+       {"datasets--org--x", "models--", "models--a--b--c", "gpt2", "models--org--", ".locks"}) {
     CAPTURE(not_a_model);
     CHECK_THROWS_AS(model_id_of_folder(not_a_model), CatalogError);
   }

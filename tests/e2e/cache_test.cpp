@@ -102,7 +102,7 @@ TEST_CASE("a full disk fails the download with a disk error, the hive serves on,
   CHECK(text.find("disk full") != std::string::npos);
   CHECK(text.find("No space left on device") != std::string::npos);
   CHECK(text.find((model_dir(cache, "acme/full")).string()) != std::string::npos);  // the folder
-  CHECK(text.find("still to download") != std::string::npos);             // the space needed
+  CHECK(text.find("still to download") != std::string::npos);  // the space needed
   // The daemon serves on, and the catalog entry is still a readable document.
   CHECK(hive.client()->Get("/health")->status == 200);
   const json entry = get_json(hive, "/v1/models/acme/full");
@@ -116,7 +116,8 @@ TEST_CASE("a full disk fails the download with a disk error, the hive serves on,
   hub.clear_requests();
   const SseStream resumed = watch(hive, submit_download(hive, "acme/full"));
   REQUIRE_MESSAGE(resumed.terminal() == "[DONE]", stream_text(resumed));
-  CHECK(read_text(model_file(cache, "acme/full", "model.gguf")) == hub.content("acme/full", "model.gguf"));
+  CHECK(read_text(model_file(cache, "acme/full", "model.gguf")) ==
+        hub.content("acme/full", "model.gguf"));
   std::uint64_t first = UINT64_MAX;
   for (const auto& r : hub.requests()) {
     if (r.listener == "cdn" && r.method == "GET") first = std::min(first, range_start(r));
@@ -217,7 +218,8 @@ TEST_CASE("a SIGKILL soak: 20 kills at random instants lose nothing that was com
     const auto ref = model_dir(cache, "acme/soak") / "refs" / "main";
     if (std::filesystem::exists(ref)) {
       for (const auto& file : repo.files) {
-        const auto linked = model_dir(cache, "acme/soak") / "snapshots" / read_text(ref) / file.path;
+        const auto linked =
+            model_dir(cache, "acme/soak") / "snapshots" / read_text(ref) / file.path;
         CHECK_MESSAGE(read_text(linked) == hub.content("acme/soak", file.path), file.path);
       }
     }
@@ -236,8 +238,9 @@ TEST_CASE("a SIGKILL soak: 20 kills at random instants lose nothing that was com
   const SseStream last = watch(hive, submit_download(hive, "acme/soak"));
   REQUIRE_MESSAGE(last.terminal() == "[DONE]", stream_text(last));
   for (const auto& file : repo.files) {
-    CHECK_MESSAGE(read_text(model_file(cache, "acme/soak", file.path)) == hub.content("acme/soak", file.path),
-                  file.path);
+    CHECK_MESSAGE(
+        read_text(model_file(cache, "acme/soak", file.path)) == hub.content("acme/soak", file.path),
+        file.path);
   }
   CHECK(get_json(hive, "/v1/models/acme/soak")["status"] == "ready");
   const double seconds =
@@ -270,7 +273,8 @@ TEST_CASE("a part an earlier hive left beside its file (<path>.part) is adopted 
   const SseStream stream = h.download({{"model", "acme/upgraded"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK(read_text(model_file(h.hive.cache, "acme/upgraded", "model.gguf")) == content);
-  CHECK_FALSE(std::filesystem::exists(model_dir(h.hive.cache, "acme/upgraded") / "model.gguf.part"));
+  CHECK_FALSE(
+      std::filesystem::exists(model_dir(h.hive.cache, "acme/upgraded") / "model.gguf.part"));
   const auto gets = h.content_gets("cdn");
   REQUIRE(gets.size() == 1);
   CHECK(range_start(gets[0]) == kept);  // resumed, not fetched again

@@ -92,7 +92,7 @@ TEST_CASE("pull, piped, prints plain timestamped lines and exits 0 when the mode
 
   // The last line is where the files are: the folder a worker loads.
   CHECK(result.out.ends_with(model_dir(h.hive.cache, "acme/tiny").string() + "/snapshots/" +
-                            FixtureRepo{}.commit + "\n"));
+                             FixtureRepo{}.commit + "\n"));
 
   const auto again = client(h, {"pull", "acme/tiny"});
   CHECK(again.exit_code == 0);

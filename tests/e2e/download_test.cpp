@@ -193,7 +193,8 @@ TEST_CASE(
   CHECK_FALSE(h.content_gets("cdn").empty());
   CHECK(stream_text(stream).find(kToken) == std::string::npos);
   CHECK(h.hive->log().find(kToken) == std::string::npos);
-  CHECK(read_text(model_dir(h.hive.cache, "acme/gated") / "metadata.yaml").find(kToken) == std::string::npos);
+  CHECK(read_text(model_dir(h.hive.cache, "acme/gated") / "metadata.yaml").find(kToken) ==
+        std::string::npos);
 }
 
 TEST_CASE("a repo listing names that escape the model folder fails and writes nothing outside it") {
@@ -300,7 +301,8 @@ TEST_CASE(
 
   const SseStream stream = watch(*hive.hive, start_download(*hive.hive, "acme/big"));
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(model_file(hive.cache, "acme/big", "model.gguf")) == hub.content("acme/big", "model.gguf"));
+  CHECK(read_text(model_file(hive.cache, "acme/big", "model.gguf")) ==
+        hub.content("acme/big", "model.gguf"));
   std::uint64_t fetched = 0;
   for (const auto& request : hub.requests()) {
     if (request.listener != "cdn" || request.method != "GET") continue;
@@ -319,7 +321,9 @@ TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifie
   hub.set_rate_limit(2 * 1024 * 1024);  // per connection
   const auto flags = fast_flags({"--connections", "8", "--min-range-mb", "1"});
   HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
-  const auto sidecar = [&] { return working_file(model_dir(hive.cache, "acme/ranged"), ".ranges"); };
+  const auto sidecar = [&] {
+    return working_file(model_dir(hive.cache, "acme/ranged"), ".ranges");
+  };
   start_download(*hive.hive, "acme/ranged");
 
   auto kept_ranges = [&] {
@@ -615,7 +619,8 @@ TEST_CASE("canonical ids without an owner (gpt2) work everywhere an id does, apa
 
   REQUIRE(env.download({{"model", "gpt2"}}).terminal() == "[DONE]");
   REQUIRE(env.download({{"model", "gpt2/other"}}).terminal() == "[DONE]");
-  CHECK(read_text(model_file(env.hive.cache, "gpt2", "config.json")) == env.hub.content("gpt2", "config.json"));
+  CHECK(read_text(model_file(env.hive.cache, "gpt2", "config.json")) ==
+        env.hub.content("gpt2", "config.json"));
   CHECK(read_text(model_file(env.hive.cache, "gpt2/other", "config.json")) ==
         env.hub.content("gpt2/other", "config.json"));
   CHECK(env.catalog_entry("gpt2")["id"].as<std::string>() == "gpt2");

@@ -3,8 +3,8 @@
 // and a way to hold a job running.
 
 #include <doctest/doctest.h>
-#include <rbee/catalog/file_lock.hpp>
 #include <yaml-cpp/yaml.h>
+#include <rbee/catalog/file_lock.hpp>
 
 #include <memory>
 #include <optional>
@@ -131,8 +131,8 @@ class ModelLockHolder {
  public:
   ModelLockHolder(const std::filesystem::path& cache, const std::string& org,
                   const std::string& name)
-      : lock_(std::in_place,
-              cache / ".locks" / ("models--" + org + "--" + name) / "catalog.lock") {}
+      : lock_(std::in_place, cache / ".locks" / ("models--" + org + "--" + name) / "catalog.lock") {
+  }
   void release() { lock_.reset(); }
 
  private:

@@ -74,7 +74,8 @@ TEST_CASE("hostile listings end in a clean [ERROR] that says what was wrong; not
   };
   int n = 0;
   for (const auto& hostile : cases) {
-    const std::string& siblings = hostile.first;  // CAPTURE's lambda cannot name a binding (clang 14)
+    const std::string& siblings =
+        hostile.first;  // CAPTURE's lambda cannot name a binding (clang 14)
     const std::string& reason = hostile.second;
     CAPTURE(siblings);
     FixtureRepo repo;

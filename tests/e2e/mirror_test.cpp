@@ -197,7 +197,8 @@ TEST_CASE("mirror: three hives, B and C behind A, fetch each byte from the Hub o
   CHECK(hub.content_bytes_sent() == model_bytes);
   for (const auto* hive : {&b, &c}) {
     for (const auto& file : repo.files) {
-      CHECK(file_on_disk(model_file(hive->cache, repo.id, file.path)) == hub.content(repo.id, file.path));
+      CHECK(file_on_disk(model_file(hive->cache, repo.id, file.path)) ==
+            hub.content(repo.id, file.path));
     }
     const auto entry = YAML::LoadFile((model_dir(hive->cache, repo.id) / "metadata.yaml").string());
     CHECK(entry["status"].as<std::string>() == "ready");
@@ -338,7 +339,8 @@ TEST_CASE("sources: a dead peer mirror falls back to the Hub; fallbacks models s
         watch(*b.hive, b->submit_job({{"operation", "model_download"}, {"model", "org/tiny"}}));
     CHECK_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
     CHECK(has_action(stream, "download_endpoint_fallback"));
-    CHECK(file_on_disk(model_file(b.cache, "org/tiny", "config.json")) == hub.content("org/tiny", "config.json"));
+    CHECK(file_on_disk(model_file(b.cache, "org/tiny", "config.json")) ==
+          hub.content("org/tiny", "config.json"));
     for (const auto& request : hub.requests()) CHECK(request.authorization.empty());
   }
   SUBCASE("fallbacks: missing, then gated without a token, then one that exists") {
@@ -505,7 +507,8 @@ TEST_CASE("mirror: a peer killed mid-download resumes from the mirror with a ran
   HiveProcess b(b_options);
   const auto stream = watch(b, b.submit_job(download));
   CHECK_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(file_on_disk(model_file(cache, repo.id, "weights.bin")) == hub.content(repo.id, "weights.bin"));
+  CHECK(file_on_disk(model_file(cache, repo.id, "weights.bin")) ==
+        hub.content(repo.id, "weights.bin"));
   // The restarted B asked A for the rest only (a 206), and the fixture sent the file once.
   const std::string metrics = a->client()->Get("/metrics")->body;
   CHECK(metrics.find("route=\"/hf/{repo}/resolve/{rev}/{path}\",status=\"206\"") !=

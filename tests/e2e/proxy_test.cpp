@@ -203,8 +203,8 @@ TEST_CASE("proxy credentials work and appear in no log, narration or error") {
                        {{"HF_ENDPOINT", hub.endpoint()}, {"HTTP_PROXY", dead}});
     const auto stream = download(hive, "acme/tiny");
     CHECK(stream.terminal().starts_with("[ERROR]"));
-    everything +=
-        stream_text(stream) + hive->log() + read_all(model_dir(hive.cache, "acme/tiny") / "metadata.yaml");
+    everything += stream_text(stream) + hive->log() +
+                  read_all(model_dir(hive.cache, "acme/tiny") / "metadata.yaml");
   }
   CHECK(everything.find("s3cr3tPassw0rd") == std::string::npos);
   CHECK(everything.find("rbeeproxyuser") == std::string::npos);

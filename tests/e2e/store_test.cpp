@@ -59,8 +59,9 @@ std::string run_job(const HiveProcess& hive, const json& body) {
 
 }  // namespace
 
-TEST_CASE("an update is a whole new snapshot: the old one's readers see no byte change, the ref "
-          "never names a part") {
+TEST_CASE(
+    "an update is a whole new snapshot: the old one's readers see no byte change, the ref "
+    "never names a part") {
   HiveWithHub h;
   const FixtureRepo first = evolving_repo(1, kCommit1);
   h.hub.add_repo(first);
@@ -152,8 +153,9 @@ TEST_CASE("an update is a whole new snapshot: the old one's readers see no byte 
   }
 }
 
-TEST_CASE("old revisions stay until asked: model_delete of one revision, model_prune, "
-          "--keep-revisions") {
+TEST_CASE(
+    "old revisions stay until asked: model_delete of one revision, model_prune, "
+    "--keep-revisions") {
   HiveWithHub h;
   const auto model = model_dir(h.hive.cache, "acme/evolving");
   const auto& hive = *h.hive.hive;
@@ -175,9 +177,9 @@ TEST_CASE("old revisions stay until asked: model_delete of one revision, model_p
   CHECK(model_json(hive, "acme/evolving")["revisions"].size() == 2);
 
   // One revision by its commit: its snapshot and the blob only it held go; the model stays.
-  CHECK(run_job(hive, {{"operation", "model_delete"},
-                       {"id", "acme/evolving"},
-                       {"revision", kCommit2}}) == "[DONE]");
+  CHECK(run_job(hive,
+                {{"operation", "model_delete"}, {"id", "acme/evolving"}, {"revision", kCommit2}}) ==
+        "[DONE]");
   CHECK_FALSE(std::filesystem::exists(model / "snapshots" / kCommit2));
   CHECK(read_text(model / "snapshots" / kCommit3 / "config.json") ==
         h.hub.content("acme/evolving", "config.json"));
@@ -199,9 +201,9 @@ TEST_CASE("old revisions stay until asked: model_delete of one revision, model_p
   CHECK(std::filesystem::exists(model / "snapshots" / kCommit3));
 
   // The last revision takes the model with it.
-  CHECK(run_job(hive, {{"operation", "model_delete"},
-                       {"id", "acme/evolving"},
-                       {"revision", "main"}}) == "[DONE]");
+  CHECK(run_job(hive,
+                {{"operation", "model_delete"}, {"id", "acme/evolving"}, {"revision", "main"}}) ==
+        "[DONE]");
   CHECK_FALSE(std::filesystem::exists(model));
   get_json(hive, "/v1/models/acme/evolving", 404);
 }
@@ -228,7 +230,8 @@ TEST_CASE("a failed update leaves the ready revision ready, and says why on the 
   CHECK(update.terminal().starts_with("[ERROR]"));
   const json entry = model_json(*h.hive.hive, "acme/evolving");
   CHECK(entry["status"] == "ready");
-  CHECK(entry["path"] == (model_dir(h.hive.cache, "acme/evolving") / "snapshots" / kCommit1).string());
+  CHECK(entry["path"] ==
+        (model_dir(h.hive.cache, "acme/evolving") / "snapshots" / kCommit1).string());
   CHECK(read_ref(model_dir(h.hive.cache, "acme/evolving")) == kCommit1);
   bool failure_recorded = false;
   for (const auto& revision : entry["revisions"]) {
@@ -240,7 +243,8 @@ TEST_CASE("a failed update leaves the ready revision ready, and says why on the 
   CHECK(failure_recorded);
 }
 
-TEST_CASE("blobs another tool wrote into a shared cache are verified once and linked, not fetched") {
+TEST_CASE(
+    "blobs another tool wrote into a shared cache are verified once and linked, not fetched") {
   HiveWithHub h;
   const FixtureRepo repo = evolving_repo(1, kCommit1);
   h.hub.add_repo(repo);
@@ -296,14 +300,15 @@ void write_schema1_model(const std::filesystem::path& cache, const HubFixture& h
                          "bytes_done: {}\nbytes_total: {}\nprogress: 1\nsize: {}\nerror: \"\"\n"
                          "files:\n{}added_at: \"2026-11-01T10:00:00.000Z\"\n"
                          "updated_at: \"2026-11-01T10:00:01.000Z\"\nlast_job_id: \"job-old\"\n",
-                         repo.id, hub.endpoint(), repo.commit, folder.string(), total, total,
-                         total, files));
+                         repo.id, hub.endpoint(), repo.commit, folder.string(), total, total, total,
+                         files));
 }
 
 }  // namespace
 
-TEST_CASE("a schema-1 cache moves into the Hugging Face layout at start, with no byte fetched, "
-          "also after a crash half way") {
+TEST_CASE(
+    "a schema-1 cache moves into the Hugging Face layout at start, with no byte fetched, "
+    "also after a crash half way") {
   HubFixture hub;
   const FixtureRepo repo = evolving_repo(1, kCommit1);
   hub.add_repo(repo);
@@ -321,9 +326,9 @@ TEST_CASE("a schema-1 cache moves into the Hugging Face layout at start, with no
   CHECK_FALSE(std::filesystem::exists(cache / "acme"));
   CHECK(read_ref(model) == kCommit1);
   for (const auto& file : repo.files) {
-    CHECK_MESSAGE(read_text(model / "snapshots" / kCommit1 / file.path) ==
-                      hub.content(repo.id, file.path),
-                  file.path);
+    CHECK_MESSAGE(
+        read_text(model / "snapshots" / kCommit1 / file.path) == hub.content(repo.id, file.path),
+        file.path);
   }
   CHECK(std::filesystem::exists(model / ".rbee" / "listing.json"));
   const json entry = get_json(hive, "/v1/models/acme/evolving");

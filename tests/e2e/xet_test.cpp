@@ -85,9 +85,9 @@ TEST_CASE("Xet files download from the CAS, verify, and each token stays where i
   const SseStream stream = h.download({{"model", "acme/xet"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   for (const auto& file : repo.files) {
-    CHECK_MESSAGE(
-        read_text(model_file(h.hive.cache, "acme/xet", file.path)) == h.hub.content("acme/xet", file.path),
-        file.path);
+    CHECK_MESSAGE(read_text(model_file(h.hive.cache, "acme/xet", file.path)) ==
+                      h.hub.content("acme/xet", file.path),
+                  file.path);
   }
   CHECK(h.content_gets("cdn").empty());  // the bridge was never used
   const auto cas = requests_to(h.hub, "cas");
@@ -122,7 +122,8 @@ TEST_CASE("a CAS without v2 is read through v1, and one without a way to it leav
   h.hub.xet().set_v2_enabled(false);
   const SseStream stream = h.download({{"model", "acme/v1"}});
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(model_file(h.hive.cache, "acme/v1", "model.gguf")) == h.hub.content("acme/v1", "model.gguf"));
+  CHECK(read_text(model_file(h.hive.cache, "acme/v1", "model.gguf")) ==
+        h.hub.content("acme/v1", "model.gguf"));
   bool asked_v1 = false;
   for (const auto& r : requests_to(h.hub, "cas")) asked_v1 = asked_v1 || r.path.starts_with("/v1/");
   CHECK(asked_v1);
@@ -266,7 +267,8 @@ TEST_CASE("a hive killed mid-file resumes by term; a cancel ends a Xet download 
   const std::uint64_t before = hub.xet().transfer_bytes_sent();
   const SseStream stream = restart_and_download(hive, flags, hub, "acme/resume");
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
-  CHECK(read_text(model_file(hive.cache, "acme/resume", "model.gguf")) == hub.content("acme/resume", "model.gguf"));
+  CHECK(read_text(model_file(hive.cache, "acme/resume", "model.gguf")) ==
+        hub.content("acme/resume", "model.gguf"));
   // Only terms not committed before the kill were fetched again (chunk headers aside).
   CHECK(hub.xet().transfer_bytes_sent() - before <= size - kept_bytes + 64 * 1024);
 
@@ -306,5 +308,6 @@ TEST_CASE("a Xet download killed in its first moment leaves a part that resumes,
   const SseStream stream = restart_and_download(hive, flags, hub, "acme/early");
   REQUIRE_MESSAGE(stream.terminal() == "[DONE]", stream_text(stream));
   CHECK_MESSAGE(stream_text(stream).find("mismatch") == std::string::npos, stream_text(stream));
-  CHECK(read_text(model_file(hive.cache, "acme/early", "model.gguf")) == hub.content("acme/early", "model.gguf"));
+  CHECK(read_text(model_file(hive.cache, "acme/early", "model.gguf")) ==
+        hub.content("acme/early", "model.gguf"));
 }

@@ -94,7 +94,8 @@ Vocabulary spm_vocabulary() {
     add(std::string(1, c), -2, kNormal);
     add(space + c, -3, kNormal);
   }
-  for (const char* word : {"hello", "world", "the", "model", "hive"}) add(space + word, -4, kNormal);
+  for (const char* word : {"hello", "world", "the", "model", "hive"})
+    add(space + word, -4, kNormal);
   return vocabulary;
 }
 

@@ -64,9 +64,7 @@ struct Setup {
     return dir / ".rbee" / part_file_name(file(path));
   }
   // Where the verified file of `path` is published: its blob (stored_path).
-  std::filesystem::path published(const std::string& path) {
-    return dir / stored_path(file(path));
-  }
+  std::filesystem::path published(const std::string& path) { return dir / stored_path(file(path)); }
   rbee::catalog::Directory model() const {
     return rbee::catalog::Directory::open(dir.path(), true);
   }

@@ -71,7 +71,9 @@ struct ModelEntry {
   double progress() const;
   // The revision record of `commit`, or null.
   const RevisionRecord* find_revision(std::string_view commit) const;
-  RevisionRecord& revision_record(const std::string& commit);  // created when missing  // bytes_done / bytes_total in 0..1; 1 when ready
+  RevisionRecord& revision_record(
+      const std::string&
+          commit);  // created when missing  // bytes_done / bytes_total in 0..1; 1 when ready
   friend bool operator==(const ModelEntry&, const ModelEntry&) = default;
 };
 

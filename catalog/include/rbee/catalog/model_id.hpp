@@ -64,8 +64,9 @@ void validate_repo_path(std::string_view path);
 
 // A revision as git names refs (a branch, a tag, refs/pr/N, a commit): 1 to kMaxRevisionLength
 // printable ASCII characters with no space, none of ~^:?*[\, no "..", "//" or "@{", not
-// starting or ending with '/', not ending in '.' or ".lock", no part starting with '.'. It becomes a URL segment, a
-// catalog field and (DESIGN §16) a file under refs/. Throws CatalogError (invalid_revision).
+// starting or ending with '/', not ending in '.' or ".lock", no part starting with '.'. It becomes
+// a URL segment, a catalog field and (DESIGN §16) a file under refs/. Throws CatalogError
+// (invalid_revision).
 void validate_revision(std::string_view revision);
 
 }  // namespace rbee::catalog

@@ -35,8 +35,8 @@ std::string snapshot_link_text(std::string_view repo_path, std::string_view blob
 // Makes snapshots/<commit>/<repo_path> the link to blobs/<blob> (replacing what is there
 // atomically: a temp link renamed over it). Folders on the way are created; fsyncs the folder
 // that holds the link.
-void link_snapshot_file(const Directory& model, std::string_view commit,
-                        std::string_view repo_path, std::string_view blob);
+void link_snapshot_file(const Directory& model, std::string_view commit, std::string_view repo_path,
+                        std::string_view blob);
 
 // The blob a snapshot link names; nullopt when there is no link. Throws FileSystemError when
 // something else is there (a file, a link to anywhere but this folder's blobs/).

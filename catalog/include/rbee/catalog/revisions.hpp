@@ -33,7 +33,7 @@ RemovedRevisions remove_revision(ModelCatalog& catalog, const ModelId& id,
 
 // Removes the revisions no ref names, but the `keep_unnamed` most recently added ready ones (and
 // never the one the entry describes now). Returns what went.
-RemovedRevisions prune_revisions(ModelCatalog& catalog, const ModelId& id,
-                                 std::size_t keep_unnamed, std::stop_token stop = {});
+RemovedRevisions prune_revisions(ModelCatalog& catalog, const ModelId& id, std::size_t keep_unnamed,
+                                 std::stop_token stop = {});
 
 }  // namespace rbee::catalog

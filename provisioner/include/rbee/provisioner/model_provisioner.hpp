@@ -119,9 +119,7 @@ class ModelProvisioner {
     std::optional<catalog::ModelEntry> before;
     std::optional<RepoSnapshot> snapshot_before;  // the mirror's listing
     std::string commit;                           // the commit it downloads, once listed
-    bool keeps_ready() const {
-      return before && before->status == catalog::ModelStatus::ready;
-    }
+    bool keeps_ready() const { return before && before->status == catalog::ModelStatus::ready; }
   };
   // After a failed attempt: puts a ready model back as it was, with the attempted commit's
   // record saying `status` and `reason` (true); else leaves recording the failure to the caller

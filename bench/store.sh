@@ -54,10 +54,10 @@ build() {
 }
 
 FIXTURE_PID= ENDPOINT=
-start_fixture() {
+start_fixture() {  # [fixture flags...]
   "$FIXTURE_BIN" --repo bench/store --file config.json:613 --file tokenizer.json:4099 \
     --xet-file "model.gguf:$STORE_SIZE" --ranges-per-url 100000 \
-    --update-percent "$STORE_UPDATE_PERCENT" >"$WORK/fixture.log" &
+    --update-percent "$STORE_UPDATE_PERCENT" "$@" >"$WORK/fixture.log" &
   FIXTURE_PID=$!
   PIDS+=("$FIXTURE_PID")
   until grep -q '^endpoint' "$WORK/fixture.log" 2>/dev/null; do sleep 0.1; done
@@ -92,10 +92,10 @@ metric() { curl -sf "$HIVE_URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 # One hive's update: revision 1 (not timed), then revision 2 timed. Prints
 # "<seconds> <xet bytes> <network bytes the hive counted> <disk bytes of the model folder>".
-update_with() {  # binary name
+update_with() {  # binary name [fixture flags...]
   local cache=$WORK/cache-$2
   rm -rf "$cache" "$cache.log"
-  start_fixture
+  start_fixture "${@:3}"
   HF_ENDPOINT=$ENDPOINT HF_HOME=$WORK/hf start_hive "$1" "$cache"
   run_job '{"operation":"model_download","model":"bench/store"}'
   local b0 n0 start seconds b1 n1
@@ -109,7 +109,7 @@ update_with() {  # binary name
   n1=$(metric rbee_download_bytes_total)
   stop_hive
   stop_fixture
-  echo "$seconds $((b1 - b0)) $(awk -v a="$n0" -v b="$n1" 'BEGIN {printf "%.0f", b - a}') $(du -sb "$cache" | cut -f1)"
+  echo "$seconds $((b1 - b0)) $(awk -v a="$n0" -v b="$n1" 'BEGIN {printf "%.0f", b - a}') $(du -sb "$cache"/models--*/blobs 2>/dev/null | cut -f1)"
 }
 
 js_update() {  # prints "<seconds> <xet bytes>"
@@ -162,10 +162,13 @@ baseline_row="| the hive before the store ($STORE_BASELINE_REF, in place) | (not
 if [[ -n $BASELINE_BIN ]]; then
   read -r base_s base_xet base_net base_disk <<<"$(update_with "$BASELINE_BIN" baseline)"
   log "  in place: $base_s s, xet bytes $base_xet, network $base_net, disk $base_disk"
-  baseline_row="| the hive before the store ($STORE_BASELINE_REF, in place) | $base_s s | $base_xet | $base_net | $base_disk (one revision) |"
+  baseline_row="| the hive before the store ($STORE_BASELINE_REF, in place) | $base_s s | $base_xet | $base_net | (no blobs: one revision, $(du -sb "$WORK/cache-baseline" | cut -f1) bytes in all) |"
 fi
 read -r js_s js_xet <<<"$(js_update)"
 log "  JS client: $js_s s, xet bytes $js_xet"
+log "update: only config.json changes (two revisions that share all but one file)"
+read -r small_s _ small_net small_disk <<<"$(update_with "$HIVE_BIN" small --update-only config.json)"
+log "  store: $small_s s, network $small_net, blobs $small_disk"
 
 log "model_list with $MODELS models of 3 revisions"
 rm -rf "$WORK/catalog"
@@ -190,11 +193,13 @@ two_copies=$((2 * (STORE_SIZE + 613 + 4099)))
   echo
   echo "Update of a 3-file model (two regular files unchanged, a Xet GGUF with ${STORE_UPDATE_PERCENT}% of its chunks changed), revision 1 on disk:"
   echo
-  echo "| tool | wall | xorb bytes fetched | network bytes (hive's count) | disk after |"
+  echo "| tool | wall | xorb bytes fetched | network bytes (hive's count) | blobs on disk after |"
   echo "|---|---|---|---|---|"
-  echo "| rbee-hive (the store: new blob + snapshot, ref moved last) | $store_s s | $store_xet | $store_net | $store_disk (both revisions; two full copies: $two_copies) |"
+  echo "| rbee-hive (the store: new blob + snapshot, ref moved last) | $store_s s | $store_xet | $store_net | $store_disk (both revisions: the GGUF changed, so it is two blobs) |"
   echo "$baseline_row"
   echo "| @huggingface/hub downloadFile of the changed GGUF | $js_s s | $js_xet | | |"
+  echo
+  echo "Two revisions that share all but one file (revision 2 changes config.json only): the update took $small_s s and $small_net network bytes; both revisions take $small_disk bytes of blobs (two full copies: $two_copies)."
   echo
   echo "model_list with $count models of 3 revisions each: the job $list_s s (submit to [DONE]), GET /v1/models $get_s s, peak RSS $rss."
 } >"$RESULTS/store.md"

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <map>
+#include <random>
 #include <thread>
 
 #include <fmt/format.h>
@@ -348,6 +349,73 @@ TEST_CASE(
   CHECK(hive.stop(SIGTERM).value_or(-1) == 0);
   HiveProcess restarted(HiveOptions{cache, fast_flags(), {{"HF_ENDPOINT", hub.endpoint()}}});
   CHECK(get_json(restarted, "/v1/models/acme/evolving")["status"] == "ready");
+}
+
+namespace {
+
+// tests/e2e/data/schema1-cache: the cache the last hive before the store (bd97371; schema 1, as
+// ddd6752's) wrote when it downloaded this repo from rbee-hub-fixture (seeds in the fixture's
+// order: LFS files first). Made by tests/e2e/data/make_schema1_cache.sh.
+FixtureRepo legacy_repo() {
+  FixtureRepo repo;
+  repo.id = "acme/legacy";
+  repo.files = {{"model.gguf", 70001, true, 1},
+                {"config.json", 613, false, 2},
+                {"tokenizer/tokenizer.json", 700, false, 3}};
+  return repo;
+}
+
+void copy_schema1_cache(const std::filesystem::path& cache) {
+  std::filesystem::copy(RBEE_TEST_DATA_DIR "/schema1-cache", cache,
+                        std::filesystem::copy_options::recursive);
+}
+
+void check_migrated(const std::filesystem::path& cache, const HubFixture& hub,
+                    const FixtureRepo& repo) {
+  const auto model = model_dir(cache, repo.id);
+  CHECK_FALSE(std::filesystem::exists(cache / "acme"));
+  CHECK(read_ref(model) == repo.commit);
+  for (const auto& file : repo.files) {
+    CHECK_MESSAGE(
+        read_text(model / "snapshots" / repo.commit / file.path) == hub.content(repo.id, file.path),
+        file.path);
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a cache the hive before the store wrote opens as schema 2 with no download, also "
+    "after SIGKILLs during the move") {
+  HubFixture hub;
+  const FixtureRepo repo = legacy_repo();
+  hub.add_repo(repo);
+  TempDir dir;
+  const auto cache = dir / "models";
+  copy_schema1_cache(cache);
+  REQUIRE(std::filesystem::exists(cache / "acme/legacy/metadata.yaml"));
+  // Kills at random instants of the start, the move among them; each restart goes on.
+  std::mt19937 random(20261206);
+  for (int kill = 0; kill < 8; ++kill) {
+    HiveOptions starting{cache, fast_flags(), {{"HF_ENDPOINT", hub.endpoint()}}};
+    starting.wait_until_serving = false;
+    HiveProcess hive(starting);
+    std::this_thread::sleep_for(std::chrono::microseconds(random() % 40000));
+    hive.stop(SIGKILL);
+  }
+  HiveProcess hive(HiveOptions{cache, fast_flags(), {{"HF_ENDPOINT", hub.endpoint()}}});
+  check_migrated(cache, hub, repo);
+  const json entry = get_json(hive, "/v1/models/acme/legacy");
+  CHECK(entry["status"] == "ready");
+  CHECK(entry["path"] == (model_dir(cache, repo.id) / "snapshots" / repo.commit).string());
+  hub.clear_requests();
+  const SseStream again =
+      watch(hive, hive.submit_job({{"operation", "model_download"}, {"model", repo.id}}));
+  REQUIRE_MESSAGE(again.terminal() == "[DONE]", stream_text(again));
+  CHECK(has_action(again, "download_up_to_date"));
+  for (const auto& request : hub.requests()) {
+    CHECK_MESSAGE(request.path.find("/resolve/") == std::string::npos, request.path);
+  }
 }
 
 TEST_CASE("the mirror serves every cached revision by ref or commit, side by side") {

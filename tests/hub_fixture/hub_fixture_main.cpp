@@ -11,6 +11,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <iostream>
 #include <memory>
@@ -35,7 +36,7 @@ rbee::testing::FixtureFile parse_file(const std::string& spec, bool lfs, std::ui
 
 int main(int argc, char** argv) {
   std::string repo_id = "bench/one";
-  std::vector<std::string> lfs_files, regular_files, xet_files, llama_files;
+  std::vector<std::string> lfs_files, regular_files, xet_files, llama_files, update_only;
   std::uint64_t rate_limit = 0;
   double update_percent = 1;
   std::size_t ranges_per_url = 4;
@@ -57,6 +58,9 @@ int main(int argc, char** argv) {
                  "under 1 MiB; 256 makes a few MiB)");
   app.add_option("--update-percent", update_percent,
                  "Of each Xet file's chunks, the share revision 2 changes (default 1)");
+  app.add_option("--update-only", update_only,
+                 "Revision 2 changes only these files (a regular one: its first 64 bytes); "
+                 "default: every Xet file");
   app.add_option("--ranges-per-url", ranges_per_url,
                  "Xet: the most chunk ranges a v2 fetch URL covers (default 4; 1: no multi-range)");
   app.add_option("--rate-limit", rate_limit, "Bytes per second per connection (0: none)");
@@ -116,7 +120,14 @@ int main(int argc, char** argv) {
     // Revision 2: 64 bytes changed at the start of one chunk in every 100 / update_percent.
     repo.commit = "2222222222222222222222222222222222222222";
     for (auto& file : repo.files) {
-      if (!file.xet) continue;
+      const bool changes = update_only.empty() ? file.xet
+                                               : std::find(update_only.begin(), update_only.end(),
+                                                           file.path) != update_only.end();
+      if (!changes) continue;
+      if (!file.xet) {
+        file.patches.push_back({0, std::min<std::uint64_t>(64, file.size), 999});
+        continue;
+      }
       const std::uint64_t chunk = 64 * 1024;
       const auto every = static_cast<std::uint64_t>(100.0 / update_percent);
       for (std::uint64_t at = chunk * (every / 2); at < file.size; at += every * chunk) {

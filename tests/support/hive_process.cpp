@@ -123,6 +123,7 @@ HiveProcess::HiveProcess(HiveOptions options) : options_(std::move(options)) {
       ::execve(argv[0], argv.data(), envp.data());
       ::_exit(127);
     }
+    if (!options_.wait_until_serving) return;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (std::chrono::steady_clock::now() < deadline && running()) {
       httplib::Client probe("127.0.0.1", port_);

@@ -23,6 +23,9 @@ struct HiveOptions {
   std::map<std::string, std::string> env;  // added to (or replacing in) the test's environment
   std::string api_token;                   // sent by client() when set
   int port = 0;                            // 0: a free port
+  // False: the constructor returns once the process runs, before it serves (a test that kills
+  // it during its start).
+  bool wait_until_serving = true;
 };
 
 class HiveProcess {

@@ -125,12 +125,12 @@ TEST_CASE(
 
   CHECK(read_ref(model) == kCommit2);
   const auto snapshot2 = model / "snapshots" / kCommit2;
-  for (const auto& [path, content] : new_files) {
-    CHECK_MESSAGE(read_text(snapshot2 / path) == content, path);
+  for (const auto& file : new_files) {  // no structured binding: CHECK_MESSAGE captures it
+    CHECK_MESSAGE(read_text(snapshot2 / file.first) == file.second, file.first);
   }
   // Revision 1 stays whole until pruned; the unchanged files are one blob, fetched once.
-  for (const auto& [path, content] : old_files) {
-    CHECK_MESSAGE(read_text(snapshot1 / path) == content, path);
+  for (const auto& file : old_files) {
+    CHECK_MESSAGE(read_text(snapshot1 / file.first) == file.second, file.first);
   }
   CHECK(inode_of(snapshot1 / "config.json") == inode_of(snapshot2 / "config.json"));
   CHECK(inode_of(snapshot1 / "tokenizer/tokenizer.json") ==

@@ -14,3 +14,13 @@ kill_started_processes() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
+
+# Sends `signal` to the Hub fixture `pid` and prints the "xet bytes sent" line it then writes to
+# `log` (SIGUSR2 only counts; SIGUSR1 also publishes revision 2).
+fixture_xet_bytes() {  # signal pid log
+  local before
+  before=$(grep -c '^xet bytes sent' "$3" || true)
+  kill "-$1" "$2"
+  until [[ $(grep -c '^xet bytes sent' "$3" || true) -gt $before ]]; do sleep 0.05; done
+  grep '^xet bytes sent' "$3" | tail -1 | awk '{print $4}'
+}

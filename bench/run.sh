@@ -544,13 +544,7 @@ build_fixture() {
   cmake --build "$ROOT/build-bench" -j2 --target rbee-hub-fixture >/dev/null
   FIXTURE_BIN=$ROOT/build-bench/tests/rbee-hub-fixture
 }
-xet_fixture_bytes() {  # signal → the fixture's "xet bytes sent" after it
-  local before
-  before=$(grep -c '^xet bytes sent' "$WORK/xet-fixture.log" || true)
-  kill "-$1" "$XET_FIXTURE_PID"
-  until [[ $(grep -c '^xet bytes sent' "$WORK/xet-fixture.log" || true) -gt $before ]]; do sleep 0.05; done
-  grep '^xet bytes sent' "$WORK/xet-fixture.log" | tail -1 | awk '{print $4}'
-}
+xet_fixture_bytes() { fixture_xet_bytes "$1" "$XET_FIXTURE_PID" "$WORK/xet-fixture.log"; }
 scenario_9() {
   build_fixture
   log "scenario 9: a $((XET_SIZE / GIB)) GiB Xet file, then revision 2 with ${XET_UPDATE_PERCENT}% of its chunks changed"

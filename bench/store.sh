@@ -64,13 +64,7 @@ start_fixture() {  # [fixture flags...]
   ENDPOINT=$(awk '/^endpoint/ {print $2}' "$WORK/fixture.log")
 }
 stop_fixture() { kill "$FIXTURE_PID" 2>/dev/null || true; wait "$FIXTURE_PID" 2>/dev/null || true; }
-xet_bytes() {  # signal → the fixture's "xet bytes sent" after it
-  local before
-  before=$(grep -c '^xet bytes sent' "$WORK/fixture.log" || true)
-  kill "-$1" "$FIXTURE_PID"
-  until [[ $(grep -c '^xet bytes sent' "$WORK/fixture.log" || true) -gt $before ]]; do sleep 0.05; done
-  grep '^xet bytes sent' "$WORK/fixture.log" | tail -1 | awk '{print $4}'
-}
+xet_bytes() { fixture_xet_bytes "$1" "$FIXTURE_PID" "$WORK/fixture.log"; }
 
 HIVE_PID= HIVE_URL=
 start_hive() {  # binary cache

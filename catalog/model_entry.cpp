@@ -351,6 +351,17 @@ RevisionRecord& ModelEntry::revision_record(const std::string& commit) {
   return *revisions.insert(at, std::move(fresh));
 }
 
+void ModelEntry::end_download(ModelStatus ended, std::string reason) {
+  status = ended;
+  error = std::move(reason);
+  for (auto& revision : revisions) {
+    if (revision.commit == commit && revision.status != ModelStatus::ready) {
+      revision.status = ended;
+      revision.error = error;
+    }
+  }
+}
+
 double ModelEntry::progress() const {
   if (status == ModelStatus::ready) return 1.0;
   if (bytes_total == 0) return 0.0;

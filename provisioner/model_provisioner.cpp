@@ -138,8 +138,8 @@ std::size_t ModelProvisioner::mark_interrupted_downloads() {
     if (entry.status != ModelStatus::downloading) continue;
     catalog_.update(entry.id, [](ModelEntry& e) {
       if (e.status != ModelStatus::downloading) return;
-      e.status = ModelStatus::interrupted;
-      e.error = "the hive stopped during the download; a new model_download resumes it";
+      e.end_download(ModelStatus::interrupted,
+                     "the hive stopped during the download; a new model_download resumes it");
     });
     ++marked;
   }
@@ -177,8 +177,7 @@ void ModelProvisioner::download(const DownloadRequest& request, std::stop_token 
     if (restore_if_untouched(attempt, request, ModelStatus::cancelled, "")) throw;
     try {
       catalog_.update(id, [&](ModelEntry& e) {
-        e.status = ModelStatus::cancelled;
-        e.error.clear();
+        e.end_download(ModelStatus::cancelled, "");
         e.last_job_id = request.job_id;
       });
     } catch (const catalog::CatalogError& error) {
@@ -367,8 +366,8 @@ void ModelProvisioner::record_failure(const ModelId& id, const DownloadRequest& 
     catalog_.update(id, [&](ModelEntry& e) {
       if (e.endpoint.empty()) e.endpoint = hub().settings().endpoint;  // a fresh entry
       if (e.revision.empty()) e.revision = request.revision;
-      e.status = ModelStatus::failed;
-      e.error = narrator_.clean(reason);  // outside text (a Hub message) may be in it
+      e.end_download(ModelStatus::failed,
+                     narrator_.clean(reason));  // outside text (a Hub message) may be in it
       e.last_job_id = request.job_id;
     });
   } catch (const catalog::CatalogError& error) {

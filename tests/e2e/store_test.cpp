@@ -244,6 +244,21 @@ TEST_CASE("a failed update leaves the ready revision ready, and says why on the 
   CHECK(failure_recorded);
 }
 
+TEST_CASE("a first download that fails says so on its revision too, and links nothing") {
+  HiveWithHub h;
+  h.hub.add_repo(evolving_repo(1, kCommit1));
+  h.hub.set_faults("weights.gguf", Faults{.times = 1000, .corrupt_at = 100});
+  CHECK(h.download({{"model", "acme/evolving"}}).terminal().starts_with("[ERROR]"));
+  const json entry = model_json(*h.hive.hive, "acme/evolving");
+  CHECK(entry["status"] == "failed");
+  REQUIRE(entry["revisions"].size() == 1);
+  CHECK(entry["revisions"][0]["status"] == "failed");
+  CHECK(entry["revisions"][0]["error"] == entry["error"]);
+  CHECK(entry["refs"].empty());
+  CHECK_FALSE(std::filesystem::exists(model_dir(h.hive.cache, "acme/evolving") / "refs"));
+  CHECK(std::filesystem::is_empty(model_dir(h.hive.cache, "acme/evolving") / "snapshots"));
+}
+
 TEST_CASE(
     "blobs another tool wrote into a shared cache are verified once and linked, not fetched") {
   HiveWithHub h;

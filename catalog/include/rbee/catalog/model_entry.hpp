@@ -68,12 +68,14 @@ struct ModelEntry {
   std::map<std::string, std::string> refs;  // ref (branch, tag, refs/pr/N) → commit
   std::vector<RevisionRecord> revisions;    // sorted by commit
 
-  double progress() const;
+  double progress() const;  // bytes_done / bytes_total in 0..1; 1 when ready
   // The revision record of `commit`, or null.
   const RevisionRecord* find_revision(std::string_view commit) const;
-  RevisionRecord& revision_record(
-      const std::string&
-          commit);  // created when missing  // bytes_done / bytes_total in 0..1; 1 when ready
+  // The revision record of `commit`, created when missing.
+  RevisionRecord& revision_record(const std::string& commit);
+  // The current download ended without a whole revision (failed, cancelled, interrupted): the
+  // entry says so, and so does the record of the commit it fetched unless that one is ready.
+  void end_download(ModelStatus ended, std::string reason);
   friend bool operator==(const ModelEntry&, const ModelEntry&) = default;
 };
 

@@ -36,6 +36,12 @@ int retry_on_eintr(const auto& call) {
 
 }  // namespace
 
+std::pair<std::string_view, std::string_view> split_parent(std::string_view path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string_view::npos) return {{}, path};
+  return {path.substr(0, slash), path.substr(slash + 1)};
+}
+
 UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);

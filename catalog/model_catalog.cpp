@@ -127,7 +127,8 @@ std::optional<struct stat> ModelCatalog::entry_file_status(const ModelId& id) co
 // The temp file lives in the working folder: a repo file can never have its name.
 void ModelCatalog::write_entry(ModelEntry& entry) const {
   entry.updated_at_ms = now_unix_ms();
-  if (entry.added_at_ms == 0) entry.added_at_ms = entry.updated_at_ms;
+  const bool first_write = entry.added_at_ms == 0;
+  if (first_write) entry.added_at_ms = entry.updated_at_ms;
   for (auto& revision : entry.revisions) {
     if (revision.added_at_ms == 0) revision.added_at_ms = entry.updated_at_ms;
   }
@@ -138,8 +139,9 @@ void ModelCatalog::write_entry(ModelEntry& entry) const {
   }
   const Directory dir = *open_model_dir(entry.id, true);
   const Directory work = *dir.descend(kWorkFolder, true);
-  // HF tools take a model folder without snapshots/ for a broken one (scanCacheDir warns).
-  dir.descend(kSnapshotsFolder, true);
+  // HF tools take a model folder without snapshots/ for a broken one (scanCacheDir warns);
+  // made with the entry, not at every progress write.
+  if (first_write) dir.descend(kSnapshotsFolder, true);
   dir.replace_file(kMetadataFile, to_yaml(entry), work);
   ++writes_;
 }

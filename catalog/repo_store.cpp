@@ -17,10 +17,9 @@ bool all_hex(std::string_view text) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-std::pair<std::string_view, std::string_view> split_parent(std::string_view path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string_view::npos) return {{}, path};
-  return {path.substr(0, slash), path.substr(slash + 1)};
+// refs/ and the folders of a ref with '/' ("refs/pr" of "refs/pr/1").
+std::string refs_folder(std::string_view parent) {
+  return parent.empty() ? std::string(kRefsFolder) : fmt::format("{}/{}", kRefsFolder, parent);
 }
 
 std::string snapshot_folder(std::string_view commit, std::string_view parent) {
@@ -105,18 +104,14 @@ void write_ref(const Directory& model, std::string_view ref, std::string_view co
                const Directory& scratch) {
   check_commit(commit, model);
   const auto [parent, name] = split_parent(ref);
-  const std::string folder_name =
-      parent.empty() ? std::string(kRefsFolder) : fmt::format("{}/{}", kRefsFolder, parent);
-  const Directory folder = *model.descend(folder_name, true);
+  const Directory folder = *model.descend(refs_folder(parent), true);
   folder.replace_file(name, commit, scratch);
 }
 
 std::optional<std::string> read_ref(const Directory& model, std::string_view ref) {
   const auto [parent, name] = split_parent(ref);
-  const std::string folder_name =
-      parent.empty() ? std::string(kRefsFolder) : fmt::format("{}/{}", kRefsFolder, parent);
   try {
-    const auto folder = model.descend(folder_name, false);
+    const auto folder = model.descend(refs_folder(parent), false);
     if (!folder) return std::nullopt;
     auto text = folder->read_file(name, 256);
     if (!text) return std::nullopt;
@@ -130,9 +125,7 @@ std::optional<std::string> read_ref(const Directory& model, std::string_view ref
 
 void remove_ref(const Directory& model, std::string_view ref) {
   const auto [parent, name] = split_parent(ref);
-  const std::string folder_name =
-      parent.empty() ? std::string(kRefsFolder) : fmt::format("{}/{}", kRefsFolder, parent);
-  if (const auto folder = model.descend(folder_name, false)) {
+  if (const auto folder = model.descend(refs_folder(parent), false)) {
     folder->remove_file(name);
     folder->sync();
   }

@@ -20,16 +20,10 @@ namespace {
 constexpr const char* kMetadataFile = "metadata.yaml";
 constexpr std::size_t kMaxSchema1Bytes = ModelCatalog::kMaxMetadataBytes;
 
-std::pair<std::string, std::string> split_parent(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return {"", path};
-  return {path.substr(0, slash), path.substr(slash + 1)};
-}
-
 // The schema-1 model folders under the root: <org>/<name> (or _/<name>) holding a
 // metadata.yaml. Folders of the new layout (models--…) and hidden ones (.locks) are not.
-std::vector<std::pair<ModelId, std::string>> schema1_folders(const fs::path& root) {
-  std::vector<std::pair<ModelId, std::string>> found;
+std::vector<ModelId> schema1_folders(const fs::path& root) {
+  std::vector<ModelId> found;
   std::error_code ec;
   for (const auto& org : fs::directory_iterator(root, ec)) {
     const std::string org_name = org.path().filename().string();
@@ -41,8 +35,7 @@ std::vector<std::pair<ModelId, std::string>> schema1_folders(const fs::path& roo
       if (model.is_symlink(ec) || !model.is_directory(ec)) continue;
       if (!fs::is_regular_file(fs::symlink_status(model.path() / kMetadataFile, ec))) continue;
       try {
-        const ModelId id = model_id_of_schema1_folder(org_name, model.path().filename().string());
-        found.emplace_back(id, id.schema1_folder());
+        found.push_back(model_id_of_schema1_folder(org_name, model.path().filename().string()));
       } catch (const CatalogError&) {
         // A folder whose name is no model id was never the catalog's.
       }
@@ -73,10 +66,11 @@ void move_legacy_parts(const Directory& old_model, const Directory& new_model,
   const auto [parent, name] = split_parent(file.path);
   const auto folder = old_model.descend(parent, false);
   if (!folder) return;
-  for (const std::string suffix : {".part.ranges", ".part"}) {
-    const auto status = folder->status_of(name + suffix);
+  for (const char* suffix : {".part.ranges", ".part"}) {
+    const std::string part = std::string(name) + suffix;
+    const auto status = folder->status_of(part);
     if (!status || !S_ISREG(status->st_mode)) continue;
-    folder->rename_to(name + suffix, *new_model.descend(parent, true), name + suffix);
+    folder->rename_to(part, *new_model.descend(parent, true), part);
   }
 }
 
@@ -188,7 +182,7 @@ MigrationReport migrate_schema1_models(const ModelCatalog& catalog) {
   MigrationReport report;
   std::error_code ec;
   if (!fs::exists(catalog.root(), ec)) return report;
-  for (const auto& [id, folder] : schema1_folders(catalog.root())) {
+  for (const auto& id : schema1_folders(catalog.root())) {
     migrate_model(catalog, id, report);
   }
   return report;

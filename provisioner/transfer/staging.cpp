@@ -45,12 +45,6 @@ std::string staging_key(const FileToFetch& file) {
 
 }  // namespace
 
-std::pair<std::string_view, std::string_view> split_parent(std::string_view path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string_view::npos) return {{}, path};
-  return {path.substr(0, slash), path.substr(slash + 1)};
-}
-
 std::string part_file_name(const FileToFetch& file) {
   return staging_key(file) + ".part";
 }

@@ -65,8 +65,7 @@ class StagedFile {
   std::string key_;
 };
 
-// "a/b/c.bin" → {"a/b", "c.bin"}; a path without a folder has an empty parent.
-std::pair<std::string_view, std::string_view> split_parent(std::string_view path);
+using catalog::split_parent;
 
 // The names of the part and sidecar of `file` inside the working folder (for tests and tools).
 std::string part_file_name(const FileToFetch& file);

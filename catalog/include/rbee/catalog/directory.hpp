@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "rbee/catalog/errors.hpp"
@@ -110,6 +111,9 @@ class Directory {
   UniqueFd fd_;
   std::filesystem::path path_;  // for messages only: never used to reach the folder
 };
+
+// "a/b/c.bin" → {"a/b", "c.bin"}; a path without a folder has an empty parent. Views of `path`.
+std::pair<std::string_view, std::string_view> split_parent(std::string_view path);
 
 // Writes all of `data` at `offset` of `fd`, retrying short writes; throws FileSystemError.
 void write_all_at(int fd, std::string_view data, std::uint64_t offset,

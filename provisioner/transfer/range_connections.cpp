@@ -18,7 +18,30 @@ namespace {
 // hold 16 MiB.
 constexpr std::size_t kWriteBatch = 256 << 10;
 constexpr long kReceiveBuffer = 256 << 10;
-constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never split a remainder under 2× this
+constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never take over less than this
+
+// A request asks for about this long of its connection's last speed, within these bounds. The
+// first request of a connection is small: its speed is not known yet.
+constexpr double kRequestSeconds = 1.0;
+constexpr std::uint64_t kFirstRequestBytes = 2 << 20;
+constexpr std::uint64_t kMinRequestBytes = 1 << 20;
+constexpr std::uint64_t kMaxRequestBytes = 64 << 20;
+
+std::uint64_t next_request_bytes(std::uint64_t bytes, Clock::duration took) {
+  const double seconds = std::max(1e-3, std::chrono::duration<double>(took).count());
+  const double wanted = static_cast<double>(bytes) / seconds * kRequestSeconds;
+  return std::clamp(static_cast<std::uint64_t>(wanted), kMinRequestBytes, kMaxRequestBytes);
+}
+
+// Where another connection may start in `s`: past the request in flight, and past half of
+// what its own connection still has to receive.
+std::uint64_t steal_point(const Segment& s) {
+  return std::max(s.requested, s.received + (s.end - std::min(s.end, s.received)) / 2);
+}
+
+std::uint64_t stealable(const Segment& s) {
+  return s.end - std::min(s.end, steal_point(s));
+}
 
 }  // namespace
 
@@ -35,7 +58,7 @@ bool RangedDownload::has_work_to_share() {
   if (group_stop_.stop_requested()) return false;
   for (const auto& s : segments_) {
     if (!s.taken && !s.complete()) return true;
-    if (s.taken && s.end - s.received >= 2 * kMinStealBytes) return true;
+    if (s.taken && stealable(s) >= kMinStealBytes) return true;
   }
   return false;
 }
@@ -44,7 +67,7 @@ void RangedDownload::work(Worker& worker) {
   std::stop_callback relay_group_stop(group_stop_.get_token(),
                                       [&worker] { worker.stop.request_stop(); });
   try {
-    while (!worker.retire) {
+    while (!worker.retire && !worker.leave) {
       const auto index = claim_segment();
       if (!index) break;
       fetch_segment(*index, worker);
@@ -60,8 +83,8 @@ void RangedDownload::work(Worker& worker) {
   cv_.notify_all();
 }
 
-// An untaken unfinished segment, or half of the largest remainder another connection is
-// still receiving; nullopt when nothing worth a connection is left.
+// An untaken unfinished segment, or half of the largest remainder another connection has
+// not asked for yet; nullopt when nothing worth a connection is left.
 std::optional<std::size_t> RangedDownload::claim_segment() {
   std::lock_guard lock(mutex_);
   if (group_stop_.stop_requested()) return std::nullopt;
@@ -74,18 +97,14 @@ std::optional<std::size_t> RangedDownload::claim_segment() {
   std::optional<std::size_t> largest;
   for (std::size_t i = 0; i < segments_.size(); ++i) {
     const auto& s = segments_[i];
-    if (s.taken &&
-        (!largest || s.end - s.received > segments_[*largest].end - segments_[*largest].received)) {
-      largest = i;
-    }
+    if (s.taken && (!largest || stealable(s) > stealable(segments_[*largest]))) largest = i;
   }
-  if (!largest) return std::nullopt;
-  const Segment victim = segments_[*largest];
-  const std::uint64_t left = victim.end - victim.received;
-  if (left < 2 * kMinStealBytes) return std::nullopt;
-  const std::uint64_t split = victim.received + left / 2;
-  segments_[*largest].end = split;  // its connection stops there and drops
-  segments_.push_back({split, victim.end, split, split, true});
+  if (!largest || stealable(segments_[*largest]) < kMinStealBytes) return std::nullopt;
+  const std::uint64_t split = steal_point(segments_[*largest]);
+  const std::uint64_t end = segments_[*largest].end;
+  // Its connection ends with the request it has in flight; it never asks beyond `split`.
+  segments_[*largest].end = split;
+  segments_.push_back({split, end, split, split, split, true});
   return segments_.size() - 1;
 }
 
@@ -97,17 +116,22 @@ void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
       std::lock_guard lock(mutex_);
       Segment& segment = segments_[index];
       segment.received = segment.written;  // an unflushed batch of a failed try is gone
-      if (segment.complete() || group_stop_.stop_requested() || worker.retire) {
+      if (segment.complete() || group_stop_.stop_requested() || worker.retire || worker.leave) {
         segment.taken = false;
+        segment.requested = segment.written;
         return;
       }
+      if (worker.request_bytes == 0) worker.request_bytes = kFirstRequestBytes;
       from = segment.written;
-      to = segment.end;
+      to = std::min(segment.end, from + worker.request_bytes);
+      segment.requested = to;
     }
     int generation = 0;
     try {
       const ResolvedFile source = current_source(generation);
+      const auto started = Clock::now();
       transfer(index, source, worker, from, to);
+      worker.request_bytes = next_request_bytes(to - from, Clock::now() - started);
     } catch (const HubError& error) {
       if (group_stop_.stop_requested()) continue;  // the loop top releases the segment
       std::uint64_t now_written;
@@ -136,8 +160,6 @@ void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
   }
 }
 
-// One GET of bytes [from, to) of segment `index`. Returns when the segment is complete (or
-// was shortened to what it has); throws HubError otherwise.
 // A 429 or 503 while other connections are served: the server's limit, not a passing fault.
 // Returns how many others there are (recorded for the controller), or 0 for an ordinary retry.
 int RangedDownload::refused_while_others_run(const HubError& error) {
@@ -152,6 +174,8 @@ int RangedDownload::refused_while_others_run(const HubError& error) {
   return others;
 }
 
+// One GET of bytes [from, to) of segment `index`. Returns when they are all written (or the
+// worker was retired or the group stopped); throws HubError otherwise.
 void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Worker& worker,
                               std::uint64_t from, std::uint64_t to) {
   if (!worker.http) worker.http = std::make_unique<HttpConnection>(hub_.settings());
@@ -190,29 +214,20 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
   request.on_body = [&](const char* data, std::size_t length) {
     if (worker.retire) return false;
     worker.received += length;
-    std::uint64_t end;
+    const std::uint64_t accepted =
+        std::min<std::uint64_t>(length, to - (batch_offset + batch.size()));
     {
       std::lock_guard lock(mutex_);
-      end = segments_[index].end;  // may have shrunk: another connection took the tail
-      const std::uint64_t room = end - std::min(end, segments_[index].received);
-      length = std::min<std::uint64_t>(length, room);
-      segments_[index].received += length;
+      segments_[index].received += accepted;
     }
-    batch.insert(batch.end(), data, data + length);
+    batch.insert(batch.end(), data, data + accepted);
     if (batch.size() >= kWriteBatch) flush();
-    if (batch_offset + batch.size() >= end) {
-      reached_end = true;
-      return false;
-    }
-    return true;
+    if (batch_offset + batch.size() >= to) reached_end = true;
+    return accepted == length;  // more than was asked for: the server is wrong, stop it
   };
   const HttpResult result = worker.http->perform(request, worker.stop.get_token());
   if (!batch.empty()) flush();
   if (reached_end || group_stop_.stop_requested() || worker.retire) return;
-  {
-    std::lock_guard lock(mutex_);
-    if (segments_[index].complete()) return;
-  }
   const std::string what = fmt::format("{} (bytes {}-{})", file_.path, from, to - 1);
   const int status = result.head.status;
   if (wrong_range) {

@@ -89,7 +89,7 @@ void RangedDownload::plan_segments(const std::vector<Range>& done) {
   std::uint64_t cursor = 0;
   for (const auto& range : done) {
     if (range.begin > cursor) gaps.push_back({cursor, range.begin});
-    segments_.push_back({range.begin, range.end, range.end, range.end, false});
+    segments_.push_back({range.begin, range.end, range.end, range.end, range.end, false});
     cursor = range.end;
   }
   if (cursor < file_.size) gaps.push_back({cursor, file_.size});
@@ -101,7 +101,7 @@ void RangedDownload::plan_segments(const std::vector<Range>& done) {
   for (const auto& gap : gaps) {
     for (std::uint64_t begin = gap.begin; begin < gap.end; begin += piece) {
       const std::uint64_t end = std::min(gap.end, begin + piece);
-      segments_.push_back({begin, end, begin, begin, false});
+      segments_.push_back({begin, end, begin, begin, begin, false});
     }
   }
   const int useful = static_cast<int>(
@@ -217,7 +217,7 @@ std::vector<Worker*> RangedDownload::running_workers() {
   std::vector<Worker*> running;
   std::lock_guard lock(mutex_);
   for (const auto& worker : workers_) {
-    if (!worker->finished && !worker->retire) running.push_back(worker.get());
+    if (!worker->finished && !worker->retire && !worker->leave) running.push_back(worker.get());
   }
   return running;
 }
@@ -228,12 +228,13 @@ void RangedDownload::retire(Worker& worker) {
   worker.stop.request_stop();
 }
 
-// Above the target (the controller went back a step): the newest connections leave.
+// Above the target (the controller went back a step): the newest connections leave at the
+// end of their request in flight, so the bytes the server already sent are not wasted.
 void RangedDownload::retire_surplus() {
   auto running = running_workers();
   for (int surplus = static_cast<int>(running.size()) - controller_->target(); surplus > 0;
        --surplus) {
-    retire(*running.back());
+    running.back()->leave = true;
     running.pop_back();
   }
 }

@@ -27,12 +27,16 @@ using Clock = std::chrono::steady_clock;
 
 using Range = ByteRange;
 
-// One piece of the file, fetched by one connection at a time.
+// One piece of the file, fetched by one connection at a time, one bounded request after
+// another. Another connection may take over the tail beyond the request in flight, never a
+// byte of it: what the server has sent is received, not dropped (DESIGN §8, no byte fetched
+// twice).
 struct Segment {
   std::uint64_t begin = 0;
-  std::uint64_t end = 0;       // shrinks when another connection takes over the tail
-  std::uint64_t written = 0;   // bytes before this offset are on disk
-  std::uint64_t received = 0;  // bytes before this offset are accepted (written, or batched)
+  std::uint64_t end = 0;        // shrinks when another connection takes over the tail
+  std::uint64_t written = 0;    // bytes before this offset are on disk
+  std::uint64_t received = 0;   // bytes before this offset are accepted (written, or batched)
+  std::uint64_t requested = 0;  // the end of the request in flight (never beyond `end`)
   bool taken = false;
   bool complete() const { return written >= end; }
 };
@@ -42,7 +46,12 @@ struct Segment {
 struct Worker {
   std::atomic<std::uint64_t> received{0};  // body bytes, for the speed comparisons
   std::atomic<bool> retire{false};         // leave now, releasing the segment to the others
+  std::atomic<bool> leave{false};          // leave once the request in flight is done
   std::stop_source stop;                   // ends its transfer: retired, or the group stops
+  // The next request's size: about kRequestSeconds of this connection's speed, so a request
+  // ends soon at any speed (a surplus connection leaves at its end, another connection may
+  // take over what lies beyond it) and a fast one pays few round trips.
+  std::uint64_t request_bytes = 0;
   Clock::time_point started = Clock::now();
   std::uint64_t window_received = 0;  // the coordinator's: `received` at the last speed check
   bool finished = false;              // guarded by the download's mutex
@@ -105,7 +114,8 @@ class RangedDownload {
   // The worker leaves at once (its transfer is woken and ends), releasing its segment.
   static void retire(Worker& worker);
 
-  // Above the target (the controller went back a step): the newest connections leave.
+  // Above the target (the controller went back a step): the newest connections leave at the
+  // end of their request in flight, so the bytes the server already sent are not wasted.
   void retire_surplus();
 
   // A connection far slower than the median (a bad route, a slow CDN node) leaves; the next
@@ -120,18 +130,18 @@ class RangedDownload {
 
   void work(Worker& worker);
 
-  // An untaken unfinished segment, or half of the largest remainder another connection is
-  // still receiving; nullopt when nothing worth a connection is left.
+  // An untaken unfinished segment, or half of the largest remainder another connection has
+  // not asked for yet; nullopt when nothing worth a connection is left.
   std::optional<std::size_t> claim_segment();
 
   void fetch_segment(std::size_t index, Worker& worker);
 
-  // One GET of bytes [from, to) of segment `index`. Returns when the segment is complete (or
-  // was shortened to what it has); throws HubError otherwise.
   // A 429 or 503 while other connections are served: the server's limit, not a passing fault.
   // Returns how many others there are (recorded for the controller), or 0 for an ordinary retry.
   int refused_while_others_run(const HubError& error);
 
+  // One GET of bytes [from, to) of segment `index`. Returns when they are all written (or the
+  // worker was retired or the group stopped); throws HubError otherwise.
   void transfer(std::size_t index, const ResolvedFile& source, Worker& worker, std::uint64_t from,
                 std::uint64_t to);
 

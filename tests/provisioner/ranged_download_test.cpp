@@ -254,3 +254,23 @@ TEST_CASE("a connection far slower than the others is replaced, and the file ver
   CHECK(s.no_leftovers("uneven.bin"));
   CHECK(s.retry_text().find("replacing it") != std::string::npos);
 }
+
+TEST_CASE("a connection whose range is taken over finishes its request: no byte is sent twice") {
+  const std::uint64_t size = 12ULL << 20;
+  RangedSetup s({{"shared.bin", size, true, 24}});
+  s.policy.connections = 4;
+  s.policy.adaptive_connections = false;
+  s.policy.min_range_bytes = 256 * 1024;
+  s.policy.stall_timeout = 5s;
+  s.hub.set_rate_limit(4 << 20);  // 4 MiB/s per connection…
+  // …but the first is slower: the others finish their ranges first and take over its tail.
+  s.hub.set_faults("shared.bin", Faults{.times = 1, .bytes_per_second = 1280 * 1024});
+  s.fetch("shared.bin");
+  CHECK(s.exact("shared.bin"));
+  const auto gets = s.cdn_gets();
+  std::set<std::uint64_t> starts;
+  for (const auto& get : gets) starts.insert(range_start(get.range));
+  CHECK(starts.size() == gets.size());  // no byte asked for twice…
+  CHECK(s.hub.content_bytes_sent() == size);  // …nor sent twice: nobody dropped what was in flight
+  CHECK(gets.size() > 4);  // the ranges were taken over (and asked for in bounded requests)
+}

@@ -24,22 +24,30 @@ void AdaptiveConnections::sample(Clock::time_point now, std::uint64_t total_byte
     measuring_ = false;
     return;
   }
+  const auto per_connection = [this](std::uint64_t bytes) {
+    return bytes * static_cast<std::uint64_t>(target_);
+  };
   if (!measuring_) {
     measuring_ = true;
+    settled_step_ = false;
     level_since_ = now;
-    window_start_ = now + kSettle;
-    window_bytes_ = 0;
+    level_bytes_ = total_bytes;
     return;
   }
-  if (now < window_start_) return;
-  if (window_bytes_ == 0) {
-    window_bytes_ = std::max<std::uint64_t>(total_bytes, 1);
+  if (!settled_step_) {
+    const auto since = now - level_since_;
+    const bool ramped =
+        total_bytes - std::min(total_bytes, level_bytes_) >= per_connection(kSettleBytes);
+    if (since < kSettle || (!ramped && since < kMaxSettle)) return;
+    settled_step_ = true;
     window_start_ = now;
+    window_bytes_ = total_bytes;
     return;
   }
-  if (now - window_start_ < kWindow) return;
-  const double seconds = std::chrono::duration<double>(now - window_start_).count();
-  judge(static_cast<double>(total_bytes - std::min(total_bytes, window_bytes_)) / seconds);
+  const auto length = now - window_start_;
+  const std::uint64_t bytes = total_bytes - std::min(total_bytes, window_bytes_);
+  if (length < kWindow || (bytes < per_connection(kWindowBytes) && length < kMaxWindow)) return;
+  judge(static_cast<double>(bytes) / std::chrono::duration<double>(length).count());
 }
 
 void AdaptiveConnections::judge(double rate) {

@@ -7,9 +7,17 @@
 // step (quadruples it while the speed grows in proportion, as under a per-connection cap); when
 // a step stops paying it goes back to the count before it and stays there. A
 // 429/503 from one connection while others run caps the count at the connections that were
-// being served, for the rest of the download. Each step is judged on a window of kWindow after
-// a settling time of kSettle (new connections need a moment to reach speed): on loopback or a
-// LAN a gigabyte file settles within its first second.
+// being served, for the rest of the download.
+//
+// A step is judged on a window after a settling time, and both are measured in bytes as well as
+// time: new connections first pay TCP slow start and a range's first bytes, and a server that
+// caps each connection often sends in bursts (nginx's limit_rate: a second's worth at once, then
+// a burst at each tick of its one-second clock), so a quarter second at 300 KB/s a connection
+// sees bursts or nothing, not the rate. Settling lasts kSettle and until each connection had
+// kSettleBytes (at most kMaxSettle); the window lasts kWindow and until each connection brought
+// kWindowBytes, or kMaxWindow, whole seconds, which hold as many burst ticks as seconds. On
+// loopback or a LAN the byte counts come within the times, and a gigabyte file still settles
+// within its first second; at 300 KB/s a step takes about 3 s.
 //
 // Pure logic with no clock of its own: the coordinator feeds it samples, which is also how the
 // unit tests drive it. Not thread-safe: the ranged download's coordinator thread owns it.
@@ -25,7 +33,11 @@ class AdaptiveConnections {
  public:
   using Clock = std::chrono::steady_clock;
   static constexpr auto kSettle = std::chrono::milliseconds(100);
+  static constexpr auto kMaxSettle = std::chrono::seconds(1);
+  static constexpr std::uint64_t kSettleBytes = 256 << 10;  // per connection
   static constexpr auto kWindow = std::chrono::milliseconds(250);
+  static constexpr auto kMaxWindow = std::chrono::seconds(2);
+  static constexpr std::uint64_t kWindowBytes = 1 << 20;  // per connection
   static constexpr double kMinGain = 1.15;  // a step must bring 15% more, or it goes back
   // A step whose new connections each brought at least this share of an old one's speed
   // scaled linearly: the next step quadruples instead of doubling.
@@ -56,10 +68,12 @@ class AdaptiveConnections {
   std::string reason_;
   double last_rate_ = 0;
 
-  // The step being measured: since when the target's connections are all open, and the bytes
-  // at the start of its window.
+  // The step being measured: since when the target's connections are all open and the bytes
+  // then, and the start of its window (once settled) and the bytes then.
   bool measuring_ = false;
+  bool settled_step_ = false;
   Clock::time_point level_since_;
+  std::uint64_t level_bytes_ = 0;
   Clock::time_point window_start_;
   std::uint64_t window_bytes_ = 0;
   int previous_count_ = 0;  // the count before the last doubling, and its speed

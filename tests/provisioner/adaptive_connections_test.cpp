@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -31,12 +32,46 @@ int settle(AdaptiveConnections& controller, Rate rate) {
   return controller.target();
 }
 
+// A slow CDN edge capped per connection like nginx's limit_rate: a connection may send
+// `per_connection` × (whole seconds since its request + 1), so it sends its first second's
+// worth at once and then a burst at each tick of the server's one-second clock. A window of a
+// quarter second sees bursts or nothing, not the rate.
+int settle_slow_edge(AdaptiveConnections& controller, double per_connection) {
+  auto now = Clock::now();
+  double elapsed = 0;
+  std::vector<double> opened;  // when each connection's request arrived
+  double arrived = 0;
+  for (int tick = 0; tick < 20000 && !controller.settled(); ++tick) {
+    now += 50ms;
+    elapsed += 0.05;
+    while (opened.size() < static_cast<std::size_t>(controller.target())) {
+      opened.push_back(elapsed);
+    }
+    arrived = 0;
+    for (const double start : opened) {
+      arrived += per_connection * (std::floor(elapsed) - std::floor(start) + 1);
+    }
+    controller.sample(now, static_cast<std::uint64_t>(arrived), controller.target());
+  }
+  REQUIRE(controller.settled());
+  return controller.target();
+}
+
 }  // namespace
 
 TEST_CASE("a per-connection cap: the count doubles up to the ceiling") {
   AdaptiveConnections controller(32, 4);
   CHECK(settle(controller, [](int n) { return n * 50e6; }) == 32);
   CHECK(controller.reason().find("ceiling") != std::string::npos);
+}
+
+TEST_CASE(
+    "a slow edge (300 KB/s per connection, in bursts) is judged past the bursts: the ceiling") {
+  for (const double rate : {300e3, 1e6, 5e6}) {
+    AdaptiveConnections controller(32, 4);
+    CHECK_MESSAGE(settle_slow_edge(controller, rate) == 32,
+                  rate << " B/s: " << controller.reason());
+  }
 }
 
 TEST_CASE("a link that one connection fills: it goes back to the count before the useless step") {

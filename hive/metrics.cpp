@@ -67,6 +67,10 @@ void append_downloads(std::string& text, const MetricsSources& sources) {
   append_header(text, "rbee_download_reused_bytes_total", "counter",
                 "Bytes of Xet chunks copied from files already on disk instead of downloaded.");
   text += fmt::format("rbee_download_reused_bytes_total {}\n", stats.bytes_reused);
+  append_header(text, "rbee_download_writeback_bytes_total", "counter",
+                "Bytes of verified files whose writeback to disk began while they downloaded "
+                "(the rest waited for the fsync before the publish).");
+  text += fmt::format("rbee_download_writeback_bytes_total {}\n", stats.bytes_written_back);
   append_header(text, "rbee_download_speed_bytes_per_second", "gauge",
                 "Download speed over the last 3 seconds, all downloads together.");
   text += fmt::format("rbee_download_speed_bytes_per_second {:.0f}\n", stats.bytes_per_second);
@@ -98,8 +102,8 @@ void append_mirror(std::string& text, const MetricsSources& sources) {
   text += fmt::format("rbee_mirror_pulls_total {}\n", mirror.pulls);
   append_header(text, "rbee_mirror_requests_total", "counter", "Mirror requests, by route.");
   for (const auto& [route, count] : mirror.requests_by_route) {
-    text += fmt::format("rbee_mirror_requests_total{{route=\"{}\"}} {}\n", escape_label(route),
-                        count);
+    text +=
+        fmt::format("rbee_mirror_requests_total{{route=\"{}\"}} {}\n", escape_label(route), count);
   }
 }
 

@@ -33,6 +33,11 @@ void DownloadStats::add_reused(std::uint64_t bytes) {
   totals_.bytes_reused += bytes;
 }
 
+void DownloadStats::add_written_back(std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  totals_.bytes_written_back += bytes;
+}
+
 void DownloadStats::add_retry() {
   std::lock_guard lock(mutex_);
   ++totals_.retries;

@@ -134,6 +134,17 @@ class ProgressReporter {
   double speed_ = 0;
 };
 
+// For operators and the bench (DESIGN §8, durable at the speed of non-durable): how long the
+// hash and the fsync took after the last byte.
+std::string describe_timeline(const ModelFile& file, const FileTimeline& timeline) {
+  const auto seconds = [](std::chrono::milliseconds at) { return at.count() / 1000.0; };
+  return fmt::format(
+      "{}: last byte at {:.2f} s, hashed at {:.2f} s, durable at {:.2f} s; writeback of {} began "
+      "while it downloaded",
+      file.path, seconds(timeline.received), seconds(timeline.hashed), seconds(timeline.durable),
+      format_bytes(timeline.written_back));
+}
+
 }  // namespace
 
 // Downloads `files` (those not verified yet) several at a time, all sharing the job's
@@ -231,6 +242,11 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
       bytes_seen = bytes;  // a restart from zero lowers it: count the bytes fetched again
       reporter.update(file, bytes);
     };
+    std::optional<FileTimeline> timeline;
+    events.finished = [&](const FileTimeline& finished) {
+      timeline = finished;
+      stats_.add_written_back(finished.written_back);
+    };
     events.retrying = [&](int attempt, const std::string& reason, std::chrono::milliseconds delay) {
       stats_.add_retry();
       narrate("download_retry",
@@ -273,6 +289,7 @@ void ModelProvisioner::download_files(const DownloadRequest& request, ModelEntry
             fmt::format("Verified {} ({}, {}{})", file.path, format_bytes(file.size),
                         file.sha256.empty() ? "git sha1" : "sha256", sources),
             Level::info, progress);
+    if (timeline) narrate("file_timeline", describe_timeline(file, *timeline), Level::debug);
   };
 
   std::mutex failures_mutex;

@@ -225,6 +225,7 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
                                                const std::stop_token& stop,
                                                const DownloadEvents& events,
                                                std::optional<ResolvedFile> source) const {
+  TimelineClock timeline;
   FileHash hash(file);
   PartFile part(staged, file.size, hash);
   if (events.progress) events.progress(part.size());
@@ -240,8 +241,13 @@ void FileDownloader::fetch_over_one_connection(const catalog::ModelId& repo,
   for (;;) {
     if (stop.stop_requested()) throw DownloadCancelled();
     if (part.size() == file.size) {
+      timeline.received();
       const std::string actual = part.digest();
-      if (actual == hash.expected()) return part.publish();
+      timeline.hashed();
+      if (actual == hash.expected()) {
+        part.publish();
+        return timeline.durable(events, part.written_back());
+      }
       part.restart();
       const std::string reason = fmt::format("{} mismatch for {}: expected {}, got {}",
                                              hash.algorithm(), file.path, hash.expected(), actual);

@@ -123,14 +123,14 @@ void PartFile::append(const char* data, std::size_t length) {
   pipeline_->update(data, length);
   write_at(fd_.get(), path_, data, length, size_);
   size_ += length;
-  start_writeback();
+  writeback_.advance(fd_.get(), size_);
 }
 
 void PartFile::restart() {
   if (pipeline_) pipeline_->drain();
   if (::ftruncate(fd_.get(), 0) != 0) throw_disk_error("truncate", path_, errno);
   size_ = 0;
-  written_back_ = 0;
+  writeback_.reset();
   hash_.reset();
 }
 
@@ -150,14 +150,22 @@ void PartFile::rehash_prefix(std::uint64_t expected_size) {
   size_ = static_cast<std::uint64_t>(length);
 }
 
-// Starts the kernel's writeback of what has piled up, without waiting for it, so the final
-// fsync finds little left to write (it otherwise costs seconds for a large file).
-void PartFile::start_writeback() {
-  constexpr std::uint64_t kWritebackChunk = 16 << 20;
-  if (size_ - written_back_ < kWritebackChunk) return;
-  ::sync_file_range(fd_.get(), static_cast<off_t>(written_back_),
-                    static_cast<off_t>(size_ - written_back_), SYNC_FILE_RANGE_WRITE);
-  written_back_ = size_;
+void Writeback::start(int fd, std::uint64_t end) {
+  // Advice, not a promise: a failure here only leaves the work to the fsync, which reports it.
+  ::sync_file_range(fd, static_cast<off_t>(started_), static_cast<off_t>(end - started_),
+                    SYNC_FILE_RANGE_WRITE);
+  started_ = end;
+}
+
+std::chrono::milliseconds TimelineClock::since_start() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start_);
+}
+
+void TimelineClock::durable(const DownloadEvents& events, std::uint64_t written_back) {
+  timeline_.durable = since_start();
+  timeline_.written_back = written_back;
+  if (events.finished) events.finished(timeline_);
 }
 
 }  // namespace rbee::provisioner

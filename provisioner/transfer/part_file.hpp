@@ -61,6 +61,47 @@ ResumablePart open_resumable_part(const StagedFile& staged, const FileToFetch& f
 // find), without opening or changing anything: 0 when there is no usable part.
 std::uint64_t resumable_bytes(const StagedFile& staged, const FileToFetch& file);
 
+// Starts the kernel's writeback of a part's bytes as they are written, without waiting for it
+// (sync_file_range WRITE), so the fsync before the publish finds little left to write: the
+// durability promised in DESIGN §12 is paid while the network is busy, not after its last byte.
+// One per run of bytes written in order (a single connection's part, one range request). Not
+// thread-safe: the thread that writes the run owns it.
+class Writeback {
+ public:
+  explicit Writeback(std::uint64_t from = 0) : started_(from), from_(from) {}
+  // Bytes up to `end` are written: starts writing back those not started yet, in steps of
+  // kStep (a call per few bytes would cost more than it saves).
+  void advance(int fd, std::uint64_t end) {
+    if (end >= started_ + kStep) start(fd, end);
+  }
+  // The run ended at `end`: starts what is left, however little.
+  void finish(int fd, std::uint64_t end) {
+    if (end > started_) start(fd, end);
+  }
+  void reset() { started_ = from_; }
+  std::uint64_t started() const { return started_ - from_; }  // bytes started so far
+
+ private:
+  void start(int fd, std::uint64_t end);
+  static constexpr std::uint64_t kStep = 8 << 20;
+  std::uint64_t started_;
+  std::uint64_t from_;
+};
+
+// When a file's download began, for DownloadEvents::finished (FileTimeline).
+class TimelineClock {
+ public:
+  void received() { timeline_.received = since_start(); }
+  void hashed() { timeline_.hashed = since_start(); }
+  // The file is published; tells the caller's `finished` event.
+  void durable(const DownloadEvents& events, std::uint64_t written_back);
+
+ private:
+  std::chrono::milliseconds since_start() const;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  FileTimeline timeline_;
+};
+
 // The part of a single-connection download: written at its end, with every byte fed through
 // the file's hash on the way (a resumed prefix is rehashed first). Not thread-safe.
 class PartFile {
@@ -80,17 +121,17 @@ class PartFile {
 
   // The verified file appears as its blob whole or not at all.
   void publish() { staged_.publish(fd_.get()); }
+  std::uint64_t written_back() const { return writeback_.started(); }
 
  private:
   void rehash_prefix(std::uint64_t expected_size);
-  void start_writeback();
 
   const StagedFile& staged_;
   std::filesystem::path path_;
   FileHash& hash_;
   catalog::UniqueFd fd_;
   std::uint64_t size_ = 0;
-  std::uint64_t written_back_ = 0;
+  Writeback writeback_;
   std::optional<HashPipeline> pipeline_;  // last: destroyed (joined) first
 };
 

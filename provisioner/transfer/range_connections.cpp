@@ -1,6 +1,12 @@
-// One connection of a ranged download: it claims a segment (or, when none is left, half of the
-// largest remainder another connection is still receiving), fetches it with a Range request
-// into the part, and retries, hands its range over or leaves on failures.
+// One connection of a ranged download: it claims the next bytes of the file nobody has claimed,
+// about a second's worth at its speed, fetches them with one Range request into the part, and
+// retries, hands them back or leaves on failures.
+//
+// Claiming in file order keeps the written prefix growing, so the hash and the writeback run
+// while the bytes arrive instead of after the last one. Requests are bounded, so no connection
+// is ever cut short: a surplus one leaves when its request is done and the server never sends
+// a byte that is dropped (DESIGN §8, no byte fetched twice). Near the end each connection asks
+// for an equal share of what is left, so they finish together.
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -18,8 +24,6 @@ namespace {
 // hold 16 MiB.
 constexpr std::size_t kWriteBatch = 256 << 10;
 constexpr long kReceiveBuffer = 256 << 10;
-constexpr std::uint64_t kMinStealBytes = 1 << 20;  // never take over less than this
-
 // A request asks for about this long of its connection's last speed, within these bounds. The
 // first request of a connection is small: its speed is not known yet.
 constexpr double kRequestSeconds = 1.0;
@@ -33,16 +37,6 @@ std::uint64_t next_request_bytes(std::uint64_t bytes, Clock::duration took) {
   return std::clamp(static_cast<std::uint64_t>(wanted), kMinRequestBytes, kMaxRequestBytes);
 }
 
-// Where another connection may start in `s`: past the request in flight, and past half of
-// what its own connection still has to receive.
-std::uint64_t steal_point(const Segment& s) {
-  return std::max(s.requested, s.received + (s.end - std::min(s.end, s.received)) / 2);
-}
-
-std::uint64_t stealable(const Segment& s) {
-  return s.end - std::min(s.end, steal_point(s));
-}
-
 }  // namespace
 
 // An unfinished segment nobody fetches, with the download still on.
@@ -53,22 +47,12 @@ bool RangedDownload::has_unclaimed_work() {
                      [](const Segment& s) { return !s.taken && !s.complete(); });
 }
 
-bool RangedDownload::has_work_to_share() {
-  std::lock_guard lock(mutex_);
-  if (group_stop_.stop_requested()) return false;
-  for (const auto& s : segments_) {
-    if (!s.taken && !s.complete()) return true;
-    if (s.taken && stealable(s) >= kMinStealBytes) return true;
-  }
-  return false;
-}
-
 void RangedDownload::work(Worker& worker) {
   std::stop_callback relay_group_stop(group_stop_.get_token(),
                                       [&worker] { worker.stop.request_stop(); });
   try {
     while (!worker.retire && !worker.leave) {
-      const auto index = claim_segment();
+      const auto index = claim_segment(worker);
       if (!index) break;
       fetch_segment(*index, worker);
     }
@@ -83,29 +67,33 @@ void RangedDownload::work(Worker& worker) {
   cv_.notify_all();
 }
 
-// An untaken unfinished segment, or half of the largest remainder another connection has
-// not asked for yet; nullopt when nothing worth a connection is left.
-std::optional<std::size_t> RangedDownload::claim_segment() {
+// The lowest unclaimed bytes of the file, cut to one request of this connection's size; near the
+// end, to an equal share for each connection, so that they all finish together.
+std::optional<std::size_t> RangedDownload::claim_segment(const Worker& worker) {
   std::lock_guard lock(mutex_);
   if (group_stop_.stop_requested()) return std::nullopt;
+  std::optional<std::size_t> lowest;
+  std::uint64_t unclaimed = 0;
   for (std::size_t i = 0; i < segments_.size(); ++i) {
-    if (!segments_[i].taken && !segments_[i].complete()) {
-      segments_[i].taken = true;
-      return i;
-    }
+    const Segment& s = segments_[i];
+    if (s.taken || s.complete()) continue;
+    unclaimed += s.end - s.written;
+    if (!lowest || s.written < segments_[*lowest].written) lowest = i;
   }
-  std::optional<std::size_t> largest;
-  for (std::size_t i = 0; i < segments_.size(); ++i) {
-    const auto& s = segments_[i];
-    if (s.taken && (!largest || stealable(s) > stealable(segments_[*largest]))) largest = i;
+  if (!lowest) return std::nullopt;
+  const std::uint64_t min_request = std::min(kMinRequestBytes, policy_.min_range_bytes);
+  const auto sharing = static_cast<std::uint64_t>(std::max(1, connections_wanted_.load()));
+  const std::uint64_t size = std::max(
+      min_request, std::min(worker.request_bytes > 0 ? worker.request_bytes : kFirstRequestBytes,
+                            unclaimed / sharing));
+  Segment& claimed = segments_[*lowest];
+  claimed.taken = true;
+  const std::uint64_t cut = claimed.written + size;
+  if (cut + min_request <= claimed.end) {  // the rest stays for the next claim
+    const std::uint64_t end = std::exchange(claimed.end, cut);
+    segments_.push_back({cut, end, cut, cut, false});
   }
-  if (!largest || stealable(segments_[*largest]) < kMinStealBytes) return std::nullopt;
-  const std::uint64_t split = steal_point(segments_[*largest]);
-  const std::uint64_t end = segments_[*largest].end;
-  // Its connection ends with the request it has in flight; it never asks beyond `split`.
-  segments_[*largest].end = split;
-  segments_.push_back({split, end, split, split, split, true});
-  return segments_.size() - 1;
+  return *lowest;
 }
 
 void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
@@ -116,15 +104,12 @@ void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
       std::lock_guard lock(mutex_);
       Segment& segment = segments_[index];
       segment.received = segment.written;  // an unflushed batch of a failed try is gone
-      if (segment.complete() || group_stop_.stop_requested() || worker.retire || worker.leave) {
+      if (segment.complete() || group_stop_.stop_requested() || worker.retire) {
         segment.taken = false;
-        segment.requested = segment.written;
         return;
       }
-      if (worker.request_bytes == 0) worker.request_bytes = kFirstRequestBytes;
       from = segment.written;
-      to = std::min(segment.end, from + worker.request_bytes);
-      segment.requested = to;
+      to = segment.end;
     }
     int generation = 0;
     try {
@@ -192,10 +177,12 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
   batch.clear();
   batch.reserve(kWriteBatch);
   std::uint64_t batch_offset = from;
+  Writeback writeback(from);
   auto flush = [&] {
     write_at(fd_.get(), part_path_, batch.data(), batch.size(), batch_offset);
     batch_offset += batch.size();
     batch.clear();
+    writeback.advance(fd_.get(), batch_offset);
     std::lock_guard lock(mutex_);
     segments_[index].written = batch_offset;
   };
@@ -227,6 +214,8 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
   };
   const HttpResult result = worker.http->perform(request, worker.stop.get_token());
   if (!batch.empty()) flush();
+  writeback.finish(fd_.get(), batch_offset);
+  written_back_ += writeback.started();
   if (reached_end || group_stop_.stop_requested() || worker.retire) return;
   const std::string what = fmt::format("{} (bytes {}-{})", file_.path, from, to - 1);
   const int status = result.head.status;

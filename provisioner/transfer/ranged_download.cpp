@@ -20,6 +20,7 @@
 #include "adaptive_connections.hpp"
 #include "file_hash.hpp"
 #include "http_connection.hpp"
+#include "part_file.hpp"
 #include "rbee/provisioner/content_range.hpp"
 #include "rbee/provisioner/retry.hpp"
 
@@ -40,8 +41,11 @@ constexpr auto kPersistEvery = 1s;    // fdatasync + sidecar cadence
 }  // namespace
 
 RangedOutcome RangedDownload::run(std::string& mismatch_reason) {
+  TimelineClock timeline;
   prepare_part();
   run_workers();
+  timeline.received();
+  const std::uint64_t written_back = written_back_.load();
   if (failure_) std::rethrow_exception(failure_);
   if (stop_.stop_requested()) throw DownloadCancelled();
   if (ranges_refused_) {
@@ -54,6 +58,7 @@ RangedOutcome RangedDownload::run(std::string& mismatch_reason) {
                                                        file_.path, hashed_, file_.size));
   }
   const std::string actual = hash_.hex_digest();
+  timeline.hashed();
   if (actual != hash_.expected()) {
     mismatch_reason = fmt::format("{} mismatch for {}: expected {}, got {}", hash_.algorithm(),
                                   file_.path, hash_.expected(), actual);
@@ -61,6 +66,7 @@ RangedOutcome RangedDownload::run(std::string& mismatch_reason) {
     return RangedOutcome::hash_mismatch;
   }
   commit_part();
+  timeline.durable(events_, written_back);
   return RangedOutcome::verified;
 }
 
@@ -83,32 +89,26 @@ void RangedDownload::preallocate() {
   throw_disk_error("allocate space for", part_path_, error);
 }
 
-// The gaps between the done ranges, cut into pieces of about remaining / connections.
+// The gaps between the done ranges, each unclaimed until connections cut requests from it.
 void RangedDownload::plan_segments(const std::vector<Range>& done) {
-  std::vector<Range> gaps;
-  std::uint64_t cursor = 0;
+  std::uint64_t cursor = 0, remaining = 0;
+  const auto add_gap = [&](std::uint64_t begin, std::uint64_t end) {
+    segments_.push_back({begin, end, begin, begin, false});
+    remaining += end - begin;
+  };
   for (const auto& range : done) {
-    if (range.begin > cursor) gaps.push_back({cursor, range.begin});
-    segments_.push_back({range.begin, range.end, range.end, range.end, range.end, false});
+    if (range.begin > cursor) add_gap(cursor, range.begin);
+    segments_.push_back({range.begin, range.end, range.end, range.end, false});
     cursor = range.end;
   }
-  if (cursor < file_.size) gaps.push_back({cursor, file_.size});
-  std::uint64_t remaining = 0;
-  for (const auto& gap : gaps) remaining += gap.end - gap.begin;
+  if (cursor < file_.size) add_gap(cursor, file_.size);
   const auto connections = static_cast<std::uint64_t>(std::max(1, policy_.connections));
-  const std::uint64_t piece =
-      std::max<std::uint64_t>(policy_.min_range_bytes, (remaining + connections - 1) / connections);
-  for (const auto& gap : gaps) {
-    for (std::uint64_t begin = gap.begin; begin < gap.end; begin += piece) {
-      const std::uint64_t end = std::min(gap.end, begin + piece);
-      segments_.push_back({begin, end, begin, begin, begin, false});
-    }
-  }
   const int useful = static_cast<int>(
       std::clamp<std::uint64_t>((remaining + policy_.min_range_bytes - 1) /
                                     std::max<std::uint64_t>(policy_.min_range_bytes, 1),
                                 1, connections));
   controller_.emplace(useful, policy_.adaptive_connections ? kStartConnections : useful);
+  connections_wanted_ = controller_->target();
 }
 
 void RangedDownload::run_workers() {
@@ -176,7 +176,7 @@ int RangedDownload::open_workers() {
 // target is reached, or cannot be (no budget, or no work worth another connection).
 bool RangedDownload::add_workers() {
   while (open_workers() < controller_->target()) {
-    if (!has_work_to_share()) return false;
+    if (!has_unclaimed_work()) return false;
     if (!extra_connections_) {
       start_worker(ConnectionLease());
     } else if (extra_connections_->try_acquire()) {
@@ -202,6 +202,7 @@ void RangedDownload::steer_connections() {
   // A count the budget or the work left cannot reach is judged as it is.
   const int open = open_workers();
   controller_->sample(Clock::now(), received, reached ? open : controller_->target());
+  connections_wanted_ = controller_->target();
   retire_surplus();
   replace_slow_connection();
   if (controller_->settled()) report_connections(controller_->reason());

@@ -19,6 +19,7 @@
 #include "adaptive_connections.hpp"
 #include "file_hash.hpp"
 #include "http_connection.hpp"
+#include "part_file.hpp"
 #include "ranged_download.hpp"
 
 namespace rbee::provisioner::ranged {
@@ -27,16 +28,13 @@ using Clock = std::chrono::steady_clock;
 
 using Range = ByteRange;
 
-// One piece of the file, fetched by one connection at a time, one bounded request after
-// another. Another connection may take over the tail beyond the request in flight, never a
-// byte of it: what the server has sent is received, not dropped (DESIGN §8, no byte fetched
-// twice).
+// One piece of the file, fetched by one connection at a time with one request (another after a
+// failure, from where it stopped).
 struct Segment {
   std::uint64_t begin = 0;
-  std::uint64_t end = 0;        // shrinks when another connection takes over the tail
-  std::uint64_t written = 0;    // bytes before this offset are on disk
-  std::uint64_t received = 0;   // bytes before this offset are accepted (written, or batched)
-  std::uint64_t requested = 0;  // the end of the request in flight (never beyond `end`)
+  std::uint64_t end = 0;
+  std::uint64_t written = 0;   // bytes before this offset are on disk
+  std::uint64_t received = 0;  // bytes before this offset are accepted (written, or batched)
   bool taken = false;
   bool complete() const { return written >= end; }
 };
@@ -48,9 +46,9 @@ struct Worker {
   std::atomic<bool> retire{false};         // leave now, releasing the segment to the others
   std::atomic<bool> leave{false};          // leave once the request in flight is done
   std::stop_source stop;                   // ends its transfer: retired, or the group stops
-  // The next request's size: about kRequestSeconds of this connection's speed, so a request
-  // ends soon at any speed (a surplus connection leaves at its end, another connection may
-  // take over what lies beyond it) and a fast one pays few round trips.
+  // The next request's size (0: the first): about a second of this connection's speed, so a
+  // request ends soon at any speed (a surplus connection leaves at its end) and a fast one
+  // pays few round trips. Its own thread only.
   std::uint64_t request_bytes = 0;
   Clock::time_point started = Clock::now();
   std::uint64_t window_received = 0;  // the coordinator's: `received` at the last speed check
@@ -87,7 +85,7 @@ class RangedDownload {
 
   void preallocate();
 
-  // The gaps between the done ranges, cut into pieces of about remaining / connections.
+  // The gaps between the done ranges, each unclaimed until connections cut requests from it.
   void plan_segments(const std::vector<Range>& done);
 
   void run_workers();
@@ -126,13 +124,11 @@ class RangedDownload {
   // An unfinished segment nobody fetches, with the download still on.
   bool has_unclaimed_work();
 
-  bool has_work_to_share();
-
   void work(Worker& worker);
 
-  // An untaken unfinished segment, or half of the largest remainder another connection has
-  // not asked for yet; nullopt when nothing worth a connection is left.
-  std::optional<std::size_t> claim_segment();
+  // The lowest unclaimed bytes of the file, cut to one request of this connection's size; near
+  // the end, to an equal share for each connection, so that they all finish together.
+  std::optional<std::size_t> claim_segment(const Worker& worker);
 
   void fetch_segment(std::size_t index, Worker& worker);
 
@@ -183,6 +179,7 @@ class RangedDownload {
 
   FileHash hash_;  // the coordinator's thread only
   std::uint64_t hashed_ = 0;
+  std::atomic<std::uint64_t> written_back_{0};  // bytes whose writeback the connections began
   std::vector<Range> persisted_;
   catalog::UniqueFd fd_;
   std::optional<AdaptiveConnections> controller_;  // made once the work is planned
@@ -195,6 +192,7 @@ class RangedDownload {
   std::mutex mutex_;  // guards what follows
   std::condition_variable cv_;
   std::vector<Segment> segments_;
+  std::atomic<int> connections_wanted_{1};  // the controller's target, for sharing the end
   int workers_started_ = 0;
   int workers_done_ = 0;
   int refused_with_others_ = 0;  // the fewest others open at a 429/503 since the last tick

@@ -314,11 +314,11 @@ TEST_CASE(
   CHECK(text.find("config.json is already verified") != std::string::npos);
 }
 
-TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifies") {
+TEST_CASE("a hive killed with ranges in flight resumes every range and verifies") {
   HubFixture hub;
   const std::uint64_t size = 64 * 1024 * 1024 + 5;
   hub.add_repo(one_file_repo("acme/ranged", size, 81));
-  hub.set_rate_limit(2 * 1024 * 1024);  // per connection
+  hub.set_rate_limit(1024 * 1024);  // per connection: each first request takes 2 s
   const auto flags = fast_flags({"--connections", "8", "--min-range-mb", "1"});
   HiveUnderTest hive(flags, "", {{"HF_ENDPOINT", hub.endpoint()}});
   const auto sidecar = [&] {
@@ -333,12 +333,12 @@ TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifie
     for (const auto& range : json["done"]) kept.emplace_back(range[0], range[1]);
     return kept;
   };
-  for (int i = 0; i < 2000 && kept_ranges().size() < 8; ++i) {  // until 8 ranges have progressed
+  for (int i = 0; i < 2000 && kept_ranges().size() < 4; ++i) {  // until 4 ranges have progressed
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   CHECK_FALSE(hive->stop(SIGKILL).has_value());
   const auto kept = kept_ranges();  // what the restart will trust
-  REQUIRE(kept.size() == 8);
+  REQUIRE(kept.size() >= 4);
 
   hub.set_rate_limit(0);
   hub.clear_requests();
@@ -360,7 +360,7 @@ TEST_CASE("a hive killed with 8 ranges in flight resumes every range and verifie
       if (start == end) resumed_at.insert(start);
     }
   }
-  CHECK(resumed_at.size() == 8);  // every range continued where it stopped
+  CHECK(resumed_at.size() == kept.size());  // every range continued where it stopped
 }
 
 TEST_CASE("a cancelled download keeps its part and a new job resumes it") {

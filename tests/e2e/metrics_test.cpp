@@ -59,6 +59,8 @@ TEST_CASE("/metrics counts jobs, bytes, errors, models and requests after real d
   CHECK(sample(text, R"(rbee_download_errors_total{kind="repo_not_found"})") == 1);
   CHECK(sample(text, "rbee_active_downloads") == 0);
   CHECK(sample(text, "rbee_download_retries_total") == 0);
+  // Single-connection files under 8 MiB leave their writeback to the fsync.
+  CHECK(sample(text, "rbee_download_writeback_bytes_total") == 0);
   CHECK(sample(text, "rbee_download_speed_bytes_per_second").has_value());
   CHECK(sample(text, R"(rbee_catalog_models{status="ready"})") == 1);
   CHECK(sample(text, R"(rbee_catalog_models{status="failed"})") == 0);

@@ -5,6 +5,8 @@
 #include <rbee/provisioner/file_downloader.hpp>
 
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -31,6 +33,8 @@ struct RangedSetup {
   std::vector<std::string> retries;
   std::vector<int> settled;  // each connections_settled count
   std::string settled_reason;
+  std::optional<FileTimeline> timeline;                     // of the last verified file
+  std::function<void(const std::string& reason)> on_retry;  // called with retries_mutex held
   std::mutex retries_mutex;
 
   explicit RangedSetup(std::vector<FixtureFile> files) : client(settings(hub)) {
@@ -58,12 +62,14 @@ struct RangedSetup {
     events.retrying = [this](int, const std::string& reason, std::chrono::milliseconds) {
       std::lock_guard lock(retries_mutex);
       retries.push_back(reason);
+      if (on_retry) on_retry(reason);
     };
     events.connections_settled = [this](int connections, const std::string& reason) {
       std::lock_guard lock(retries_mutex);
       settled.push_back(connections);
       settled_reason = reason;
     };
+    events.finished = [this](const FileTimeline& finished) { timeline = finished; };
     FileDownloader(client, policy)
         .fetch(parse_model_id("org/m"), "main", file(path),
                rbee::catalog::Directory::open(dir.path(), true), stop, events);
@@ -153,11 +159,16 @@ TEST_CASE("a server without range support gets one connection from zero") {
 
 TEST_CASE("a corrupted range fails the hash, and the file is fetched again from zero once") {
   RangedSetup s({{"big.bin", 1024 * 1024, true, 6}});
-  s.hub.set_faults("big.bin", Faults{.times = 4, .corrupt_at = 700000});  // every first range
+  s.hub.set_faults("big.bin", Faults{.times = 100, .corrupt_at = 700000});
+  s.on_retry = [&s](const std::string& reason) {  // the first attempt is corrupted, not the second
+    if (reason.find("mismatch") != std::string::npos)
+      s.hub.set_faults("big.bin", Faults{.times = 0});
+  };
   s.fetch("big.bin");
   CHECK(s.exact("big.bin"));
   CHECK(s.retry_text().find("sha256 mismatch") != std::string::npos);
 
+  s.on_retry = nullptr;
   s.hub.set_faults("big.bin", Faults{.times = 100, .corrupt_at = 5});
   std::filesystem::remove(s.dir / stored_path(s.file("big.bin")));
   CHECK_THROWS_AS(s.fetch("big.bin"), DownloadError);
@@ -255,7 +266,9 @@ TEST_CASE("a connection far slower than the others is replaced, and the file ver
   CHECK(s.retry_text().find("replacing it") != std::string::npos);
 }
 
-TEST_CASE("a connection whose range is taken over finishes its request: no byte is sent twice") {
+TEST_CASE(
+    "ranges are claimed in file order: each byte asked for and sent once, hashed and "
+    "written back while the others arrive") {
   const std::uint64_t size = 12ULL << 20;
   RangedSetup s({{"shared.bin", size, true, 24}});
   s.policy.connections = 4;
@@ -263,14 +276,18 @@ TEST_CASE("a connection whose range is taken over finishes its request: no byte 
   s.policy.min_range_bytes = 256 * 1024;
   s.policy.stall_timeout = 5s;
   s.hub.set_rate_limit(4 << 20);  // 4 MiB/s per connection…
-  // …but the first is slower: the others finish their ranges first and take over its tail.
+  // …but the first is slower: the others go past it and claim what follows.
   s.hub.set_faults("shared.bin", Faults{.times = 1, .bytes_per_second = 1280 * 1024});
   s.fetch("shared.bin");
   CHECK(s.exact("shared.bin"));
   const auto gets = s.cdn_gets();
   std::set<std::uint64_t> starts;
   for (const auto& get : gets) starts.insert(range_start(get.range));
-  CHECK(starts.size() == gets.size());  // no byte asked for twice…
+  CHECK(starts.size() == gets.size());        // no byte asked for twice…
   CHECK(s.hub.content_bytes_sent() == size);  // …nor sent twice: nobody dropped what was in flight
-  CHECK(gets.size() > 4);  // the ranges were taken over (and asked for in bounded requests)
+  CHECK(gets.size() > 4);                     // bounded requests, more than one per connection
+  REQUIRE(s.timeline.has_value());
+  CHECK(s.timeline->written_back >= 8ULL << 20);  // the writeback began before the last byte
+  CHECK(s.timeline->received <= s.timeline->hashed);
+  CHECK(s.timeline->hashed <= s.timeline->durable);
 }

@@ -46,6 +46,7 @@ bool covered(const std::vector<ByteRange>& done, std::uint64_t begin, std::uint6
 }  // namespace
 
 XetOutcome XetDownload::run(std::string& reason) {
+  TimelineClock timeline;
   if (!plan(reason)) return XetOutcome::cas_unreachable;
   prepare_part();
   for (int replans = 0;;) {
@@ -65,12 +66,15 @@ XetOutcome XetDownload::run(std::string& reason) {
       if (!plan(reason)) throw HubError(HubErrorKind::network, reason);
     }
   }
+  timeline.received();
+  const std::uint64_t written_back = writeback_.started();
   hash_prefix();
   if (hashed_ != file_.size) {
     throw HubError(HubErrorKind::protocol, fmt::format("{}: Xet terms ended at {} of {} bytes",
                                                        file_.path, hashed_, file_.size));
   }
   const std::string actual = hash_.hex_digest();
+  timeline.hashed();
   if (actual != hash_.expected()) {
     reason = fmt::format("{} mismatch for {}: expected {}, got {}", hash_.algorithm(), file_.path,
                          hash_.expected(), actual);
@@ -79,6 +83,7 @@ XetOutcome XetDownload::run(std::string& reason) {
     return XetOutcome::hash_mismatch;
   }
   staged_.publish(fd_.get());
+  timeline.durable(events_, written_back);
   record_chunks();
   return XetOutcome::verified;
 }
@@ -305,6 +310,7 @@ void XetDownload::hash_prefix() {
   if (prefix > hashed_) {
     hash_file_range(fd_.get(), part_path_, hashed_, prefix, hash_);
     hashed_ = prefix;
+    writeback_.advance(fd_.get(), hashed_);
     if (events_.prefix_committed) events_.prefix_committed(fd_.get(), hashed_);
   }
 }

@@ -16,6 +16,7 @@
 #include "adaptive_connections.hpp"
 #include "file_hash.hpp"
 #include "http_connection.hpp"
+#include "part_file.hpp"
 #include "xet/xet_download.hpp"
 #include "xet/xet_format.hpp"
 
@@ -180,8 +181,9 @@ class XetDownload {
   const DownloadEvents& events_;
   ConnectionBudget* extra_connections_;
 
-  FileHash hash_;  // the caller's thread only
+  FileHash hash_;  // the caller's thread only, like what follows
   std::uint64_t hashed_ = 0;
+  Writeback writeback_;  // behind the hashed prefix
   std::vector<ByteRange> persisted_;
   catalog::UniqueFd fd_;
   bool planned_ = false;  // a reconstruction was had: from now on, errors are thrown

@@ -16,16 +16,18 @@ namespace rbee::provisioner {
 class DownloadStats {
  public:
   struct Snapshot {
-    std::uint64_t bytes_downloaded = 0;  // received from the network and written to part files
-    std::uint64_t bytes_for_mirror = 0;  // of those, by downloads the mirror pulled through
-    std::uint64_t bytes_reused = 0;      // Xet chunks copied from files on disk instead
-    std::uint64_t retries = 0;           // attempts again after a failure (listing or transfer)
+    std::uint64_t bytes_downloaded = 0;    // received from the network and written to part files
+    std::uint64_t bytes_for_mirror = 0;    // of those, by downloads the mirror pulled through
+    std::uint64_t bytes_reused = 0;        // Xet chunks copied from files on disk instead
+    std::uint64_t bytes_written_back = 0;  // of verified files, written back while downloading
+    std::uint64_t retries = 0;             // attempts again after a failure (listing or transfer)
     std::map<std::string, std::uint64_t> errors_by_kind;  // failed files and failed jobs
     double bytes_per_second = 0;
   };
 
   void add_bytes(std::uint64_t bytes, bool for_mirror = false);
   void add_reused(std::uint64_t bytes);
+  void add_written_back(std::uint64_t bytes);
   void add_retry();
   void add_error(const std::string& kind);
   Snapshot snapshot() const;

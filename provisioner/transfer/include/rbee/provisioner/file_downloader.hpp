@@ -63,6 +63,16 @@ struct ByteRange {
   bool operator==(const ByteRange&) const = default;
 };
 
+// The last steps of one file, from its first request: when its last byte arrived, when it was
+// all hashed, and when it was durable and published, and how much of it the kernel had started
+// writing back while it downloaded (DESIGN §8: durable at the speed of non-durable).
+struct FileTimeline {
+  std::chrono::milliseconds received{};
+  std::chrono::milliseconds hashed{};
+  std::chrono::milliseconds durable{};
+  std::uint64_t written_back = 0;
+};
+
 struct DownloadEvents {
   std::function<void(std::uint64_t bytes_done)> progress;  // bytes of this file on disk so far
   std::function<void(int attempt, const std::string& reason, std::chrono::milliseconds delay)>
@@ -81,6 +91,8 @@ struct DownloadEvents {
   // A Xet download copied `bytes` from files already on disk instead of fetching them; called
   // before the progress report that first counts them.
   std::function<void(std::uint64_t bytes)> reused;
+  // The file is verified and published; how its last steps went.
+  std::function<void(const FileTimeline& timeline)> finished;
 };
 
 enum class DownloadErrorKind { hash_mismatch, disk, gave_up };

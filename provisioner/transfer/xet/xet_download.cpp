@@ -51,10 +51,9 @@ XetOutcome XetDownload::run(std::string& reason) {
   prepare_part();
   for (int replans = 0;;) {
     const std::uint64_t before = done_bytes();
-    copy_reused_terms();
     try {
-      fetch_missing_terms();
-      break;
+      // A copy refused (its source changed since it was recorded): the next round fetches it.
+      if (!assemble()) break;
     } catch (const UrlsExpired&) {
       replans = done_bytes() > before ? 1 : replans + 1;
       if (replans > kMaxReplans) {
@@ -188,6 +187,8 @@ void XetDownload::place_terms() {
   const auto& terms = reconstruction_.terms;
   places_.assign(terms.size(), {});
   chunk_lengths_.assign(terms.size(), {});
+  term_copying_.assign(terms.size(), false);
+  copy_refused_.assign(terms.size(), false);
   std::uint64_t at = 0;
   std::uint64_t skip = reconstruction_.offset_into_first_range;
   for (std::size_t i = 0; i < terms.size(); ++i) {
@@ -226,52 +227,101 @@ void XetDownload::prepare_part() {
   report_progress();  // the first report is what was on disk already (not fetched, not copied)
 }
 
-void XetDownload::copy_reused_terms() {
-  if (!reuse_) return;
-  std::uint64_t copied = 0;
-  for (std::size_t i = 0; i < reconstruction_.terms.size(); ++i) {
-    if (stop_.stop_requested()) throw DownloadCancelled();
-    if (is_done(i)) continue;
-    const Term& term = reconstruction_.terms[i];
-    const auto source = reuse_->find(term.xorb, term.chunks);
-    if (!source || source->length != term.unpacked_length) continue;
-    if (!copy_from(*source, places_[i])) continue;
-    chunk_lengths_[i] = source->chunk_lengths;
-    copied += places_[i].end - places_[i].begin;
-    mark_done(i);
+// Steps 3 and 4 at once: the copier copies what this machine's files hold while the transfers
+// fetch the rest, and the caller's thread hashes both as they land (coordinate()). True when a
+// copy was refused, and its term is still to fetch.
+bool XetDownload::assemble() {
+  if (stop_.stop_requested()) throw DownloadCancelled();
+  plan_copies();
+  std::jthread copier;  // its destructor stops and joins it, whatever is thrown below
+  if (!copies_.empty()) {
+    {
+      std::lock_guard lock(mutex_);
+      copying_ = true;
+      copy_failure_ = nullptr;
+    }
+    copier = std::jthread([this](std::stop_token stop) { copy_planned_terms(stop); });
   }
-  if (copied > 0) {
-    if (events_.reused) events_.reused(copied);
-    report_progress();
-    persist();  // copied terms are committed like fetched ones: a restart keeps them
-  }
+  fetch_missing_terms();
+  if (copier.joinable()) copier.join();
+  report_reused();
+  if (copy_failure_) std::rethrow_exception(copy_failure_);
+  return std::any_of(copies_.begin(), copies_.end(),
+                     [this](const auto& copy) { return !is_done(copy.first); });
 }
 
-// Copies the term from the file that holds it; false when that file is no longer as
-// recorded. Opened once, without following symlinks: a file renamed over it meanwhile (a
-// new revision) leaves this descriptor on the old, unchanged bytes.
-bool XetDownload::copy_from(const ReuseSource& source, const TermPlace& place) {
-  catalog::UniqueFd in;
+void XetDownload::plan_copies() {
+  copies_.clear();
+  if (!reuse_) return;
+  for (std::size_t i = 0; i < reconstruction_.terms.size(); ++i) {
+    if (is_done(i) || copy_refused_[i]) continue;
+    const Term& term = reconstruction_.terms[i];
+    auto source = reuse_->find(term.xorb, term.chunks);
+    if (!source || source->length != term.unpacked_length) continue;
+    copies_.emplace_back(i, std::move(*source));
+  }
+  std::lock_guard lock(mutex_);
+  for (const auto& copy : copies_) term_copying_[copy.first] = true;
+}
+
+void XetDownload::copy_planned_terms(const std::stop_token& stop) {
   try {
-    const auto model = catalog::Directory::open(source.model_dir, false);
-    const auto [parent, name] = split_parent(source.repo_path);
-    const auto folder = model.descend(parent, false);
-    if (!folder) return false;
-    in = folder->open_file(name, O_RDONLY);
-  } catch (const std::exception&) {
-    return false;
+    for (const auto& [term, source] : copies_) {
+      if (stop.stop_requested() || stop_.stop_requested()) break;
+      const bool copied = copy_from(source, places_[term]);
+      if (copied) chunk_lengths_[term] = source.chunk_lengths;
+      std::lock_guard lock(mutex_);
+      term_copying_[term] = false;
+      if (copied) {
+        mark_done_locked(term);
+        copied_unreported_ += places_[term].end - places_[term].begin;
+      } else {
+        copy_refused_[term] = true;
+      }
+    }
+  } catch (...) {  // a disk error writing the part: the caller rethrows it
+    copy_failure_ = std::current_exception();
   }
-  struct stat info {};
-  if (!in || ::fstat(in.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
-      static_cast<std::uint64_t>(info.st_size) != source.file_size) {
-    return false;
-  }
-  std::vector<char> buffer(kCopyBuffer);
+  copy_source_ = {};
+  std::lock_guard lock(mutex_);
+  std::fill(term_copying_.begin(), term_copying_.end(), false);
+  copying_ = false;
+  changed_.notify_all();
+}
+
+void XetDownload::report_reused() {
+  const std::uint64_t copied = copied_unreported_.exchange(0);
+  if (copied > 0 && events_.reused) events_.reused(copied);
+}
+
+// Copies the term from the file that holds it; false when that file is no longer as recorded.
+bool XetDownload::copy_from(const ReuseSource& source, const TermPlace& place) {
+  const int in = open_copy_source(source);
+  if (in < 0) return false;
   std::uint64_t from = source.offset + place.skip;
   for (std::uint64_t at = place.begin; at < place.end;) {
+    auto in_offset = static_cast<loff_t>(from), out_offset = static_cast<loff_t>(at);
+    const ssize_t n = ::copy_file_range(in, &in_offset, fd_.get(), &out_offset,
+                                        static_cast<std::size_t>(place.end - at), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
+      throw_disk_error("write", part_path_, errno);
+    }
+    // Another file system, an old kernel, or a read error: the plain copy tells which.
+    if (n < 0) return copy_by_reading(in, from, at, place.end);
+    if (n == 0) return false;  // the source is shorter than recorded
+    at += static_cast<std::uint64_t>(n);
+    from += static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
+bool XetDownload::copy_by_reading(int in, std::uint64_t from, std::uint64_t at, std::uint64_t end) {
+  std::vector<char> buffer(kCopyBuffer);
+  while (at < end) {
     const std::size_t want =
-        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), place.end - at));
-    const ssize_t n = ::pread(in.get(), buffer.data(), want, static_cast<off_t>(from));
+        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), end - at));
+    const ssize_t n = ::pread(in, buffer.data(), want, static_cast<off_t>(from));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     write_at(fd_.get(), part_path_, buffer.data(), static_cast<std::size_t>(n), at);
@@ -281,13 +331,49 @@ bool XetDownload::copy_from(const ReuseSource& source, const TermPlace& place) {
   return true;
 }
 
+// The source's file, opened once for all the terms it holds (they come in file order, so
+// mostly from the same file), without following symlinks; -1 when it is no longer as recorded.
+int XetDownload::open_copy_source(const ReuseSource& source) {
+  if (copy_source_.fd && copy_source_.model_dir == source.model_dir &&
+      copy_source_.repo_path == source.repo_path) {
+    return copy_source_.fd.get();
+  }
+  copy_source_ = {};
+  catalog::UniqueFd in;
+  try {
+    const auto model = catalog::Directory::open(source.model_dir, false);
+    const auto [parent, name] = split_parent(source.repo_path);
+    const auto folder = model.descend(parent, false);
+    if (!folder) return -1;
+    in = folder->open_file(name, O_RDONLY);
+  } catch (const std::exception&) {
+    return -1;
+  }
+  struct stat info {};
+  if (!in || ::fstat(in.get(), &info) != 0 || !S_ISREG(info.st_mode) ||
+      static_cast<std::uint64_t>(info.st_size) != source.file_size) {
+    return -1;
+  }
+  copy_source_ = {source.model_dir, source.repo_path, std::move(in)};
+  return copy_source_.fd.get();
+}
+
 bool XetDownload::is_done(std::size_t term) {
   std::lock_guard lock(mutex_);
   return term_done_[term];
 }
 
+bool XetDownload::is_done_or_copying(std::size_t term) {
+  std::lock_guard lock(mutex_);
+  return term_done_[term] || term_copying_[term];
+}
+
 void XetDownload::mark_done(std::size_t term) {
   std::lock_guard lock(mutex_);
+  mark_done_locked(term);
+}
+
+void XetDownload::mark_done_locked(std::size_t term) {
   term_done_[term] = true;
   done_.push_back({places_[term].begin, places_[term].end});
   done_ = merged_ranges(std::move(done_));

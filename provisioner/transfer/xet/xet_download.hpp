@@ -7,13 +7,16 @@
 //  2. The terms (chunk ranges of xorbs, in file order) become byte ranges of the part file.
 //     Terms already on disk are skipped: the part's sidecar (the ranged downloads' format, so
 //     either path resumes the other's part) lists the committed ones.
-//  3. Terms some file on this machine already holds are copied from it (ChunkIndex).
-//  4. The rest is fetched: one GET per presigned fetch (several ranges in one Range header,
+//  3. Terms some file on this machine already holds are copied from it (ChunkIndex), by a
+//     thread of their own (copy_file_range: in the kernel, a reflink where the file system
+//     shares extents), while
+//  4. the rest is fetched: one GET per presigned fetch (several ranges in one Range header,
 //     multipart answers), over parallel connections, each chunk decoded and written at its
 //     term's offset. A 403 means the URLs expired: the reconstruction is asked again.
-//  5. The caller's thread hashes the contiguous prefix as terms complete (one pass), persists
-//     the committed terms every second, and publishes the verified file; its chunk ranges are
-//     then recorded for the next download to reuse.
+//  5. The caller's thread hashes the contiguous prefix as terms are copied or fetched (one
+//     pass, so the new file is hashed as it is assembled, never read again afterwards), starts
+//     its writeback, persists the committed terms every second, and publishes the verified
+//     file; its chunk ranges are then recorded for the next download to reuse.
 
 #include <map>
 #include <mutex>

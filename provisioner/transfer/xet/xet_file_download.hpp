@@ -94,12 +94,35 @@ class XetDownload {
 
   // --- 3. reuse -----------------------------------------------------------------------------
 
-  void copy_reused_terms();
+  // Steps 3 and 4 at once: the copier copies what this machine's files hold while the
+  // transfers fetch the rest, and the caller's thread hashes both as they land (coordinate()).
+  // True when a copy was refused, and its term is still to fetch.
+  bool assemble();
+
+  // The terms a file on this machine holds (not refused before) are reserved for the copier:
+  // the transfers leave them alone.
+  void plan_copies();
+
+  // The copier's thread: copies the planned terms in file order, marking each done; a term
+  // whose source is no longer as recorded is refused, for the next round to fetch.
+  void copy_planned_terms(const std::stop_token& stop);
 
   // Copies the term from the file that holds it; false when that file is no longer as
-  // recorded. Opened once, without following symlinks: a file renamed over it meanwhile (a
-  // new revision) leaves this descriptor on the old, unchanged bytes.
+  // recorded. Opened without following symlinks (and kept open for the next term from the same
+  // file): a file renamed over it meanwhile (a new revision) leaves this descriptor on the old,
+  // unchanged bytes.
   bool copy_from(const ReuseSource& source, const TermPlace& place);
+
+  // The same through a buffer, where copy_file_range cannot (another file system).
+  bool copy_by_reading(int in, std::uint64_t from, std::uint64_t at, std::uint64_t end);
+
+  // The source's file, opened once for all the terms it holds (they come in file order, so
+  // mostly from the same file), without following symlinks; -1 when it is no longer as
+  // recorded.
+  int open_copy_source(const ReuseSource& source);
+
+  // Tells the caller's `reused` event what the copier copied since (the caller's thread).
+  void report_reused();
 
   // --- 4. transfers -------------------------------------------------------------------------
 
@@ -111,8 +134,8 @@ class XetDownload {
 
   void plan_jobs();
 
-  // Until every worker is done: steer the connection count, hash the growing prefix, report
-  // progress, persist.
+  // Until every worker and the copier are done: steer the connection count, hash the growing
+  // prefix, report progress, persist.
   void coordinate();
 
   // A worker is counted in roster_ until it leaves. A surplus worker (the target fell) is
@@ -151,7 +174,11 @@ class XetDownload {
 
   bool is_done(std::size_t term);
 
+  // Done, or reserved for the copier.
+  bool is_done_or_copying(std::size_t term);
+
   void mark_done(std::size_t term);
+  void mark_done_locked(std::size_t term);
 
   std::uint64_t done_bytes();
 
@@ -191,8 +218,14 @@ class XetDownload {
   std::vector<TermPlace> places_;
   std::vector<std::vector<std::uint32_t>> chunk_lengths_;  // per term, written by its one writer
   std::vector<Job> jobs_;
-  std::atomic<std::uint64_t> in_flight_{0};        // bytes of unfinished terms written so far
-  std::atomic<std::uint64_t> received_{0};         // transfer body bytes, for the controller
+  std::atomic<std::uint64_t> in_flight_{0};          // bytes of unfinished terms written so far
+  std::atomic<std::uint64_t> received_{0};           // transfer body bytes, for the controller
+  std::atomic<std::uint64_t> copied_unreported_{0};  // copied, not yet told to `reused`
+  struct OpenSource {                                // the copier's last source file
+    std::filesystem::path model_dir;
+    std::string repo_path;
+    catalog::UniqueFd fd;
+  } copy_source_;
   std::optional<AdaptiveConnections> controller_;  // the coordinator's thread only
 
   std::mutex mutex_;  // guards what follows
@@ -205,6 +238,13 @@ class XetDownload {
   bool expired_ = false;
   std::exception_ptr failure_;
   std::stop_source group_stop_;
+  // The copier's work (planned before it starts, then its own), and what it left for the
+  // transfers: refused terms are fetched by the next round.
+  std::vector<std::pair<std::size_t, ReuseSource>> copies_;
+  std::vector<bool> term_copying_;
+  std::vector<bool> copy_refused_;
+  bool copying_ = false;
+  std::exception_ptr copy_failure_;
 
   std::mutex events_mutex_;
 };

@@ -24,15 +24,19 @@ constexpr int kStartConnections = 4;  // the adaptive controller's first step, a
 
 void XetDownload::fetch_missing_terms() {
   plan_jobs();
-  if (jobs_.empty()) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (jobs_.empty() && !copying_) return;
+  }
   expired_ = false;
   failure_ = nullptr;
   group_stop_ = std::stop_source();
   roster_.reset();
   // As many connections as pay off (adaptive_connections.hpp): on a fast link a few beat
   // 32, which only contend for the same cores; under a per-connection cap more help.
-  const int ceiling = static_cast<int>(std::min<std::size_t>(
-      jobs_.size(), static_cast<std::size_t>(std::max(1, policy_.connections))));
+  const int ceiling = static_cast<int>(
+      std::min<std::size_t>(std::max<std::size_t>(jobs_.size(), 1),
+                            static_cast<std::size_t>(std::max(1, policy_.connections))));
   controller_.emplace(
       ceiling, policy_.adaptive_connections ? std::min(kStartConnections, ceiling) : ceiling);
   {
@@ -75,7 +79,7 @@ void XetDownload::plan_jobs() {
   jobs_.clear();
   std::map<std::size_t, std::size_t> job_of_fetch;
   for (std::size_t t = 0; t < reconstruction_.terms.size(); ++t) {
-    if (is_done(t)) continue;
+    if (is_done_or_copying(t)) continue;
     const Term& term = reconstruction_.terms[t];
     for (std::size_t f = 0; f < reconstruction_.fetches.size(); ++f) {
       const XorbFetch& fetch = reconstruction_.fetches[f];
@@ -112,12 +116,12 @@ void XetDownload::plan_jobs() {
   }
 }
 
-// Until every worker is done: steer the connection count, hash the growing prefix, report
-// progress, persist.
+// Until every worker and the copier are done: steer the connection count, hash the growing
+// prefix, report progress, persist.
 void XetDownload::coordinate() {
   auto last_persist = Clock::now();
   std::unique_lock lock(mutex_);
-  while (roster_.running() > 0) {
+  while (roster_.running() > 0 || copying_) {
     changed_.wait_for(lock, kTick);
     if (stop_.stop_requested()) group_stop_.request_stop();
     const int open = static_cast<int>(roster_.running());
@@ -133,6 +137,7 @@ void XetDownload::coordinate() {
     }
     add_workers();
     hash_prefix();
+    report_reused();
     report_progress();
     if (Clock::now() - last_persist >= kPersistEvery) {
       persist();

@@ -20,6 +20,10 @@ BASELINE_REF=${BASELINE_REF-35dc953}    # the hive before the libcurl client, in
 SIZE_HUGE=${SIZE_HUGE:-$((8 * GIB))}    # scenario 4
 CAP=${CAP:-50m}                         # nginx limit_rate per connection, scenario 2
 FIXED_COUNTS=${FIXED_COUNTS:-"2 4 8 16 32"}  # the hive's fixed connection counts, scenario 1u
+SLOW_CAPS=${SLOW_CAPS:-"300k 5m 50m"}   # nginx limit_rate per connection, scenario 2s
+SLOW_SIZE=${SLOW_SIZE:-$((230 * 1024 * 1024))}  # scenario 2s's file
+SLOW_FIXED_COUNTS=${SLOW_FIXED_COUNTS:-"8 16"}  # the fixed counts scenario 2s compares with
+PORT_SLOW=18090                         # scenario 2s: one server per cap, from this port up
 PORT_FAST=18080
 PORT_CAPPED=18081
 PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAST, scenario 3r
@@ -130,8 +134,11 @@ repo_dir() {  # repo
 make_data() {
   log "generating data in $WORK (reused when present)"
   mkdir -p "$WORK/www"
-  for repo in large onegig huge many; do repo_dir "$repo" >/dev/null; done
+  for repo in large onegig huge many halves slow; do repo_dir "$repo" >/dev/null; done
   random_file "$WORK/www/bench/large/resolve/main/model.gguf" "$SIZE_LARGE"
+  random_file "$WORK/www/bench/halves/resolve/main/part-1.gguf" $((GIB / 2))
+  random_file "$WORK/www/bench/halves/resolve/main/part-2.gguf" $((GIB / 2))
+  random_file "$WORK/www/bench/slow/resolve/main/model.gguf" "$SLOW_SIZE"
   random_file "$WORK/www/bench/onegig/resolve/main/model.gguf" "$GIB"
   random_file "$WORK/www/bench/huge/resolve/main/model.gguf" "$SIZE_HUGE"
   local many
@@ -141,7 +148,7 @@ make_data() {
     for q in Q4_K_M Q5_K_M Q8_0; do random_file "$many/model.$q.gguf" $((64 * 1024 * 1024)); done
     touch "$many/.complete"
   fi
-  for repo in large onegig huge many; do
+  for repo in large onegig huge many halves slow; do
     [[ -f $WORK/www/api/models/bench/$repo/revision/main ]] || write_listing "$repo"
   done
   if [[ ! -f $WORK/www/bench/tiny$MANY_FILES/.complete ]]; then
@@ -158,6 +165,17 @@ make_data() {
     local path=${file#"$many"/}
     printf 'http://127.0.0.1:%d/bench/many/resolve/main/%s\n  out=%s\n' "$PORT_FAST" "$path" "$path" >>"$WORK/many.list"
   done < <(find "$many/" -type f ! -name '.complete' | sort)
+}
+
+# Scenario 2s's servers: one per cap of SLOW_CAPS, on PORT_SLOW, PORT_SLOW + 1, …
+slow_servers() {
+  local port=$PORT_SLOW cap
+  for cap in $SLOW_CAPS; do
+    printf '  server {\n    listen 127.0.0.1:%d;\n    root %s;\n    limit_rate %s;\n' "$port" "$WORK/www" "$cap"
+    printf '    location /api/ { default_type application/json; }\n'
+    printf '    location / { add_header X-Repo-Commit %s; }\n  }\n' "$COMMIT"
+    port=$((port + 1))
+  done
 }
 
 start_nginx() {
@@ -194,6 +212,7 @@ http {
     location /api/ { default_type application/json; }
     location / { add_header X-Repo-Commit $COMMIT; }
   }
+$(slow_servers)
   # The fleet's Hub (scenario 8): a CDN's per-connection cap, and every byte it sends logged.
   log_format sent '\$bytes_sent';
   server {
@@ -248,7 +267,7 @@ wait_done() {  # job id
 CLOCK_TICKS=$(getconf CLK_TCK)
 process_cpu() { awk -v hz="$CLOCK_TICKS" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 hive_time() {  # json-extra
-  rm -rf "$HIVE_CACHE/bench"
+  rm -rf "$HIVE_CACHE"/models--bench--*  # the store's folders (DESIGN §16): every run from zero
   local start job cpu
   cpu=$(process_cpu "$HIVE_PID")
   start=$(now)
@@ -326,6 +345,48 @@ scenario_1u() {
       record "s1u_fixed$n" "$(hive_time '"model":"bench/large"')"
     done
     record s1u_aria2c "$(aria_time -x16 -s16 -k1M -o f "$url")"
+  done
+  stop_hive
+}
+
+# Durable at the speed of non-durable (DESIGN §8): 1 GiB in 2 files, uncapped. The hive at its
+# defaults (verified, fsynced before the publish) against curl -o of both files one after the
+# other without sync (the target) and with it; the hive's timeline of the last run.
+scenario_1d() {
+  log "scenario 1d: 1 GiB in 2 files, uncapped: the hive (verified, durable) vs curl -o without sync"
+  local base=http://127.0.0.1:$PORT_FAST/bench/halves/resolve/main
+  local both='curl -sf -o "$1/a" "$2/part-1.gguf" && curl -sf -o "$1/b" "$2/part-2.gguf"'
+  local n
+  for _ in $(seq "$REPS"); do
+    for n in ${DURABLE_FIXED_COUNTS:-}; do  # for context: the hive at fixed counts
+      start_hive $PORT_FAST --fixed-connections --connections "$n"
+      record "s1d_fixed$n" "$(hive_time '"model":"bench/halves"')"
+    done
+    start_hive $PORT_FAST --log-level debug
+    record s1d_hive "$(hive_time '"model":"bench/halves"')"
+    record s1d_curl "$(fresh_out && timed sh -c "$both" sh "$WORK/out" "$base")"
+    record s1d_curl_synced "$(fresh_out && timed sh -c "$both && sync" sh "$WORK/out" "$base")"
+  done
+  log "  the hive's last run: $(grep -o 'part-[12].gguf: last byte.*' "$HIVE_CACHE.log" | tail -2 | tr '\n' ' ')"
+  stop_hive
+}
+
+# The adaptive count at any per-connection cap (DESIGN §8): for each cap of SLOW_CAPS, a
+# SLOW_SIZE file, the hive at its defaults against itself at each of SLOW_FIXED_COUNTS.
+scenario_2s() {
+  local port=$PORT_SLOW cap n
+  for cap in $SLOW_CAPS; do
+    log "scenario 2s: $((SLOW_SIZE / 1048576)) MiB at $cap per connection"
+    for _ in $(seq "$REPS"); do
+      start_hive "$port"
+      record "s2s_${cap}_hive" "$(hive_time '"model":"bench/slow"')"
+      log "    $(grep -o 'download_connections.*' "$HIVE_CACHE.log" | tail -1)"
+      for n in $SLOW_FIXED_COUNTS; do
+        start_hive "$port" --fixed-connections --connections "$n"
+        record "s2s_${cap}_fixed$n" "$(hive_time '"model":"bench/slow"')"
+      done
+    done
+    port=$((port + 1))
   done
   stop_hive
 }
@@ -724,6 +785,9 @@ make_data
 start_nginx
 if [[ -n ${ONLY:-} ]]; then  # ONLY="3 3_remote": just those, their samples in the log, no report
   for scenario in $ONLY; do "scenario_$scenario"; done
+  for key in $(printf '%s\n' "${!SAMPLES[@]}" | sort); do
+    log "median $key: $(tr ' ' '\n' <<<"${SAMPLES[$key]}" | median) s (CPU $(tr ' ' '\n' <<<"${CPU_SAMPLES[$key]}" | median) s)"
+  done
   exit 0
 fi
 scenario_1

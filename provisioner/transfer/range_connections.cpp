@@ -24,6 +24,7 @@ namespace {
 // hold 16 MiB.
 constexpr std::size_t kWriteBatch = 256 << 10;
 constexpr long kReceiveBuffer = 256 << 10;
+constexpr std::size_t kDirectWrite = 64 << 10;  // a read this large skips the batch
 // A request asks for about this long of its connection's last speed, within these bounds. The
 // first request of a connection is small: its speed is not known yet.
 constexpr double kRequestSeconds = 1.0;
@@ -178,13 +179,16 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
   batch.reserve(kWriteBatch);
   std::uint64_t batch_offset = from;
   Writeback writeback(from);
-  auto flush = [&] {
-    write_at(fd_.get(), part_path_, batch.data(), batch.size(), batch_offset);
-    batch_offset += batch.size();
-    batch.clear();
+  auto write = [&](const char* data, std::size_t length) {
+    write_at(fd_.get(), part_path_, data, length, batch_offset);
+    batch_offset += length;
     writeback.advance(fd_.get(), batch_offset);
     std::lock_guard lock(mutex_);
     segments_[index].written = batch_offset;
+  };
+  auto flush = [&] {
+    write(batch.data(), batch.size());
+    batch.clear();
   };
   bool wrong_range = false, reached_end = false;
   request.on_head = [&](const HttpResponseHead& head) {
@@ -207,8 +211,12 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
       std::lock_guard lock(mutex_);
       segments_[index].received += accepted;
     }
-    batch.insert(batch.end(), data, data + accepted);
-    if (batch.size() >= kWriteBatch) flush();
+    if (batch.empty() && accepted >= kDirectWrite) {
+      write(data, accepted);  // a large read goes to the part as it is, without a copy
+    } else {
+      batch.insert(batch.end(), data, data + accepted);
+      if (batch.size() >= kWriteBatch) flush();
+    }
     if (batch_offset + batch.size() >= to) reached_end = true;
     return accepted == length;  // more than was asked for: the server is wrong, stop it
   };

@@ -244,7 +244,7 @@ bool XetDownload::assemble() {
   }
   fetch_missing_terms();
   if (copier.joinable()) copier.join();
-  report_reused();
+  report_progress();
   if (copy_failure_) std::rethrow_exception(copy_failure_);
   return std::any_of(copies_.begin(), copies_.end(),
                      [this](const auto& copy) { return !is_done(copy.first); });
@@ -287,11 +287,6 @@ void XetDownload::copy_planned_terms(const std::stop_token& stop) {
   std::fill(term_copying_.begin(), term_copying_.end(), false);
   copying_ = false;
   changed_.notify_all();
-}
-
-void XetDownload::report_reused() {
-  const std::uint64_t copied = copied_unreported_.exchange(0);
-  if (copied > 0 && events_.reused) events_.reused(copied);
 }
 
 // Copies the term from the file that holds it; false when that file is no longer as recorded.
@@ -401,12 +396,17 @@ void XetDownload::hash_prefix() {
   }
 }
 
+// Copied bytes are told to `reused` before the progress that first counts them, both read under
+// one lock: the caller counts what progress adds beyond them as fetched over the network.
 void XetDownload::report_progress() {
   std::vector<ByteRange> done;
+  std::uint64_t copied = 0;
   {
     std::lock_guard lock(mutex_);
     done = done_;
+    copied = std::exchange(copied_unreported_, 0);
   }
+  if (copied > 0 && events_.reused) events_.reused(copied);
   std::uint64_t total = in_flight_.load();
   for (const auto& range : done) total += range.end - range.begin;
   if (events_.progress) events_.progress(std::min(total, file_.size));

@@ -121,9 +121,6 @@ class XetDownload {
   // recorded.
   int open_copy_source(const ReuseSource& source);
 
-  // Tells the caller's `reused` event what the copier copied since (the caller's thread).
-  void report_reused();
-
   // --- 4. transfers -------------------------------------------------------------------------
 
   void fetch_missing_terms();
@@ -218,10 +215,9 @@ class XetDownload {
   std::vector<TermPlace> places_;
   std::vector<std::vector<std::uint32_t>> chunk_lengths_;  // per term, written by its one writer
   std::vector<Job> jobs_;
-  std::atomic<std::uint64_t> in_flight_{0};          // bytes of unfinished terms written so far
-  std::atomic<std::uint64_t> received_{0};           // transfer body bytes, for the controller
-  std::atomic<std::uint64_t> copied_unreported_{0};  // copied, not yet told to `reused`
-  struct OpenSource {                                // the copier's last source file
+  std::atomic<std::uint64_t> in_flight_{0};  // bytes of unfinished terms written so far
+  std::atomic<std::uint64_t> received_{0};   // transfer body bytes, for the controller
+  struct OpenSource {                        // the copier's last source file
     std::filesystem::path model_dir;
     std::string repo_path;
     catalog::UniqueFd fd;
@@ -244,6 +240,7 @@ class XetDownload {
   std::vector<bool> term_copying_;
   std::vector<bool> copy_refused_;
   bool copying_ = false;
+  std::uint64_t copied_unreported_ = 0;  // copied, not yet told to `reused`
   std::exception_ptr copy_failure_;
 
   std::mutex events_mutex_;

@@ -137,7 +137,6 @@ void XetDownload::coordinate() {
     }
     add_workers();
     hash_prefix();
-    report_reused();
     report_progress();
     if (Clock::now() - last_persist >= kPersistEvery) {
       persist();

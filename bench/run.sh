@@ -371,19 +371,23 @@ scenario_1d() {
   stop_hive
 }
 
-# The adaptive count at any per-connection cap (DESIGN §8): for each cap of SLOW_CAPS, a
-# SLOW_SIZE file, the hive at its defaults against itself at each of SLOW_FIXED_COUNTS.
+# The adaptive count at any per-connection cap (DESIGN §8): for each cap of SLOW_CAPS, the hive
+# at its defaults against itself at each of SLOW_FIXED_COUNTS. Caps under 1 MB/s download the
+# SLOW_SIZE file (else a run takes many minutes), the others scenario 1's SIZE_LARGE file: nginx
+# sends a connection's first second at once, and on a small file those bursts are the download.
 scenario_2s() {
-  local port=$PORT_SLOW cap n
+  local port=$PORT_SLOW cap n repo
   for cap in $SLOW_CAPS; do
-    log "scenario 2s: $((SLOW_SIZE / 1048576)) MiB at $cap per connection"
+    repo=large
+    [[ $cap == *k ]] && repo=slow
+    log "scenario 2s: bench/$repo at $cap per connection"
     for _ in $(seq "$REPS"); do
       start_hive "$port"
-      record "s2s_${cap}_hive" "$(hive_time '"model":"bench/slow"')"
+      record "s2s_${cap}_hive" "$(hive_time "\"model\":\"bench/$repo\"")"
       log "    $(grep -o 'download_connections.*' "$HIVE_CACHE.log" | tail -1)"
       for n in $SLOW_FIXED_COUNTS; do
         start_hive "$port" --fixed-connections --connections "$n"
-        record "s2s_${cap}_fixed$n" "$(hive_time '"model":"bench/slow"')"
+        record "s2s_${cap}_fixed$n" "$(hive_time "\"model\":\"bench/$repo\"")"
       done
     done
     port=$((port + 1))

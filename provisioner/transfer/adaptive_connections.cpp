@@ -65,9 +65,12 @@ void AdaptiveConnections::judge(double rate) {
     return;
   }
   // A step that scaled almost linearly (each new connection as fast as the old ones: a
-  // per-connection cap) says the next doubling will too: take two at once.
-  const bool linear =
-      previous_count_ > 0 && rate / previous_rate_ >= kLinearShare * target_ / previous_count_;
+  // per-connection cap) says the next doubling will too: take two at once. So does a first
+  // step whose connections are each slow: a cap is the likely reason, and the steps of a slow
+  // server are long.
+  const bool linear = previous_count_ > 0
+                          ? rate / previous_rate_ >= kLinearShare * target_ / previous_count_
+                          : rate / target_ < kSlowConnection;
   previous_count_ = target_;
   previous_rate_ = rate;
   target_ = std::min(ceiling_, target_ * (linear ? 4 : 2));

@@ -4,7 +4,8 @@
 // and the number that helps against one server hurts against another.
 //
 // It starts small and doubles the count while the aggregate speed still grows by kMinGain per
-// step (quadruples it while the speed grows in proportion, as under a per-connection cap); when
+// step (quadruples it while the speed grows in proportion, as under a per-connection cap, and
+// after a first step whose connections are each slower than kSlowConnection); when
 // a step stops paying it goes back to the count before it and stays there. A
 // 429/503 from one connection while others run caps the count at the connections that were
 // being served, for the rest of the download.
@@ -42,6 +43,8 @@ class AdaptiveConnections {
   // A step whose new connections each brought at least this share of an old one's speed
   // scaled linearly: the next step quadruples instead of doubling.
   static constexpr double kLinearShare = 0.8;
+  // A first step whose connections each bring less than this (bytes per second) quadruples.
+  static constexpr double kSlowConnection = 4e6;
 
   // `ceiling`: the most the job and the hive allow for this file (at least 1).
   AdaptiveConnections(int ceiling, int start);
@@ -52,6 +55,7 @@ class AdaptiveConnections {
   void refused(int others_open);
 
   int target() const { return target_; }
+  int ceiling() const { return ceiling_; }  // lowered for good by a refusal
   bool settled() const { return settled_; }
   // Why it settled, for the narration ("more stopped helping: 16 gave 812 MB/s, 32 gave 820").
   const std::string& reason() const { return reason_; }

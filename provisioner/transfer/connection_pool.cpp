@@ -17,7 +17,10 @@ ConnectionPool::Lease::~Lease() {
 
 ConnectionPool::ConnectionPool(const HubClient& hub, std::size_t max_idle,
                                std::chrono::milliseconds max_idle_time)
-    : hub_(hub), max_idle_(max_idle), max_idle_time_(max_idle_time) {}
+    : hub_(hub),
+      max_idle_(max_idle),
+      max_idle_time_(max_idle_time),
+      session_(std::make_unique<HttpSession>()) {}
 
 ConnectionPool::~ConnectionPool() = default;
 
@@ -34,7 +37,7 @@ ConnectionPool::Lease ConnectionPool::take(const Url& url) {
       idle_.erase(found);
     }
   }
-  if (!reused) reused = std::make_unique<HttpConnection>(hub_.settings());
+  if (!reused) reused = std::make_unique<HttpConnection>(hub_.settings(), session_.get());
   return Lease(this, origin, std::move(reused));
 }
 

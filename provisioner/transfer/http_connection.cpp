@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <condition_variable>
 #include <exception>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -171,12 +174,100 @@ struct HttpConnection::Handles {
   }
 };
 
-HttpConnection::HttpConnection(const HubSettings& settings)
-    : settings_(settings), handles_(std::make_unique<Handles>()) {
+// The multi handle of an HttpSession and who drives it (see the class comment).
+struct HttpSession::Shared {
+  CURLM* multi = nullptr;
+  std::mutex mutex;  // guards what follows
+  std::condition_variable changed;
+  bool driving = false;
+  std::vector<CURL*> to_add;                          // handed to the driver
+  std::map<CURL*, std::optional<CURLcode>> requests;  // in flight; the result once done
+
+  Shared() {
+    initialise_libcurl_once();
+    multi = curl_multi_init();
+    if (!multi) throw std::bad_alloc();
+    curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    // Idle connections kept for the next requests; libcurl's default follows the number of
+    // requests added, which falls to nothing between two files.
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 32L);
+  }
+  ~Shared() { curl_multi_cleanup(multi); }
+
+  // Runs `easy` to its end, driving every request meanwhile when no other thread does.
+  CURLcode run(CURL* easy, const std::stop_token& stop) {
+    std::unique_lock lock(mutex);
+    requests[easy] = std::nullopt;
+    to_add.push_back(easy);
+    curl_multi_wakeup(multi);
+    // The driver runs this request's progress callback, which sees the stop and ends it.
+    std::stop_callback wake_on_stop(stop, [this] { curl_multi_wakeup(multi); });
+    while (!requests[easy]) {
+      if (driving) {
+        changed.wait(lock);
+        continue;
+      }
+      driving = true;
+      drive_until(easy, lock);
+      driving = false;
+      changed.notify_all();  // a thread still waiting drives next
+    }
+    const CURLcode code = *requests[easy];
+    requests.erase(easy);
+    return code;
+  }
+
+  // Performs every request until `mine` is done. `lock` is held on entry and on return, and
+  // released while libcurl runs, so other threads can hand over their requests.
+  void drive_until(CURL* mine, std::unique_lock<std::mutex>& lock) {
+    while (!requests[mine]) {
+      const std::vector<CURL*> adding = std::exchange(to_add, {});
+      lock.unlock();
+      for (CURL* easy : adding) curl_multi_add_handle(multi, easy);
+      int running = 0;
+      const bool performed = curl_multi_perform(multi, &running) == CURLM_OK;
+      std::vector<std::pair<CURL*, CURLcode>> finished;
+      int left = 0;
+      while (CURLMsg* message = curl_multi_info_read(multi, &left)) {
+        if (message->msg == CURLMSG_DONE) {
+          finished.emplace_back(message->easy_handle, message->data.result);
+        }
+      }
+      for (const auto& done : finished) curl_multi_remove_handle(multi, done.first);
+      if (performed && finished.empty()) {
+        curl_multi_poll(multi, nullptr, 0, kPollMilliseconds, nullptr);
+      }
+      lock.lock();
+      for (const auto& [easy, code] : finished) requests[easy] = code;
+      if (!performed) fail_everything_locked();
+      if (!finished.empty() || !performed) changed.notify_all();
+    }
+  }
+
+  // The multi handle itself failed (out of memory): every request in it ends.
+  void fail_everything_locked() {
+    for (auto& [easy, result] : requests) {
+      if (result) continue;
+      curl_multi_remove_handle(multi, easy);
+      result = CURLE_FAILED_INIT;
+    }
+    to_add.clear();
+  }
+};
+
+HttpSession::HttpSession() : shared_(std::make_unique<Shared>()) {}
+
+HttpSession::~HttpSession() = default;
+
+HttpConnection::HttpConnection(const HubSettings& settings, HttpSession* session)
+    : settings_(settings), session_(session), handles_(std::make_unique<Handles>()) {
   initialise_libcurl_once();
   handles_->easy = curl_easy_init();
-  handles_->multi = curl_multi_init();
-  if (!handles_->easy || !handles_->multi) throw std::bad_alloc();
+  if (!handles_->easy) throw std::bad_alloc();
+  if (!session_) {
+    handles_->multi = curl_multi_init();
+    if (!handles_->multi) throw std::bad_alloc();
+  }
   set_fixed_options();
 }
 
@@ -214,6 +305,9 @@ void HttpConnection::set_fixed_options() {
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &Handles::on_progress);
   curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &h);
+  // In a session: wait for a connection in progress to the same origin to say whether it
+  // multiplexes (HTTP/2) rather than open another one at once.
+  if (session_) curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
 }
 
 CappedAnswer HttpConnection::perform_capped(HttpRequest request, std::size_t max_bytes,
@@ -267,7 +361,34 @@ HttpResult HttpConnection::perform(const HttpRequest& request, const std::stop_t
     result.outcome = HttpOutcome::cancelled;
     return result;
   }
-  curl_multi_add_handle(h.multi, easy);
+  const CURLcode code =
+      session_ ? session_->shared_->run(easy, stop) : static_cast<CURLcode>(run_alone(stop));
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);  // the list dies with this call
+  if (h.callback_error) std::rethrow_exception(h.callback_error);
+
+  if (code != CURLE_OK && stop.stop_requested()) h.cancelled = true;
+  result.head = std::move(h.head);
+  if (!h.head_delivered) result.head.status = 0;
+  if (h.cancelled) {
+    result.outcome = HttpOutcome::cancelled;
+  } else if (h.stalled) {
+    result.outcome = HttpOutcome::stalled;
+  } else if (h.aborted) {
+    result.outcome = HttpOutcome::aborted;
+  } else if (code == CURLE_OK) {
+    result.outcome = HttpOutcome::complete;
+  } else {
+    result.outcome = HttpOutcome::failed;
+    const std::string text = h.error[0] ? std::string(h.error) : curl_easy_strerror(code);
+    result.error = narration::sanitize(settings_.proxies.redact(text), kMaxErrorText);
+  }
+  return result;
+}
+
+// The request on this connection's own multi handle, driven by the calling thread.
+int HttpConnection::run_alone(const std::stop_token& stop) {
+  Handles& h = *handles_;
+  curl_multi_add_handle(h.multi, h.easy);
   CURLcode code = CURLE_OK;
   {
     std::stop_callback wake_on_stop(stop, [multi = h.multi] { curl_multi_wakeup(multi); });
@@ -291,26 +412,8 @@ HttpResult HttpConnection::perform(const HttpRequest& request, const std::stop_t
       curl_multi_poll(h.multi, nullptr, 0, kPollMilliseconds, nullptr);
     }
   }
-  curl_multi_remove_handle(h.multi, easy);  // an unfinished transfer's connection is closed
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);  // the list dies with this call
-  if (h.callback_error) std::rethrow_exception(h.callback_error);
-
-  result.head = std::move(h.head);
-  if (!h.head_delivered) result.head.status = 0;
-  if (h.cancelled) {
-    result.outcome = HttpOutcome::cancelled;
-  } else if (h.stalled) {
-    result.outcome = HttpOutcome::stalled;
-  } else if (h.aborted) {
-    result.outcome = HttpOutcome::aborted;
-  } else if (code == CURLE_OK) {
-    result.outcome = HttpOutcome::complete;
-  } else {
-    result.outcome = HttpOutcome::failed;
-    const std::string text = h.error[0] ? std::string(h.error) : curl_easy_strerror(code);
-    result.error = narration::sanitize(settings_.proxies.redact(text), kMaxErrorText);
-  }
-  return result;
+  curl_multi_remove_handle(h.multi, h.easy);  // an unfinished transfer's connection is closed
+  return static_cast<int>(code);
 }
 
 }  // namespace rbee::provisioner

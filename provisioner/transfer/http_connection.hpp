@@ -1,9 +1,10 @@
 #pragma once
 // HttpConnection (internal): the provisioner's one HTTP client, on libcurl (DESIGN §14). Every
 // listing, resolve and transfer goes through perform(). One object is one libcurl easy handle
-// with its own multi handle, so the TCP/TLS connections it opened stay alive for its next
-// request (a ConnectionPool lends them out), and a request can be woken at once from another
-// thread: cancellation is a curl_multi_wakeup, not a poll loop that notices late.
+// with its own multi handle (or an HttpSession's, shared), so the TCP/TLS connections it opened
+// stay alive for its next request (a ConnectionPool lends them out), and a request can be woken
+// at once from another thread: cancellation is a curl_multi_wakeup, not a poll loop that
+// notices late.
 //
 // What libcurl does for us here, and what it must not do:
 // - reads of up to HttpRequest::receive_buffer bytes per recv (cpp-httplib read 4 KiB), HTTP/2 over
@@ -75,9 +76,35 @@ struct CappedAnswer {
   bool too_large = false;  // the body passed the cap and the request ended there
 };
 
+// Several connections' requests over one libcurl multi handle, so that the requests of a job to
+// an HTTP/2 server share its connections (DESIGN §8: many small files over one HTTP/2
+// connection): CURLPIPE_MULTIPLEX, and a request waits for a connection in progress to learn
+// whether it multiplexes before opening another (an HTTP/1.1 server still gets one connection
+// per request in flight, as before).
+//
+// libcurl serves a multi handle from one thread at a time. The first thread whose request is in
+// flight drives every request until its own ends, then hands the role to a thread still
+// waiting. A request's callbacks may so run on another thread than its own while its own waits
+// in perform(): its state is touched by one thread at a time. What they do stays small (one
+// small file's write; the hash runs on the file's HashPipeline thread), so no request waits
+// long for another's.
+class HttpSession {
+ public:
+  HttpSession();
+  ~HttpSession();
+  HttpSession(const HttpSession&) = delete;
+  HttpSession& operator=(const HttpSession&) = delete;
+
+ private:
+  friend class HttpConnection;
+  struct Shared;
+  std::unique_ptr<Shared> shared_;
+};
+
 class HttpConnection {
  public:
-  explicit HttpConnection(const HubSettings& settings);
+  // Alone, or with its requests in `session` (which must outlive it).
+  explicit HttpConnection(const HubSettings& settings, HttpSession* session = nullptr);
   ~HttpConnection();
   HttpConnection(const HttpConnection&) = delete;
   HttpConnection& operator=(const HttpConnection&) = delete;
@@ -94,9 +121,12 @@ class HttpConnection {
 
  private:
   void set_fixed_options();
+  // The request on this connection's own multi handle; returns libcurl's CURLcode.
+  int run_alone(const std::stop_token& stop);
 
   struct Handles;
   const HubSettings& settings_;
+  HttpSession* session_;
   std::unique_ptr<Handles> handles_;
 };
 

@@ -62,14 +62,14 @@ void RangedDownload::work(Worker& worker) {
   }
   worker.http.reset();  // the connection closes before the coordinator counts this one out
   std::lock_guard lock(mutex_);
-  if (worker.refused) --refused_open_;
   worker.finished = true;
   ++workers_done_;
   cv_.notify_all();
 }
 
-// The lowest unclaimed bytes of the file, cut to one request of this connection's size; near the
-// end, to an equal share for each connection, so that they all finish together.
+// The lowest unclaimed bytes of the file, cut to one request of this connection's size, and never
+// more than an equal share of what is left for the most connections the file may get: a
+// connection the controller adds finds work, and near the end they all finish together.
 std::optional<std::size_t> RangedDownload::claim_segment(const Worker& worker) {
   std::lock_guard lock(mutex_);
   if (group_stop_.stop_requested()) return std::nullopt;
@@ -83,7 +83,7 @@ std::optional<std::size_t> RangedDownload::claim_segment(const Worker& worker) {
   }
   if (!lowest) return std::nullopt;
   const std::uint64_t min_request = std::min(kMinRequestBytes, policy_.min_range_bytes);
-  const auto sharing = static_cast<std::uint64_t>(std::max(1, connections_wanted_.load()));
+  const auto sharing = static_cast<std::uint64_t>(std::max(1, share_between_.load()));
   const std::uint64_t size = std::max(
       min_request, std::min(worker.request_bytes > 0 ? worker.request_bytes : kFirstRequestBytes,
                             unclaimed / sharing));
@@ -131,7 +131,6 @@ void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
                      fmt::format("{}; its range goes to the other {} connection{}", error.what(),
                                  others, others == 1 ? "" : "s"),
                      {});
-        worker.refused = true;
         worker.retire = true;  // the loop top releases the segment to the others
         continue;
       }
@@ -151,10 +150,10 @@ void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
 int RangedDownload::refused_while_others_run(const HubError& error) {
   if (error.kind() != HubErrorKind::rate_limited && error.status() != 503) return 0;
   std::lock_guard lock(mutex_);
-  // Others refused at the same moment are leaving too: they are not served.
-  const int others = workers_started_ - workers_done_ - refused_open_ - 1;
+  // Those the server was sending a body to lately (since the coordinator's last tick: one
+  // between two requests still counts; one refused too does not).
+  const int others = peak_served_;
   if (others <= 0) return 0;  // the last connection retries, with backoff, as always
-  ++refused_open_;
   refused_with_others_ =
       refused_with_others_ == 0 ? others : std::min(refused_with_others_, others);
   return others;
@@ -190,7 +189,7 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
     write(batch.data(), batch.size());
     batch.clear();
   };
-  bool wrong_range = false, reached_end = false;
+  bool wrong_range = false, reached_end = false, served = false;
   request.on_head = [&](const HttpResponseHead& head) {
     if (head.status == 200) {  // the server ignores Range: ranges are of no use here
       std::lock_guard lock(mutex_);
@@ -200,7 +199,11 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
     }
     if (head.status != 206) return false;
     wrong_range = !content_range_matches(head.header("Content-Range"), from, to - 1, file_.size);
-    return !wrong_range;
+    if (wrong_range) return false;
+    std::lock_guard lock(mutex_);
+    peak_served_ = std::max(peak_served_, ++being_served_);
+    served = true;
+    return true;
   };
   request.on_body = [&](const char* data, std::size_t length) {
     if (worker.retire) return false;
@@ -220,7 +223,18 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
     if (batch_offset + batch.size() >= to) reached_end = true;
     return accepted == length;  // more than was asked for: the server is wrong, stop it
   };
-  const HttpResult result = worker.http->perform(request, worker.stop.get_token());
+  const HttpResult result = [&] {
+    struct Unserved {  // however perform() ends, a thrown disk error too
+      RangedDownload& download;
+      bool& served;
+      ~Unserved() {
+        if (!served) return;
+        std::lock_guard lock(download.mutex_);
+        --download.being_served_;
+      }
+    } unserved{*this, served};
+    return worker.http->perform(request, worker.stop.get_token());
+  }();
   if (!batch.empty()) flush();
   writeback.finish(fd_.get(), batch_offset);
   written_back_ += writeback.started();

@@ -108,7 +108,7 @@ void RangedDownload::plan_segments(const std::vector<Range>& done) {
                                     std::max<std::uint64_t>(policy_.min_range_bytes, 1),
                                 1, connections));
   controller_.emplace(useful, policy_.adaptive_connections ? kStartConnections : useful);
-  connections_wanted_ = controller_->target();
+  share_between_ = controller_->ceiling();
 }
 
 void RangedDownload::run_workers() {
@@ -194,15 +194,22 @@ void RangedDownload::steer_connections() {
   {
     std::lock_guard lock(mutex_);
     refused_with = std::exchange(refused_with_others_, 0);
+    peak_served_ = being_served_;
   }
   if (refused_with > 0) controller_->refused(refused_with);
   const bool reached = add_workers();
   std::uint64_t received = 0;
   for (const auto& worker : workers_) received += worker->received.load();
-  // A count the budget or the work left cannot reach is judged as it is.
   const int open = open_workers();
-  controller_->sample(Clock::now(), received, reached ? open : controller_->target());
-  connections_wanted_ = controller_->target();
+  if (!has_unclaimed_work()) {
+    // The last requests are out: connections fall idle one by one, and a window now would
+    // judge the end of the file, not the count. No step is judged any more.
+    controller_->sample(Clock::now(), received, 0);
+  } else {
+    // A count the budget cannot reach is judged as it is.
+    controller_->sample(Clock::now(), received, reached ? open : controller_->target());
+  }
+  share_between_ = controller_->ceiling();
   retire_surplus();
   replace_slow_connection();
   if (controller_->settled()) report_connections(controller_->reason());

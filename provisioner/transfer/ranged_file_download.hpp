@@ -53,7 +53,6 @@ struct Worker {
   Clock::time_point started = Clock::now();
   std::uint64_t window_received = 0;  // the coordinator's: `received` at the last speed check
   bool finished = false;              // guarded by the download's mutex
-  bool refused = false;               // leaving after a 429/503 (its own thread only)
   std::vector<char> batch;            // the write batch, allocated once (its own thread only)
   std::unique_ptr<HttpConnection> http;
   std::jthread thread;  // last: joined first
@@ -126,8 +125,9 @@ class RangedDownload {
 
   void work(Worker& worker);
 
-  // The lowest unclaimed bytes of the file, cut to one request of this connection's size; near
-  // the end, to an equal share for each connection, so that they all finish together.
+  // The lowest unclaimed bytes of the file, cut to one request of this connection's size, and
+  // never more than an equal share of what is left for the most connections the file may get:
+  // a connection the controller adds finds work, and near the end they all finish together.
   std::optional<std::size_t> claim_segment(const Worker& worker);
 
   void fetch_segment(std::size_t index, Worker& worker);
@@ -192,11 +192,12 @@ class RangedDownload {
   std::mutex mutex_;  // guards what follows
   std::condition_variable cv_;
   std::vector<Segment> segments_;
-  std::atomic<int> connections_wanted_{1};  // the controller's target, for sharing the end
+  std::atomic<int> share_between_{1};  // the controller's ceiling: claims are shares of it
   int workers_started_ = 0;
   int workers_done_ = 0;
   int refused_with_others_ = 0;  // the fewest others open at a 429/503 since the last tick
-  int refused_open_ = 0;         // refused connections not yet closed
+  int being_served_ = 0;         // connections receiving a body now
+  int peak_served_ = 0;          // the most since the coordinator's last tick
   bool ranges_refused_ = false;
   std::exception_ptr failure_;
   std::stop_source group_stop_;

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -245,33 +246,36 @@ TEST_CASE("TLS is verified: a certificate no trusted CA signed fails the downloa
   CHECK(front.access_log().empty());  // not one request was sent over the unverified channel
 }
 
-TEST_CASE("a repo of small files over HTTP/2 reuses few connections for many requests") {
+TEST_CASE("a repo of small files over HTTP/2 shares one connection between its parallel files") {
   TestCertificates certificates;
   HubFixture hub;
   FixtureRepo repo;
   repo.id = "acme/many";
-  for (int i = 0; i < 40; ++i) {
+  for (int i = 0; i < 60; ++i) {
     repo.files.push_back({fmt::format("shard-{:02}.json", i), 700 + static_cast<std::uint64_t>(i),
                           false, static_cast<std::uint64_t>(100 + i)});
   }
   hub.add_repo(repo);
   TlsFront front(certificates, hub);
   HiveUnderTest hive(
-      fast_flags({"--parallel-files", "4"}), "",
+      fast_flags({"--parallel-files", "16"}), "",
       {{"HF_ENDPOINT", front.endpoint()}, {"RBEE_CA_BUNDLE", certificates.ca.string()}});
   const auto stream = download(hive, "acme/many");
   REQUIRE(stream.terminal() == "[DONE]");
   CHECK(downloaded(hive, hub, repo));
   std::istringstream access(front.access_log());
-  std::set<std::string> connections;
-  int requests = 0;
-  for (std::string protocol, connection, rest; access >> protocol >> connection;
-       std::getline(access, rest)) {
+  std::set<std::string> connections;  // nginx's connection serial numbers of the file requests
+  int answered = 0;
+  for (std::string protocol, connection, method, uri, status;
+       access >> protocol >> connection >> method >> uri >> status;) {
     CHECK(protocol == "HTTP/2.0");
+    if (uri.find("/resolve/") == std::string::npos) continue;
     connections.insert(connection);
-    ++requests;
+    // A few streams opened in the connection's first moments are reset by libcurl and sent
+    // again on the same connection (nginx logs those 499); the hive sees only the answers.
+    answered += status == "200";
   }
-  CHECK(requests >= 41);           // the listing and every file
-  CHECK(connections.size() <= 5);  // a connection per file worker at most
-  CHECK(static_cast<int>(connections.size()) < requests);
+  CHECK(answered == 60);
+  // 16 files at once, multiplexed: one connection (another only if one was lost meanwhile).
+  CHECK_MESSAGE(connections.size() <= 2, connections.size() << " connections");
 }

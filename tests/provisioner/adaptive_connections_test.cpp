@@ -74,6 +74,22 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("a first step of slow connections (a likely cap) quadruples; a fast one doubles") {
+  const auto first_step = [](double per_connection) {
+    AdaptiveConnections controller(64, 4);
+    auto now = Clock::now();
+    double bytes = 0;
+    for (int tick = 0; tick < 1000 && controller.target() == 4; ++tick) {
+      now += 50ms;
+      bytes += 4 * per_connection * 0.05;
+      controller.sample(now, static_cast<std::uint64_t>(bytes), controller.target());
+    }
+    return controller.target();
+  };
+  CHECK(first_step(300e3) == 16);
+  CHECK(first_step(100e6) == 8);
+}
+
 TEST_CASE("a link that one connection fills: it goes back to the count before the useless step") {
   AdaptiveConnections controller(32, 4);
   CHECK(settle(controller, [](int) { return 1e9; }) == 4);

@@ -1,7 +1,8 @@
 #pragma once
 // ConnectionPool: idle HTTP connections to the Hub and its CDN, by origin, so the files of a
 // repo reuse connections instead of paying a TCP (and TLS) handshake each. A repo of hundreds
-// of small files is otherwise dominated by round trips.
+// of small files is otherwise dominated by round trips. Its connections share one HttpSession:
+// to an HTTP/2 server the requests of all of them, in flight at once, share one connection.
 
 #include <chrono>
 #include <cstddef>
@@ -14,6 +15,7 @@ namespace rbee::provisioner {
 
 class HubClient;
 class HttpConnection;  // the client layer (internal, on libcurl)
+class HttpSession;
 struct Url;
 
 // Thread-safe. A lease is used by one thread and goes back to the pool when it ends: a
@@ -61,6 +63,7 @@ class ConnectionPool {
   const HubClient& hub_;
   const std::size_t max_idle_;
   const std::chrono::milliseconds max_idle_time_;
+  std::unique_ptr<HttpSession> session_;  // outlives the connections below
   mutable std::mutex mutex_;
   std::multimap<std::string, Idle> idle_;
 };

@@ -28,6 +28,8 @@ PORT_FAST=18080
 PORT_CAPPED=18081
 PORT_REMOTE=18082                       # latency_proxy.mjs in front of PORT_FAST, scenario 3r
 PORT_UPSTREAM=18083                     # capped like PORT_CAPPED, logging bytes sent: scenario 8
+PORT_TLS=18084                          # nginx with TLS and HTTP/2, scenario 3h
+PORT_TLS_REMOTE=18085                   # latency_proxy.mjs in front of PORT_TLS, scenario 3h
 FLEET_REPO=${FLEET_REPO:-onegig}        # the model of scenario 8 (1 GiB)
 RTT_MS=${RTT_MS:-20}
 SLOW_CLIENTS=${SLOW_CLIENTS:-1500}         # slowloris connections, scenario 5s
@@ -178,7 +180,22 @@ slow_servers() {
   done
 }
 
+# A CA and a certificate for 127.0.0.1, for scenario 3h's TLS server (made once).
+make_certificates() {
+  local d=$WORK/tls
+  [[ -f $d/server.pem ]] && return
+  mkdir -p "$d"
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$d/san.ext"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" \
+    -subj "/CN=rbee bench CA" -days 365 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" \
+    -subj "/CN=127.0.0.1" 2>/dev/null
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -out "$d/server.pem" -days 365 -extfile "$d/san.ext" 2>/dev/null
+}
+
 start_nginx() {
+  make_certificates
   mkdir -p "$WORK/nginx"
   cat >"$WORK/nginx/nginx.conf" <<EOF
 daemon off;
@@ -213,6 +230,17 @@ http {
     location / { add_header X-Repo-Commit $COMMIT; }
   }
 $(slow_servers)
+  # Scenario 3h: a Hub over TLS and HTTP/2, logging each request's connection.
+  log_format connection '\$connection \$request_uri';
+  server {
+    listen 127.0.0.1:$PORT_TLS ssl http2;
+    ssl_certificate $WORK/tls/server.pem;
+    ssl_certificate_key $WORK/tls/server.key;
+    root $WORK/www;
+    access_log $WORK/nginx/tls.log connection;
+    location /api/ { default_type application/json; }
+    location / { add_header X-Repo-Commit $COMMIT; }
+  }
   # The fleet's Hub (scenario 8): a CDN's per-connection cap, and every byte it sends logged.
   log_format sent '\$bytes_sent';
   server {
@@ -241,7 +269,7 @@ HIVE_CACHE=$WORK/hive-cache
 start_hive() {  # endpoint_port [daemon flags...]
   stop_hive
   rm -rf "$HIVE_CACHE" "$HIVE_CACHE.log"
-  HF_ENDPOINT=http://127.0.0.1:$1 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$HIVE_CACHE" \
+  HF_ENDPOINT=${HIVE_SCHEME:-http}://127.0.0.1:$1 HF_HOME=$WORK/hf "$HIVE_BIN" --port 0 --cache-dir "$HIVE_CACHE" \
     --disk-reserve-mb 0 "${@:2}" 2>"$HIVE_CACHE.log" &
   HIVE_PID=$!
   PIDS+=("$HIVE_PID")
@@ -440,6 +468,33 @@ scenario_3_remote() {
     record s3r_js "$(js_time bench/many $PORT_REMOTE)"
   done
   [[ -n $before_pid ]] && kill "$before_pid" && wait "$before_pid" 2>/dev/null
+  stop_hive
+  kill "$proxy"
+}
+
+# Many small files over one HTTP/2 connection (DESIGN §8): scenario 3's repo from nginx over TLS
+# and HTTP/2, RTT_MS away (latency_proxy.mjs forwards the TLS bytes as they are): the hive against
+# aria2c -j16, and the TCP connections each used for the small files (nginx's $connection).
+scenario_3h() {
+  log "scenario 3h: the repo of scenario 3 over TLS and HTTP/2, ${RTT_MS} ms round trip"
+  node "$ROOT/bench/tools/latency_proxy.mjs" "$PORT_TLS_REMOTE" "$PORT_TLS" "$RTT_MS" >/dev/null &
+  local proxy=$!
+  PIDS+=("$proxy")
+  until curl -sf --cacert "$WORK/tls/ca.pem" "https://127.0.0.1:$PORT_TLS_REMOTE/api/models/bench/many/revision/main" >/dev/null; do sleep 0.1; done
+  sed "s|http://127.0.0.1:$PORT_FAST/|https://127.0.0.1:$PORT_TLS_REMOTE/|" "$WORK/many.list" >"$WORK/many-tls.list"
+  local small='/shards/' tool
+  connections_of() {  # the nginx log of one run → "requests for small files / their connections"
+    awk -v small="$small" '$2 ~ small {n++; c[$1]} END {printf "%d requests over %d connections", n, length(c)}' "$WORK/nginx/tls.log"
+  }
+  RBEE_CA_BUNDLE=$WORK/tls/ca.pem HIVE_SCHEME=https start_hive $PORT_TLS_REMOTE
+  for _ in $(seq "$REPS"); do
+    : >"$WORK/nginx/tls.log"
+    record s3h_hive "$(hive_time '"model":"bench/many"')"
+    log "    rbee-hive, small files: $(connections_of)"
+    : >"$WORK/nginx/tls.log"
+    record s3h_aria2c "$(aria_time -j16 --ca-certificate="$WORK/tls/ca.pem" -i "$WORK/many-tls.list")"
+    log "    aria2c -j16, small files: $(connections_of)"
+  done
   stop_hive
   kill "$proxy"
 }

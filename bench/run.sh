@@ -265,7 +265,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 
 HIVE_PID=
 HIVE_URL=
-HIVE_CACHE=$WORK/hive-cache
+HIVE_CACHE=${HIVE_CACHE_DIR:-$WORK/hive-cache}  # HIVE_CACHE_DIR: another file system (scenario 9 on XFS)
 start_hive() {  # endpoint_port [daemon flags...]
   stop_hive
   rm -rf "$HIVE_CACHE" "$HIVE_CACHE.log"

@@ -35,6 +35,9 @@ using namespace std::chrono_literals;
 constexpr auto kTokenMargin = 60s;  // a token is renewed this long before it expires
 constexpr int kMaxReplans = 5;      // reconstructions asked again without progress
 constexpr std::size_t kCopyBuffer = 1 << 20;
+// Copier threads: a copy's cost is mostly the kernel filling new pages of the part, which one
+// thread does at about the speed the network brings bytes on loopback.
+constexpr std::size_t kCopiers = 2;
 
 bool covered(const std::vector<ByteRange>& done, std::uint64_t begin, std::uint64_t end) {
   for (const auto& range : done) {
@@ -233,17 +236,21 @@ void XetDownload::prepare_part() {
 bool XetDownload::assemble() {
   if (stop_.stop_requested()) throw DownloadCancelled();
   plan_copies();
-  std::jthread copier;  // its destructor stops and joins it, whatever is thrown below
+  // Their destructors stop and join them, whatever is thrown below.
+  std::vector<std::jthread> copiers;
   if (!copies_.empty()) {
     {
       std::lock_guard lock(mutex_);
-      copying_ = true;
+      copiers_running_ = kCopiers;
       copy_failure_ = nullptr;
     }
-    copier = std::jthread([this](std::stop_token stop) { copy_planned_terms(stop); });
+    for (std::size_t stripe = 0; stripe < kCopiers; ++stripe) {
+      copiers.emplace_back(
+          [this, stripe](std::stop_token stop) { copy_planned_terms(stop, stripe); });
+    }
   }
   fetch_missing_terms();
-  if (copier.joinable()) copier.join();
+  copiers.clear();  // joined
   report_progress();
   if (copy_failure_) std::rethrow_exception(copy_failure_);
   return std::any_of(copies_.begin(), copies_.end(),
@@ -264,11 +271,13 @@ void XetDownload::plan_copies() {
   for (const auto& copy : copies_) term_copying_[copy.first] = true;
 }
 
-void XetDownload::copy_planned_terms(const std::stop_token& stop) {
+void XetDownload::copy_planned_terms(const std::stop_token& stop, std::size_t stripe) {
+  OpenSource file;
   try {
-    for (const auto& [term, source] : copies_) {
+    for (std::size_t i = stripe; i < copies_.size(); i += kCopiers) {
       if (stop.stop_requested() || stop_.stop_requested()) break;
-      const bool copied = copy_from(source, places_[term]);
+      const auto& [term, source] = copies_[i];
+      const bool copied = copy_from(source, places_[term], file);
       if (copied) chunk_lengths_[term] = source.chunk_lengths;
       std::lock_guard lock(mutex_);
       term_copying_[term] = false;
@@ -280,18 +289,18 @@ void XetDownload::copy_planned_terms(const std::stop_token& stop) {
       }
     }
   } catch (...) {  // a disk error writing the part: the caller rethrows it
-    copy_failure_ = std::current_exception();
+    std::lock_guard lock(mutex_);
+    if (!copy_failure_) copy_failure_ = std::current_exception();
   }
-  copy_source_ = {};
   std::lock_guard lock(mutex_);
-  std::fill(term_copying_.begin(), term_copying_.end(), false);
-  copying_ = false;
+  if (--copiers_running_ > 0) return;
+  std::fill(term_copying_.begin(), term_copying_.end(), false);  // stopped: for the transfers
   changed_.notify_all();
 }
 
 // Copies the term from the file that holds it; false when that file is no longer as recorded.
-bool XetDownload::copy_from(const ReuseSource& source, const TermPlace& place) {
-  const int in = open_copy_source(source);
+bool XetDownload::copy_from(const ReuseSource& source, const TermPlace& place, OpenSource& file) {
+  const int in = open_copy_source(source, file);
   if (in < 0) return false;
   std::uint64_t from = source.offset + place.skip;
   for (std::uint64_t at = place.begin; at < place.end;) {
@@ -328,12 +337,11 @@ bool XetDownload::copy_by_reading(int in, std::uint64_t from, std::uint64_t at, 
 
 // The source's file, opened once for all the terms it holds (they come in file order, so
 // mostly from the same file), without following symlinks; -1 when it is no longer as recorded.
-int XetDownload::open_copy_source(const ReuseSource& source) {
-  if (copy_source_.fd && copy_source_.model_dir == source.model_dir &&
-      copy_source_.repo_path == source.repo_path) {
-    return copy_source_.fd.get();
+int XetDownload::open_copy_source(const ReuseSource& source, OpenSource& file) {
+  if (file.fd && file.model_dir == source.model_dir && file.repo_path == source.repo_path) {
+    return file.fd.get();
   }
-  copy_source_ = {};
+  file = {};
   catalog::UniqueFd in;
   try {
     const auto model = catalog::Directory::open(source.model_dir, false);
@@ -349,8 +357,8 @@ int XetDownload::open_copy_source(const ReuseSource& source) {
       static_cast<std::uint64_t>(info.st_size) != source.file_size) {
     return -1;
   }
-  copy_source_ = {source.model_dir, source.repo_path, std::move(in)};
-  return copy_source_.fd.get();
+  file = {source.model_dir, source.repo_path, std::move(in)};
+  return file.fd.get();
 }
 
 bool XetDownload::is_done(std::size_t term) {

@@ -103,15 +103,23 @@ class XetDownload {
   // the transfers leave them alone.
   void plan_copies();
 
-  // The copier's thread: copies the planned terms in file order, marking each done; a term
-  // whose source is no longer as recorded is refused, for the next round to fetch.
-  void copy_planned_terms(const std::stop_token& stop);
+  // The file a copier reads from, open for the terms that follow from the same file.
+  struct OpenSource {
+    std::filesystem::path model_dir;
+    std::string repo_path;
+    catalog::UniqueFd fd;
+  };
+
+  // A copier's thread: copies its stripe of the planned terms (every kCopiers-th, so the
+  // copiers advance through the file together and the hashed prefix grows), marking each done;
+  // a term whose source is no longer as recorded is refused, for the next round to fetch.
+  void copy_planned_terms(const std::stop_token& stop, std::size_t stripe);
 
   // Copies the term from the file that holds it; false when that file is no longer as
   // recorded. Opened without following symlinks (and kept open for the next term from the same
   // file): a file renamed over it meanwhile (a new revision) leaves this descriptor on the old,
   // unchanged bytes.
-  bool copy_from(const ReuseSource& source, const TermPlace& place);
+  bool copy_from(const ReuseSource& source, const TermPlace& place, OpenSource& file);
 
   // The same through a buffer, where copy_file_range cannot (another file system).
   bool copy_by_reading(int in, std::uint64_t from, std::uint64_t at, std::uint64_t end);
@@ -119,7 +127,7 @@ class XetDownload {
   // The source's file, opened once for all the terms it holds (they come in file order, so
   // mostly from the same file), without following symlinks; -1 when it is no longer as
   // recorded.
-  int open_copy_source(const ReuseSource& source);
+  int open_copy_source(const ReuseSource& source, OpenSource& file);
 
   // --- 4. transfers -------------------------------------------------------------------------
 
@@ -215,13 +223,8 @@ class XetDownload {
   std::vector<TermPlace> places_;
   std::vector<std::vector<std::uint32_t>> chunk_lengths_;  // per term, written by its one writer
   std::vector<Job> jobs_;
-  std::atomic<std::uint64_t> in_flight_{0};  // bytes of unfinished terms written so far
-  std::atomic<std::uint64_t> received_{0};   // transfer body bytes, for the controller
-  struct OpenSource {                        // the copier's last source file
-    std::filesystem::path model_dir;
-    std::string repo_path;
-    catalog::UniqueFd fd;
-  } copy_source_;
+  std::atomic<std::uint64_t> in_flight_{0};        // bytes of unfinished terms written so far
+  std::atomic<std::uint64_t> received_{0};         // transfer body bytes, for the controller
   std::optional<AdaptiveConnections> controller_;  // the coordinator's thread only
 
   std::mutex mutex_;  // guards what follows
@@ -239,7 +242,7 @@ class XetDownload {
   std::vector<std::pair<std::size_t, ReuseSource>> copies_;
   std::vector<bool> term_copying_;
   std::vector<bool> copy_refused_;
-  bool copying_ = false;
+  std::size_t copiers_running_ = 0;
   std::uint64_t copied_unreported_ = 0;  // copied, not yet told to `reused`
   std::exception_ptr copy_failure_;
 

@@ -26,7 +26,7 @@ void XetDownload::fetch_missing_terms() {
   plan_jobs();
   {
     std::lock_guard lock(mutex_);
-    if (jobs_.empty() && !copying_) return;
+    if (jobs_.empty() && copiers_running_ == 0) return;
   }
   expired_ = false;
   failure_ = nullptr;
@@ -121,7 +121,7 @@ void XetDownload::plan_jobs() {
 void XetDownload::coordinate() {
   auto last_persist = Clock::now();
   std::unique_lock lock(mutex_);
-  while (roster_.running() > 0 || copying_) {
+  while (roster_.running() > 0 || copiers_running_ > 0) {
     changed_.wait_for(lock, kTick);
     if (stop_.stop_requested()) group_stop_.request_stop();
     const int open = static_cast<int>(roster_.running());

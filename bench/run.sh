@@ -487,7 +487,7 @@ scenario_3h() {
   connections_of() {  # the nginx log of one run → "requests for small files / their connections"
     awk -v small="$small" '$2 ~ small {n++; c[$1]} END {printf "%d requests over %d connections", n, length(c)}' "$WORK/nginx/tls.log"
   }
-  RBEE_CA_BUNDLE=$WORK/tls/ca.pem HIVE_SCHEME=https start_hive $PORT_TLS_REMOTE
+  RBEE_CA_BUNDLE=$WORK/tls/ca.pem HIVE_SCHEME=https start_hive $PORT_TLS_REMOTE ${H2_FLAGS:-}
   for _ in $(seq "$REPS"); do
     : >"$WORK/nginx/tls.log"
     record s3h_hive "$(hive_time '"model":"bench/many"')"

@@ -5,8 +5,9 @@
 // Claiming in file order keeps the written prefix growing, so the hash and the writeback run
 // while the bytes arrive instead of after the last one. Requests are bounded, so no connection
 // is ever cut short: a surplus one leaves when its request is done and the server never sends
-// a byte that is dropped (DESIGN §8, no byte fetched twice). Near the end each connection asks
-// for an equal share of what is left, so they finish together.
+// a byte that is dropped (DESIGN §8, no byte fetched twice). A claim is never more than an equal
+// share of what is left for the most connections the file may get, so a connection the
+// controller adds finds work and the last requests end together.
 #include <algorithm>
 
 #include <fmt/format.h>

@@ -172,6 +172,36 @@ struct HttpConnection::Handles {
     }
     return 0;
   }
+
+  // The request on this connection's own multi handle, driven by the calling thread.
+  CURLcode run_alone(const std::stop_token& stop_token) {
+    curl_multi_add_handle(multi, easy);
+    CURLcode code = CURLE_OK;
+    {
+      std::stop_callback wake_on_stop(stop_token, [this] { curl_multi_wakeup(multi); });
+      for (;;) {
+        int running = 0;
+        if (curl_multi_perform(multi, &running) != CURLM_OK) {
+          code = CURLE_FAILED_INIT;
+          break;
+        }
+        if (running == 0) {
+          int left = 0;
+          while (CURLMsg* message = curl_multi_info_read(multi, &left)) {
+            if (message->msg == CURLMSG_DONE) code = message->data.result;
+          }
+          break;
+        }
+        if (stop_token.stop_requested()) {
+          cancelled = true;
+          break;
+        }
+        curl_multi_poll(multi, nullptr, 0, kPollMilliseconds, nullptr);
+      }
+    }
+    curl_multi_remove_handle(multi, easy);  // an unfinished transfer's connection is closed
+    return code;
+  }
 };
 
 // The multi handle of an HttpSession and who drives it (see the class comment).
@@ -361,8 +391,7 @@ HttpResult HttpConnection::perform(const HttpRequest& request, const std::stop_t
     result.outcome = HttpOutcome::cancelled;
     return result;
   }
-  const CURLcode code =
-      session_ ? session_->shared_->run(easy, stop) : static_cast<CURLcode>(run_alone(stop));
+  const CURLcode code = session_ ? session_->shared_->run(easy, stop) : h.run_alone(stop);
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);  // the list dies with this call
   if (h.callback_error) std::rethrow_exception(h.callback_error);
 
@@ -383,37 +412,6 @@ HttpResult HttpConnection::perform(const HttpRequest& request, const std::stop_t
     result.error = narration::sanitize(settings_.proxies.redact(text), kMaxErrorText);
   }
   return result;
-}
-
-// The request on this connection's own multi handle, driven by the calling thread.
-int HttpConnection::run_alone(const std::stop_token& stop) {
-  Handles& h = *handles_;
-  curl_multi_add_handle(h.multi, h.easy);
-  CURLcode code = CURLE_OK;
-  {
-    std::stop_callback wake_on_stop(stop, [multi = h.multi] { curl_multi_wakeup(multi); });
-    for (;;) {
-      int running = 0;
-      if (curl_multi_perform(h.multi, &running) != CURLM_OK) {
-        code = CURLE_FAILED_INIT;
-        break;
-      }
-      if (running == 0) {
-        int left = 0;
-        while (CURLMsg* message = curl_multi_info_read(h.multi, &left)) {
-          if (message->msg == CURLMSG_DONE) code = message->data.result;
-        }
-        break;
-      }
-      if (stop.stop_requested()) {
-        h.cancelled = true;
-        break;
-      }
-      curl_multi_poll(h.multi, nullptr, 0, kPollMilliseconds, nullptr);
-    }
-  }
-  curl_multi_remove_handle(h.multi, h.easy);  // an unfinished transfer's connection is closed
-  return static_cast<int>(code);
 }
 
 }  // namespace rbee::provisioner

@@ -121,8 +121,6 @@ class HttpConnection {
 
  private:
   void set_fixed_options();
-  // The request on this connection's own multi handle; returns libcurl's CURLcode.
-  int run_alone(const std::stop_token& stop);
 
   struct Handles;
   const HubSettings& settings_;

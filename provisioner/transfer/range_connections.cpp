@@ -93,7 +93,7 @@ std::optional<std::size_t> RangedDownload::claim_segment(const Worker& worker) {
   const std::uint64_t cut = claimed.written + size;
   if (cut + min_request <= claimed.end) {  // the rest stays for the next claim
     const std::uint64_t end = std::exchange(claimed.end, cut);
-    segments_.push_back({cut, end, cut, cut, false});
+    segments_.push_back({cut, end, cut, false});
   }
   return *lowest;
 }
@@ -105,7 +105,6 @@ void RangedDownload::fetch_segment(std::size_t index, Worker& worker) {
     {
       std::lock_guard lock(mutex_);
       Segment& segment = segments_[index];
-      segment.received = segment.written;  // an unflushed batch of a failed try is gone
       if (segment.complete() || group_stop_.stop_requested() || worker.retire) {
         segment.taken = false;
         return;
@@ -211,10 +210,6 @@ void RangedDownload::transfer(std::size_t index, const ResolvedFile& source, Wor
     worker.received += length;
     const std::uint64_t accepted =
         std::min<std::uint64_t>(length, to - (batch_offset + batch.size()));
-    {
-      std::lock_guard lock(mutex_);
-      segments_[index].received += accepted;
-    }
     if (batch.empty() && accepted >= kDirectWrite) {
       write(data, accepted);  // a large read goes to the part as it is, without a copy
     } else {

@@ -93,12 +93,12 @@ void RangedDownload::preallocate() {
 void RangedDownload::plan_segments(const std::vector<Range>& done) {
   std::uint64_t cursor = 0, remaining = 0;
   const auto add_gap = [&](std::uint64_t begin, std::uint64_t end) {
-    segments_.push_back({begin, end, begin, begin, false});
+    segments_.push_back({begin, end, begin, false});
     remaining += end - begin;
   };
   for (const auto& range : done) {
     if (range.begin > cursor) add_gap(cursor, range.begin);
-    segments_.push_back({range.begin, range.end, range.end, range.end, false});
+    segments_.push_back({range.begin, range.end, range.end, false});
     cursor = range.end;
   }
   if (cursor < file_.size) add_gap(cursor, file_.size);

@@ -33,8 +33,7 @@ using Range = ByteRange;
 struct Segment {
   std::uint64_t begin = 0;
   std::uint64_t end = 0;
-  std::uint64_t written = 0;   // bytes before this offset are on disk
-  std::uint64_t received = 0;  // bytes before this offset are accepted (written, or batched)
+  std::uint64_t written = 0;  // bytes before this offset are on disk
   bool taken = false;
   bool complete() const { return written >= end; }
 };
